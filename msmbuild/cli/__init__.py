@@ -1,0 +1,73 @@
+"""The msmbuild command line: one thin command per library function.
+
+Commands are imported lazily, so ``msmbuild --help`` never imports torch or transformers.
+Every MsmbuildError becomes a one-line message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from msmbuild import __version__
+from msmbuild.errors import MsmbuildError
+
+# name -> (module, attribute, one-line help). Add a stage's command here.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "store": ("msmbuild.cli.store", "store", "Inspect and maintain the content-addressed store."),
+    "params": ("msmbuild.cli.params", "params", "Validate and show params.yaml."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _help = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="msmbuild")
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              envvar="MSMBUILD_PARAMS", help="The params file.")
+@click.pass_context
+def cli(ctx: click.Context, params_path: str) -> None:
+    """msmbuild: spec -> documents -> shards -> checkpoints -> eval tables, content-addressed."""
+    ctx.obj = {"params_path": params_path}
+
+
+def load_ctx_params(ctx: click.Context):
+    """Load and validate the params file named on the command line."""
+    from msmbuild.config import load_params
+
+    return load_params(ctx.find_root().obj["params_path"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="msmbuild", standalone_mode=False)
+    except MsmbuildError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,101 @@
+"""``msmbuild store``: stats, verify, gc, push, pull."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from msmbuild.cli import load_ctx_params
+from msmbuild.errors import StoreError
+
+
+def _store(ctx: click.Context):
+    from msmbuild.config import open_store
+
+    params = load_ctx_params(ctx)
+    return params, open_store(params)
+
+
+@click.group()
+def store() -> None:
+    """Inspect and maintain the content-addressed store."""
+
+
+@store.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Objects, bytes, actions by kind and recorded cost."""
+    _params, s = _store(ctx)
+    info = s.stats()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"store    {info['root']}")
+    click.echo(f"remote   {info['remote'] or '-'}")
+    click.echo(f"objects  {info['objects']} ({info['bytes'] / 1e6:.1f} MB)")
+    click.echo(f"actions  {info['actions']}")
+    for kind, n in sorted(info["actions_by_kind"].items()):
+        click.echo(f"  {kind:<20} {n}")
+    click.echo(f"cost     ${info['cost_usd']:.4f}")
+
+
+@store.command()
+@click.pass_context
+def verify(ctx: click.Context) -> None:
+    """Re-hash every object and check every action's outputs exist; exit 1 on problems."""
+    _params, s = _store(ctx)
+    report = s.verify()
+    click.echo(f"checked {report.objects_checked} objects, {report.actions_checked} actions")
+    for d in report.corrupt:
+        click.echo(f"corrupt  {s.cas.path(d)}")
+    for d in report.missing:
+        click.echo(f"missing  {d}")
+    for k in report.bad_actions:
+        click.echo(f"malformed action {s.actions.path(k)}")
+    if not report.ok:
+        raise SystemExit(1)
+    click.echo("ok")
+
+
+@store.command()
+@click.option("--root", "extra_roots", multiple=True, help="Extra action key to keep.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.pass_context
+def gc(ctx: click.Context, extra_roots: tuple[str, ...], dry_run: bool) -> None:
+    """Delete actions and objects not referenced from build/refs/*.json."""
+    from msmbuild.store import read_roots
+
+    params, s = _store(ctx)
+    keep = read_roots(params.build_dir) | set(extra_roots)
+    if not keep and not extra_roots:
+        raise StoreError(f"no roots found under {params.build_dir}/refs: refusing to empty the store "
+                         "(build first, or pass --root)")
+    if dry_run:
+        unused = [k for k in s.actions.iter_keys() if k not in keep]
+        click.echo(f"would remove {len(unused)} actions (and the objects only they reach)")
+        return
+    out = s.gc(keep)
+    click.echo(f"removed {out['actions_removed']} actions, {out['objects_removed']} objects "
+               f"({out['bytes_freed'] / 1e6:.1f} MB); kept {out['objects_kept']} objects")
+
+
+@store.command()
+@click.pass_context
+def push(ctx: click.Context) -> None:
+    """Upload objects and actions the remote lacks."""
+    _params, s = _store(ctx)
+    n = s.push()
+    click.echo(f"pushed {n.objects} objects ({n.bytes / 1e6:.1f} MB), {n.actions} actions; "
+               f"{n.skipped} already there")
+
+
+@store.command()
+@click.pass_context
+def pull(ctx: click.Context) -> None:
+    """Download objects and actions the local store lacks."""
+    _params, s = _store(ctx)
+    n = s.pull()
+    click.echo(f"pulled {n.objects} objects ({n.bytes / 1e6:.1f} MB), {n.actions} actions; "
+               f"{n.skipped} already here")

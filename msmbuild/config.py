@@ -1,0 +1,275 @@
+"""params.yaml: the one configuration file, validated at start.
+
+Every key is declared here with its default and a description; unknown keys and wrong
+types are errors naming the file and the key path (``corpora.pro_america.n_doc_types``).
+Each stage's settings live in one model below; defaults follow the MSM paper where it
+gives one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from msmbuild.errors import ParamsError
+
+if TYPE_CHECKING:
+    from msmbuild.store import Store
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# -- store ---------------------------------------------------------------------------
+class StoreConfig(Section):
+    path: str = Field(".msmbuild/store", description="Local store directory (git- and dvc-ignored). A cluster points every node at one shared path.")
+    remote: str | None = Field(None, description="fsspec URL of the shared tier: a directory, file://, s3://bucket/prefix.")
+    write_through: bool = Field(False, description="Upload every new result to the remote as it is made.")
+    link: list[Literal["reflink", "hardlink", "copy"]] = Field(
+        ["reflink", "hardlink", "copy"], description="How artifacts are placed into build/, first that works wins.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec for the remote (e.g. endpoint_url for S3).")
+
+
+# -- generation backends ----------------------------------------------------------------
+class Price(Section):
+    input: float = Field(description="USD per million input tokens.")
+    output: float = Field(description="USD per million output tokens.")
+    cache_write: float | None = Field(None, description="USD per million cache-write tokens (default 1.25 x input).")
+    cache_read: float | None = Field(None, description="USD per million cache-read tokens (default 0.1 x input).")
+    batch_discount: float = Field(0.5, description="Multiplier applied to Message Batches usage.")
+
+
+class BatchConfig(Section):
+    enabled: bool = Field(True, description="Use Message Batches for bulk stages.")
+    threshold: int = Field(100, ge=1, description="Use batches when a stage has at least this many uncached requests.")
+    chunk_size: int = Field(10000, ge=1, description="Requests per submitted batch.")
+    poll_initial_s: float = Field(5.0, gt=0, description="First poll interval.")
+    poll_max_s: float = Field(60.0, gt=0, description="Longest poll interval (exponential backoff).")
+    timeout_s: float = Field(86400.0, gt=0, description="Fall back to Messages for what a batch has not finished by then.")
+    max_resubmits: int = Field(2, ge=0, description="Times an errored or expired item is resubmitted.")
+
+
+class AnthropicConfig(Section):
+    model: str = Field("claude-opus-4-1", description="Generator model.")
+    max_tokens: int = Field(8192, ge=1, description="max_tokens for documents; list stages use max_tokens_structured.")
+    max_tokens_structured: int = Field(4096, ge=1, description="max_tokens for JSON list stages.")
+    temperature: float = Field(0.8, ge=0, le=1, description="Sampling temperature (paper: 0.8).")
+    max_concurrency: int = Field(50, ge=1, description="Requests in flight per process (paper: 50).")
+    max_retries: int = Field(8, ge=0, description="Retries for 408/409/429/5xx/529 and dropped connections.")
+    max_reasks: int = Field(2, ge=0, description="Re-asks after a malformed structured answer.")
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+    base_url: str | None = Field(None, description="API base URL (default: the SDK's, or ANTHROPIC_BASE_URL).")
+    api_key_env: str = Field("ANTHROPIC_API_KEY", description="Environment variable holding the API key (never stored).")
+    prompt_caching: bool = Field(True, description="cache_control on the shared spec context.")
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+
+class OfflineConfig(Section):
+    seed: int = Field(0, description="Seed of the deterministic recombination.")
+
+
+class HFGenConfig(Section):
+    model: str = Field("build/models/base", description="Hub id or local path of the generating model.")
+    max_new_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.8, ge=0)
+    batch_size: int = Field(8, ge=1)
+
+
+class BackendsConfig(Section):
+    anthropic: AnthropicConfig = Field(default_factory=AnthropicConfig)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    hf: HFGenConfig = Field(default_factory=HFGenConfig)
+
+
+# -- corpora ------------------------------------------------------------------------------
+class FilterConfig(Section):
+    min_chars: int = Field(200, ge=0, description="Drop documents shorter than this.")
+    max_chars: int = Field(40000, ge=1, description="Drop documents longer than this.")
+    dedup_threshold: float = Field(0.8, ge=0, le=1, description="MinHash Jaccard above which a later near-duplicate is dropped (1.0 disables).")
+    drop_unsuitable: bool = Field(True, description="Drop ideas the generator marks unsuitable.")
+
+
+class CorpusConfig(Section):
+    spec: str = Field(description="Path of the spec markdown file.")
+    backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend.")
+    decomposition: Literal["structural", "model"] = Field("structural", description="How the subdomain tree is made.")
+    n_subdomains: int = Field(5, ge=1, description="Subdomains proposed per domain in model decomposition.")
+    n_assertions: int = Field(5, ge=1, description="Assertions per subdomain.")
+    n_doc_types: int = Field(5, ge=1, description="Document types per subdomain (paper: 5).")
+    n_doc_ideas: int = Field(5, ge=1, description="Ideas per document type (paper: 5).")
+    n_samples: int = Field(1, ge=1, description="Documents per idea.")
+    context: Literal["section", "full"] = Field("section", description="Spec context a document sees.")
+    revise: bool = Field(False, description="Critique-then-rewrite pass over each document.")
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    template_vars: dict[str, str] = Field(
+        default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
+        description="Values for {model_name}-style variables in the spec.")
+
+
+# -- data, models, training ------------------------------------------------------------------
+class TinyModelConfig(Section):
+    vocab_size: int = Field(4096, ge=260, description="Byte-level BPE vocabulary trained on the corpus text.")
+    hidden_size: int = Field(128, ge=8)
+    intermediate_size: int = Field(344, ge=8)
+    num_hidden_layers: int = Field(2, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    max_position_embeddings: int = Field(8192, ge=128, description="Long enough for agentic-misalignment prompts.")
+    seed: int = Field(0)
+
+
+class ShardConfig(Section):
+    doctag: str | None = Field("<DOCTAG>", description="Prefix per document whose tokens carry no loss; null disables.")
+    by: Literal["domain", "subdomain"] = Field("subdomain", description="Stable sharding key.")
+    append_eos: bool = Field(True)
+
+
+class LoraConfig(Section):
+    r: int = Field(64, ge=1, description="LoRA rank (paper: 64).")
+    alpha: int = Field(128, ge=1, description="LoRA alpha (paper: 128).")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="All attention and MLP projections.")
+
+
+class TrainConfig(Section):
+    method: Literal["lora", "full"] = Field("lora")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate (paper's SDF precursor: 1e-5).")
+    epochs: float = Field(1.0, gt=0)
+    seq_len: int = Field(1024, ge=8, description="Packed sequence length (paper: 1024).")
+    batch_size: int = Field(8, ge=1, description="Sequences per micro-batch.")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    bf16: bool | Literal["auto"] = Field("auto", description="bf16 autocast where the device supports it.")
+    gradient_checkpointing: bool = Field(False)
+    save_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
+    seed: int = Field(0)
+
+
+class AftDataConfig(Section):
+    source: Literal["file", "generated"] = Field("file")
+    path: str | None = Field(None, description="jsonl of {\"messages\": [...]} for source: file.")
+    spec: str | None = Field(None, description="Spec to generate demonstrations from (source: generated).")
+    backend: Literal["offline", "anthropic", "hf"] = Field("offline")
+    n_queries: int = Field(10, ge=1, description="User queries per domain when generated.")
+    think: bool = Field(False, description="Include spec-grounded <think> chain-of-thought.")
+    fraction: float = Field(1.0, gt=0, le=1, description="Fraction of examples used (sweeps set this).")
+
+
+class ExperimentConfig(Section):
+    base_model: str = Field("tiny", description="'tiny', a hub id or a local path.")
+    midtrain: str | None = Field(None, description="Corpus name to midtrain on, or null.")
+    aft: str | None = Field(None, description="AFT dataset name, or null.")
+    evals: list[str] = Field(default_factory=lambda: ["preference"], description="Eval suites to run.")
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Dotted param -> values; one arm per value (e.g. aft.fraction: [0.25, 0.5, 1.0]).")
+    enabled: bool = Field(True)
+
+
+class EvalsConfig(Section):
+    preference: dict[str, Any] = Field(default_factory=lambda: {"path": "evals/preference.jsonl", "batch_size": 16})
+    qa: dict[str, Any] = Field(default_factory=lambda: {"path": "evals/qa.jsonl", "judge_backend": "offline", "max_new_tokens": 128})
+    agentic_misalignment: dict[str, Any] = Field(default_factory=dict)
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    build_dir: str = Field("build", description="Where materialized artifacts go.")
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    backends: BackendsConfig = Field(default_factory=BackendsConfig)
+    prices: dict[str, Price] = Field(default_factory=lambda: {
+        "claude-opus-4-1": Price(input=15.0, output=75.0),
+        "claude-sonnet-4-5": Price(input=3.0, output=15.0),
+        "claude-haiku-4-5": Price(input=1.0, output=5.0),
+    }, description="USD per million tokens by model.")
+    corpora: dict[str, CorpusConfig] = Field(default_factory=dict)
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    shards: ShardConfig = Field(default_factory=ShardConfig)
+    midtrain: TrainConfig = Field(default_factory=TrainConfig)
+    aft_train: TrainConfig = Field(default_factory=lambda: TrainConfig(method="full", lr=1e-4, seq_len=512))
+    aft: dict[str, AftDataConfig] = Field(default_factory=dict)
+    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
+    evals: EvalsConfig = Field(default_factory=EvalsConfig)
+
+    @model_validator(mode="after")
+    def _references(self) -> Params:
+        for name, exp in self.experiments.items():
+            if exp.midtrain is not None and exp.midtrain not in self.corpora:
+                raise ValueError(f"experiments.{name}.midtrain: unknown corpus {exp.midtrain!r}")
+            if exp.aft is not None and exp.aft not in self.aft:
+                raise ValueError(f"experiments.{name}.aft: unknown AFT dataset {exp.aft!r}")
+        return self
+
+
+def _format_loc(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def validate_params(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
+    """Validate a decoded params mapping; errors name the source and the key path."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = _format_loc(err["loc"])
+        if err["type"] == "extra_forbidden":
+            msg = f"{source}: unknown key '{loc}'"
+        elif loc:
+            msg = f"{source}: key '{loc}': {err['msg']}"
+        else:
+            msg = f"{source}: {err['msg']}"
+        more = len(exc.errors()) - 1
+        if more:
+            msg += f" (and {more} more error{'s' if more > 1 else ''})"
+        raise ParamsError(msg) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; a missing file gives the defaults."""
+    path = Path(path)
+    if not path.exists():
+        if str(path) == DEFAULT_PARAMS:
+            return Params()
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamsError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return validate_params(raw, str(path))
+
+
+def open_store(params: Params) -> Store:
+    """The store that params.yaml describes."""
+    from msmbuild.store import Store
+
+    s = params.store
+    return Store(s.path, remote=s.remote, write_through=s.write_through,
+                 link_modes=s.link, storage_options=s.storage_options)

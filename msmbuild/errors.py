@@ -1,0 +1,33 @@
+"""User-facing errors. The CLI turns every MsmbuildError into a one-line message and exit 2."""
+
+from __future__ import annotations
+
+
+class MsmbuildError(Exception):
+    """An error caused by the user's input or environment, reported without a traceback."""
+
+    exit_code = 2
+
+
+class ParamsError(MsmbuildError):
+    """params.yaml is malformed: invalid YAML, an unknown key or a wrong type."""
+
+
+class SpecError(MsmbuildError):
+    """A spec file cannot be parsed; the message names the file and line."""
+
+
+class StoreError(MsmbuildError):
+    """The content-addressed store is missing an object or cannot be written."""
+
+
+class CorruptObjectError(StoreError):
+    """An object's bytes do not hash to its name."""
+
+
+class BackendError(MsmbuildError):
+    """A generation backend failed in a way that retrying will not fix."""
+
+
+class TrainingInputError(MsmbuildError):
+    """A model, tokenizer, shard or dataset is unfit for training; raised before training starts."""

@@ -1,0 +1,1 @@
+"""Generation: backends, prompts and the spec-to-documents stages."""

@@ -1,0 +1,113 @@
+"""The one interface every generation backend implements.
+
+A stage builds ``GenRequest``s; ``msmbuild.generate.calls.run_requests`` keys each one,
+answers hits from the store and hands only the misses to ``Backend.generate``, storing
+each result the moment it arrives (so an interrupted run never pays for it again).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One model call. Everything here is part of the call's action key.
+
+    ``context`` is the shared spec text (sent as a cached system block where the backend
+    supports prompt caching); ``schema`` asks for structured JSON matching a JSON schema;
+    ``sample_index`` distinguishes repeated samples of the same prompt.
+    """
+
+    stage: str
+    prompt: str
+    context: str = ""
+    system: str = ""
+    schema: dict[str, Any] | None = None
+    max_tokens: int = 4096
+    temperature: float = 0.8
+    sample_index: int = 0
+    prompt_version: str = ""
+
+    def key_inputs(self) -> dict[str, Any]:
+        """The request's part of the action key (the backend adds its identity)."""
+        return asdict(self)
+
+
+@dataclass
+class Usage:
+    """Token counts of one call (zero for backends that are not models)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+@dataclass
+class GenResult:
+    """The answer to one request: text, parsed JSON when a schema was given, usage, cost."""
+
+    text: str
+    data: Any = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    model: str = ""
+    backend: str = ""
+    produced_by_model: bool = True
+    batch: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Encoding stored in the action cache."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> GenResult:
+        """Decode what to_json produced."""
+        raw = dict(raw)
+        raw["usage"] = Usage(**raw.get("usage", {}))
+        return cls(**raw)
+
+
+class ItemError(Exception):
+    """A request that failed for good (after retries); the run keeps every other result."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index = index
+
+
+OnResult = Callable[[int, GenResult], None]
+
+
+class Backend(ABC):
+    """A generation backend: offline, anthropic or hf."""
+
+    name: str = ""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What about this backend determines its answers (model id, revision); part of keys.
+
+        Never includes credentials, URLs or concurrency settings.
+        """
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenRequest], on_result: OnResult) -> list[ItemError]:
+        """Answer every request, calling on_result(i, result) as each finishes.
+
+        Returns the per-item errors that retries could not heal; must not raise for a
+        single bad item. Raises BackendError for failures that stop everything (bad key,
+        exhausted spend limit).
+        """
+
+    def estimate_cost(self, requests: Sequence[GenRequest]) -> float:
+        """Estimated USD for the requests (0 for backends that are free)."""
+        return 0.0
+
+    def close(self) -> None:
+        """Release clients and threads."""

@@ -1,0 +1,23 @@
+"""Content-addressed store: CAS objects, action cache, remote tier.
+
+Public surface::
+
+    store = Store(".msmbuild/store", remote="s3://bucket/msm", write_through=True)
+    result = store.memo_json("call", inputs, compute)      # model calls, small values
+    result = store.memo_tree("train", inputs, fit, dest)   # directories (checkpoints)
+"""
+
+from msmbuild.store._actions import ActionResult
+from msmbuild.store._roots import read_roots, write_roots
+from msmbuild.store._store import DEFAULT_STORE_PATH, MemoResult, Store, TransferCount, VerifyReport
+
+__all__ = [
+    "ActionResult",
+    "DEFAULT_STORE_PATH",
+    "MemoResult",
+    "Store",
+    "TransferCount",
+    "VerifyReport",
+    "read_roots",
+    "write_roots",
+]

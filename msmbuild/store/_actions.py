@@ -1,0 +1,107 @@
+"""The action cache: action key -> output digests plus metadata.
+
+Layout: ``<root>/actions/ab/cdef….json``. A record is written atomically (temp file in its
+fan-out directory, fsync, rename) after the objects it names have been made durable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msmbuild.errors import StoreError
+from msmbuild.hashing import canonical_json, is_digest
+
+RECORD_FORMAT = "msmbuild-action/1"
+
+
+@dataclass
+class ActionResult:
+    """What an action produced: named output digests and metadata.
+
+    ``meta`` carries at least ``kind``; model calls add ``model``, ``input_tokens``,
+    ``output_tokens``, ``cost_usd``; every record gets ``wall_s`` and ``created``.
+    """
+
+    key: str
+    outputs: dict[str, str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Canonical encoding of the record."""
+        return canonical_json({"format": RECORD_FORMAT, **asdict(self)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> ActionResult:
+        """Decode a record; a malformed one raises StoreError naming where it came from."""
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != RECORD_FORMAT:
+                raise ValueError(f"unknown format {raw.get('format')!r}")
+            return cls(key=raw["key"], outputs=dict(raw["outputs"]), meta=dict(raw["meta"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StoreError(f"action record {where} is malformed: {exc}") from None
+
+
+class ActionCache:
+    """Local action records under ``root/actions``."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.actions_dir = self.root / "actions"
+
+    def path(self, key: str) -> Path:
+        """Where the record for key lives."""
+        if not is_digest(key):
+            raise StoreError(f"not an action key: {key!r}")
+        return self.actions_dir / key[:2] / f"{key[2:]}.json"
+
+    def get(self, key: str) -> ActionResult | None:
+        """The record for key, or None."""
+        path = self.path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return ActionResult.from_bytes(data, str(path))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write an encoded record atomically and durably."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put(self, result: ActionResult) -> None:
+        """Write a record (caller has made its outputs durable first)."""
+        result.meta.setdefault("created", time.time())
+        self.put_bytes(result.key, result.to_bytes())
+
+    def iter_keys(self) -> Iterator[str]:
+        """Every action key present locally."""
+        if not self.actions_dir.is_dir():
+            return
+        for fan in os.scandir(self.actions_dir):
+            if not fan.is_dir() or len(fan.name) != 2:
+                continue
+            for entry in os.scandir(fan.path):
+                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    yield fan.name + entry.name[:-5]
+
+    def remove(self, key: str) -> None:
+        """Delete a record (used by gc)."""
+        self.path(key).unlink(missing_ok=True)

@@ -1,0 +1,121 @@
+"""The remote tier: the same objects/actions layout at any fsspec URL.
+
+A plain path or ``file://`` URL is a shared directory (a cluster's shared filesystem);
+``s3://bucket/prefix`` goes through s3fs. Remote writes go to a temporary name and are
+moved into place, so a reader never sees a partial object on filesystems that can rename.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+
+from msmbuild.errors import StoreError
+
+
+class Remote:
+    """A store tier reached through fsspec."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = url
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open store remote {url!r}: {exc}") from None
+        self.root = root.rstrip("/")
+        self._atomic_rename = self.fs.protocol in ("file", "local") or "file" in self.fs.protocol
+
+    def _obj(self, digest: str) -> str:
+        return f"{self.root}/objects/{digest[:2]}/{digest[2:]}"
+
+    def _act(self, key: str) -> str:
+        return f"{self.root}/actions/{key[:2]}/{key[2:]}.json"
+
+    def _write(self, path: str, data: bytes) -> None:
+        parent = path.rsplit("/", 1)[0]
+        if self._atomic_rename:
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def _write_file(self, path: str, local: Path) -> None:
+        parent = path.rsplit("/", 1)[0]
+        if self._atomic_rename:
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+            self.fs.put_file(str(local), tmp)
+            os.replace(tmp, path)
+        else:
+            self.fs.put_file(str(local), path)
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    def has_object(self, digest: str) -> bool:
+        """True if the remote holds the object."""
+        return self.fs.exists(self._obj(digest))
+
+    def get_object(self, digest: str) -> bytes | None:
+        """The object's bytes, or None when absent (the caller verifies the digest)."""
+        return self._read(self._obj(digest))
+
+    def get_object_to(self, digest: str, local: Path) -> bool:
+        """Download an object to a local file; False when absent."""
+        try:
+            self.fs.get_file(self._obj(digest), str(local))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def put_object(self, digest: str, data: bytes) -> None:
+        """Upload an object's bytes."""
+        self._write(self._obj(digest), data)
+
+    def put_object_file(self, digest: str, local: Path) -> None:
+        """Upload an object from a local file (streamed by fsspec)."""
+        self._write_file(self._obj(digest), local)
+
+    def get_action(self, key: str) -> bytes | None:
+        """An encoded action record, or None."""
+        return self._read(self._act(key))
+
+    def put_action(self, key: str, data: bytes) -> None:
+        """Upload an encoded action record."""
+        self._write(self._act(key), data)
+
+    def _list(self, sub: str, suffix: str = "") -> set[str]:
+        base = f"{self.root}/{sub}"
+        try:
+            paths = self.fs.find(base)
+        except FileNotFoundError:
+            return set()
+        names = set()
+        for p in paths:
+            parts = p.rstrip("/").split("/")
+            if len(parts) < 2 or parts[-1].startswith("."):
+                continue
+            name = parts[-1]
+            if suffix:
+                if not name.endswith(suffix):
+                    continue
+                name = name[: -len(suffix)]
+            names.add(parts[-2] + name)
+        return names
+
+    def list_objects(self) -> set[str]:
+        """Every object digest on the remote."""
+        return self._list("objects")
+
+    def list_actions(self) -> set[str]:
+        """Every action key on the remote."""
+        return self._list("actions", ".json")

@@ -1,0 +1,35 @@
+"""GC roots: each build output records the action keys it was made from.
+
+A stage that writes ``build/<something>`` also writes ``build/refs/<name>.json`` listing
+the actions behind it; ``msmbuild store gc`` keeps exactly what those files reach.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from msmbuild.hashing import canonical_json
+
+
+def write_roots(build_dir: str | os.PathLike[str], name: str, keys: Iterable[str]) -> Path:
+    """Record the action keys behind the output called name (atomic, write-if-changed)."""
+    path = Path(build_dir) / "refs" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = canonical_json({"actions": sorted(set(keys))})
+    if path.is_file() and path.read_bytes() == data:
+        return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def read_roots(build_dir: str | os.PathLike[str]) -> set[str]:
+    """Every action key named by the build directory's refs files."""
+    keys: set[str] = set()
+    for path in sorted((Path(build_dir) / "refs").glob("*.json")):
+        keys.update(json.loads(path.read_text())["actions"])
+    return keys

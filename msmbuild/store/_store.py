@@ -1,0 +1,421 @@
+"""The store facade: CAS + action cache + optional remote tier.
+
+Every expensive step goes through ``memo_json`` (model calls, small results) or
+``memo_tree`` (training runs, directories): the step runs only when its action key misses
+both the local and the remote tier. Keys are xxh3-128 over the canonical JSON of
+``{"kind": kind, "inputs": inputs}``; what belongs in ``inputs`` is decided, and written
+down, next to the code that builds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msmbuild.errors import CorruptObjectError, StoreError
+from msmbuild.hashing import action_key
+from msmbuild.store._actions import ActionCache, ActionResult
+from msmbuild.store._cas import LINK_MODES, ObjectStore
+from msmbuild.store._remote import Remote
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE_PATH = ".msmbuild/store"
+
+
+@dataclass
+class MemoResult:
+    """The result of a memoized action: ``value`` is the JSON value or the tree digest."""
+
+    key: str
+    value: Any
+    meta: dict[str, Any]
+    hit: bool
+    source: str  # "local", "remote" or "computed"
+
+
+@dataclass
+class TransferCount:
+    """What a push or pull moved."""
+
+    objects: int = 0
+    actions: int = 0
+    bytes: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class VerifyReport:
+    """Problems found by ``verify``."""
+
+    objects_checked: int = 0
+    actions_checked: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    bad_actions: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not (self.corrupt or self.missing or self.bad_actions)
+
+
+class Store:
+    """A content-addressed store with an action cache and an optional remote tier."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = DEFAULT_STORE_PATH,
+        remote: str | None = None,
+        write_through: bool = False,
+        link_modes: Iterable[str] = LINK_MODES,
+        storage_options: dict | None = None,
+    ):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.cas = ObjectStore(self.root, tuple(link_modes))
+        self.actions = ActionCache(self.root)
+        self.remote = Remote(remote, storage_options) if remote else None
+        self.write_through = write_through and self.remote is not None
+
+    # -- keys ----------------------------------------------------------------
+    @staticmethod
+    def key(kind: str, inputs: dict[str, Any]) -> str:
+        """The action key for kind + inputs."""
+        return action_key({"kind": kind, "inputs": inputs})
+
+    # -- objects with read-through -------------------------------------------
+    def put_bytes(self, data: bytes) -> str:
+        """Store bytes locally; return the digest."""
+        return self.cas.put_bytes(data)
+
+    def put_file(self, path: str | os.PathLike[str]) -> str:
+        """Store a file locally (streamed); return the digest."""
+        return self.cas.put_file(path)
+
+    def put_tree(self, directory: str | os.PathLike[str]) -> str:
+        """Store a directory; return its tree digest."""
+        return self.cas.put_tree(directory)
+
+    def _fetch_object(self, digest: str) -> bool:
+        """Bring an object from the remote into the local CAS; False if unavailable."""
+        if self.remote is None:
+            return False
+        dest = self.cas.path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        os.close(fd)
+        try:
+            if not self.remote.get_object_to(digest, Path(tmp)):
+                return False
+            from msmbuild.hashing import digest_file
+
+            if digest_file(tmp) != digest:
+                raise CorruptObjectError(f"remote object {digest} at {self.remote.url} is corrupt")
+            self.cas._install(Path(tmp), digest)
+            return True
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def ensure_object(self, digest: str) -> None:
+        """Make sure an object (and, for a tree, its entries) is local and intact."""
+        if not self.cas.verify_object(digest):
+            if not self._fetch_object(digest):
+                if self.cas.has(digest):
+                    raise CorruptObjectError(
+                        f"object {digest} is corrupt: {self.cas.path(digest)} does not hash to its name"
+                    )
+                raise StoreError(f"object {digest} is in neither the local store nor the remote")
+        if self.cas.is_tree(digest):
+            for _rel, obj, _size, _x in self.cas.tree_entries(digest):
+                if not self.cas.has(obj):
+                    self.ensure_object(obj)
+
+    def get_bytes(self, digest: str) -> bytes:
+        """Read and verify an object, fetching it from the remote on a local miss."""
+        try:
+            return self.cas.get_bytes(digest)
+        except CorruptObjectError:
+            if not self._fetch_object(digest):
+                raise
+        except StoreError:
+            if not self._fetch_object(digest):
+                raise
+        return self.cas.get_bytes(digest)
+
+    def get_json(self, digest: str) -> Any:
+        """Read a JSON object."""
+        import json
+
+        return json.loads(self.get_bytes(digest))
+
+    def materialize(self, digest: str, dest: str | os.PathLike[str]) -> Path:
+        """Place a file or tree object at dest (link or copy; see link_modes)."""
+        self.ensure_object(digest)
+        if self.cas.is_tree(digest):
+            return self.cas.materialize_tree(digest, dest)
+        return self.cas.materialize_file(digest, dest)
+
+    # -- actions -------------------------------------------------------------
+    def get_action(self, key: str) -> tuple[ActionResult, str] | None:
+        """The action's record and its source tier, or None; outputs are made local."""
+        record = self.actions.get(key)
+        source = "local"
+        if record is None and self.remote is not None:
+            data = self.remote.get_action(key)
+            if data is not None:
+                record = ActionResult.from_bytes(data, f"{self.remote.url} action {key}")
+                source = "remote"
+        if record is None:
+            return None
+        try:
+            for digest in record.outputs.values():
+                self.ensure_object(digest)
+        except StoreError as exc:
+            log.warning("action %s is unusable (%s); it will be recomputed", key, exc)
+            return None
+        if source == "remote":
+            self.actions.put(record)
+        return record, source
+
+    def save_action(self, key: str, outputs: dict[str, str], meta: dict[str, Any]) -> ActionResult:
+        """Record an action whose outputs are already in the CAS (sync first, then record)."""
+        self.cas.sync()
+        record = ActionResult(key=key, outputs=outputs, meta=dict(meta))
+        record.meta.setdefault("created", time.time())
+        self.actions.put(record)
+        if self.write_through:
+            self.push_keys([key])
+        return record
+
+    # -- memoization -----------------------------------------------------------
+    def lookup_json(self, key: str) -> MemoResult | None:
+        """A cached JSON action result, or None."""
+        found = self.get_action(key)
+        if found is None:
+            return None
+        record, source = found
+        return MemoResult(key, self.get_json(record.outputs["value"]), record.meta, True, source)
+
+    def save_json(self, key: str, value: Any, meta: dict[str, Any]) -> MemoResult:
+        """Store a JSON value as the result of an action."""
+        digest = self.cas.put_json(value)
+        record = self.save_action(key, {"value": digest}, meta)
+        return MemoResult(key, value, record.meta, False, "computed")
+
+    def memo_json(
+        self,
+        kind: str,
+        inputs: dict[str, Any],
+        compute: Callable[[], tuple[Any, dict[str, Any]]],
+    ) -> MemoResult:
+        """Run compute() unless the action is cached; compute returns (value, meta)."""
+        key = self.key(kind, inputs)
+        cached = self.lookup_json(key)
+        if cached is not None:
+            return cached
+        start = time.perf_counter()
+        value, meta = compute()
+        meta = {"kind": kind, "wall_s": time.perf_counter() - start, **meta}
+        return self.save_json(key, value, meta)
+
+    def lookup_tree(self, key: str) -> MemoResult | None:
+        """A cached tree action result (value = tree digest), or None."""
+        found = self.get_action(key)
+        if found is None:
+            return None
+        record, source = found
+        return MemoResult(key, record.outputs["tree"], record.meta, True, source)
+
+    def memo_tree(
+        self,
+        kind: str,
+        inputs: dict[str, Any],
+        compute: Callable[[Path], dict[str, Any]],
+        dest: str | os.PathLike[str] | None = None,
+    ) -> MemoResult:
+        """Run compute(workdir) unless cached; store workdir as a tree; materialize at dest.
+
+        compute writes its outputs into the empty directory it is given and returns
+        metadata. A failing compute leaves nothing behind: not in the store, not at dest.
+        """
+        key = self.key(kind, inputs)
+        result = self.lookup_tree(key)
+        if result is None:
+            scratch = self.root / "scratch"
+            scratch.mkdir(parents=True, exist_ok=True)
+            workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=scratch))
+            try:
+                start = time.perf_counter()
+                meta = compute(workdir) or {}
+                meta = {"kind": kind, "wall_s": time.perf_counter() - start, **meta}
+                digest = self.put_tree(workdir)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            record = self.save_action(key, {"tree": digest}, meta)
+            result = MemoResult(key, digest, record.meta, False, "computed")
+        if dest is not None:
+            self.materialize(result.value, dest)
+        return result
+
+    # -- remote transfer --------------------------------------------------------
+    def _closure(self, digests: Iterable[str]) -> set[str]:
+        """Digests plus, for trees, every object they name."""
+        out: set[str] = set()
+        stack = list(digests)
+        while stack:
+            d = stack.pop()
+            if d in out:
+                continue
+            out.add(d)
+            if self.cas.has(d) and self.cas.is_tree(d):
+                stack.extend(e[1] for e in self.cas.tree_entries(d))
+        return out
+
+    def push_keys(self, keys: Iterable[str]) -> TransferCount:
+        """Upload the named actions and their objects, skipping what the remote has."""
+        if self.remote is None:
+            raise StoreError("no store remote is configured (set store.remote in params.yaml)")
+        count = TransferCount()
+        for key in keys:
+            record = self.actions.get(key)
+            if record is None:
+                continue
+            for digest in self._closure(record.outputs.values()):
+                if self.remote.has_object(digest):
+                    count.skipped += 1
+                    continue
+                self.remote.put_object_file(digest, self.cas.path(digest))
+                count.objects += 1
+                count.bytes += self.cas.path(digest).stat().st_size
+            self.remote.put_action(key, record.to_bytes())
+            count.actions += 1
+        return count
+
+    def push(self) -> TransferCount:
+        """Upload every local object and action the remote lacks."""
+        if self.remote is None:
+            raise StoreError("no store remote is configured (set store.remote in params.yaml)")
+        count = TransferCount()
+        remote_objects = self.remote.list_objects()
+        for digest in self.cas.iter_digests():
+            if digest in remote_objects:
+                count.skipped += 1
+                continue
+            if not self.cas.verify_object(digest):
+                raise CorruptObjectError(f"refusing to push corrupt object {digest}")
+            self.remote.put_object_file(digest, self.cas.path(digest))
+            count.objects += 1
+            count.bytes += self.cas.path(digest).stat().st_size
+        remote_actions = self.remote.list_actions()
+        for key in self.actions.iter_keys():
+            if key not in remote_actions:
+                self.remote.put_action(key, self.actions.path(key).read_bytes())
+                count.actions += 1
+        return count
+
+    def pull(self) -> TransferCount:
+        """Download every remote object and action the local store lacks."""
+        if self.remote is None:
+            raise StoreError("no store remote is configured (set store.remote in params.yaml)")
+        count = TransferCount()
+        local = set(self.cas.iter_digests())
+        for digest in sorted(self.remote.list_objects()):
+            if digest in local:
+                count.skipped += 1
+                continue
+            if self._fetch_object(digest):
+                count.objects += 1
+                count.bytes += self.cas.path(digest).stat().st_size
+        self.cas.sync()
+        local_actions = set(self.actions.iter_keys())
+        for key in self.remote.list_actions() - local_actions:
+            data = self.remote.get_action(key)
+            if data is not None:
+                self.actions.put_bytes(key, data)
+                count.actions += 1
+        return count
+
+    # -- maintenance -----------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Check every object's digest and that every action's outputs exist."""
+        report = VerifyReport()
+        for digest in self.cas.iter_digests():
+            report.objects_checked += 1
+            if not self.cas.verify_object(digest):
+                report.corrupt.append(digest)
+        for key in self.actions.iter_keys():
+            report.actions_checked += 1
+            try:
+                record = self.actions.get(key)
+            except StoreError:
+                report.bad_actions.append(key)
+                continue
+            for digest in record.outputs.values():
+                if not self.cas.has(digest):
+                    report.missing.append(digest)
+                elif digest not in report.corrupt and self.cas.is_tree(digest):
+                    for entry in self.cas.tree_entries(digest):
+                        if not self.cas.has(entry[1]):
+                            report.missing.append(entry[1])
+        return report
+
+    def gc(self, keep_actions: Iterable[str], keep_objects: Iterable[str] = ()) -> dict[str, int]:
+        """Delete every action not in keep_actions and every object they do not reach."""
+        keep_actions = set(keep_actions)
+        roots = set(keep_objects)
+        removed_actions = 0
+        for key in list(self.actions.iter_keys()):
+            if key in keep_actions:
+                record = self.actions.get(key)
+                roots.update(record.outputs.values())
+            else:
+                self.actions.remove(key)
+                removed_actions += 1
+        live = self._closure(d for d in roots if self.cas.has(d))
+        removed_objects = 0
+        freed = 0
+        for digest in list(self.cas.iter_digests()):
+            if digest not in live:
+                path = self.cas.path(digest)
+                freed += path.stat().st_size
+                self.cas.remove(digest)
+                removed_objects += 1
+        for tmp in self.root.glob("objects/*/.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        for tmp in self.root.glob("actions/*/.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        shutil.rmtree(self.root / "scratch", ignore_errors=True)
+        return {"actions_removed": removed_actions, "objects_removed": removed_objects,
+                "bytes_freed": freed, "objects_kept": len(live)}
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: objects, bytes, actions by kind, recorded cost."""
+        n_obj = 0
+        size = 0
+        for digest in self.cas.iter_digests():
+            n_obj += 1
+            size += self.cas.path(digest).stat().st_size
+        by_kind: dict[str, int] = {}
+        cost = 0.0
+        n_act = 0
+        for key in self.actions.iter_keys():
+            n_act += 1
+            try:
+                record = self.actions.get(key)
+            except StoreError:
+                by_kind["<malformed>"] = by_kind.get("<malformed>", 0) + 1
+                continue
+            kind = str(record.meta.get("kind", "?"))
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            cost += float(record.meta.get("cost_usd") or 0.0)
+        return {"root": str(self.root), "objects": n_obj, "bytes": size, "actions": n_act,
+                "actions_by_kind": by_kind, "cost_usd": round(cost, 6),
+                "remote": self.remote.url if self.remote else None}
