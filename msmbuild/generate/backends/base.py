@@ -109,5 +109,5 @@ class Backend(ABC):
         """Estimated USD for the requests (0 for backends that are free)."""
         return 0.0
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for most backends
         """Release clients and threads."""

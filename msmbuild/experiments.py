@@ -1,0 +1,141 @@
+"""The experiment matrix: named experiments expanded into arms.
+
+An experiment is a chain: base model → optional midtraining corpus → optional AFT data →
+eval suites. A ``sweep`` (dotted param → values) makes one arm per value, so the paper's
+data-efficiency comparison (eval metric vs AFT examples, with and without MSM) is one
+config entry. Checkpoints are shared between arms that would train the same thing: one
+midtraining run per (corpus, midtrain overrides), so sweeping AFT size never retrains
+the midtrained model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msmbuild.config import Params, validate_params
+from msmbuild.errors import ParamsError
+
+SWEEPABLE_PREFIXES = ("aft.", "aft_train.", "midtrain.")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One trained-and-evaluated configuration of an experiment."""
+
+    name: str
+    experiment: str
+    base_model: str
+    midtrain: str | None
+    aft: str | None
+    evals: tuple[str, ...]
+    overrides: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def midtrain_tag(self) -> str | None:
+        """Directory name of this arm's midtrained checkpoint (shared across AFT sweeps)."""
+        if self.midtrain is None:
+            return None
+        mid = [(k, v) for k, v in self.overrides if k.startswith("midtrain.")]
+        return self.midtrain + "".join(f"-{_slug(k)}{_slug(v)}" for k, v in mid)
+
+    def midtrain_dir(self, build_dir: str | Path) -> Path | None:
+        """Where the midtrained checkpoint lives, or None."""
+        tag = self.midtrain_tag
+        return None if tag is None else Path(build_dir) / "models" / "midtrain" / tag
+
+    def aft_dir(self, build_dir: str | Path) -> Path | None:
+        """Where the AFT checkpoint lives, or None."""
+        return None if self.aft is None else Path(build_dir) / "models" / "aft" / self.name
+
+    def start_dir(self, build_dir: str | Path) -> Path:
+        """The checkpoint AFT starts from: midtrained if any, else the base model."""
+        return self.midtrain_dir(build_dir) or base_model_dir(build_dir)
+
+    def model_dir(self, build_dir: str | Path) -> Path:
+        """The checkpoint the evals load."""
+        return self.aft_dir(build_dir) or self.start_dir(build_dir)
+
+    def eval_dir(self, build_dir: str | Path, suite: str) -> Path:
+        """Where this arm's results for one suite go."""
+        return Path(build_dir) / "evals" / self.name / suite
+
+    def params(self, params: Params) -> Params:
+        """params with this arm's sweep overrides applied."""
+        return apply_overrides(params, dict(self.overrides))
+
+
+def base_model_dir(build_dir: str | Path) -> Path:
+    """Where the base model is materialized."""
+    return Path(build_dir) / "models" / "base"
+
+
+def _slug(value: Any) -> str:
+    text = str(value).split(".")[-1] if isinstance(value, str) else str(value)
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text)
+
+
+def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """A copy of params with dotted keys replaced (validated like params.yaml)."""
+    if not overrides:
+        return params
+    raw = params.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                raise ParamsError(f"sweep key '{dotted}': no such parameter")
+            node = node[part]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ParamsError(f"sweep key '{dotted}': no such parameter")
+        node[parts[-1]] = value
+    return validate_params(raw, "params.yaml (sweep)")
+
+
+def _aft_overrides(exp_aft: str | None, sweep_key: str, value: Any) -> tuple[str, Any]:
+    """Sweeps over `aft.<field>` apply to the experiment's AFT dataset."""
+    if sweep_key.startswith("aft.") and exp_aft is not None:
+        return (f"aft.{exp_aft}.{sweep_key[4:]}", value)
+    return (sweep_key, value)
+
+
+def expand_arms(params: Params) -> list[Arm]:
+    """Every arm of every enabled experiment, in config order."""
+    arms: list[Arm] = []
+    for name, exp in params.experiments.items():
+        if not exp.enabled:
+            continue
+        if not exp.sweep:
+            arms.append(Arm(name, name, exp.base_model, exp.midtrain, exp.aft, tuple(exp.evals)))
+            continue
+        if len(exp.sweep) != 1:
+            raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep': sweep one parameter per experiment")
+        (key, values), = exp.sweep.items()
+        if not key.startswith(SWEEPABLE_PREFIXES):
+            raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep.{key}': "
+                              f"only {', '.join(SWEEPABLE_PREFIXES)} parameters can be swept")
+        if key.startswith("aft.") and exp.aft is None:
+            raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep.{key}': experiment has no aft")
+        for value in values:
+            override = _aft_overrides(exp.aft, key, value)
+            arm = Arm(f"{name}-{_slug(key)}{_slug(value)}", name, exp.base_model, exp.midtrain,
+                      exp.aft, tuple(exp.evals), (override,))
+            arm.params(params)  # validate the override now, with the arm's name in errors
+            arms.append(arm)
+    names = [a.name for a in arms]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ParamsError(f"params.yaml: experiments expand to duplicate arm names: {sorted(dupes)}")
+    return arms
+
+
+def arm_by_name(params: Params, name: str) -> Arm:
+    """Look an arm up by name; a clear error lists the known ones."""
+    for arm in expand_arms(params):
+        if arm.name == name:
+            return arm
+    known = ", ".join(a.name for a in expand_arms(params)) or "none"
+    raise ParamsError(f"params.yaml: no experiment arm named {name!r} (known: {known})")
