@@ -24,6 +24,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,11 +215,18 @@ class ObjectStore:
         return True
 
     # -- materialization -----------------------------------------------------
-    def _link_or_copy(self, digest: str, dest: Path) -> None:
+    def _link_or_copy(self, digest: str, dest: Path, executable: bool = False) -> str:
+        """Place a verified object at dest; return the link mode that worked.
+
+        An executable entry is never hardlinked: its mode bits would be the store object's.
+        """
         src = self.path(digest)
         if not self.verify_object(digest):
             raise CorruptObjectError(f"object {digest} is corrupt or missing: {src}")
-        for mode in self.link_modes:
+        modes = self.link_modes
+        if executable:
+            modes = tuple(m for m in modes if m != "hardlink") or ("copy",)
+        for mode in modes:
             try:
                 if mode == "hardlink":
                     os.link(src, dest)
@@ -229,7 +237,7 @@ class ObjectStore:
                 else:
                     shutil.copyfile(src, dest)
                     os.chmod(dest, 0o444)
-                return
+                return mode
             except OSError as exc:
                 dest.unlink(missing_ok=True)
                 if mode == "copy" or exc.errno not in (
@@ -238,7 +246,7 @@ class ObjectStore:
                 ):
                     if mode == "copy":
                         raise
-        raise StoreError(f"could not materialize {digest} at {dest} with modes {self.link_modes}")
+        raise StoreError(f"could not materialize {digest} at {dest} with modes {modes}")
 
     def materialize_file(self, digest: str, dest: str | os.PathLike[str]) -> Path:
         """Place the object at dest (atomically replacing what was there)."""
@@ -259,8 +267,8 @@ class ObjectStore:
             for rel, obj, _size, executable in self.tree_entries(digest):
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self._link_or_copy(obj, target)
-                if executable and self.link_modes[0] != "hardlink":
+                self._link_or_copy(obj, target, executable=bool(executable))
+                if executable:
                     os.chmod(target, 0o555)
             old = None
             if dest.exists():
@@ -277,3 +285,19 @@ class ObjectStore:
     def remove(self, digest: str) -> None:
         """Delete an object (used by gc)."""
         self.path(digest).unlink(missing_ok=True)
+
+    def quarantine(self, digest: str) -> Path | None:
+        """Move a corrupt object aside to ``root/quarantine/`` so a fresh copy can take its name.
+
+        Nothing is deleted: the bad bytes stay there for inspection. Returns the new path,
+        or None when the object was not present.
+        """
+        src = self.path(digest)
+        qdir = self.root / "quarantine"
+        qdir.mkdir(parents=True, exist_ok=True)
+        dest = qdir / f"{digest}.{os.getpid()}.{time.time_ns()}"
+        try:
+            os.replace(src, dest)
+        except FileNotFoundError:
+            return None
+        return dest

@@ -95,6 +95,7 @@ class Remote:
 
     def _list(self, sub: str, suffix: str = "") -> set[str]:
         base = f"{self.root}/{sub}"
+        self.fs.invalidate_cache(base)  # another node may have written since the last listing
         try:
             paths = self.fs.find(base)
         except FileNotFoundError:

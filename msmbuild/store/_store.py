@@ -129,8 +129,11 @@ class Store:
         if not self.cas.verify_object(digest):
             if not self._fetch_object(digest):
                 if self.cas.has(digest):
+                    bad = self.cas.path(digest)
+                    moved = self.cas.quarantine(digest)
                     raise CorruptObjectError(
-                        f"object {digest} is corrupt: {self.cas.path(digest)} does not hash to its name"
+                        f"object {digest} is corrupt: {bad} does not hash to its name"
+                        f" (moved to {moved})"
                     )
                 raise StoreError(f"object {digest} is in neither the local store nor the remote")
         if self.cas.is_tree(digest):
@@ -367,8 +370,18 @@ class Store:
                             report.missing.append(entry[1])
         return report
 
-    def gc(self, keep_actions: Iterable[str], keep_objects: Iterable[str] = ()) -> dict[str, int]:
-        """Delete every action not in keep_actions and every object they do not reach."""
+    def gc(
+        self,
+        keep_actions: Iterable[str],
+        keep_objects: Iterable[str] = (),
+        tmp_grace_s: float = 3600.0,
+    ) -> dict[str, int]:
+        """Delete every action not in keep_actions and every object they do not reach.
+
+        Temp files (``.tmp-*``, left by killed writers) older than tmp_grace_s are removed
+        too; younger ones may belong to a writer that is still running. Run gc while no
+        build writes to the store: an object written but not yet recorded is unreachable.
+        """
         keep_actions = set(keep_actions)
         roots = set(keep_objects)
         removed_actions = 0
@@ -388,13 +401,22 @@ class Store:
                 freed += path.stat().st_size
                 self.cas.remove(digest)
                 removed_objects += 1
-        for tmp in self.root.glob("objects/*/.tmp-*"):
-            tmp.unlink(missing_ok=True)
-        for tmp in self.root.glob("actions/*/.tmp-*"):
-            tmp.unlink(missing_ok=True)
-        shutil.rmtree(self.root / "scratch", ignore_errors=True)
+        cutoff = time.time() - tmp_grace_s
+        tmp_removed = 0
+        for pattern in ("objects/*/.tmp-*", "actions/*/.tmp-*", "scratch/*"):
+            for tmp in self.root.glob(pattern):
+                try:
+                    if tmp.lstat().st_mtime > cutoff:
+                        continue
+                    if tmp.is_dir() and not tmp.is_symlink():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink()
+                    tmp_removed += 1
+                except FileNotFoundError:
+                    continue
         return {"actions_removed": removed_actions, "objects_removed": removed_objects,
-                "bytes_freed": freed, "objects_kept": len(live)}
+                "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed}
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: objects, bytes, actions by kind, recorded cost."""
