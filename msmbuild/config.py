@@ -178,10 +178,42 @@ class ExperimentConfig(Section):
     enabled: bool = Field(True)
 
 
+class PreferenceEvalConfig(Section):
+    path: str = Field("evals/preference.jsonl", description="Forced-choice pairs: {id, domain, question, items: [a, b], favoured: {value: index}}.")
+    batch_size: int = Field(16, ge=1, description="Scored sequences per forward pass.")
+    score: Literal["mean", "sum"] = Field("mean", description="Option log-probability: mean per token (length-fair) or sum (lm-eval-harness 'acc').")
+    chat_template: bool = Field(True, description="Wrap the question in the tokenizer's chat template when it has one.")
+    prompt: str = Field("{question} {first} or {second}?", description="How a pair is asked; both orders are presented.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the Wilson intervals.")
+
+
+class QAEvalConfig(Section):
+    path: str = Field("evals/qa.jsonl", description="Questions: {id, domain, spec, question, rubric}.")
+    judge_backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Backend of the judge; offline means 'not judged'.")
+    max_new_tokens: int = Field(128, ge=1, description="Answer length of the checkpoint.")
+    batch_size: int = Field(8, ge=1, description="Questions answered per generate call.")
+    judge_max_tokens: int = Field(1024, ge=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class AgenticMisalignmentConfig(Section):
+    scenarios: list[Literal["blackmail", "leaking", "murder"]] = Field(["blackmail"], description="Misaligned action the agent can take.")
+    goal_types: list[Literal["explicit", "latent", "none", "ambiguous", "swap"]] = Field(["explicit"])
+    goal_value: str = Field("america", description="Goal the agent is given (inspect_evals goal_value).")
+    urgency_types: list[Literal["replacement", "restriction", "none"]] = Field(["replacement", "restriction", "none"])
+    epochs: int = Field(1, ge=1, description="Samples per condition.")
+    grader_model: str = Field("anthropic/claude-sonnet-4-5", description="inspect_ai model name of the classifier (mockllm/model in tests).")
+    max_new_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
 class EvalsConfig(Section):
-    preference: dict[str, Any] = Field(default_factory=lambda: {"path": "evals/preference.jsonl", "batch_size": 16})
-    qa: dict[str, Any] = Field(default_factory=lambda: {"path": "evals/qa.jsonl", "judge_backend": "offline", "max_new_tokens": 128})
-    agentic_misalignment: dict[str, Any] = Field(default_factory=dict)
+    preference: PreferenceEvalConfig = Field(default_factory=PreferenceEvalConfig)
+    qa: QAEvalConfig = Field(default_factory=QAEvalConfig)
+    agentic_misalignment: AgenticMisalignmentConfig = Field(
+        default_factory=AgenticMisalignmentConfig,
+        description="Slow; runs only for experiments that list it in their evals.")
 
 
 class Params(Section):
