@@ -1,0 +1,599 @@
+"""A loopback server that speaks the Anthropic Messages and Message Batches API.
+
+Tests and benchmarks point the real ``anthropic`` SDK at it (``base_url``). It answers
+deterministically from the request (so a test can check what came back), counts requests
+per endpoint and per prompt, tracks how many Messages requests were in flight at once,
+and injects faults on demand: 429 with retry-after, 529, 500, a dropped connection,
+a non-healing 400/401/402, a malformed structured answer, errored and expired batch items,
+and a batch that never ends.
+
+In-process use::
+
+    with FakeAnthropic(latency_s=0.2) as server:
+        server.inject("429", times=2, retry_after=0.05)
+        ...  # AsyncAnthropic(base_url=server.url, api_key="x")
+        server.stats()["endpoints"]["messages"]
+
+As a separate process (benchmarks, so the server does not steal the client's CPU):
+``python -m msmbuild.testing.fake_anthropic --latency 0.2`` prints its URL on the first
+line of stdout; ``stats_remote(url)`` / ``inject_remote(url, ...)`` drive it over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import xxhash
+
+__all__ = ["FAULT_KINDS", "FakeAnthropic", "Fault", "inject_remote", "spawn_server", "stats_remote"]
+
+# kind -> (HTTP status, error type) for faults answered with an error body
+_HTTP_FAULTS: dict[str, tuple[int, str]] = {
+    "429": (429, "rate_limit_error"),
+    "529": (529, "overloaded_error"),
+    "500": (500, "api_error"),
+    "400": (400, "invalid_request_error"),
+    "401": (401, "authentication_error"),
+    "402": (402, "billing_error"),
+}
+FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "batch_errored", "batch_expired", "batch_hang")
+
+_WORDS = (
+    "the assistant weighs each request against the spec and explains its choice plainly "
+    "while users developers and operators each hold different levels of trust in what "
+    "it should do when a case is unclear honest careful helpful bounded by clear limits"
+).split()
+
+
+@dataclass
+class Fault:
+    """A fault to inject: ``times`` requests (-1: every one) whose prompt contains ``match``."""
+
+    kind: str
+    times: int = 1
+    match: str | None = None
+    retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; known: {', '.join(FAULT_KINDS)}")
+
+
+def _now_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _tokens(text: str) -> int:
+    """A stable stand-in for a tokenizer: about four characters per token."""
+    return max(1, len(text) // 4)
+
+
+def _block_text(content: Any) -> str:
+    """The text of a message content (a string or a list of blocks)."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, dict):
+            if "text" in block:
+                parts.append(str(block["text"]))
+            elif "content" in block:
+                parts.append(_block_text(block["content"]))
+            elif "input" in block:
+                parts.append(json.dumps(block["input"], sort_keys=True))
+    return "\n".join(parts)
+
+
+def prompt_of(params: dict[str, Any]) -> str:
+    """The first user message's text: the unit the server counts requests by."""
+    for message in params.get("messages") or []:
+        if message.get("role") == "user":
+            return _block_text(message.get("content"))
+    return ""
+
+
+def _sample_from_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
+    """A value that satisfies a (simple) JSON schema, drawn from rng."""
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: _sample_from_schema(sub, rng, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        n = max(schema.get("minItems", 3), 1) if depth < 4 else 0
+        return [_sample_from_schema(schema.get("items", {"type": "string"}), rng, depth + 1) for _ in range(n)]
+    if kind == "string":
+        return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8)))
+    if kind == "integer":
+        return rng.randint(1, 9)
+    if kind == "number":
+        return round(rng.uniform(0, 1), 3)
+    if kind == "boolean":
+        return rng.random() < 0.8
+    return None
+
+
+class _State:
+    """Everything the handlers share; one lock guards it."""
+
+    def __init__(self, latency_s: float, batch_latency_s: float, answer_chars: int,
+                 api_key: str | None, ratelimit_requests: int):
+        self.lock = threading.Lock()
+        self.latency_s = latency_s
+        self.batch_latency_s = batch_latency_s
+        self.answer_chars = answer_chars
+        self.api_key = api_key
+        self.ratelimit_requests = ratelimit_requests
+        self.faults: list[Fault] = []
+        self.cache: set[str] = set()
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        self.endpoints: Counter[str] = Counter()
+        self.prompts: Counter[str] = Counter()
+        self.faults_fired: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.batch_items = 0
+
+    def take_fault(self, prompt: str, kinds: tuple[str, ...]) -> Fault | None:
+        """Consume the first armed fault of one of kinds that matches prompt."""
+        with self.lock:
+            for fault in self.faults:
+                if fault.kind in kinds and fault.times != 0 and (fault.match is None or fault.match in prompt):
+                    if fault.times > 0:
+                        fault.times -= 1
+                    self.faults_fired[fault.kind] += 1
+                    return fault
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "endpoints": dict(self.endpoints),
+                "prompts": dict(self.prompts),
+                "faults_fired": dict(self.faults_fired),
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "batch_items": self.batch_items,
+                "batches": {bid: b["processing_status"] for bid, b in self.batches.items()},
+            }
+
+    # -- answers ---------------------------------------------------------------
+    def usage(self, params: dict[str, Any], output_text: str) -> dict[str, int]:
+        """Token usage; system blocks up to the last cache_control are a cache prefix."""
+        system = params.get("system") or []
+        if isinstance(system, str):
+            system = [{"type": "text", "text": system}]
+        cut = max((i + 1 for i, b in enumerate(system) if b.get("cache_control")), default=0)
+        prefix = "\n".join(str(b.get("text", "")) for b in system[:cut])
+        rest = "\n".join(str(b.get("text", "")) for b in system[cut:])
+        rest += "\n".join(_block_text(m.get("content")) for m in params.get("messages") or [])
+        if params.get("tools"):
+            rest += json.dumps(params["tools"], sort_keys=True)
+        created = read = 0
+        if cut:
+            key = xxhash.xxh3_128_hexdigest(f"{params.get('model')}\0{prefix}".encode())
+            with self.lock:
+                hit = key in self.cache
+                self.cache.add(key)
+            if hit:
+                read = _tokens(prefix)
+            else:
+                created = _tokens(prefix)
+        return {"input_tokens": _tokens(rest), "output_tokens": _tokens(output_text),
+                "cache_creation_input_tokens": created, "cache_read_input_tokens": read}
+
+    def answer(self, params: dict[str, Any], malformed: bool = False) -> dict[str, Any]:
+        """A Message derived from the request alone (same request, same answer)."""
+        body = json.dumps(params, sort_keys=True).encode()
+        digest = xxhash.xxh3_128_hexdigest(body)
+        rng = random.Random(digest)
+        prompt = prompt_of(params)
+        model = params.get("model", "claude-fake")
+        tool_choice = params.get("tool_choice") or {}
+        tools = params.get("tools") or []
+        if tools and tool_choice.get("type") in ("tool", "any"):
+            tool = next((t for t in tools if t.get("name") == tool_choice.get("name")), tools[0])
+            data = _sample_from_schema(tool.get("input_schema", {}), rng)
+            if malformed:
+                data = {"unexpected": "not what the schema asks for"}
+            content = [{"type": "tool_use", "id": f"toolu_{digest[:24]}", "name": tool["name"], "input": data}]
+            out_text = json.dumps(data)
+            stop = "tool_use"
+        else:
+            head = f"Answer to: {prompt[:120]}\n"
+            words: list[str] = []
+            size = len(head)
+            while size < self.answer_chars:
+                w = rng.choice(_WORDS)
+                words.append(w)
+                size += len(w) + 1
+            out_text = head + " ".join(words)
+            content = [{"type": "text", "text": out_text}]
+            stop = "end_turn"
+        return {
+            "id": f"msg_{digest[:24]}", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop, "stop_sequence": None,
+            "usage": self.usage(params, out_text),
+        }
+
+    # -- batches -----------------------------------------------------------------
+    def create_batch(self, requests: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
+        now = time.time()
+        with self.lock:
+            bid = f"msgbatch_{len(self.batches) + 1:06d}_{xxhash.xxh64_hexdigest(str(now).encode())}"
+            self.batch_items += len(requests)
+            for req in requests:
+                self.prompts[prompt_of(req.get("params", {}))] += 1
+        hang = any(self.take_fault(prompt_of(r.get("params", {})), ("batch_hang",)) for r in requests)
+        batch = {
+            "id": bid, "type": "message_batch", "processing_status": "in_progress",
+            "created_at": _now_iso(now), "expires_at": _now_iso(now + 86400),
+            "ended_at": None, "archived_at": None, "cancel_initiated_at": None, "results_url": None,
+            "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0,
+                               "canceled": 0, "expired": 0},
+            "_requests": requests, "_ends": float("inf") if hang else now + self.batch_latency_s,
+            "_results": None, "_base": base_url,
+        }
+        with self.lock:
+            self.batches[bid] = batch
+        return batch
+
+    def settle(self, batch: dict[str, Any]) -> None:
+        """Finish a batch whose time has come: compute every item's result."""
+        if batch["processing_status"] == "ended" or (
+                time.time() < batch["_ends"] and batch["processing_status"] != "canceling"):
+            return
+        results = []
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        canceling = batch["processing_status"] == "canceling"
+        for req in batch["_requests"]:
+            params = req.get("params", {})
+            prompt = prompt_of(params)
+            if canceling:
+                result: dict[str, Any] = {"type": "canceled"}
+            elif self.take_fault(prompt, ("batch_expired",)):
+                result = {"type": "expired"}
+            elif self.take_fault(prompt, ("batch_errored",)):
+                result = {"type": "errored", "error": {
+                    "type": "error", "request_id": None,
+                    "error": {"type": "api_error", "message": "injected batch item error"}}}
+            else:
+                malformed = bool(params.get("tools")) and self.take_fault(prompt, ("malformed",)) is not None
+                result = {"type": "succeeded", "message": self.answer(params, malformed)}
+            counts[result["type"]] += 1
+            results.append({"custom_id": req["custom_id"], "result": result})
+        results.reverse()  # real results are not in request order either
+        with self.lock:
+            batch["_results"] = results
+            batch["request_counts"] = counts
+            batch["processing_status"] = "ended"
+            batch["ended_at"] = _now_iso(time.time())
+            batch["results_url"] = f"{batch['_base']}/v1/messages/batches/{batch['id']}/results"
+
+
+def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Without this every response waits ~40 ms for the client's delayed ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    @property
+    def st(self) -> _State:
+        return self.server.state
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None,
+              content_type: str = "application/json") -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", f"req_{xxhash.xxh64_hexdigest(data)}")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, etype: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, {"type": "error", "error": {"type": etype, "message": message},
+                            "request_id": None}, headers)
+
+    def _ratelimit_headers(self) -> dict[str, str]:
+        reset = _now_iso(time.time() + 60)
+        n = str(self.st.ratelimit_requests)
+        return {"anthropic-ratelimit-requests-limit": n, "anthropic-ratelimit-requests-remaining": n,
+                "anthropic-ratelimit-requests-reset": reset}
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else {}
+
+    def _authorized(self) -> bool:
+        key = self.headers.get("x-api-key")
+        auth = self.headers.get("authorization") or ""
+        if not key and auth.lower().startswith("bearer "):
+            key = auth[7:]
+        if not key or (self.st.api_key is not None and key != self.st.api_key):
+            self._error(401, "authentication_error", "invalid API key (x-api-key or Authorization: Bearer)")
+            return False
+        return True
+
+    def _count(self, endpoint: str) -> None:
+        with self.st.lock:
+            self.st.endpoints[endpoint] += 1
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        self._guarded(self._post)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self._guarded(self._get)
+
+    def _guarded(self, handler: Any) -> None:
+        """A bug in the server answers 500 (as the real API would) instead of dropping."""
+        try:
+            handler()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - reported to the client
+            self._error(500, "api_error", f"fake server error: {type(exc).__name__}: {exc}")
+
+    def _post(self) -> None:
+        path = self.path.split("?")[0]
+        body = self._body()
+        if path.startswith("/_fake/"):
+            return self._control(path, body)
+        if not self._authorized():
+            return None
+        if path == "/v1/messages":
+            return self._messages(body)
+        if path == "/v1/messages/batches":
+            self._count("batches_create")
+            requests = body.get("requests") or []
+            if not requests:
+                return self._error(400, "invalid_request_error", "requests: must not be empty")
+            host = self.headers.get("host") or f"127.0.0.1:{self.server.server_port}"
+            return self._send(200, _public(self.st.create_batch(requests, f"http://{host}")))
+        if path.startswith("/v1/messages/batches/") and path.endswith("/cancel"):
+            self._count("batches_cancel")
+            batch = self.st.batches.get(path.split("/")[4])
+            if batch is None:
+                return self._error(404, "not_found_error", "no such batch")
+            if batch["processing_status"] == "in_progress":
+                batch["processing_status"] = "canceling"
+                batch["cancel_initiated_at"] = _now_iso(time.time())
+            return self._send(200, _public(batch))
+        return self._error(404, "not_found_error", f"no route POST {path}")
+
+    def _get(self) -> None:
+        path = self.path.split("?")[0]
+        if path == "/_fake/stats":
+            return self._send(200, self.st.stats())
+        if not self._authorized():
+            return None
+        parts = path.split("/")
+        if path.startswith("/v1/messages/batches/") and len(parts) in (5, 6):
+            batch = self.st.batches.get(parts[4])
+            if batch is None:
+                return self._error(404, "not_found_error", f"no batch {parts[4]}")
+            self.st.settle(batch)
+            if len(parts) == 5:
+                self._count("batches_retrieve")
+                return self._send(200, _public(batch))
+            if parts[5] == "results":
+                self._count("batches_results")
+                if batch["processing_status"] != "ended":
+                    return self._error(400, "invalid_request_error", "batch has not ended")
+                lines = b"".join(json.dumps(r).encode() + b"\n" for r in batch["_results"])
+                return self._send(200, lines, content_type="application/binary")
+        return self._error(404, "not_found_error", f"no route GET {path}")
+
+    def _messages(self, params: dict[str, Any]) -> None:
+        st = self.st
+        prompt = prompt_of(params)
+        with st.lock:
+            st.endpoints["messages"] += 1
+            st.prompts[prompt] += 1
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        try:
+            if st.latency_s:
+                time.sleep(st.latency_s)
+            fault = st.take_fault(prompt, (*_HTTP_FAULTS, "drop"))
+            if fault is not None and fault.kind == "drop":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if fault is not None:
+                status, etype = _HTTP_FAULTS[fault.kind]
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["retry-after"] = f"{fault.retry_after:g}"
+                if status == 429:
+                    headers["anthropic-ratelimit-requests-remaining"] = "0"
+                    headers["anthropic-ratelimit-requests-reset"] = _now_iso(
+                        time.time() + (fault.retry_after or 1.0))
+                if status in (400, 401, 402):
+                    headers["x-should-retry"] = "false"
+                message = {"402": "This request would exceed your organization's spend limit."}.get(
+                    fault.kind, f"injected {fault.kind}")
+                return self._error(status, etype, message, headers)
+            if not params.get("model") or not params.get("messages") or not params.get("max_tokens"):
+                return self._error(400, "invalid_request_error", "model, messages and max_tokens are required")
+            malformed = bool(params.get("tools")) and st.take_fault(prompt, ("malformed",)) is not None
+            with st.lock:
+                st.endpoints["messages_ok"] += 1
+            self._send(200, st.answer(params, malformed), self._ratelimit_headers())
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+
+    def _control(self, path: str, body: dict[str, Any]) -> None:
+        st = self.st
+        if path == "/_fake/inject":
+            st.faults.append(Fault(**body))
+        elif path == "/_fake/reset":
+            with st.lock:
+                st.reset_stats()
+                st.faults.clear()
+        elif path == "/_fake/config":
+            for key in ("latency_s", "batch_latency_s", "answer_chars"):
+                if key in body:
+                    setattr(st, key, body[key])
+        else:
+            return self._error(404, "not_found_error", f"no control {path}")
+        return self._send(200, {"ok": True})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024  # a burst of 128+ connects must not overflow the backlog
+    state: _State
+
+
+class FakeAnthropic:
+    """The loopback API server, run on a background thread of this process."""
+
+    def __init__(self, latency_s: float = 0.0, batch_latency_s: float = 0.05,
+                 answer_chars: int = 400, api_key: str | None = None,
+                 ratelimit_requests: int = 4000, port: int = 0):
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.state = _State(latency_s, batch_latency_s, answer_chars, api_key, ratelimit_requests)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base_url to give the SDK."""
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    @property
+    def state(self) -> _State:
+        """Shared state (latency, faults, batches) for tests that need to reach in."""
+        return self._server.state
+
+    def start(self) -> FakeAnthropic:
+        """Serve on a daemon thread."""
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-anthropic", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def inject(self, kind: str, times: int = 1, match: str | None = None,
+               retry_after: float | None = None) -> Fault:
+        """Arm a fault for the next `times` matching requests (-1: all of them)."""
+        fault = Fault(kind, times, match, retry_after)
+        self.state.faults.append(fault)
+        return fault
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per endpoint and per prompt, faults fired, in-flight maximum."""
+        return self.state.stats()
+
+    def reset(self) -> None:
+        """Zero the counters and disarm every fault."""
+        with self.state.lock:
+            self.state.reset_stats()
+            self.state.faults.clear()
+
+
+# -- driving a server in another process ------------------------------------------------
+def _post(url: str, payload: dict[str, Any]) -> Any:
+    req = urllib.request.Request(url, json.dumps(payload).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def stats_remote(url: str) -> dict[str, Any]:
+    """stats() of a server at url."""
+    with urllib.request.urlopen(f"{url}/_fake/stats", timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def inject_remote(url: str, kind: str, times: int = 1, match: str | None = None,
+                  retry_after: float | None = None) -> None:
+    """inject() on a server at url."""
+    _post(f"{url}/_fake/inject", asdict(Fault(kind, times, match, retry_after)))
+
+
+def reset_remote(url: str) -> None:
+    """reset() on a server at url."""
+    _post(f"{url}/_fake/reset", {})
+
+
+def configure_remote(url: str, **settings: float) -> None:
+    """Change latency_s / batch_latency_s / answer_chars of a server at url."""
+    _post(f"{url}/_fake/config", settings)
+
+
+def spawn_server(latency_s: float = 0.0, batch_latency_s: float = 0.05,
+                 answer_chars: int = 400) -> tuple[subprocess.Popen, str]:
+    """Start the server in a child process; returns (process, url). Terminate it when done."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "msmbuild.testing.fake_anthropic", "--latency", str(latency_s),
+         "--batch-latency", str(batch_latency_s), "--answer-chars", str(answer_chars)],
+        stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://"):
+        proc.kill()
+        raise RuntimeError("fake anthropic server did not start")
+    return proc, url
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until killed; the first stdout line is the base URL."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per Messages request")
+    parser.add_argument("--batch-latency", type=float, default=0.05, help="seconds until a batch ends")
+    parser.add_argument("--answer-chars", type=int, default=400)
+    args = parser.parse_args(argv)
+    server = FakeAnthropic(args.latency, args.batch_latency, args.answer_chars, port=args.port)
+    print(server.url, flush=True)
+    try:
+        server._server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
