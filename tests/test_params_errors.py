@@ -1,0 +1,78 @@
+"""Bad params.yaml → exit 2 and one line naming the file and the key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from msmbuild.cli import main
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+CASES = {
+    "unknown top-level key": ("stor:\n  path: x\n", ["unknown key 'stor'"]),
+    "unknown nested key": ("store:\n  pathh: x\n", ["unknown key 'store.pathh'"]),
+    "wrong type": ("store:\n  write_through: [1, 2]\n", ["'store.write_through'", "boolean"]),
+    "wrong type in a list": ("store:\n  link: [copy, teleport]\n", ["'store.link[1]'"]),
+    "wrong type in a mapping": (
+        "prices:\n  m:\n    input: cheap\n    output: 1.0\n", ["'prices.m.input'", "number"]),
+    "invalid YAML": ("store:\n  path: [unclosed\nbuild_dir: b\n", ["invalid YAML", "line "]),
+    "top level not a mapping": ("- a\n- b\n", ["top level must be a mapping"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_params_exit_2_with_one_line(name: str, tmp_path: Path, capsys) -> None:
+    text, expected = CASES[name]
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    code, out, err = run_cli(["--params", str(path), "params", "check"], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert err.startswith(f"error: {path}")
+    for fragment in expected:
+        assert fragment in err
+
+
+def test_missing_explicit_params_file(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(["--params", str(tmp_path / "nope.yaml"), "params", "check"], capsys)
+    assert code == 2 and "nope.yaml: file not found" in err
+
+
+def test_valid_params_check_and_show(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("store:\n  path: /tmp/elsewhere\n  write_through: false\n")
+    code, out, _ = run_cli(["--params", str(path), "params", "check"], capsys)
+    assert code == 0 and out.startswith("ok:")
+    code, out, _ = run_cli(["--params", str(path), "params", "show"], capsys)
+    shown = json.loads(out)
+    assert shown["store"]["path"] == "/tmp/elsewhere"
+    assert shown["store"]["link"] == ["reflink", "hardlink", "copy"]  # default filled in
+
+
+def test_console_script_exit_code_and_stderr(tmp_path: Path) -> None:
+    """The installed entry point behaves the same in a real process."""
+    path = tmp_path / "params.yaml"
+    path.write_text("store:\n  nonsense: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from msmbuild.cli import main; main()",
+         "--params", str(path), "store", "stats"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == f"error: {path}: unknown key 'store.nonsense'\n"
