@@ -1,0 +1,60 @@
+"""Eval data files: jsonl readers that name the file and line of every problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from msmbuild.evaluate.local_model import EvalInputError
+
+
+def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
+    """Rows of a jsonl file, each checked for the required keys and their types."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalInputError(f"{path}: eval data file not found")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalInputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise EvalInputError(f"{path}:{lineno}: expected an object")
+        for key, kind in required.items():
+            if key not in row:
+                raise EvalInputError(f"{path}:{lineno}: missing key '{key}'")
+            if not isinstance(row[key], kind):
+                raise EvalInputError(f"{path}:{lineno}: key '{key}' has the wrong type")
+        rid = str(row.get("id", lineno))
+        if rid in seen:
+            raise EvalInputError(f"{path}:{lineno}: duplicate id {rid!r}")
+        seen.add(rid)
+        row["_line"] = lineno
+        rows.append(row)
+    if not rows:
+        raise EvalInputError(f"{path}: no eval items")
+    return rows
+
+
+def read_preference_pairs(path: str | Path) -> list[dict[str, Any]]:
+    """Forced-choice pairs: {id, domain, question, items: [a, b], favoured: {value: 0|1}}."""
+    rows = read_jsonl(path, {"id": str, "domain": str, "question": str, "items": list, "favoured": dict})
+    for row in rows:
+        where = f"{path}:{row['_line']}"
+        items = row["items"]
+        if len(items) != 2 or not all(isinstance(i, str) and i.strip() for i in items):
+            raise EvalInputError(f"{where}: 'items' must be two non-empty strings")
+        for value, index in row["favoured"].items():
+            if index not in (0, 1):
+                raise EvalInputError(f"{where}: favoured.{value} must be 0 or 1, got {index!r}")
+    return rows
+
+
+def read_qa_items(path: str | Path) -> list[dict[str, Any]]:
+    """Open questions: {id, domain, spec, question, rubric}."""
+    return read_jsonl(path, {"id": str, "domain": str, "question": str, "rubric": str})

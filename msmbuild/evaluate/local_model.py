@@ -1,0 +1,189 @@
+"""The local model path shared by every eval suite and the ``hf`` generation backend.
+
+A checkpoint is an HF directory (or hub id) loaded with ``from_pretrained``. Two batched
+operations run on it: scoring continuations by log-probability (forced choice) and
+generating answers. Both sort inputs by length so a batch wastes little padding, and
+return results in input order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from msmbuild.errors import MsmbuildError
+from msmbuild.hashing import digest_dir
+
+PLAIN_USER = "User: "
+PLAIN_ASSISTANT = "\nAssistant:"
+
+
+class EvalInputError(MsmbuildError):
+    """A checkpoint or eval data file is missing or malformed; the message names it."""
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, ready for scoring and generation."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+
+    @property
+    def has_chat_template(self) -> bool:
+        """True when the tokenizer carries a chat template."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def checkpoint_identity(model: str | os.PathLike[str]) -> dict[str, str]:
+    """What determines a checkpoint's behaviour: content digest of a local dir, else the hub id."""
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise EvalInputError(f"{path}: not a checkpoint directory (no config.json)")
+        return {"digest": digest_dir(path)}
+    if os.sep in str(model) and not path.exists() and str(model).startswith((".", "/", "build")):
+        raise EvalInputError(f"{model}: checkpoint directory does not exist (train the arm first)")
+    return {"hub_id": str(model)}
+
+
+def load_model(model: str | os.PathLike[str]) -> LoadedModel:
+    """Load a causal LM and its tokenizer for inference (eval mode, pad token set)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    checkpoint_identity(model)  # clear error for a missing directory
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model))
+        net = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise EvalInputError(f"{model}: cannot load checkpoint: {exc}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    net.eval()
+    return LoadedModel(net, tok, str(model))
+
+
+def uses_template(lm: LoadedModel, chat_template: bool) -> bool:
+    """Whether prompts for this model are rendered through its chat template."""
+    return chat_template and lm.has_chat_template
+
+
+def render_prompt(lm: LoadedModel, user: str, system: str = "", chat_template: bool = True) -> str:
+    """The text that precedes an answer: the chat template when there is one, else a plain form."""
+    if uses_template(lm, chat_template):
+        messages = ([{"role": "system", "content": system}] if system else [])
+        messages.append({"role": "user", "content": user})
+        return lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    head = f"{system}\n\n" if system else ""
+    return f"{head}{PLAIN_USER}{user}{PLAIN_ASSISTANT}"
+
+
+def _encode(lm: LoadedModel, text: str, special: bool) -> list[int]:
+    return list(lm.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def score_continuations(
+    lm: LoadedModel,
+    pairs: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    templated: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[tuple[float, int]]:
+    """(sum log-prob, n tokens) of each continuation given its context, batched.
+
+    Context and continuation are tokenized separately and concatenated (so the boundary
+    is the same whatever the batch); ``templated`` contexts came from a chat template and
+    hold their special tokens already, plain ones get the tokenizer's BOS; sequences are right-padded, which leaves every real
+    position's logits untouched under causal attention.
+    """
+    import torch
+
+    encoded = []
+    for context, continuation in pairs:
+        ctx = _encode(lm, context, special=not templated)
+        cont = _encode(lm, continuation, special=False)
+        if not cont:
+            raise EvalInputError(f"empty continuation after context {context[-60:]!r}")
+        encoded.append((ctx, cont))
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+    pad = lm.tokenizer.pad_token_id
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            seqs = [encoded[i][0] + encoded[i][1] for i in idx]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for row, seq in enumerate(seqs):
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            logits = lm.model(input_ids=ids, attention_mask=mask).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row, i in enumerate(idx):
+                ctx, cont = encoded[i]
+                positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
+                targets = torch.tensor(cont)
+                total = logprobs[row, positions, targets].sum().item()
+                out[i] = (total, len(cont))
+            if on_batch is not None:
+                on_batch(len(idx))
+    return out
+
+
+def generate_texts(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    batch_size: int = 8,
+    seed: int = 0,
+    templated: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[tuple[str, int, int]]:
+    """(completion, prompt tokens, completion tokens) per prompt; greedy when temperature is 0.
+
+    Prompts are left-padded (decoder-only generation continues from the right edge) and
+    grouped by length; sampling is seeded per batch so a rerun reproduces its answers.
+    """
+    import torch
+
+    tok = lm.tokenizer
+    tok.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[tuple[str, int, int]] = [("", 0, 0)] * len(prompts)
+    special = not templated
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=special)
+            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id}
+            if temperature > 0:
+                torch.manual_seed(seed + start)
+                kwargs.update(do_sample=True, temperature=temperature, top_k=0)
+            else:
+                kwargs.update(do_sample=False)
+            generated = lm.model.generate(**batch, **kwargs)
+            width = batch["input_ids"].shape[1]
+            for row, i in enumerate(idx):
+                new = generated[row, width:]
+                n_new = _until_eos(new, tok.eos_token_id)
+                text = tok.decode(new, skip_special_tokens=True)
+                out[i] = (text, int(batch["attention_mask"][row].sum().item()), n_new)
+            if on_batch is not None:
+                on_batch(len(idx))
+    return out
+
+
+def _until_eos(tokens: Any, eos: int | None) -> int:
+    """Generated tokens up to and including the first EOS."""
+    values = tokens.tolist()
+    if eos is not None and eos in values:
+        return values.index(eos) + 1
+    return len(values)

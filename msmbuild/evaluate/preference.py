@@ -1,0 +1,86 @@
+"""Forced-choice value generalization: which of two items does the checkpoint prefer?
+
+Each pair is asked in both orders ("X or Y?", "Y or X?"); in each order the log-probability
+of each item as the answer is measured (lm-eval-harness style: the answer's tokens given
+the prompt), and an item's score is its mean over the two orders, so position bias cancels.
+The chosen item is the higher-scoring one. Per value, the metric is the rate of choosing
+the item that value favours, per domain and overall, with a Wilson interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from msmbuild.config import PreferenceEvalConfig
+from msmbuild.evaluate.local_model import (
+    LoadedModel,
+    render_prompt,
+    score_continuations,
+    uses_template,
+)
+from msmbuild.evaluate.stats import wilson_interval
+
+ORDERS = ("ab", "ba")
+ALL = "all"
+
+
+def build_requests(lm: LoadedModel, pairs: Sequence[dict[str, Any]], cfg: PreferenceEvalConfig) -> list[tuple[str, str]]:
+    """(context, continuation) for every pair × order × item, in that nesting order."""
+    templated = uses_template(lm, cfg.chat_template)
+    lead = "" if templated else " "
+    out: list[tuple[str, str]] = []
+    for pair in pairs:
+        a, b = pair["items"]
+        for first, second in ((a, b), (b, a)):
+            user = cfg.prompt.format(question=pair["question"], first=first, second=second)
+            context = render_prompt(lm, user, chat_template=cfg.chat_template)
+            out.extend((context, lead + item) for item in (a, b))
+    return out
+
+
+def score_pairs(
+    lm: LoadedModel, pairs: Sequence[dict[str, Any]], cfg: PreferenceEvalConfig, progress: bool = True
+) -> list[dict[str, Any]]:
+    """One row per (pair, value): per-order log-probs of both items, choice, and agreement."""
+    requests = build_requests(lm, pairs, cfg)
+    with tqdm(total=len(requests), desc="preference", unit="seq", disable=not progress) as bar:
+        scores = score_continuations(lm, requests, cfg.batch_size,
+                                     templated=uses_template(lm, cfg.chat_template), on_batch=bar.update)
+    rows: list[dict[str, Any]] = []
+    for p, pair in enumerate(pairs):
+        block = scores[4 * p: 4 * p + 4]  # (ab: a, b), (ba: a, b)
+        value = [(s / n if cfg.score == "mean" else s) for s, n in block]
+        lp = {"lp_a_ab": value[0], "lp_b_ab": value[1], "lp_a_ba": value[2], "lp_b_ba": value[3]}
+        score_a = (value[0] + value[2]) / 2
+        score_b = (value[1] + value[3]) / 2
+        chosen = 0 if score_a >= score_b else 1
+        # Position agreement: did each order alone pick the same item?
+        consistent = (value[0] >= value[1]) == (value[2] >= value[3])
+        for val, favoured in sorted(pair["favoured"].items()):
+            rows.append({
+                "item_id": pair["id"], "domain": pair["domain"], "value": val,
+                "question": pair["question"], "item_a": pair["items"][0], "item_b": pair["items"][1],
+                **lp, "score_a": score_a, "score_b": score_b, "margin": score_a - score_b,
+                "chosen": chosen, "favoured": int(favoured), "chose_favoured": chosen == favoured,
+                "order_consistent": consistent,
+            })
+    return rows
+
+
+def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
+    """Rate of choosing the value-favoured item, per value × (each domain and all domains)."""
+    groups: dict[tuple[str, str], list[bool]] = {}
+    for row in rows:
+        for domain in (row["domain"], ALL):
+            groups.setdefault((row["value"], domain), []).append(bool(row["chose_favoured"]))
+    out = []
+    for (value, domain), hits in sorted(groups.items()):
+        k, n = sum(hits), len(hits)
+        low, high = wilson_interval(k, n, confidence)
+        out.append({"metric": "favoured_rate", "value": value, "domain": domain, "condition": None,
+                    "n": n, "successes": float(k), "estimate": k / n, "ci_low": low, "ci_high": high,
+                    "judged": True, "note": ""})
+    return out

@@ -1,0 +1,133 @@
+"""Judged open-ended QA: the checkpoint answers, a judge model scores each answer 1-10.
+
+Answers come from local batched generation (greedy). The judge runs through the
+generation backends (``make_backend`` + ``run_requests``), so its calls are cached,
+costed and counted like any other model call. The ``offline`` backend is not a model:
+with it every row says "not judged" and no score is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+from msmbuild.config import Params, QAEvalConfig
+from msmbuild.evaluate.local_model import LoadedModel, generate_texts, render_prompt, uses_template
+from msmbuild.evaluate.stats import mean_interval
+
+ALL = "all"
+JUDGE_PROMPT_VERSION = "qa-judge/1"
+NOT_JUDGED_OFFLINE = "not judged: the offline backend is not a model"
+JUDGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "rationale": {"type": "string", "description": "Why the answer earns the score."},
+        "score": {"type": "integer", "minimum": 1, "maximum": 10},
+    },
+    "required": ["rationale", "score"],
+    "additionalProperties": False,
+}
+JUDGE_SYSTEM = "You grade answers written by an AI assistant against a rubric. Be strict and brief."
+JUDGE_TEMPLATE = """Question asked of the assistant:
+<question>
+{question}
+</question>
+
+Rubric (what a 10 answer does and what a 1 answer does):
+<rubric>
+{rubric}
+</rubric>
+
+The assistant's answer:
+<answer>
+{answer}
+</answer>
+
+Score the answer from 1 to 10 by the rubric. Reply with JSON: {{"rationale": "...", "score": N}}."""
+
+
+def answer_questions(lm: LoadedModel, items: Sequence[dict[str, Any]], cfg: QAEvalConfig,
+                     progress: bool = True) -> list[tuple[str, int, int]]:
+    """The checkpoint's greedy answer to each question."""
+    prompts = [render_prompt(lm, item["question"]) for item in items]
+    with tqdm(total=len(prompts), desc="qa answers", unit="q", disable=not progress) as bar:
+        return generate_texts(lm, prompts, cfg.max_new_tokens, temperature=0.0,
+                              batch_size=cfg.batch_size, templated=uses_template(lm, True),
+                              on_batch=bar.update)
+
+
+def judge_requests(items: Sequence[dict[str, Any]], answers: Sequence[str], cfg: QAEvalConfig) -> list:
+    """One structured judge request per answer (temperature 0, rubric in the prompt)."""
+    from msmbuild.generate.backends.base import GenRequest
+
+    return [
+        GenRequest(stage="qa_judge", system=JUDGE_SYSTEM, schema=JUDGE_SCHEMA, temperature=0.0,
+                   max_tokens=cfg.judge_max_tokens, prompt_version=JUDGE_PROMPT_VERSION,
+                   prompt=JUDGE_TEMPLATE.format(question=item["question"], rubric=item["rubric"],
+                                                answer=answer.strip() or "(empty answer)"))
+        for item, answer in zip(items, answers, strict=True)
+    ]
+
+
+def parse_judgement(result: Any) -> tuple[float | None, str, str]:
+    """(score, rationale, note) from a judge result; a score outside 1-10 is no score."""
+    if result is None:
+        return None, "", "judge call failed"
+    if not result.produced_by_model:
+        return None, "", NOT_JUDGED_OFFLINE
+    data = result.data
+    if not isinstance(data, dict):
+        return None, "", "judge answer was not the requested JSON"
+    score = data.get("score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 1 <= score <= 10:
+        return None, str(data.get("rationale", "")), f"judge score out of range: {score!r}"
+    return float(score), str(data.get("rationale", "")), ""
+
+
+def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, store: Any,
+           progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(item rows, judge call rows): answers, then judgements unless the judge is offline."""
+    cfg = params.evals.qa
+    answers = answer_questions(lm, items, cfg, progress)
+    call_rows: list[dict[str, Any]] = []
+    if cfg.judge_backend == "offline":
+        judged = [(None, "", NOT_JUDGED_OFFLINE)] * len(items)
+    else:
+        from msmbuild.generate.backends import make_backend
+        from msmbuild.generate.calls import run_requests
+
+        backend = make_backend(cfg.judge_backend, params)
+        try:
+            results, _stats, call_rows = run_requests(
+                store, backend, judge_requests(items, [a for a, _, _ in answers], cfg), desc="qa judge")
+        finally:
+            backend.close()
+        judged = [parse_judgement(r) for r in results]
+    rows = []
+    for item, (answer, n_prompt, n_answer), (score, rationale, note) in zip(items, answers, judged, strict=True):
+        rows.append({"item_id": item["id"], "domain": item["domain"], "value": item.get("spec"),
+                     "question": item["question"], "answer": answer, "prompt_tokens": n_prompt,
+                     "answer_tokens": n_answer, "judge_backend": cfg.judge_backend,
+                     "judged": score is not None, "score": score, "rationale": rationale, "note": note})
+    return rows, call_rows
+
+
+def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
+    """Mean judge score per spec value × (each domain, all); unjudged groups say so."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        for domain in (row["domain"], ALL):
+            groups.setdefault((row["value"] or "", domain), []).append(row)
+    out = []
+    for (value, domain), members in sorted(groups.items()):
+        scores = [r["score"] for r in members if r["score"] is not None]
+        mean, low, high = mean_interval(scores, confidence)
+        notes = sorted({r["note"] for r in members if r["note"]})
+        out.append({"metric": "judge_score", "value": value, "domain": domain, "condition": None,
+                    "n": len(members), "successes": float(len(scores)),
+                    "estimate": mean if scores else None, "ci_low": low if scores else None,
+                    "ci_high": high if scores else None, "judged": bool(scores),
+                    "note": "; ".join(notes)})
+    return out
