@@ -1,0 +1,1 @@
+"""Tokenized shards of a corpus's documents, DOCTAG prefixes and sequence packing."""

@@ -1,0 +1,222 @@
+"""Base models: the locally built tiny model, local directories and hub ids.
+
+``base_model: tiny`` builds a small Llama-architecture model (random init, seeded) and a
+byte-level BPE tokenizer trained on ``msmbuild/data/tokenizer_seed.txt``, a fixed text
+shipped with the package: editing a spec never changes the base model. Both are saved
+with ``save_pretrained`` once (through the action cache) and from then on every model,
+tiny or not, is loaded by ``from_pretrained``.
+
+A model's identity in action keys is ``hub:<id>@<revision>`` for hub models and
+``dir:<content digest>`` for local directories (the tiny model included), so a checkpoint
+is retrained exactly when the weights it starts from change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from msmbuild.errors import TrainingInputError
+from msmbuild.experiments import base_model_dir
+from msmbuild.hashing import canonical_json, digest_bytes, digest_dir, digest_text
+from msmbuild.store import write_roots
+
+if TYPE_CHECKING:
+    from msmbuild.config import Params, TinyModelConfig
+    from msmbuild.store import Store
+
+# Bump when the builder's output for the same inputs changes.
+TINY_BUILDER_VERSION = 1
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+CHAT_START = "<|im_start|>"
+CHAT_END = "<|im_end|>"
+DOCTAG_TOKEN = "<DOCTAG>"
+SPECIAL_TOKENS = [EOS_TOKEN, PAD_TOKEN, DOCTAG_TOKEN, CHAT_START, CHAT_END]
+
+# The documented default for base models that ship no chat template (ChatML). The
+# assistant turn ends with <|im_end|>, which is part of the AFT target so the model learns
+# to stop.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A loadable model: ``path`` goes to from_pretrained, ``identity`` goes into keys."""
+
+    path: str
+    identity: str
+
+
+def seed_text() -> str:
+    """The fixed text the tiny tokenizer is trained on."""
+    return resources.files("msmbuild.data").joinpath("tokenizer_seed.txt").read_text("utf-8")
+
+
+def build_tiny_tokenizer(vocab_size: int):
+    """Train the byte-level BPE tokenizer on the seed text; a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    text = seed_text()
+    tok.train_from_iterator([p for p in text.split("\n") if p.strip()], trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
+        additional_special_tokens=[DOCTAG_TOKEN, CHAT_START, CHAT_END],
+    )
+    fast.chat_template = DEFAULT_CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(cfg: TinyModelConfig, out_dir: Path) -> dict[str, Any]:
+    """Write a tiny Llama model and its tokenizer into out_dir; return metadata."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(cfg.vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"n_params": n_params, "vocab_size": len(tokenizer)}
+
+
+def _tiny_inputs(cfg: TinyModelConfig) -> dict[str, Any]:
+    """What determines the tiny model: its config, the seed text and the library versions."""
+    import tokenizers
+    import transformers
+
+    return {
+        "builder": TINY_BUILDER_VERSION,
+        "config": cfg.model_dump(mode="json"),
+        "seed_text": digest_text(seed_text()),
+        "tokenizers": tokenizers.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def _materialize_if_changed(store: Store, tree: str, dest: Path) -> None:
+    """Materialize a tree unless dest already holds it (no new mtimes on a no-op build)."""
+    marker = dest.parent / f".{dest.name}.tree"
+    if dest.is_dir() and marker.is_file() and marker.read_text() == tree:
+        return
+    store.materialize(tree, dest)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(tree)
+    tmp.replace(marker)
+
+
+def materialize_checkpoint(store: Store, tree: str, dest: str | Path) -> Path:
+    """Place a stored checkpoint tree at dest, skipping the copy when it is already there."""
+    dest = Path(dest)
+    _materialize_if_changed(store, tree, dest)
+    return dest
+
+
+def _hub_identity(name: str) -> tuple[str, str]:
+    """(path, identity) of a hub model from the local hub cache; ``id@revision`` pins one."""
+    repo, _, revision = name.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(repo, revision=revision or None, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable offline
+        raise TrainingInputError(
+            f"base model {name!r}: not a local directory and not in the hub cache ({exc})"
+        ) from None
+    return path, f"hub:{repo}@{Path(path).name}"
+
+
+def resolve_model(name: str) -> BaseModel:
+    """A local directory or hub id as a BaseModel; a missing path is a TrainingInputError."""
+    path = Path(name)
+    looks_local = path.is_absolute() or name.startswith(".") or path.exists() or name.count("/") > 1
+    if looks_local:
+        if not (path / "config.json").is_file():
+            raise TrainingInputError(f"base model {name!r}: {path}/config.json does not exist")
+        return BaseModel(str(path), f"dir:{digest_dir(path)}")
+    path_str, identity = _hub_identity(name)
+    return BaseModel(path_str, identity)
+
+
+def prepare_base_model(params: Params, store: Store, name: str = "tiny") -> BaseModel:
+    """The base model called name: 'tiny' is built once (memoized) at build/models/base."""
+    if name != "tiny":
+        return resolve_model(name)
+    dest = base_model_dir(params.build_dir)
+    inputs = _tiny_inputs(params.tiny)
+    result = store.memo_tree("base_model", inputs, lambda out: build_tiny_model(params.tiny, out))
+    _materialize_if_changed(store, result.value, dest)
+    write_roots(params.build_dir, "model-base", [result.key])
+    return BaseModel(str(dest), f"dir:{digest_dir(dest)}")
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """Digest of what makes a tokenizer produce its ids: its model, normalizers, specials."""
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    return digest_bytes(canonical_json({
+        "backend": backend, "eos": tokenizer.eos_token, "pad": tokenizer.pad_token,
+    }))
+
+
+def load_tokenizer(path: str | Path):
+    """Load a fast tokenizer and check it is fit for training (EOS, pad, chat template)."""
+    from transformers import AutoTokenizer
+
+    path = str(path)
+    if not Path(path).exists():
+        raise TrainingInputError(f"tokenizer {path!r}: directory does not exist")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise TrainingInputError(f"tokenizer {path!r}: cannot be loaded ({exc})") from None
+    if not getattr(tok, "is_fast", False):
+        raise TrainingInputError(f"tokenizer {path!r}: a fast (tokenizers) tokenizer is required")
+    if tok.eos_token is None or tok.eos_token_id is None:
+        raise TrainingInputError(f"tokenizer {path!r}: has no EOS token (eos_token in tokenizer_config.json)")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        tok.chat_template = DEFAULT_CHAT_TEMPLATE
+    return tok
+
+
+def load_model(path: str | Path, dtype: Any = None):
+    """AutoModelForCausalLM.from_pretrained with a clear error for a missing directory."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise TrainingInputError(f"model {str(path)!r}: {path}/config.json does not exist")
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
