@@ -18,6 +18,12 @@ from msmbuild.errors import MsmbuildError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "store": ("msmbuild.cli.store", "store", "Inspect and maintain the content-addressed store."),
     "params": ("msmbuild.cli.params", "params", "Validate and show params.yaml."),
+    "status": ("msmbuild.cli.status", "status", "Up to date or not, and which spec section changed."),
+    "explain": ("msmbuild.cli.status", "explain", "Why one artifact is stale."),
+    "evaluate": ("msmbuild.cli.evaluate", "evaluate", "Run an eval suite on an experiment arm's checkpoint."),
+    "query": ("msmbuild.cli.query", "query", "Run SQL over the results catalog (DuckDB)."),
+    "catalog": ("msmbuild.cli.query", "catalog", "Rebuild the results catalog under build/results/."),
+    "report": ("msmbuild.cli.report", "report", "Render the HTML report with plots."),
 }
 
 

@@ -1,0 +1,43 @@
+"""``msmbuild status`` and ``msmbuild explain``: what is stale, and why."""
+
+from __future__ import annotations
+
+import click
+
+from msmbuild.cli import load_ctx_params
+
+
+@click.command()
+@click.option("--engine", type=click.Choice(["snakemake", "dvc", "both"]), default="snakemake",
+              show_default=True, help="Whose view of stale outputs to report.")
+@click.pass_context
+def status(ctx: click.Context, engine: str) -> None:
+    """Up to date or not: changed spec sections, then stale outputs. Exit 1 when stale."""
+    from msmbuild.status import status as compute_status
+
+    params = load_ctx_params(ctx)
+    report = compute_status(params, ".", engine)
+    for corpus in report.unbuilt_corpora:
+        click.echo(f"corpus {corpus}: not built yet")
+    for change in report.sections:
+        click.echo(change.describe())
+    stale = [o for o in report.outputs if o.stale]
+    for o in stale:
+        click.echo(f"{o.path}: {o.plan} ({o.status})")
+    for stage, reasons in report.dvc.items():
+        click.echo(f"dvc stage {stage}: {'; '.join(reasons) or 'changed'}")
+    if report.up_to_date:
+        click.echo("up to date")
+    else:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("artifact")
+@click.pass_context
+def explain(ctx: click.Context, artifact: str) -> None:
+    """Why ARTIFACT (a path under build/) is stale: which rule, which spec section."""
+    from msmbuild.status import explain as compute_explain
+
+    for line in compute_explain(load_ctx_params(ctx), artifact, "."):
+        click.echo(line)

@@ -1,0 +1,188 @@
+"""What is stale and why: ``msmbuild status`` and ``msmbuild explain``.
+
+Two sources, each the authority on its own level:
+- section level: the sections recorded in ``build/corpora/<corpus>/sections.json`` at the
+  last build, compared with the spec on disk now ("section #x of specs/y.md changed");
+- artifact level: the workflow engine's own view — ``snakemake --summary`` (status and plan
+  per output file) and, in a DVC repository, ``dvc status --json`` (changed deps per stage).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from msmbuild.config import Params
+from msmbuild.errors import MsmbuildError
+from msmbuild.experiments import Arm, expand_arms
+
+
+@dataclass
+class SectionChange:
+    """One section that differs between the last build and the spec on disk."""
+
+    corpus: str
+    spec: str
+    section_id: str
+    change: str  # "changed", "added", "removed", "preamble changed"
+    line: int | None = None
+
+    def describe(self) -> str:
+        """A one-line human description."""
+        where = f" (line {self.line})" if self.line else ""
+        if self.change == "preamble changed":
+            return f"preamble of {self.spec} changed (it is in every document's context)"
+        return f"section #{self.section_id} of {self.spec} {self.change}{where}"
+
+
+@dataclass
+class OutputStatus:
+    """One output file as the workflow engine sees it."""
+
+    path: str
+    rule: str
+    status: str
+    plan: str
+
+    @property
+    def stale(self) -> bool:
+        """True when the engine would rebuild it."""
+        return self.plan != "no update"
+
+
+@dataclass
+class StatusReport:
+    """Everything ``msmbuild status`` prints."""
+
+    sections: list[SectionChange] = field(default_factory=list)
+    outputs: list[OutputStatus] = field(default_factory=list)
+    dvc: dict[str, list[str]] = field(default_factory=dict)
+    unbuilt_corpora: list[str] = field(default_factory=list)
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when nothing would be rebuilt."""
+        return not (self.sections or self.unbuilt_corpora or self.dvc
+                    or any(o.stale for o in self.outputs))
+
+
+def section_changes(params: Params, corpus: str) -> list[SectionChange] | None:
+    """Sections of the corpus's spec that changed since its last build (None: never built)."""
+    from msmbuild.spec import parse_spec
+
+    cfg = params.corpora[corpus]
+    recorded_path = Path(params.build_dir) / "corpora" / corpus / "sections.json"
+    if not recorded_path.is_file():
+        return None
+    recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
+    current = parse_spec(cfg.spec, cfg.template_vars)
+    old = {s["id"]: s["hash"] for s in recorded["sections"]}
+    changes = []
+    if recorded.get("preamble") != current.preamble:
+        changes.append(SectionChange(corpus, cfg.spec, "", "preamble changed"))
+    for s in current.sections:
+        if s.id not in old:
+            changes.append(SectionChange(corpus, cfg.spec, s.id, "added", s.line))
+        elif old[s.id] != s.hash:
+            changes.append(SectionChange(corpus, cfg.spec, s.id, "changed", s.line))
+    ids = {s.id for s in current.sections}
+    changes.extend(SectionChange(corpus, cfg.spec, sid, "removed") for sid in old if sid not in ids)
+    return changes
+
+
+def snakemake_summary(workdir: str | Path = ".") -> list[OutputStatus]:
+    """``snakemake --summary`` parsed: one row per output file."""
+    proc = subprocess.run(["snakemake", "--summary", "--cores", "1"], cwd=workdir,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MsmbuildError(f"snakemake --summary failed: {proc.stderr.strip().splitlines()[-1:]}")
+    rows = []
+    for line in proc.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 6 or parts[0] == "output_file":
+            continue
+        rows.append(OutputStatus(path=parts[0], rule=parts[2], status=parts[4], plan=parts[5]))
+    return rows
+
+
+def dvc_status(workdir: str | Path = ".") -> dict[str, list[str]]:
+    """``dvc status --json`` as stage -> reasons; empty when not a DVC repository."""
+    if not (Path(workdir) / ".dvc").is_dir() or not (Path(workdir) / "dvc.yaml").is_file():
+        return {}
+    proc = subprocess.run(["dvc", "status", "--json"], cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MsmbuildError(f"dvc status failed: {proc.stderr.strip()}")
+    raw = json.loads(proc.stdout or "{}")
+    out: dict[str, list[str]] = {}
+    for stage, entries in raw.items():
+        reasons = []
+        for entry in entries:
+            if isinstance(entry, str):
+                reasons.append(entry)
+                continue
+            for what, items in entry.items():
+                if isinstance(items, dict):
+                    reasons.extend(f"{what}: {path} {state}" for path, state in items.items())
+                else:
+                    reasons.append(f"{what}: {items}")
+        out[stage] = reasons
+    return out
+
+
+def status(params: Params, workdir: str | Path = ".", engine: str = "snakemake") -> StatusReport:
+    """Section-level changes per corpus plus the engine's stale outputs."""
+    report = StatusReport()
+    for corpus in params.corpora:
+        changes = section_changes(params, corpus)
+        if changes is None:
+            report.unbuilt_corpora.append(corpus)
+        else:
+            report.sections.extend(changes)
+    if engine in ("snakemake", "both") and (Path(workdir) / "Snakefile").is_file():
+        report.outputs = snakemake_summary(workdir)
+    if engine in ("dvc", "both"):
+        report.dvc = dvc_status(workdir)
+    return report
+
+
+def corpora_feeding(params: Params, artifact: str) -> list[str]:
+    """The corpora an artifact under build/ is derived from, by its place in the layout."""
+    parts = Path(artifact).parts
+    build = Path(params.build_dir).parts
+    rel = parts[len(build):] if parts[: len(build)] == build else parts
+    if len(rel) >= 2 and rel[0] in ("corpora", "shards") and rel[1] in params.corpora:
+        return [rel[1]]
+    arms: list[Arm] = expand_arms(params)
+    if len(rel) >= 3 and rel[:2] == ("models", "midtrain"):
+        return sorted({a.midtrain for a in arms if a.midtrain_tag == rel[2] and a.midtrain})
+    if len(rel) >= 3 and rel[:2] == ("models", "aft") or len(rel) >= 2 and rel[0] == "evals":
+        name = rel[2] if rel[0] == "models" else rel[1]
+        return sorted({a.midtrain for a in arms if a.name == name and a.midtrain})
+    if rel[:1] in (("results",), ("report",)):
+        return sorted({a.midtrain for a in arms if a.midtrain})
+    return []
+
+
+def explain(params: Params, artifact: str, workdir: str | Path = ".") -> list[str]:
+    """Lines saying whether artifact is up to date and, if not, which input changed."""
+    lines = []
+    rows = [o for o in snakemake_summary(workdir)
+            if o.path == artifact or o.path.startswith(artifact.rstrip("/") + "/")] \
+        if (Path(workdir) / "Snakefile").is_file() else []
+    if not rows and not Path(workdir, artifact).exists():
+        raise MsmbuildError(f"{artifact}: not an output of this workflow")
+    stale = [o for o in rows if o.stale]
+    if rows and not stale:
+        lines.append(f"{artifact}: up to date")
+    for o in stale:
+        lines.append(f"{o.path}: {o.plan} (rule {o.rule}: {o.status})")
+    for corpus in corpora_feeding(params, artifact):
+        changes = section_changes(params, corpus)
+        if changes is None:
+            lines.append(f"  corpus {corpus} has not been built yet")
+            continue
+        for change in changes:
+            lines.append(f"  because {change.describe()}")
+    return lines
