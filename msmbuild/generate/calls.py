@@ -1,0 +1,164 @@
+"""Model calls through the action cache: hits from the store, misses to the backend.
+
+The key of a call is ``store.key("generate", {"backend": backend.identity(), "request":
+request.key_inputs()})``: the backend's identity (model, revision, seed; never
+credentials or concurrency) and the exact request (system, context, prompt, schema,
+sampling, sample index, prompt version). Each answer is saved the moment it arrives, so a
+run killed halfway never pays for the finished part again.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from msmbuild.errors import BackendError
+from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
+from msmbuild.store import Store
+
+CALL_KIND = "generate"
+CALL_COLUMNS = ["key", "corpus", "stage", "subdomain", "backend", "model", "cache_hit",
+                "input_tokens", "output_tokens", "cache_creation_input_tokens",
+                "cache_read_input_tokens", "cost_usd", "wall_s", "error"]
+
+
+@dataclass
+class CallStats:
+    """What one run_requests call did: hits, misses, errors, tokens and cost of the misses."""
+
+    requests: int = 0
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cost_usd: float = 0.0
+    wall_s: float = 0.0
+
+    def add(self, other: CallStats) -> None:
+        """Accumulate another run's counts into this one."""
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+def call_key(store: Store, backend: Backend, request: GenRequest) -> str:
+    """The action key of one request on one backend."""
+    return store.key(CALL_KIND, {"backend": backend.identity(), "request": request.key_inputs()})
+
+
+def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: float,
+         error: str, backend: Backend) -> dict[str, Any]:
+    usage = res.usage if res is not None else None
+    return {
+        "key": key, "corpus": "", "stage": req.stage, "subdomain": "",
+        "backend": res.backend if res is not None and res.backend else backend.name,
+        "model": res.model if res is not None else "",
+        "cache_hit": hit,
+        "input_tokens": usage.input_tokens if usage else 0,
+        "output_tokens": usage.output_tokens if usage else 0,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens if usage else 0,
+        "cache_read_input_tokens": usage.cache_read_input_tokens if usage else 0,
+        "cost_usd": res.cost_usd if res is not None else 0.0,
+        "wall_s": wall_s, "error": error,
+    }
+
+
+def run_requests(
+    store: Store,
+    backend: Backend,
+    requests: Sequence[GenRequest],
+    *,
+    desc: str,
+    progress: bool = True,
+    raise_on_error: bool = True,
+) -> tuple[list[GenResult | None], CallStats, list[dict[str, Any]]]:
+    """Answer requests through the store; return (results, stats, rows) in request order.
+
+    Rows are one per request for the calls table; a hit's row carries the tokens and cost
+    its result was made with and ``cache_hit=True``. Items the backend fails on stay
+    None; every other result is stored first, then (with raise_on_error) a BackendError
+    lists each failed item, so a rerun sends only those.
+    """
+    start = time.perf_counter()
+    stats = CallStats(requests=len(requests))
+    keys = [call_key(store, backend, r) for r in requests]
+    results: list[GenResult | None] = [None] * len(requests)
+    rows: list[dict[str, Any] | None] = [None] * len(requests)
+    bar = tqdm(total=len(requests), desc=desc, unit="call", file=sys.stderr,
+               disable=not progress, leave=False)
+    todo: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key in todo:
+            todo[key].append(i)
+            continue
+        found = store.lookup_json(key)
+        if found is None:
+            todo[key] = [i]
+            continue
+        res = GenResult.from_json(found.value)
+        results[i] = res
+        rows[i] = _row(key, requests[i], res, True, float(found.meta.get("wall_s", 0.0)), "", backend)
+        stats.hits += 1
+        bar.update(1)
+    miss_keys = list(todo)
+    miss_requests = [requests[todo[k][0]] for k in miss_keys]
+    lock = threading.Lock()
+    last = [time.perf_counter()]
+
+    def on_result(j: int, res: GenResult) -> None:
+        key = miss_keys[j]
+        with lock:
+            now = time.perf_counter()
+            wall = float(res.meta.get("wall_s", now - last[0]))
+            last[0] = now
+            meta = {"kind": CALL_KIND, "stage": miss_requests[j].stage, "model": res.model,
+                    "backend": res.backend or backend.name,
+                    "input_tokens": res.usage.input_tokens,
+                    "output_tokens": res.usage.output_tokens,
+                    "cache_creation_input_tokens": res.usage.cache_creation_input_tokens,
+                    "cache_read_input_tokens": res.usage.cache_read_input_tokens,
+                    "cost_usd": res.cost_usd, "batch": res.batch,
+                    "produced_by_model": res.produced_by_model, "wall_s": wall}
+            store.save_json(key, res.to_json(), meta)
+            for i in todo[key]:
+                results[i] = res
+                rows[i] = _row(key, requests[i], res, False, wall, "", backend)
+            stats.misses += 1
+            stats.input_tokens += res.usage.input_tokens
+            stats.output_tokens += res.usage.output_tokens
+            stats.cache_creation_input_tokens += res.usage.cache_creation_input_tokens
+            stats.cache_read_input_tokens += res.usage.cache_read_input_tokens
+            stats.cost_usd += res.cost_usd
+            bar.update(len(todo[key]))
+
+    failures: list[str] = []
+    try:
+        if miss_requests:
+            errors = backend.generate(miss_requests, on_result)
+            for err in sorted(errors, key=lambda e: e.index):
+                key = miss_keys[err.index]
+                for i in todo[key]:
+                    rows[i] = _row(key, requests[i], None, False, 0.0, str(err), backend)
+                    failures.append(f"{requests[i].stage} request #{i} (key {key[:12]}): {err}")
+                stats.errors += 1
+    finally:
+        bar.close()
+    for i, row in enumerate(rows):
+        if row is None:  # the backend neither answered nor reported the item
+            rows[i] = _row(keys[i], requests[i], None, False, 0.0, "no answer from backend", backend)
+            failures.append(f"{requests[i].stage} request #{i} (key {keys[i][:12]}): no answer from backend")
+            stats.errors += 1
+    stats.wall_s = time.perf_counter() - start
+    if failures and raise_on_error:
+        shown = "; ".join(failures[:5]) + (f"; ... ({len(failures) - 5} more)" if len(failures) > 5 else "")
+        raise BackendError(f"{desc}: {len(failures)} of {len(requests)} requests failed "
+                           f"({stats.misses} new results were stored; rerun to retry): {shown}")
+    return results, stats, [r for r in rows if r is not None]

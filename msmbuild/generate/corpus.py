@@ -1,0 +1,211 @@
+"""The corpus builder: params.yaml corpus → files under ``build/corpora/<corpus>/``.
+
+Three steps, each one Snakemake rule / DVC stage and one CLI command:
+
+- ``generate_tree``: spec → sections.json, tree.json, calls/tree.parquet
+- ``generate_ideas``: tree → assertions.json, ideas.parquet, calls/ideas.parquet
+- ``generate_documents``: tree + ideas → documents.parquet, calls/documents.parquet and
+  calls.parquet (the three call tables together)
+
+Each writes atomically, only when bytes change, and records its action keys as gc roots
+(``build/refs/corpus-<corpus>-<step>.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msmbuild.config import CorpusConfig, Params, open_store
+from msmbuild.errors import MsmbuildError
+from msmbuild.generate.backends import Backend, make_backend
+from msmbuild.generate.calls import CallStats
+from msmbuild.generate.outputs import (
+    CALLS_SCHEMA,
+    DOCUMENTS_SCHEMA,
+    IDEAS_SCHEMA,
+    json_bytes,
+    parquet_bytes,
+    read_parquet_rows,
+    write_bytes_if_changed,
+)
+from msmbuild.generate.stages import (
+    FilterReport,
+    StageRun,
+    filter_documents,
+    iter_subdomains,
+    model_tree,
+    plan_subdomains,
+    sampling_for,
+    structural_tree,
+    write_documents,
+)
+from msmbuild.spec import Spec, parse_spec
+from msmbuild.store import Store, write_roots
+
+STEPS = ("tree", "ideas", "documents")
+
+
+@dataclass
+class StageReport:
+    """What one step did: calls (hits/misses/cost), counts and the files it changed."""
+
+    corpus: str
+    step: str
+    backend: str
+    produced_by_model: bool
+    stats: CallStats = field(default_factory=CallStats)
+    counts: dict[str, int] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One human line, naming the backend and whether it is a model."""
+        s = self.stats
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
+        note = "" if self.produced_by_model else " [offline backend: not a model; text is recombined spec text]"
+        return (f"{self.corpus} {self.step}: {counts}; calls: {s.requests} ({s.hits} cached, "
+                f"{s.misses} new, {s.errors} failed), ${s.cost_usd:.4f}; backend {self.backend}{note}")
+
+
+def corpus_config(params: Params, corpus: str) -> CorpusConfig:
+    """The corpus's settings, or an error naming the known corpora."""
+    if corpus not in params.corpora:
+        known = ", ".join(sorted(params.corpora)) or "none"
+        raise MsmbuildError(f"params.yaml: no corpus {corpus!r} under 'corpora' (known: {known})")
+    return params.corpora[corpus]
+
+
+def corpus_dir(params: Params, corpus: str) -> Path:
+    """``<build_dir>/corpora/<corpus>``."""
+    return Path(params.build_dir) / "corpora" / corpus
+
+
+def _read_json(path: Path, step: str, corpus: str) -> Any:
+    if not path.is_file():
+        raise MsmbuildError(f"{path}: missing; run `msmbuild generate {step} {corpus}` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _require(path: Path, step: str, corpus: str) -> Path:
+    if not path.is_file():
+        raise MsmbuildError(f"{path}: missing; run `msmbuild generate {step} {corpus}` first")
+    return path
+
+
+class _Session:
+    """Store, backend and run state of one step; closes the backend at the end."""
+
+    def __init__(self, params: Params, corpus: str, max_concurrency: int | None,
+                 progress: bool, store: Store | None, backend: Backend | None):
+        self.params = params
+        self.cfg = corpus_config(params, corpus)
+        self.dir = corpus_dir(params, corpus)
+        self.store = store or open_store(params)
+        self._own_backend = backend is None
+        self.backend = backend or make_backend(self.cfg.backend, params, max_concurrency)
+        self.run = StageRun(self.store, self.backend, corpus, self.cfg,
+                            sampling_for(params, self.cfg.backend), progress)
+
+    def report(self, step: str, counts: dict[str, int], changed: list[str]) -> StageReport:
+        produced = all(r["model"] != "offline (not a model)" for r in self.run.rows) \
+            and self.backend.name != "offline"
+        return StageReport(self.run.corpus, step, self.backend.name, produced,
+                           self.run.stats, counts, changed)
+
+    def write(self, name: str, data: bytes, changed: list[str]) -> None:
+        path = self.dir / name
+        if write_bytes_if_changed(path, data):
+            changed.append(str(path))
+
+    def roots(self, step: str, extra: list[str] = ()) -> None:
+        keys = [r["key"] for r in self.run.rows if not r["error"]] + list(extra)
+        write_roots(self.params.build_dir, f"corpus-{self.run.corpus}-{step}", keys)
+
+    def close(self) -> None:
+        if self._own_backend:
+            self.backend.close()
+
+
+def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = None,
+                  progress: bool = True, store: Store | None = None,
+                  backend: Backend | None = None) -> StageReport:
+    """Parse the corpus's spec and build its subdomain tree."""
+    cfg = corpus_config(params, corpus)
+    spec = parse_spec(cfg.spec, cfg.template_vars)  # a bad spec fails before anything is written
+    s = _Session(params, corpus, max_concurrency, progress, store, backend)
+    try:
+        tree = model_tree(spec, s.run) if cfg.decomposition == "model" else structural_tree(spec)
+        changed: list[str] = []
+        s.write("sections.json", json_bytes(spec.to_json()), changed)
+        s.write("tree.json", json_bytes(tree), changed)
+        s.write("calls/tree.parquet", parquet_bytes(s.run.rows, CALLS_SCHEMA), changed)
+        s.roots("tree")
+        return s.report("tree", {"sections": len(spec.sections), "domains": len(tree["domains"]),
+                                 "subdomains": len(iter_subdomains(tree))}, changed)
+    finally:
+        s.close()
+
+
+def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None = None,
+                   progress: bool = True, store: Store | None = None,
+                   backend: Backend | None = None) -> StageReport:
+    """Assertions and doc types per subdomain, ideas per doc type."""
+    s = _Session(params, corpus, max_concurrency, progress, store, backend)
+    try:
+        tree = _read_json(s.dir / "tree.json", "tree", corpus)
+        assertions, ideas = plan_subdomains(tree, s.run)
+        changed: list[str] = []
+        s.write("assertions.json", json_bytes(assertions), changed)
+        s.write("ideas.parquet", parquet_bytes(ideas, IDEAS_SCHEMA), changed)
+        s.write("calls/ideas.parquet", parquet_bytes(s.run.rows, CALLS_SCHEMA), changed)
+        s.roots("ideas")
+        return s.report("ideas", {"subdomains": len(assertions), "ideas": len(ideas),
+                                  "unsuitable": sum(not r["suitable"] for r in ideas)}, changed)
+    finally:
+        s.close()
+
+
+def generate_documents(params: Params, corpus: str, *, max_concurrency: int | None = None,
+                       progress: bool = True, store: Store | None = None,
+                       backend: Backend | None = None) -> StageReport:
+    """Documents per suitable idea and sample, optional revision, then filters."""
+    s = _Session(params, corpus, max_concurrency, progress, store, backend)
+    try:
+        tree = _read_json(s.dir / "tree.json", "tree", corpus)
+        assertions = _read_json(s.dir / "assertions.json", "ideas", corpus)
+        ideas = read_parquet_rows(_require(s.dir / "ideas.parquet", "ideas", corpus))
+        full_text = ""
+        if s.cfg.context == "full":
+            full_text = Spec.from_json(_read_json(s.dir / "sections.json", "tree", corpus)).full_text
+        docs = write_documents(tree, assertions, ideas, s.run, full_text)
+        kept, filtered = filter_documents(docs, s.cfg.filters)
+        changed: list[str] = []
+        s.write("documents.parquet", parquet_bytes(kept, DOCUMENTS_SCHEMA), changed)
+        s.write("calls/documents.parquet", parquet_bytes(s.run.rows, CALLS_SCHEMA), changed)
+        all_calls = []
+        for step in STEPS:
+            path = s.dir / "calls" / f"{step}.parquet"
+            if path.is_file():
+                all_calls.extend(read_parquet_rows(path))
+        s.write("calls.parquet", parquet_bytes(all_calls, CALLS_SCHEMA), changed)
+        s.roots("documents")
+        return s.report("documents", _filter_counts(len(docs), filtered), changed)
+    finally:
+        s.close()
+
+
+def _filter_counts(generated: int, f: FilterReport) -> dict[str, int]:
+    return {"documents generated": generated, "kept": f.kept, "too short": f.too_short,
+            "too long": f.too_long, "near-duplicates": f.near_duplicate}
+
+
+def generate_corpus(params: Params, corpus: str, *, max_concurrency: int | None = None,
+                    progress: bool = True, store: Store | None = None,
+                    backend: Backend | None = None) -> list[StageReport]:
+    """All three steps in order."""
+    store = store or open_store(params)
+    return [fn(params, corpus, max_concurrency=max_concurrency, progress=progress,
+               store=store, backend=backend)
+            for fn in (generate_tree, generate_ideas, generate_documents)]

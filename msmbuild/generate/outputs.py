@@ -1,0 +1,70 @@
+"""Writers of a corpus's build files: atomic, and silent when the bytes would not change.
+
+Not rewriting identical bytes keeps the mtime, so Snakemake sees nothing new; DVC hashes
+the same content. Parquet tables use fixed schemas so an empty table still has columns.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+DOCUMENTS_SCHEMA = pa.schema([
+    ("doc_id", STR), ("corpus", STR), ("section_id", STR), ("section_hash", STR),
+    ("domain", STR), ("subdomain", STR), ("doc_type", STR), ("idea", STR),
+    ("sample_index", INT), ("text", STR), ("n_chars", INT), ("backend", STR), ("model", STR),
+    ("prompt_version", STR), ("produced_by_model", BOOL), ("input_tokens", INT),
+    ("output_tokens", INT), ("cost_usd", FLOAT), ("cache_hit", BOOL),
+])
+IDEAS_SCHEMA = pa.schema([
+    ("corpus", STR), ("subdomain", STR), ("subdomain_title", STR), ("domain", STR),
+    ("section_id", STR), ("section_hash", STR), ("doc_type_index", INT), ("doc_type", STR),
+    ("idea_index", INT), ("idea", STR), ("suitable", BOOL), ("key", STR),
+])
+CALLS_SCHEMA = pa.schema([
+    ("key", STR), ("corpus", STR), ("stage", STR), ("subdomain", STR), ("backend", STR),
+    ("model", STR), ("cache_hit", BOOL), ("input_tokens", INT), ("output_tokens", INT),
+    ("cache_creation_input_tokens", INT), ("cache_read_input_tokens", INT),
+    ("cost_usd", FLOAT), ("wall_s", FLOAT), ("error", STR),
+])
+
+
+def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Write data atomically unless the file already holds exactly these bytes."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return True
+
+
+def json_bytes(value: Any) -> bytes:
+    """Stable, readable JSON: sorted keys, one-space indent, UTF-8, trailing newline."""
+    return (json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
+    """A parquet file of rows with a fixed schema (deterministic bytes for equal rows)."""
+    table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of a parquet file as dicts."""
+    return pq.read_table(path).to_pylist()

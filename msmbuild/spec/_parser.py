@@ -1,0 +1,225 @@
+"""Markdown spec parser: ATX headings of every level become sections with stable ids.
+
+Rules (CommonMark where it matters for headings):
+
+- A heading is a line of 1-6 ``#`` indented at most 3 spaces, followed by a space or the
+  end of the line; an optional closing ``#`` run is dropped.
+- Lines inside fenced code blocks (``` or ~~~, at least three, closed by the same
+  character at least as long) are never headings; an unclosed fence runs to the end.
+- A trailing ``{#anchor key=value ...}`` sets the section's id and attributes.
+- A section without an anchor gets the id ``<parent id>/<slug of its title>``, or the
+  bare slug at the top: it depends on the heading path, never on the position, so
+  inserting a section renames nothing.
+- The text of a section is its own body: the lines after its heading up to the next
+  heading of any level. The preamble is the text before the first heading.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msmbuild.errors import SpecError
+from msmbuild.hashing import canonical_json, digest_bytes
+
+HEADING_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*$")
+CLOSING_HASHES_RE = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
+ATTRS_RE = re.compile(r"[ \t]*\{#([^\s{}]*)((?:[ \t]+[^\s{}=]+=[^\s{}]*)*)[ \t]*\}$")
+FENCE_OPEN_RE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
+ANCHOR_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
+TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading of the spec and its own body text (template variables filled)."""
+
+    id: str
+    title: str
+    level: int
+    path: tuple[str, ...]  # titles from the top-level ancestor down to this section
+    parent: str | None
+    line: int  # 1-based line of the heading
+    text: str
+    attrs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        """Digest of what a section's documents depend on: id, title path, level, text, attrs."""
+        return digest_bytes(canonical_json({
+            "id": self.id, "path": list(self.path), "level": self.level,
+            "text": self.text, "attrs": self.attrs,
+        }))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON encoding used in sections.json."""
+        out = asdict(self)
+        out["path"] = list(self.path)
+        out["hash"] = self.hash
+        return out
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed spec: its file, preamble and sections in document order."""
+
+    source: str
+    preamble: str
+    sections: tuple[Section, ...]
+
+    def by_id(self) -> dict[str, Section]:
+        """Sections keyed by id."""
+        return {s.id: s for s in self.sections}
+
+    def children(self, section_id: str | None) -> list[Section]:
+        """Direct sub-sections of a section (None: the top-level sections)."""
+        return [s for s in self.sections if s.parent == section_id]
+
+    def subtree(self, section_id: str) -> list[Section]:
+        """The section and every descendant, in document order."""
+        out: list[Section] = []
+        ids = {section_id}
+        for s in self.sections:
+            if s.id == section_id or s.parent in ids:
+                ids.add(s.id)
+                out.append(s)
+        return out
+
+    @property
+    def full_text(self) -> str:
+        """The whole spec re-assembled from preamble and sections (filled)."""
+        parts = [self.preamble] if self.preamble else []
+        for s in self.sections:
+            parts.append(f"{'#' * s.level} {s.title}\n\n{s.text}".rstrip())
+        return "\n\n".join(parts).strip() + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON encoding written to sections.json."""
+        return {"source": self.source, "preamble": self.preamble,
+                "sections": [s.to_json() for s in self.sections]}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Spec:
+        """Decode what to_json produced (the stored hash is recomputed, not trusted)."""
+        secs = tuple(Section(id=s["id"], title=s["title"], level=s["level"], path=tuple(s["path"]),
+                             parent=s["parent"], line=s["line"], text=s["text"],
+                             attrs=dict(s.get("attrs", {}))) for s in raw["sections"])
+        return cls(source=raw["source"], preamble=raw["preamble"], sections=secs)
+
+
+def slugify(title: str) -> str:
+    """Lowercase ASCII slug: letters, digits, '_' and '.', other runs become '-'."""
+    norm = unicodedata.normalize("NFKD", title)
+    ascii_title = norm.encode("ascii", "ignore").decode("ascii").lower()
+    return re.sub(r"[^a-z0-9_.]+", "-", ascii_title).strip("-")
+
+
+def fill_template(text: str, template_vars: dict[str, str]) -> str:
+    """Replace {name} for every known name; unknown braces (JSON examples) stay as they are."""
+    if not template_vars:
+        return text
+    return TEMPLATE_VAR_RE.sub(
+        lambda m: template_vars.get(m.group(1), m.group(0)), text)
+
+
+def _split_attrs(raw_title: str) -> tuple[str, str | None, dict[str, str]]:
+    """Title without its {#anchor k=v} suffix, the anchor and the attributes."""
+    m = ATTRS_RE.search(raw_title)
+    if m is None:
+        return raw_title, None, {}
+    attrs = dict(kv.split("=", 1) for kv in m.group(2).split())
+    return raw_title[: m.start()].rstrip(), m.group(1), attrs
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(f"{source}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return text.removeprefix("\ufeff")
+
+
+def _heading_lines(lines: list[str]) -> list[tuple[int, int, str]]:
+    """(index, level, raw title) for every heading outside fenced code blocks."""
+    out: list[tuple[int, int, str]] = []
+    fence: tuple[str, int] | None = None  # (char, length) of the open fence
+    for i, line in enumerate(lines):
+        if fence is not None:
+            char, length = fence
+            stripped = line.strip(" ")
+            if (len(line) - len(line.lstrip(" ")) <= 3 and stripped.rstrip("\t ")
+                    and set(stripped.rstrip("\t ")) == {char} and len(stripped.rstrip("\t ")) >= length):
+                fence = None
+            continue
+        m = FENCE_OPEN_RE.match(line)
+        if m is not None and not (m.group(2)[0] == "`" and "`" in m.group(3)):
+            fence = (m.group(2)[0], len(m.group(2)))
+            continue
+        h = HEADING_RE.match(line)
+        if h is not None:
+            raw = CLOSING_HASHES_RE.sub("", h.group(2) or "") if h.group(2) else ""
+            out.append((i, len(h.group(1)), raw.strip()))
+    return out
+
+
+def parse_spec_text(text: str, source: str = "<spec>",
+                    template_vars: dict[str, str] | None = None) -> Spec:
+    """Parse spec markdown text; errors name source and line."""
+    template_vars = template_vars or {}
+    lines = text.splitlines()
+    if not text.strip():
+        raise SpecError(f"{source}:1: the spec is empty")
+    headings = _heading_lines(lines)
+    if not headings:
+        raise SpecError(f"{source}:1: the spec has no markdown headings (# Title)")
+    sections: list[Section] = []
+    seen: dict[str, int] = {}
+    stack: list[tuple[int, str, str]] = []  # (level, id, filled title) of open ancestors
+    for n, (idx, level, raw) in enumerate(headings):
+        lineno = idx + 1
+        title_raw, anchor, attrs = _split_attrs(raw)
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        parent = stack[-1][1] if stack else None
+        if anchor is not None:
+            if not ANCHOR_RE.match(anchor) or set(anchor) <= {"."}:
+                raise SpecError(f"{source}:{lineno}: invalid anchor {{#{anchor}}} "
+                                "(use letters, digits, '_', '-', '.', ':'; not '.' or '..')")
+            sid = anchor
+        else:
+            slug = slugify(title_raw)
+            if not slug or set(slug) <= {"."}:
+                raise SpecError(f"{source}:{lineno}: heading {raw!r} gives no usable id "
+                                f"(slug {slug!r}); add an anchor such as {{#my-id}}")
+            sid = f"{parent}/{slug}" if parent else slug
+        if sid in seen:
+            what = "anchor" if anchor is not None else "section id"
+            raise SpecError(f"{source}:{lineno}: duplicate {what} {sid!r} "
+                            f"(first used at line {seen[sid]})")
+        seen[sid] = lineno
+        end = headings[n + 1][0] if n + 1 < len(headings) else len(lines)
+        body = fill_template("\n".join(lines[idx + 1:end]).strip("\n"), template_vars)
+        title = fill_template(title_raw, template_vars)
+        path = tuple(t for _lvl, _id, t in stack) + (title,)
+        sections.append(Section(id=sid, title=title, level=level, path=path, parent=parent,
+                                line=lineno, text=body.strip(), attrs=attrs))
+        stack.append((level, sid, title))
+    preamble = fill_template("\n".join(lines[: headings[0][0]]), template_vars).strip()
+    return Spec(source=source, preamble=preamble, sections=tuple(sections))
+
+
+def parse_spec(path: str | os.PathLike[str], template_vars: dict[str, str] | None = None) -> Spec:
+    """Read and parse a spec file; bad specs raise SpecError naming the file and line."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{p}: spec file not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{p}: is a directory, not a spec file") from None
+    return parse_spec_text(_decode(data, str(p)), str(p), template_vars)
