@@ -1,0 +1,41 @@
+"""``msmbuild evaluate ARM SUITE``: run (or look up) one eval suite on one arm's checkpoint."""
+
+from __future__ import annotations
+
+import click
+
+from msmbuild.cli import load_ctx_params
+
+
+@click.command()
+@click.argument("arm", required=False)
+@click.argument("suite", required=False)
+@click.option("--all", "run_all", is_flag=True, help="Every (arm, suite) that params.yaml asks for.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def evaluate(ctx: click.Context, arm: str | None, suite: str | None, run_all: bool, quiet: bool) -> None:
+    """Evaluate ARM's checkpoint with SUITE (preference, qa, agentic_misalignment).
+
+    Results go to build/evals/ARM/SUITE/ (items.parquet, summary.json); an unchanged
+    checkpoint, data file and config is a cache hit and evaluates nothing.
+    """
+    from msmbuild.config import open_store
+    from msmbuild.evaluate import evaluate as run_eval
+    from msmbuild.evaluate import evaluate_suite, planned_evals
+
+    params = load_ctx_params(ctx)
+    store = open_store(params)
+    if run_all:
+        outcomes = [evaluate_suite(params, a, s, store, progress=not quiet) for a, s in planned_evals(params)]
+    elif arm and suite:
+        outcomes = [run_eval(params, arm, suite, store, progress=not quiet)]
+    else:
+        raise click.UsageError("give ARM and SUITE, or --all")
+    for out in outcomes:
+        state = "cached" if out.hit else "evaluated"
+        overall = [m for m in out.summary["metrics"] if m.get("domain") == "all"]
+        shown = ", ".join(
+            f"{m['metric']}[{m.get('value') or m.get('condition')}]="
+            + ("not judged" if m.get("estimate") is None else f"{m['estimate']:.3f}")
+            for m in overall)
+        click.echo(f"{out.arm}/{out.suite}: {state} -> {out.directory}  {shown}")

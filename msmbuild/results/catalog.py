@@ -1,0 +1,242 @@
+"""The results catalog: every table as parquet under ``build/results/``, DuckDB views on top.
+
+Tables: documents, calls, corpora, shards, runs, checkpoints, eval_items, eval_summary.
+``catalog.sql`` holds one ``CREATE VIEW`` per table with paths relative to the project
+root, so the plain DuckDB CLI sees the same names: ``duckdb -init build/results/catalog.sql``.
+Every file is written atomically and only when its bytes change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from msmbuild.config import Params
+from msmbuild.experiments import Arm, expand_arms
+from msmbuild.results.tables import write_bytes_if_changed, write_parquet
+
+TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
+
+# Empty-table schemas, so every view exists before the first corpus or eval is built.
+EMPTY_SCHEMAS: dict[str, dict[str, str]] = {
+    "documents": {"doc_id": "string", "corpus": "string", "section_id": "string", "section_hash": "string",
+                  "domain": "string", "subdomain": "string", "doc_type": "string", "idea": "string",
+                  "sample_index": "int64", "text": "string", "n_chars": "int64", "backend": "string",
+                  "model": "string", "prompt_version": "string", "produced_by_model": "bool",
+                  "input_tokens": "int64", "output_tokens": "int64", "cost_usd": "float64",
+                  "cache_hit": "bool"},
+    "calls": {"source": "string", "key": "string", "corpus": "string", "stage": "string", "backend": "string",
+              "model": "string", "cache_hit": "bool", "input_tokens": "int64", "output_tokens": "int64",
+              "cost_usd": "float64", "wall_s": "float64", "error": "string"},
+    "corpora": {"corpus": "string", "spec": "string", "backend": "string", "n_documents": "int64",
+                "n_chars": "int64", "cost_usd": "float64", "offline": "bool"},
+    "shards": {"corpus": "string", "name": "string", "digest": "string", "n_docs": "int64",
+               "n_tokens": "int64", "tokenizer": "string"},
+    "runs": {"checkpoint": "string", "stage": "string", "step": "int64", "loss": "float64"},
+    "checkpoints": {"checkpoint": "string", "stage": "string", "arm": "string", "experiment": "string",
+                    "base_model": "string", "corpus": "string", "aft": "string", "exists": "bool",
+                    "bytes": "int64"},
+    "eval_items": {"arm": "string", "experiment": "string", "suite": "string", "eval_key": "string",
+                   "checkpoint": "string", "item_id": "string", "domain": "string", "value": "string"},
+    "eval_summary": {"arm": "string", "experiment": "string", "suite": "string", "eval_key": "string",
+                     "checkpoint": "string", "midtrain": "string", "aft": "string", "sweep_key": "string",
+                     "sweep_value": "float64", "metric": "string", "value": "string", "domain": "string",
+                     "condition": "string", "n": "int64", "successes": "float64", "estimate": "float64",
+                     "ci_low": "float64", "ci_high": "float64", "judged": "bool", "note": "string"},
+}
+
+
+def results_dir(params: Params) -> Path:
+    """build/results."""
+    return Path(params.build_dir) / "results"
+
+
+def _frame(rows: list[dict[str, Any]], table: str):
+    """A DataFrame of rows; an empty one still carries the table's columns and types."""
+    import pandas as pd
+
+    if rows:
+        return pd.DataFrame(rows)
+    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in EMPTY_SCHEMAS[table].items()})
+
+
+def _union_parquet(files: list[tuple[Path, dict[str, Any]]], table: str):
+    """Union of parquet files (columns matched by name), each with constant columns added."""
+    import pandas as pd
+
+    frames = []
+    for path, extra in files:
+        frame = pd.read_parquet(path)
+        for col, val in extra.items():
+            frame.insert(0, col, val)
+        frames.append(frame)
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _frame([], table)
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _arm_info(params: Params) -> dict[str, Arm]:
+    try:
+        return {a.name: a for a in expand_arms(params)}
+    except Exception:  # a broken matrix must not hide results already on disk
+        return {}
+
+
+def _eval_key(build: Path, arm: str, suite: str) -> str | None:
+    ref = build / "refs" / f"eval-{arm}-{suite}.json"
+    if ref.is_file():
+        keys = json.loads(ref.read_text())["actions"]
+        return keys[0] if keys else None
+    return None
+
+
+def _eval_dirs(build: Path) -> list[tuple[str, str, Path]]:
+    return [(p.parent.parent.name, p.parent.name, p.parent)
+            for p in sorted((build / "evals").glob("*/*/summary.json"))]
+
+
+def _sweep(arm: Arm | None) -> tuple[str | None, float | None]:
+    if arm is None or not arm.overrides:
+        return None, None
+    key, value = arm.overrides[0]
+    try:
+        return key, float(value)
+    except (TypeError, ValueError):
+        return key, None
+
+
+def eval_tables(params: Params):
+    """(eval_items, eval_summary) from every build/evals/<arm>/<suite>/."""
+    build = Path(params.build_dir)
+    arms = _arm_info(params)
+    item_files, summary_rows = [], []
+    for arm_name, suite, directory in _eval_dirs(build):
+        arm = arms.get(arm_name)
+        summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
+        common = {"arm": arm_name, "experiment": arm.experiment if arm else None, "suite": suite,
+                  "eval_key": _eval_key(build, arm_name, suite), "checkpoint": summary.get("checkpoint")}
+        if (directory / "items.parquet").is_file():
+            item_files.append((directory / "items.parquet", dict(reversed(list(common.items())))))
+        sweep_key, sweep_value = _sweep(arm)
+        for metric in summary.get("metrics", []):
+            summary_rows.append({**common, "midtrain": arm.midtrain if arm else None,
+                                 "aft": arm.aft if arm else None, "sweep_key": sweep_key,
+                                 "sweep_value": sweep_value, **metric})
+    return _union_parquet(item_files, "eval_items"), _frame(summary_rows, "eval_summary")
+
+
+def corpus_tables(params: Params):
+    """(documents, calls, corpora) from build/corpora/*/ and judge calls of evals."""
+    build = Path(params.build_dir)
+    documents = _union_parquet([(p, {}) for p in sorted(build.glob("corpora/*/documents.parquet"))], "documents")
+    call_files = [(p, {"source": "corpus"}) for p in sorted(build.glob("corpora/*/calls.parquet"))]
+    call_files += [(p, {"source": f"eval:{p.parent.parent.name}/{p.parent.name}"})
+                   for p in sorted(build.glob("evals/*/*/calls.parquet"))]
+    calls = _union_parquet(call_files, "calls")
+    rows = []
+    for name, corpus in params.corpora.items():
+        docs = documents[documents["corpus"] == name] if len(documents) else documents
+        rows.append({"corpus": name, "spec": corpus.spec, "backend": corpus.backend,
+                     "n_documents": int(len(docs)),
+                     "n_chars": int(docs["n_chars"].sum()) if len(docs) else 0,
+                     "cost_usd": float(docs["cost_usd"].fillna(0).sum()) if len(docs) else 0.0,
+                     "offline": corpus.backend == "offline"})
+    return documents, calls, _frame(rows, "corpora")
+
+
+def shard_table(params: Params):
+    """One row per shard from build/shards/*/manifest.json."""
+    rows = []
+    for manifest in sorted(Path(params.build_dir).glob("shards/*/manifest.json")):
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        shards = data.get("shards", data) if isinstance(data, dict) else data
+        for shard in shards if isinstance(shards, list) else []:
+            rows.append({"corpus": manifest.parent.name, **{k: v for k, v in shard.items()
+                                                             if not isinstance(v, dict | list)}})
+    return _frame(rows, "shards")
+
+
+def _checkpoint_rows(params: Params) -> list[dict[str, Any]]:
+    build = Path(params.build_dir)
+    seen: dict[str, dict[str, Any]] = {}
+
+    def add(path: Path | None, stage: str, arm: Arm | None, corpus: str | None, aft: str | None) -> None:
+        if path is None or str(path) in seen:
+            return
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+        seen[str(path)] = {"checkpoint": str(path), "stage": stage, "arm": arm.name if arm else None,
+                           "experiment": arm.experiment if arm else None,
+                           "base_model": arm.base_model if arm else None, "corpus": corpus, "aft": aft,
+                           "exists": path.is_dir(), "bytes": sum(p.stat().st_size for p in files)}
+
+    add(build / "models" / "base", "base", None, None, None)
+    for arm in _arm_info(params).values():
+        add(arm.midtrain_dir(build), "midtrain", None, arm.midtrain, None)
+        add(arm.aft_dir(build), "aft", arm, arm.midtrain, arm.aft)
+    return list(seen.values())
+
+
+def run_table(params: Params):
+    """Training logs: every train_log.jsonl under build/models, one row per logged step."""
+    rows = []
+    for log in sorted(Path(params.build_dir).glob("models/**/train_log.jsonl")):
+        rel = log.parent
+        stage = rel.relative_to(Path(params.build_dir) / "models").parts[0]
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                rows.append({"checkpoint": str(rel), "stage": stage,
+                             **{k: v for k, v in entry.items() if not isinstance(v, dict | list)}})
+    return _frame(rows, "runs")
+
+
+def catalog_sql(params: Params) -> str:
+    """CREATE VIEW statements over the parquet files, paths relative to the project root."""
+    base = results_dir(params).as_posix()
+    return "".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{base}/{t}.parquet');\n"
+                   for t in TABLES)
+
+
+def dvc_outputs(params: Params, summary) -> None:
+    """metrics.json (dvc metrics show) and plots/*.csv (dvc plots) from eval_summary + runs."""
+    out = results_dir(params)
+    metrics: dict[str, Any] = {}
+    overall = summary[summary["domain"] == "all"] if len(summary) else summary
+    for row in overall.to_dict("records"):
+        if row["estimate"] is None or row["estimate"] != row["estimate"]:
+            continue
+        metrics.setdefault(row["arm"], {}).setdefault(row["suite"], {})[
+            f"{row['metric']}:{row['value'] or row['condition'] or 'all'}"] = round(float(row["estimate"]), 6)
+    write_bytes_if_changed((json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode(), out / "metrics.json")
+    cols = ["arm", "experiment", "suite", "metric", "value", "condition", "sweep_value", "estimate",
+            "ci_low", "ci_high", "n"]
+    table = overall[cols] if len(overall) else _frame([], "eval_summary")[cols]
+    write_bytes_if_changed(table.to_csv(index=False).encode(), out / "plots" / "eval_summary.csv")
+
+
+def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
+    """Rebuild every catalog table and catalog.sql; returns row counts per table."""
+    out = results_dir(params)
+    out.mkdir(parents=True, exist_ok=True)
+    documents, calls, corpora = corpus_tables(params)
+    items, summary = eval_tables(params)
+    builders: dict[str, Callable[[], Any]] = {"documents": lambda: documents, "calls": lambda: calls, "corpora": lambda: corpora,
+                "shards": lambda: shard_table(params), "runs": lambda: run_table(params),
+                "checkpoints": lambda: _frame(_checkpoint_rows(params), "checkpoints"),
+                "eval_items": lambda: items, "eval_summary": lambda: summary}
+    counts = {}
+    for table in tqdm(TABLES, desc="catalog", unit="table", disable=not progress):
+        frame = builders[table]()
+        write_parquet(frame, out / f"{table}.parquet")
+        counts[table] = len(frame)
+        if table == "runs":
+            loss_cols = [c for c in ("checkpoint", "stage", "step", "loss") if c in frame.columns]
+            write_bytes_if_changed(frame[loss_cols].to_csv(index=False).encode(), out / "plots" / "loss.csv")
+    dvc_outputs(params, summary)
+    write_bytes_if_changed(catalog_sql(params).encode(), out / "catalog.sql")
+    return counts
