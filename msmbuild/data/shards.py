@@ -1,0 +1,250 @@
+"""Tokenized shards: a corpus's documents as flat token arrays, one shard per subdomain.
+
+Sharding is by a stable key (``shards.by``: subdomain or domain), never by position, so
+an edit to one subdomain changes only the shard that holds its documents. Each shard is
+an action keyed by the tokenizer's identity, the shard config and the (doc_id, text
+digest) of its documents in order; a hit costs a lookup. Files per shard::
+
+    <name>.bin   tokens, uint16 when the vocabulary fits, else uint32
+    <name>.idx   .npy int64 array (n_docs, 3): start offset, length, no-loss prefix length
+
+The prefix is the DOCTAG (``shards.doctag``), whose tokens carry no loss. Tokenization
+streams parquet row batches and appends to per-shard files: memory stays flat as the
+corpus grows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from msmbuild.errors import TrainingInputError
+from msmbuild.hashing import canonical_json, digest_text
+from msmbuild.store import write_roots
+
+if TYPE_CHECKING:
+    from msmbuild.config import Params
+    from msmbuild.store import Store
+    from msmbuild.train.base_model import BaseModel
+
+SHARD_FORMAT = 1
+READ_BATCH = 512
+
+
+def documents_path(build_dir: str | Path, corpus: str) -> Path:
+    """build/corpora/<corpus>/documents.parquet."""
+    return Path(build_dir) / "corpora" / corpus / "documents.parquet"
+
+
+def shards_dir(build_dir: str | Path, corpus: str) -> Path:
+    """build/shards/<corpus>/."""
+    return Path(build_dir) / "shards" / corpus
+
+
+def manifest_path(build_dir: str | Path, corpus: str) -> Path:
+    """build/shards/<corpus>/manifest.json."""
+    return shards_dir(build_dir, corpus) / "manifest.json"
+
+
+def shard_name(group: str) -> str:
+    """A file-safe, collision-free name for a shard's group value."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", group).strip("._")[:60] or "group"
+    return f"{slug}-{digest_text(group)[:8]}"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits, else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+@dataclass
+class _Group:
+    name: str
+    docs: list[tuple[str, str]]  # (doc_id, text digest)
+    key: str = ""
+
+
+def _scan(path: Path, by: str) -> OrderedDict[str, _Group]:
+    """Group documents by the sharding column, keeping file order; only digests are kept."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise TrainingInputError(f"{path}: not a readable parquet file ({exc})") from None
+    missing = {"doc_id", by, "text"} - set(pf.schema_arrow.names)
+    if missing:
+        raise TrainingInputError(f"{path}: missing column(s) {sorted(missing)}")
+    groups: OrderedDict[str, _Group] = OrderedDict()
+    row = 0
+    for batch in pf.iter_batches(batch_size=READ_BATCH, columns=["doc_id", by, "text"]):
+        for doc_id, group, text in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
+            row += 1
+            if group is None or text is None:
+                raise TrainingInputError(f"{path}: row {row} has no {by if group is None else 'text'}")
+            g = groups.get(group)
+            if g is None:
+                g = groups[group] = _Group(shard_name(group), [])
+            g.docs.append((str(doc_id), digest_text(text)))
+    return groups
+
+
+def _tokenize_groups(path: Path, by: str, todo: dict[str, _Group], tokenizer: Any,
+                     prefix_ids: list[int], eos_id: int | None, dtype: np.dtype,
+                     tmpdir: Path) -> dict[str, dict[str, Any]]:
+    """One streaming pass: tokenize the documents of the groups in todo into tmp files."""
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    backend = tokenizer.backend_tokenizer
+    files = {g: open(tmpdir / f"{todo[g].name}.bin", "wb") for g in todo}  # noqa: SIM115
+    index: dict[str, list[tuple[int, int, int]]] = {g: [] for g in todo}
+    offsets = dict.fromkeys(todo, 0)
+    total = sum(len(g.docs) for g in todo.values())
+    tail = [eos_id] if eos_id is not None else []
+    try:
+        with tqdm(total=total, desc="tokenize", unit="doc", disable=None) as bar:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH, columns=[by, "text"]):
+                groups, texts = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+                keep = [i for i, g in enumerate(groups) if g in todo]
+                if not keep:
+                    continue
+                encs = backend.encode_batch_fast([texts[i] for i in keep], add_special_tokens=False)
+                for i, enc in zip(keep, encs, strict=True):
+                    g = groups[i]
+                    ids = prefix_ids + enc.ids + tail
+                    files[g].write(np.asarray(ids, dtype=dtype).tobytes())
+                    index[g].append((offsets[g], len(ids), len(prefix_ids)))
+                    offsets[g] += len(ids)
+                bar.update(len(keep))
+    finally:
+        for f in files.values():
+            f.close()
+    out = {}
+    for g, rows in index.items():
+        idx_path = tmpdir / f"{todo[g].name}.idx"
+        with open(idx_path, "wb") as f:
+            np.save(f, np.asarray(rows, dtype=np.int64).reshape(-1, 3))
+        out[g] = {"bin": tmpdir / f"{todo[g].name}.bin", "idx": idx_path,
+                  "n_docs": len(rows), "n_tokens": offsets[g],
+                  "n_loss_tokens": offsets[g] - len(prefix_ids) * len(rows)}
+    return out
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if path.is_file() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | None = None) -> Path:
+    """Tokenize a corpus into shards (only the shards whose inputs changed); the manifest path."""
+    from msmbuild.train.base_model import load_tokenizer, tokenizer_identity
+    from msmbuild.train.targets import corpus_base_model
+
+    if corpus not in params.corpora:
+        raise TrainingInputError(f"params.yaml: no corpus named {corpus!r}")
+    if base is None:
+        base = corpus_base_model(params, corpus, store)
+    src = documents_path(params.build_dir, corpus)
+    if not src.is_file():
+        raise TrainingInputError(f"{src}: does not exist (build the corpus first)")
+    cfg = params.shards
+    tokenizer = load_tokenizer(base.path)
+    tok_id = tokenizer_identity(tokenizer)
+    dtype = token_dtype(len(tokenizer))
+    prefix_ids = tokenizer.encode(cfg.doctag, add_special_tokens=False) if cfg.doctag else []
+    eos_id = tokenizer.eos_token_id if cfg.append_eos else None
+    # What determines a shard's bytes: tokenizer, shard settings, and its documents in order.
+    shard_cfg = {"format": SHARD_FORMAT, "doctag": cfg.doctag, "append_eos": cfg.append_eos,
+                 "by": cfg.by, "dtype": dtype.name}
+    groups = _scan(src, cfg.by)
+    records: dict[str, Any] = {}
+    todo: dict[str, _Group] = {}
+    for group, g in groups.items():
+        g.key = store.key("shard", {"tokenizer": tok_id, "config": shard_cfg, "docs": g.docs})
+        found = store.get_action(g.key)
+        if found is None:
+            todo[group] = g
+        else:
+            records[group] = found[0]
+    out_dir = shards_dir(params.build_dir, corpus)
+    if todo:
+        scratch = store.root / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="shards-", dir=scratch) as tmp:
+            made = _tokenize_groups(src, cfg.by, todo, tokenizer, prefix_ids, eos_id, dtype, Path(tmp))
+            for group, info in made.items():
+                outputs = {"bin": store.put_file(info["bin"]), "idx": store.put_file(info["idx"])}
+                meta = {"kind": "shard", "corpus": corpus, "group": group,
+                        **{k: info[k] for k in ("n_docs", "n_tokens", "n_loss_tokens")}}
+                records[group] = store.save_action(todo[group].key, outputs, meta)
+    old = _read_manifest(out_dir / "manifest.json")
+    old_digests = {s["name"]: (s["bin"], s["idx"]) for s in old.get("shards", [])}
+    shards = []
+    for group, g in sorted(groups.items(), key=lambda kv: kv[1].name):
+        rec = records[group]
+        b, i = rec.outputs["bin"], rec.outputs["idx"]
+        bin_path, idx_path = out_dir / f"{g.name}.bin", out_dir / f"{g.name}.idx"
+        if old_digests.get(g.name) != (b, i) or not (bin_path.is_file() and idx_path.is_file()):
+            store.materialize(b, bin_path)
+            store.materialize(i, idx_path)
+        shards.append({"name": g.name, "group": group, "key": g.key, "bin": b, "idx": i,
+                       **{k: rec.meta[k] for k in ("n_docs", "n_tokens", "n_loss_tokens")}})
+    keep = {f"{s['name']}.{ext}" for s in shards for ext in ("bin", "idx")}
+    for stale in list(out_dir.glob("*.bin")) + list(out_dir.glob("*.idx")):
+        if stale.name not in keep:
+            stale.unlink()
+    manifest = {"format": SHARD_FORMAT, "corpus": corpus, "tokenizer": tok_id,
+                "base_model": base.identity, "dtype": dtype.name, "config": shard_cfg,
+                "n_docs": sum(s["n_docs"] for s in shards),
+                "n_tokens": sum(s["n_tokens"] for s in shards), "shards": shards}
+    path = out_dir / "manifest.json"
+    _write_if_changed(path, json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
+    write_roots(params.build_dir, f"shards-{corpus}", [s["key"] for s in shards])
+    return path
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a shard manifest; a missing or malformed one is a TrainingInputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingInputError(f"{path}: shard manifest does not exist (run `msmbuild shards`)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TrainingInputError(f"{path}: not valid JSON (line {exc.lineno})") from None
+    if data.get("format") != SHARD_FORMAT:
+        raise TrainingInputError(f"{path}: shard format {data.get('format')!r}, expected {SHARD_FORMAT}")
+    return data
+
+
+def shard_digests(manifest: dict[str, Any]) -> list[list[str]]:
+    """The (bin, idx) digests of every shard: what a midtraining key depends on."""
+    return [[s["bin"], s["idx"]] for s in manifest["shards"]]
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """Digest of a manifest's content-determining fields."""
+    return digest_text(canonical_json({"tokenizer": manifest["tokenizer"],
+                                       "shards": shard_digests(manifest)}).decode())

@@ -1,0 +1,216 @@
+"""The training loop shared by midtraining and AFT: setup → fit → save.
+
+One optimizer step consumes ``batch_size × grad_accum × processes`` items; the items of
+step s are a pure function of s, so a killed run resumes from its last saved step with
+no data-loader state. Resumable state (trainable weights, optimizer, scheduler, log)
+lives in a stable directory keyed by the action key, outside the temporary workdir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from msmbuild.config import TrainConfig
+
+STATE_FILE = "state.pt"
+LOG_FILE = "train_log.jsonl"
+
+BatchFn = Callable[[list[int]], dict[str, Any]]
+
+
+def use_bf16(cfg: TrainConfig) -> bool:
+    """bf16 autocast: on when asked, or on 'auto' where the device supports it (CUDA)."""
+    import torch
+
+    if cfg.bf16 == "auto":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return bool(cfg.bf16)
+
+
+def process_info() -> tuple[int, int]:
+    """(process index, number of processes) of this run (accelerate launch sets both)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+def total_steps(cfg: TrainConfig, n_items: int, world: int) -> int:
+    """Optimizer steps for epochs over n_items (max_steps overrides)."""
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    return max(1, math.ceil(n_items * cfg.epochs / per_step))
+
+
+def prepare_model(model: Any, cfg: TrainConfig) -> Any:
+    """Wrap in LoRA (peft) or unfreeze everything; gradient checkpointing if asked."""
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+        if cfg.gradient_checkpointing:
+            model.enable_input_require_grads()
+        model = get_peft_model(model, lora)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_dir: Path,
+        on_step: Callable[[int], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train model (already wrapped by prepare_model); return (unwrapped model, meta).
+
+    get_batch(item indices) -> tensors for one micro-batch; item k of the schedule is
+    k mod n_items in a per-epoch seeded order chosen by the caller.
+    """
+    import torch
+    from accelerate import Accelerator
+    from tqdm import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg) else "no",
+                              cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    steps = total_steps(cfg, n_items, world)
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    torch.manual_seed(cfg.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = state_dir / STATE_FILE, state_dir / LOG_FILE
+    start = 0
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        names = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                names[n].copy_(t)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+    if rank == 0:
+        _truncate_log(log_path, start)
+    accelerator.wait_for_everyone()
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+    bar = tqdm(total=steps, initial=start, desc="train", unit="step",
+               disable=rank != 0 or None)
+    for step in range(start, steps):
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=accelerator.device)
+        n_tokens = torch.zeros((), device=accelerator.device)
+        for micro in range(cfg.grad_accum):
+            first = step * per_step + (micro * world + rank) * cfg.batch_size
+            batch = get_batch(list(range(first, first + cfg.batch_size)))
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            sync = micro == cfg.grad_accum - 1
+            ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
+            with ctx, accelerator.autocast():
+                loss = model(**batch).loss / cfg.grad_accum
+                accelerator.backward(loss)
+            loss_sum += loss.detach()
+            n_tokens += batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_mean = accelerator.reduce(loss_sum, "mean").item()
+        tokens = accelerator.reduce(n_tokens, "sum").item()
+        dt = time.perf_counter() - t0
+        done = step + 1
+        if rank == 0:
+            row = {"step": done, "loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
+                   "tokens": int(tokens), "tokens_per_s": tokens / dt if dt > 0 else None,
+                   "resumed_from": start or None}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_mean:.3f}")
+            if done % cfg.save_every == 0 and done < steps:
+                unwrapped = accelerator.unwrap_model(model)
+                _atomic_torch_save({
+                    "step": done,
+                    "trainable": {n: p.detach().cpu() for n, p in unwrapped.named_parameters()
+                                  if p.requires_grad},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                }, state_path)
+        accelerator.wait_for_everyone()
+        if on_step is not None:
+            on_step(done)
+    bar.close()
+    rows = _read_log(log_path) if rank == 0 else []
+    meta = {"steps": steps, "resumed_from": start or None, "processes": world,
+            "final_loss": rows[-1]["loss"] if rows else None,
+            "first_loss": rows[0]["loss"] if rows else None}
+    return accelerator.unwrap_model(model), meta
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only log rows up to the resumed step (rows after it will be redone)."""
+    rows = [r for r in _read_log(path) if r["step"] <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path,
+                    state_dir: Path) -> None:
+    """Write the checkpoint: merged weights at top level, adapter/ for LoRA, log, tokenizer."""
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.method == "lora":
+        model.save_pretrained(out_dir / "adapter")
+        model = model.merge_and_unload()
+    if getattr(model.config, "use_cache", None) is False:
+        model.config.use_cache = True
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    log = state_dir / LOG_FILE
+    if log.is_file():
+        shutil.copyfile(log, out_dir / LOG_FILE)
+
+
+def train_key_config(cfg: TrainConfig, world: int) -> dict[str, Any]:
+    """The training config as it enters an action key (save cadence does not change results)."""
+    data = cfg.model_dump(mode="json")
+    data.pop("save_every", None)
+    if data["method"] != "lora":
+        data.pop("lora", None)
+    data["processes"] = world
+    return data
