@@ -18,6 +18,8 @@ from msmbuild.errors import MsmbuildError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "store": ("msmbuild.cli.store", "store", "Inspect and maintain the content-addressed store."),
     "params": ("msmbuild.cli.params", "params", "Validate and show params.yaml."),
+    "generate": ("msmbuild.cli.generate", "generate", "Spec to documents: tree, ideas, documents, corpus."),
+    "plan": ("msmbuild.cli.generate", "plan", "Requests per stage and estimated cost, before spending."),
     "status": ("msmbuild.cli.status", "status", "Up to date or not, and which spec section changed."),
     "explain": ("msmbuild.cli.status", "explain", "Why one artifact is stale."),
     "evaluate": ("msmbuild.cli.evaluate", "evaluate", "Run an eval suite on an experiment arm's checkpoint."),

@@ -24,7 +24,7 @@ from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, Item
 from msmbuild.hashing import action_key
 
 # Bump when the recombination changes: it is part of every offline key.
-OFFLINE_VERSION = "1"
+OFFLINE_VERSION = "2"
 NOTICE = "offline backend: deterministic recombination of the given text, not a model"
 MODEL_NAME = "offline (not a model)"
 

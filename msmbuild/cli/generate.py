@@ -1,0 +1,55 @@
+"""``msmbuild generate tree|ideas|documents|corpus CORPUS`` and ``msmbuild plan``."""
+
+from __future__ import annotations
+
+import click
+
+from msmbuild.cli import load_ctx_params
+
+_CONCURRENCY_HELP = ("Model-API requests in flight for this process (Snakemake passes its "
+                     "`api` resource share here; default: params.yaml).")
+
+
+@click.group()
+def generate() -> None:
+    """Spec to documents: tree, ideas, documents (or all three: corpus)."""
+
+
+def _step(name: str, doc: str):
+    @generate.command(name=name, help=doc)
+    @click.argument("corpus")
+    @click.option("--max-concurrency", type=click.IntRange(min=1), default=None, help=_CONCURRENCY_HELP)
+    @click.option("--quiet", is_flag=True, help="No progress bars.")
+    @click.pass_context
+    def command(ctx: click.Context, corpus: str, max_concurrency: int | None, quiet: bool) -> None:
+        from msmbuild.generate import corpus as builder
+
+        params = load_ctx_params(ctx)
+        fn = {"tree": builder.generate_tree, "ideas": builder.generate_ideas,
+              "documents": builder.generate_documents, "corpus": builder.generate_corpus}[name]
+        reports = fn(params, corpus, max_concurrency=max_concurrency, progress=not quiet)
+        for report in reports if isinstance(reports, list) else [reports]:
+            click.echo(report.summary())
+
+    return command
+
+
+_step("tree", "Parse the corpus's spec; write sections.json and the subdomain tree.")
+_step("ideas", "Assertions and doc types per subdomain, ideas per doc type.")
+_step("documents", "One document per suitable idea and sample, revision, filters.")
+_step("corpus", "Run tree, ideas and documents for one corpus.")
+
+
+@click.command()
+@click.argument("corpora", nargs=-1)
+@click.pass_context
+def plan(ctx: click.Context, corpora: tuple[str, ...]) -> None:
+    """Requests per stage and estimated cost for each corpus, before anything is spent."""
+    from msmbuild.generate.plan import format_plan, plan_corpus
+
+    params = load_ctx_params(ctx)
+    names = list(corpora) or sorted(params.corpora)
+    if not names:
+        click.echo("no corpora in params.yaml")
+        return
+    click.echo(format_plan([plan_corpus(params, name) for name in names]))

@@ -1,0 +1,186 @@
+"""``msmbuild plan``: requests per stage and an estimated cost, before anything is spent.
+
+Counts follow from the spec and the corpus settings (subdomains × doc types × ideas ×
+samples). Input tokens are measured on the real prompts of the first stages (about four
+characters a token); output tokens are assumptions written down below. Where a stage's
+requests can be built without calling the generator (the structural tree's assertions
+and doc types, the model tree's decomposition calls) the plan also counts how many are
+already in the store; later stages depend on earlier answers and show "-".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from msmbuild.config import Params, open_store
+from msmbuild.generate.calls import call_key
+from msmbuild.generate.corpus import corpus_config
+from msmbuild.generate.stages import (
+    StageRun,
+    _request,
+    _sub_context,
+    iter_subdomains,
+    sampling_for,
+    section_context,
+    structural_tree,
+)
+from msmbuild.spec import parse_spec
+
+CHARS_PER_TOKEN = 4
+# Assumed output sizes: a list item is a sentence or two; a document is ~6k characters
+# (mid-range of the paper's 0.7k-25k); a critique a paragraph.
+ITEM_OUTPUT_TOKENS = 60
+DOC_OUTPUT_TOKENS = 1500
+CRITIQUE_OUTPUT_TOKENS = 300
+
+
+@dataclass
+class StagePlan:
+    """One stage of one corpus: requests, how many are cached (None: unknown), tokens, cost."""
+
+    stage: str
+    requests: int
+    cached: int | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float = 0.0
+
+
+@dataclass
+class CorpusPlan:
+    """The plan of one corpus."""
+
+    corpus: str
+    backend: str
+    model: str
+    subdomains: int
+    stages: list[StagePlan] = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float:
+        """Estimated USD of the uncached part (unknown cache counted as uncached)."""
+        return sum(s.cost_usd for s in self.stages)
+
+
+class _KeyOnly:
+    """Stands in for a backend when only keys are needed (identity of the real one)."""
+
+    def __init__(self, params: Params, name: str):
+        self.name = name
+        self._identity = self._lookup(params, name)
+
+    @staticmethod
+    def _lookup(params: Params, name: str) -> dict:
+        from msmbuild.generate.backends import make_backend
+
+        backend = make_backend(name, params)
+        try:
+            return backend.identity()
+        finally:
+            backend.close()
+
+    def identity(self) -> dict:
+        return self._identity
+
+
+def _tokens(requests) -> int:
+    if not requests:
+        return 0
+    chars = sum(len(r.system) + len(r.prompt) + len(r.context) for r in requests)
+    return chars // CHARS_PER_TOKEN // len(requests)
+
+
+def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
+    """Counts, cached counts and estimated cost of every stage of one corpus."""
+    cfg = corpus_config(params, corpus)
+    spec = parse_spec(cfg.spec, cfg.template_vars)
+    store = open_store(params)
+    key_backend = _KeyOnly(params, cfg.backend)
+    run = StageRun(store, key_backend, corpus, cfg, sampling_for(params, cfg.backend), False)  # type: ignore[arg-type]
+    model = params.backends.anthropic.model if cfg.backend == "anthropic" else (
+        params.backends.hf.model if cfg.backend == "hf" else "offline (not a model)")
+    plans: list[StagePlan] = []
+
+    def cached(reqs) -> int:
+        return sum(store.lookup_json(call_key(store, key_backend, r)) is not None for r in reqs)  # type: ignore[arg-type]
+
+    if cfg.decomposition == "model":
+        tops = spec.children(None)
+        reqs = []
+        for sec in tops:
+            text = "\n\n".join(f"{s.title}\n\n{s.text}" for s in spec.subtree(sec.id))
+            reqs.append(_request(run, "subdomains", section_context(spec.preamble, (), text), True,
+                                 schema={"type": "object"}, domain_title=sec.title, n=cfg.n_subdomains))
+        plans.append(StagePlan("subdomains", len(reqs), None, _tokens(reqs),
+                               ITEM_OUTPUT_TOKENS * cfg.n_subdomains))
+        n_sub = len(tops) * cfg.n_subdomains
+        sample = []
+    else:
+        tree = structural_tree(spec)
+        subs = iter_subdomains(tree)
+        n_sub = len(subs)
+        sample = [_request(run, "assertions", _sub_context(tree, s), True, schema=None,
+                           n=cfg.n_assertions, subdomain=s["title"], domain=s["domain"]) for s in subs]
+    ctx_tokens = _tokens(sample) if sample else 1000
+    docs = n_sub * cfg.n_doc_types * cfg.n_doc_ideas * cfg.n_samples
+    plans += [
+        StagePlan("assertions", n_sub, None, ctx_tokens, ITEM_OUTPUT_TOKENS * cfg.n_assertions),
+        StagePlan("doc_types", n_sub, None, ctx_tokens, ITEM_OUTPUT_TOKENS * cfg.n_doc_types),
+        StagePlan("ideas", n_sub * cfg.n_doc_types, None, ctx_tokens, ITEM_OUTPUT_TOKENS * cfg.n_doc_ideas),
+        StagePlan("document", docs, None, ctx_tokens + 200, DOC_OUTPUT_TOKENS),
+    ]
+    if cfg.context == "full":
+        plans[-1].input_tokens = len(spec.full_text) // CHARS_PER_TOKEN + 200
+    if cfg.revise:
+        plans += [StagePlan("critique", docs, None, ctx_tokens + DOC_OUTPUT_TOKENS, CRITIQUE_OUTPUT_TOKENS),
+                  StagePlan("revise", docs, None, ctx_tokens + DOC_OUTPUT_TOKENS + CRITIQUE_OUTPUT_TOKENS,
+                            DOC_OUTPUT_TOKENS)]
+    _count_cached(plans, run, spec, cfg, sample, cached)
+    if cfg.backend == "anthropic":
+        from msmbuild.generate.pricing import estimate_cost
+
+        batch_cfg = params.backends.anthropic.batch
+        for p in plans:
+            todo = p.requests - (p.cached or 0)
+            batch = batch_cfg.enabled and todo >= batch_cfg.threshold
+            p.cost_usd = estimate_cost(model, todo, p.input_tokens, p.output_tokens, params.prices, batch)
+    return CorpusPlan(corpus, cfg.backend, model, n_sub, plans)
+
+
+def _count_cached(plans, run, spec, cfg, sample, cached) -> None:
+    """Fill the cached count of the stages whose requests are known without calls."""
+    if cfg.decomposition == "model":
+        return  # decomposition schemas depend on n only; counted by the real run
+    from msmbuild.generate.stages import _json_schema, _string_object
+
+    tree = structural_tree(spec)
+    subs = iter_subdomains(tree)
+    a_schema = _json_schema(_string_object("name", "claim", "explanation"), "assertions", cfg.n_assertions)
+    t_schema = _json_schema(_string_object("doc_type", "description"), "doc_types", cfg.n_doc_types)
+    a = [_request(run, "assertions", _sub_context(tree, s), True, schema=a_schema, n=cfg.n_assertions,
+                  subdomain=s["title"], domain=s["domain"]) for s in subs]
+    t = [_request(run, "doc_types", _sub_context(tree, s), True, schema=t_schema, n=cfg.n_doc_types,
+                  subdomain=s["title"], domain=s["domain"]) for s in subs]
+    by_stage = {p.stage: p for p in plans}
+    by_stage["assertions"].cached = cached(a)
+    by_stage["doc_types"].cached = cached(t)
+
+
+def format_plan(plans: list[CorpusPlan]) -> str:
+    """A plain-text table per corpus, then the total."""
+    lines = []
+    for cp in plans:
+        note = " (offline backend: not a model, free)" if cp.backend == "offline" else ""
+        lines.append(f"corpus {cp.corpus}: backend {cp.backend}, model {cp.model}{note}; "
+                     f"{cp.subdomains} subdomains")
+        lines.append(f"  {'stage':<11} {'requests':>9} {'cached':>7} {'in tok/req':>10} "
+                     f"{'out tok/req':>11} {'est. USD':>10}")
+        for s in cp.stages:
+            cached = "-" if s.cached is None else str(s.cached)
+            lines.append(f"  {s.stage:<11} {s.requests:>9} {cached:>7} {s.input_tokens:>10} "
+                         f"{s.output_tokens:>11} {s.cost_usd:>10.2f}")
+        lines.append(f"  {'total':<11} {sum(s.requests for s in cp.stages):>9} {'':>7} {'':>10} "
+                     f"{'':>11} {cp.cost_usd:>10.2f}")
+    lines.append(f"estimated total: ${sum(cp.cost_usd for cp in plans):.2f} "
+                 "(uncached requests; tokens ~4 characters each; see msmbuild.generate.plan)")
+    return "\n".join(lines)
