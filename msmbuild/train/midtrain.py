@@ -99,7 +99,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
                 "n_blocks": packed.n_blocks, "n_tokens": packed.n_tokens,
                 "packing_waste": packed.packing_waste, "base": base.identity}
 
-    result = _run_action(store, key, "midtrain", inputs, compute, rank, world)
+    result = run_action(store, key, "midtrain", inputs, compute, rank, world)
     if rank == 0:
         shutil.rmtree(state_dir, ignore_errors=True)
         materialize_checkpoint(store, result.value, dest)
@@ -107,7 +107,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     return result
 
 
-def _run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
+def run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
                 compute: Callable[[Path], dict[str, Any]], rank: int, world: int) -> MemoResult:
     """memo_tree on the main process; other processes train alongside and store nothing."""
     if world == 1:

@@ -1,0 +1,142 @@
+"""AFT: supervised training on chat demonstrations, loss on assistant tokens only.
+
+Each example is rendered with the tokenizer's chat template (or the documented default,
+``base_model.DEFAULT_CHAT_TEMPLATE``); tokens inside assistant turns (content and the
+turn's end marker, ``<think>`` blocks included) are the target, everything else is -100.
+AFT starts from the arm's midtrained checkpoint when it has one (its top level is the
+merged MSM model, so a LoRA adapter is folded in before AFT), else from the base model.
+
+The run is an action keyed by the start checkpoint's identity, the AFT data's digest, the
+chat template and the whole aft_train config.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from msmbuild.data.packing import IGNORE_INDEX
+from msmbuild.errors import TrainingInputError
+from msmbuild.hashing import digest_file, digest_text
+from msmbuild.store import write_roots
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from msmbuild.config import Params
+    from msmbuild.experiments import Arm
+    from msmbuild.store import MemoResult, Store
+
+AFT_VERSION = 1
+
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
+                where: str = "example") -> tuple[list[int], list[int]]:
+    """Token ids and labels of one conversation; labels are -100 outside assistant turns."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False,
+                                               add_generation_prompt=True) if i else ""
+        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (upto.startswith(prefix) and text.startswith(upto)):
+            raise TrainingInputError(
+                f"{where}: the chat template does not render turn {i} as a prefix of the "
+                "conversation, so assistant tokens cannot be located")
+        spans.append((len(prefix), len(upto)))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])[:max_len]
+    labels = []
+    for tid, (start, _end) in zip(ids, enc["offset_mapping"], strict=False):
+        inside = any(s <= start < e for s, e in spans)
+        labels.append(tid if inside else IGNORE_INDEX)
+    return ids, labels
+
+
+def _start_model(p: Params, arm: Arm, store: Store) -> tuple[Path, str]:
+    """(path, identity) of the checkpoint AFT starts from."""
+    from msmbuild.train.base_model import prepare_base_model
+
+    if arm.midtrain is not None:
+        from msmbuild.train.midtrain import run_midtrain
+
+        res = run_midtrain(p, arm, store)
+        return arm.midtrain_dir(p.build_dir), f"tree:{res.value}"
+    base = prepare_base_model(p, store, arm.base_model)
+    return Path(base.path), base.identity
+
+
+def run_aft(params: Params, arm: Arm, store: Store, *,
+            on_step: Callable[[int], None] | None = None) -> MemoResult:
+    """AFT for one arm; materialized at arm.aft_dir(build)."""
+    from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
+    from msmbuild.train.base_model import load_model, load_tokenizer, materialize_checkpoint
+    from msmbuild.train.loop import (
+        fit,
+        prepare_model,
+        process_info,
+        save_checkpoint,
+        train_key_config,
+    )
+    from msmbuild.train.midtrain import model_dtype, run_action
+
+    if arm.aft is None:
+        raise TrainingInputError(f"arm {arm.name!r} has no AFT dataset")
+    p = arm.params(params)
+    cfg = p.aft_train
+    rank, world = process_info()
+    data_path = prepare_aft_data(p, arm.aft, store)
+    rows = read_demonstrations(data_path)
+    start_path, start_id = _start_model(p, arm, store)
+    tokenizer = load_tokenizer(start_path)
+    examples = [encode_chat(tokenizer, r["messages"], cfg.seq_len, f"{data_path}:{n}")
+                for n, r in enumerate(rows, 1)]
+    empty = [n for n, (_ids, labels) in enumerate(examples, 1)
+             if all(x == IGNORE_INDEX for x in labels)]
+    if empty:
+        raise TrainingInputError(
+            f"{data_path}:{empty[0]}: no assistant tokens within aft_train.seq_len={cfg.seq_len}")
+    inputs = {"version": AFT_VERSION, "start": start_id, "data": digest_file(data_path),
+              "chat_template": digest_text(tokenizer.chat_template),
+              "train": train_key_config(cfg, world)}
+    key = store.key("aft", inputs)
+    state_dir = store.root / "resume" / key
+
+    def compute(out: Path) -> dict[str, Any]:
+        import torch
+
+        from msmbuild.data.packing import epoch_order
+
+        model = prepare_model(load_model(start_path, model_dtype(cfg)), cfg)
+        pad = tokenizer.pad_token_id
+
+        def get_batch(items: list[int]) -> dict[str, Any]:
+            chosen = [examples[epoch_order(len(examples), k, cfg.seed)] for k in items]
+            width = max(len(ids) for ids, _ in chosen)
+            ids = torch.full((len(chosen), width), pad, dtype=torch.long)
+            labels = torch.full((len(chosen), width), IGNORE_INDEX, dtype=torch.long)
+            mask = torch.zeros((len(chosen), width), dtype=torch.long)
+            for row, (x, y) in enumerate(chosen):
+                ids[row, : len(x)] = torch.tensor(x)
+                labels[row, : len(y)] = torch.tensor(y)
+                mask[row, : len(x)] = 1
+            return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+        trained, meta = fit(model, cfg, len(examples), get_batch, state_dir, on_step)
+        if rank == 0:
+            save_checkpoint(trained, tokenizer, cfg, out, state_dir)
+            (out / "aft_data.json").write_text(json.dumps(
+                {"path": str(data_path), "n_examples": len(examples)}, sort_keys=True))
+        return {**meta, "arm": arm.name, "aft": arm.aft, "method": cfg.method,
+                "n_examples": len(examples), "start": start_id}
+
+    result = run_action(store, key, "aft", inputs, compute, rank, world)
+    if rank == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        materialize_checkpoint(store, result.value, arm.aft_dir(p.build_dir))
+        write_roots(p.build_dir, f"aft-{arm.name}", [result.key])
+    return result

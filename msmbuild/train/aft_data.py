@@ -1,0 +1,101 @@
+"""AFT data: chat demonstrations as jsonl, validated and subset by ``fraction``.
+
+Rows are ``{"messages": [{"role": ..., "content": ...}, ...]}`` with optional fields
+(``id``, ``think``) kept as they are; ``<think>`` blocks inside assistant turns stay in the
+target. ``fraction`` keeps a fixed-seed subset that is nested: each row gets a rank from
+the digest of its content, and a fraction keeps the lowest ranks, so the ¼ subset is
+inside the ½ subset and adding rows elsewhere does not reshuffle it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from msmbuild.errors import TrainingInputError
+from msmbuild.hashing import canonical_json, digest_bytes
+
+if TYPE_CHECKING:
+    from msmbuild.config import Params
+    from msmbuild.store import Store
+
+ROLES = {"system", "user", "assistant"}
+SUBSET_SEED = "aft-subset-v1"
+
+
+def aft_path(build_dir: str | Path, name: str, fraction: float = 1.0) -> Path:
+    """build/aft/<name>.jsonl, or <name>-fraction<f>.jsonl for a subset (sweep arms differ)."""
+    suffix = "" if fraction >= 1 else f"-fraction{fraction:g}"
+    return Path(build_dir) / "aft" / f"{name}{suffix}.jsonl"
+
+
+def validate_row(row: Any, where: str) -> dict[str, Any]:
+    """Check one demonstration; errors name the file and line."""
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
+        raise TrainingInputError(f"{where}: expected an object with a non-empty 'messages' list")
+    for j, msg in enumerate(row["messages"]):
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
+            raise TrainingInputError(
+                f"{where}: messages[{j}] needs a role in {sorted(ROLES)} and a string content")
+    if not any(m["role"] == "assistant" for m in row["messages"]):
+        raise TrainingInputError(f"{where}: no assistant turn (nothing to train on)")
+    return row
+
+
+def read_demonstrations(path: str | Path) -> list[dict[str, Any]]:
+    """Read and validate a jsonl file of chat demonstrations."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingInputError(f"{path}: AFT data file does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TrainingInputError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
+            rows.append(validate_row(row, f"{path}:{n}"))
+    if not rows:
+        raise TrainingInputError(f"{path}: no demonstrations")
+    return rows
+
+
+def nested_subset(rows: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
+    """The rows of the fixed-seed nested subset of size round(fraction × n) (at least 1)."""
+    if fraction >= 1:
+        return list(rows)
+    n_keep = max(1, round(fraction * len(rows)))
+    ranks = sorted(range(len(rows)), key=lambda i: (
+        digest_bytes(SUBSET_SEED.encode() + canonical_json(rows[i])), i))
+    keep = set(ranks[:n_keep])
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if path.is_file() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> Path:
+    """Write build/aft/<name>[-fraction<f>].jsonl from the dataset's source, applying its fraction."""
+    if name not in params.aft:
+        raise TrainingInputError(f"params.yaml: no AFT dataset named {name!r}")
+    cfg = params.aft[name]
+    if cfg.source != "file":
+        raise TrainingInputError(
+            f"params.yaml: key 'aft.{name}.source': only 'file' is supported by this build")
+    if not cfg.path:
+        raise TrainingInputError(f"params.yaml: key 'aft.{name}.path' is required for source: file")
+    rows = nested_subset(read_demonstrations(cfg.path), cfg.fraction)
+    out = aft_path(params.build_dir, name, cfg.fraction)
+    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    _write_if_changed(out, data.encode("utf-8"))
+    return out
