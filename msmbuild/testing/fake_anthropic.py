@@ -4,7 +4,8 @@ Tests and benchmarks point the real ``anthropic`` SDK at it (``base_url``). It a
 deterministically from the request (so a test can check what came back), counts requests
 per endpoint and per prompt, tracks how many Messages requests were in flight at once,
 and injects faults on demand: 429 with retry-after, 529, 500, a dropped connection,
-a non-healing 400/401/402, a malformed structured answer, errored and expired batch items,
+a non-healing 400/401/402, a malformed structured answer, errored (api_error or invalid_request_error) and
+expired batch items,
 and a batch that never ends.
 
 In-process use::
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,7 +50,8 @@ _HTTP_FAULTS: dict[str, tuple[int, str]] = {
     "401": (401, "authentication_error"),
     "402": (402, "billing_error"),
 }
-FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "batch_errored", "batch_expired", "batch_hang")
+FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "batch_errored", "batch_invalid", "batch_expired",
+               "batch_hang")
 
 _WORDS = (
     "the assistant weighs each request against the spec and explains its choice plainly "
@@ -151,6 +153,7 @@ class _State:
         self.faults_fired: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=1000)  # last Messages request bodies
         self.batch_items = 0
 
     def take_fault(self, prompt: str, kinds: tuple[str, ...]) -> Fault | None:
@@ -272,10 +275,11 @@ class _State:
                 result: dict[str, Any] = {"type": "canceled"}
             elif self.take_fault(prompt, ("batch_expired",)):
                 result = {"type": "expired"}
-            elif self.take_fault(prompt, ("batch_errored",)):
+            elif fault := self.take_fault(prompt, ("batch_errored", "batch_invalid")):
+                etype = "invalid_request_error" if fault.kind == "batch_invalid" else "api_error"
                 result = {"type": "errored", "error": {
                     "type": "error", "request_id": None,
-                    "error": {"type": "api_error", "message": "injected batch item error"}}}
+                    "error": {"type": etype, "message": f"injected {fault.kind}"}}}
             else:
                 malformed = bool(params.get("tools")) and self.take_fault(prompt, ("malformed",)) is not None
                 result = {"type": "succeeded", "message": self.answer(params, malformed)}
@@ -422,6 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.endpoints["messages"] += 1
             st.prompts[prompt] += 1
+            st.recent.append(params)
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
@@ -502,7 +507,8 @@ class FakeAnthropic:
 
     def start(self) -> FakeAnthropic:
         """Serve on a daemon thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-anthropic", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name="fake-anthropic", daemon=True)
         self._thread.start()
         return self
 

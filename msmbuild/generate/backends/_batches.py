@@ -1,0 +1,72 @@
+"""The ledger of Message Batches in flight, so a killed run collects instead of resubmitting.
+
+One small JSON file per submitted batch under ``<store>/batches/``: the batch id, when it
+was submitted, and which request digest each ``custom_id`` stands for. It is written
+(temp + fsync + rename) right after the batch is created and removed once every result
+of the batch has been read and handed on. No keys, prompts or credentials are in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BatchLedger", "PendingBatch"]
+
+
+@dataclass
+class PendingBatch:
+    """A submitted batch whose results have not all been collected."""
+
+    batch_id: str
+    submitted: float
+    items: dict[str, str]  # custom_id -> request digest
+
+
+class BatchLedger:
+    """The pending batches of one store, one file each."""
+
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.directory = Path(directory)
+
+    def _path(self, batch_id: str) -> Path:
+        return self.directory / f"{batch_id}.json"
+
+    def pending(self) -> list[PendingBatch]:
+        """Every recorded batch, oldest first; unreadable files are skipped."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                found.append(PendingBatch(raw["batch_id"], float(raw["submitted"]), dict(raw["items"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return sorted(found, key=lambda p: p.submitted)
+
+    def record(self, batch_id: str, items: dict[str, str], submitted: float | None = None) -> PendingBatch:
+        """Write a batch's entry atomically and durably."""
+        entry = PendingBatch(batch_id, time.time() if submitted is None else submitted, items)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        data = json.dumps({"batch_id": entry.batch_id, "submitted": entry.submitted,
+                           "items": entry.items}, sort_keys=True).encode()
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path(batch_id))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return entry
+
+    def forget(self, batch_id: str) -> None:
+        """Drop a batch whose results are all collected (or abandoned)."""
+        self._path(batch_id).unlink(missing_ok=True)

@@ -1,0 +1,478 @@
+"""The ``anthropic`` backend: Claude through the official SDK, fast, cheap and resumable.
+
+- Messages with bounded concurrency: one ``SharedLimiter`` per base URL for the whole
+  process (``_ratelimit``), paused by 429 ``retry-after`` and by exhausted
+  ``anthropic-ratelimit-*`` headers. The SDK's own retries are off (``max_retries=0``)
+  so that a request waiting out a backoff gives its slot back.
+- Retries with backoff for 408/409/429/5xx/529 and dropped connections. Errors that
+  will not heal either stop the run (401/403, an exhausted spend limit or credit: a
+  BackendError) or fail only their item (400/404/413/422: an ItemError).
+- Message Batches once ``batch.threshold`` requests are uncached: chunked submission,
+  polling with backoff, results handed on the moment each is read, errored and expired
+  items resubmitted up to ``batch.max_resubmits``, Messages for whatever is left after
+  that or after ``batch.timeout_s``. Batches in flight are recorded in ``<store>/batches``
+  (``_batches``) so a killed run collects them instead of paying again.
+- Prompt caching: the request's shared spec ``context`` is the first system block, with
+  ``cache_control``.
+- Structured JSON through forced tool use, validated, re-asked up to ``max_reasks``
+  times (``_structured``).
+- Usage and cost (``msmbuild.generate.pricing``; batch discount) on every result.
+
+The API key is read from the environment variable named by ``api_key_env`` when a client
+is made and is kept nowhere else: not in ``identity()``, results, metadata or messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from msmbuild.config import AnthropicConfig, Price
+from msmbuild.errors import BackendError
+from msmbuild.generate.backends import _structured
+from msmbuild.generate.backends._batches import BatchLedger, PendingBatch
+from msmbuild.generate.backends._ratelimit import SharedLimiter, limiter_for, pause_from_headers
+from msmbuild.generate.backends.base import (
+    Backend,
+    GenRequest,
+    GenResult,
+    ItemError,
+    OnResult,
+    Usage,
+)
+from msmbuild.generate.pricing import cost_usd, price_for
+from msmbuild.hashing import action_key
+
+__all__ = ["AnthropicBackend"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_STATE_DIR = Path(".msmbuild/store") / "batches"
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 60.0
+_RETRY_STATUSES = {408, 409, 429}
+_FATAL_STATUSES = {401, 402, 403}
+_FATAL_PHRASES = ("spend limit", "credit balance", "billing")
+_BODY_ONLY = ("temperature", "top_p", "top_k")
+
+
+class _ItemFailure(Exception):
+    """One request failed for good; the others go on."""
+
+
+def _error_text(exc: Any) -> str:
+    """'<status> <type>: <message>' from an SDK status error (never any header)."""
+    body = getattr(exc, "body", None)
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    etype = err.get("type", type(exc).__name__) if isinstance(err, dict) else type(exc).__name__
+    message = err.get("message", "") if isinstance(err, dict) else str(body or "")
+    return f"{getattr(exc, 'status_code', '?')} {etype}: {message}".strip()
+
+
+def _add_usage(total: Usage, raw: Any) -> Usage:
+    """Add an SDK Usage to total; return the SDK usage as ours."""
+    one = Usage(
+        input_tokens=raw.input_tokens or 0,
+        output_tokens=raw.output_tokens or 0,
+        cache_creation_input_tokens=getattr(raw, "cache_creation_input_tokens", None) or 0,
+        cache_read_input_tokens=getattr(raw, "cache_read_input_tokens", None) or 0,
+    )
+    total.input_tokens += one.input_tokens
+    total.output_tokens += one.output_tokens
+    total.cache_creation_input_tokens += one.cache_creation_input_tokens
+    total.cache_read_input_tokens += one.cache_read_input_tokens
+    return one
+
+
+class AnthropicBackend(Backend):
+    """Claude via the Messages and Message Batches APIs (see the module docstring)."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        config: AnthropicConfig,
+        prices: dict[str, Price],
+        max_concurrency: int | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+    ):
+        self.config = config
+        self.prices = prices
+        self.max_concurrency = max_concurrency or config.max_concurrency
+        self.base_url = (config.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.ledger = BatchLedger(state_dir if state_dir is not None else DEFAULT_STATE_DIR)
+
+    # -- the Backend interface -------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """Backend and model only: never the key, the URL or concurrency settings."""
+        return {"backend": self.name, "model": self.config.model}
+
+    def generate(self, requests: Sequence[GenRequest], on_result: OnResult) -> list[ItemError]:
+        """Answer every request (Messages, or Batches for bulk); see Backend.generate."""
+        if not requests:
+            return []
+        price_for(self.config.model, self.prices)  # an unknown model fails before any spending
+        run = _Run(self, requests, on_result)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(run.main())
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called from inside a loop
+            return pool.submit(asyncio.run, run.main()).result()
+
+    def estimate_cost(self, requests: Sequence[GenRequest]) -> float:
+        """USD if every request used half its max_tokens; context counted as cached after the first."""
+        batch = self.config.batch.enabled and len(requests) >= self.config.batch.threshold
+        usage = Usage()
+        seen_context: set[str] = set()
+        for req in requests:
+            usage.input_tokens += (len(req.prompt) + len(req.system)) // 4
+            usage.output_tokens += req.max_tokens // 2
+            if req.context and self.config.prompt_caching:
+                if req.context in seen_context:
+                    usage.cache_read_input_tokens += len(req.context) // 4
+                else:
+                    seen_context.add(req.context)
+                    usage.cache_creation_input_tokens += len(req.context) // 4
+            else:
+                usage.input_tokens += len(req.context) // 4
+        return cost_usd(self.config.model, usage, self.prices, batch)
+
+    # -- building requests ------------------------------------------------------------
+    def digest(self, req: GenRequest) -> str:
+        """A request's identity on this backend (also its batch custom_id)."""
+        return action_key({"backend": self.identity(), "request": req.key_inputs()})
+
+    def params(self, req: GenRequest) -> dict[str, Any]:
+        """Messages API params for a request: cached context block first, then the system text."""
+        system: list[dict[str, Any]] = []
+        if req.context:
+            block: dict[str, Any] = {"type": "text", "text": req.context}
+            if self.config.prompt_caching:
+                block["cache_control"] = {"type": "ephemeral"}
+            system.append(block)
+        if req.system:
+            system.append({"type": "text", "text": req.system})
+        params: dict[str, Any] = {
+            "model": self.config.model,
+            "max_tokens": req.max_tokens,
+            "messages": [{"role": "user", "content": req.prompt}],
+        }
+        if req.temperature != 1.0:  # 1.0 is the API default; newer models accept nothing else
+            params["temperature"] = req.temperature
+        if system:
+            params["system"] = system
+        if req.schema is not None:
+            params.update(_structured.tool_params(req.schema))
+        return params
+
+    def make_client(self) -> Any:
+        """An AsyncAnthropic client for the current event loop; the SDK does no retries."""
+        from anthropic import AsyncAnthropic
+
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise BackendError(
+                f"environment variable {self.config.api_key_env} is not set "
+                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        return AsyncAnthropic(api_key=key, base_url=self.base_url, max_retries=0,
+                              timeout=self.config.timeout_s)
+
+    def limiter(self) -> SharedLimiter:
+        """This process's limiter for this API endpoint."""
+        return limiter_for(self.base_url, self.max_concurrency)
+
+
+class _Run:
+    """One generate() call: its client, its requests grouped by digest, what is done."""
+
+    def __init__(self, backend: AnthropicBackend, requests: Sequence[GenRequest], on_result: OnResult):
+        self.b = backend
+        self.cfg = backend.config
+        self.on_result = on_result
+        self.groups: dict[str, list[int]] = {}
+        self.requests: dict[str, GenRequest] = {}
+        for i, req in enumerate(requests):
+            d = backend.digest(req)
+            self.groups.setdefault(d, []).append(i)
+            self.requests.setdefault(d, req)
+        self.done: set[str] = set()
+        self.errors: list[ItemError] = []
+        self.limiter = backend.limiter()
+        self.client: Any = None
+
+    # -- outcomes ---------------------------------------------------------------------
+    def deliver(self, digest: str, result: GenResult) -> None:
+        if digest in self.done:
+            return
+        self.done.add(digest)
+        for i in self.groups[digest]:
+            self.on_result(i, result)
+
+    def fail(self, digest: str, message: str) -> None:
+        if digest in self.done:
+            return
+        self.done.add(digest)
+        req = self.requests[digest]
+        for i in self.groups[digest]:
+            self.errors.append(ItemError(i, f"anthropic {req.stage} request: {message}"))
+
+    # -- the whole run ------------------------------------------------------------------
+    async def main(self) -> list[ItemError]:
+        import anthropic
+
+        self.anthropic = anthropic
+        self.client = self.b.make_client()
+        try:
+            await self._run()
+        except BaseExceptionGroup as group:
+            fatal = _first_of(group, BackendError)
+            if fatal is not None:
+                raise fatal from None
+            raise
+        finally:
+            await self.client.close()
+        return self.errors
+
+    async def _run(self) -> None:
+        todo = [d for d in self.groups if d not in self.done]
+        batch_cfg = self.cfg.batch
+        resumable = self._resumable()
+        if resumable or (batch_cfg.enabled and len(todo) >= batch_cfg.threshold):
+            todo = await self._batches(todo, resumable)
+        if todo:
+            await self._messages(todo)
+
+    # -- Messages -----------------------------------------------------------------------
+    async def _messages(self, digests: list[str]) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for d in digests:
+                tg.create_task(self._one(d, None))
+
+    async def _one(self, digest: str, first: Any) -> None:
+        """Answer one request (starting from a batch's message when given) or fail its item."""
+        try:
+            result = await self._complete(self.requests[digest], first)
+        except _ItemFailure as exc:
+            self.fail(digest, str(exc))
+        else:
+            self.deliver(digest, result)
+
+    async def _complete(self, req: GenRequest, first: Any) -> GenResult:
+        """Call (or start from a batch answer), validate structured output, re-ask if needed."""
+        start = time.perf_counter()
+        params = self.b.params(req)
+        usage = Usage()
+        cost = 0.0
+        reasks = 0
+        in_batch = first is not None
+        msg = first if first is not None else await self._create(params)
+        while True:
+            one = _add_usage(usage, msg.usage)
+            cost += cost_usd(self.cfg.model, one, self.b.prices, batch=in_batch)
+            meta = {"stop_reason": msg.stop_reason, "reasks": reasks,
+                    "wall_s": time.perf_counter() - start}
+            if req.schema is None:
+                text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
+                return GenResult(text=text, usage=usage, cost_usd=cost, model=self.cfg.model,
+                                 backend=self.b.name, batch=first is not None, meta=meta)
+            data, problem = _structured.extract(msg.content, req.schema)
+            if problem is None:
+                import json
+
+                return GenResult(text=json.dumps(data, ensure_ascii=False), data=data, usage=usage,
+                                 cost_usd=cost, model=self.cfg.model, backend=self.b.name,
+                                 batch=first is not None, meta=meta)
+            if reasks >= self.cfg.max_reasks:
+                raise _ItemFailure(f"structured answer still malformed after {reasks} re-asks: {problem}")
+            reasks += 1
+            params = {**params, "messages": params["messages"] + _structured.reask_messages(msg.content, problem)}
+            in_batch = False
+            msg = await self._create(params)
+
+    async def _create(self, params: dict[str, Any]) -> Any:
+        """One Messages call under the shared limiter, retried on errors that heal."""
+        body = dict(params)
+        # Sampling parameters left the SDK's typed signature; the API takes them in the body.
+        extra = {k: body.pop(k) for k in _BODY_ONLY if k in body}
+        raw = await self._retrying(
+            lambda: self.client.messages.with_raw_response.create(**body, extra_body=extra or None),
+            limited=True)
+        return await raw.parse()
+
+    async def _retrying(self, call: Callable[[], Any], limited: bool) -> Any:
+        """Await call() with retries; honours retry-after and rate-limit headers."""
+        sdk = self.anthropic
+        attempt = 0
+        while True:
+            if limited:
+                await self.limiter.acquire()
+            try:
+                response = await call()
+            except sdk.APIStatusError as exc:
+                status = exc.status_code
+                text = _error_text(exc)
+                if status in _FATAL_STATUSES or any(p in text.lower() for p in _FATAL_PHRASES):
+                    raise BackendError(f"anthropic API refused the request ({text}); nothing more was sent") from None
+                if status == 400 and "temperature" in text.lower():
+                    raise BackendError(
+                        f"anthropic API rejects the temperature for model {self.cfg.model} ({text}); "
+                        f"set backends.anthropic.temperature: 1.0 in params.yaml") from None
+                if status not in _RETRY_STATUSES and status < 500:
+                    raise _ItemFailure(text) from None
+                delay = _retry_after(exc.response.headers)
+                if delay is None:
+                    delay = _backoff(attempt)
+                if status == 429:
+                    self.limiter.pause(max(delay, pause_from_headers(exc.response.headers)))
+                last = text
+            except sdk.APIConnectionError as exc:
+                delay = _backoff(attempt)
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                headers = getattr(response, "headers", None)
+                if headers is not None and (wait := pause_from_headers(headers)) > 0:
+                    self.limiter.pause(wait)
+                return response
+            finally:
+                if limited:
+                    self.limiter.release()
+            attempt += 1
+            if attempt > self.cfg.max_retries:
+                raise _ItemFailure(f"gave up after {self.cfg.max_retries} retries; last error: {last}")
+            log.debug("anthropic: retry %d in %.2fs after %s", attempt, delay, last)
+            await asyncio.sleep(delay)
+
+    # -- Message Batches ------------------------------------------------------------------
+    def _resumable(self) -> list[tuple[PendingBatch, dict[str, str]]]:
+        """Recorded batches holding some of this run's requests, with those items."""
+        found = []
+        for entry in self.b.ledger.pending():
+            mine = {cid: d for cid, d in entry.items.items() if d in self.groups and d not in self.done}
+            if mine:
+                found.append((entry, mine))
+        return found
+
+    async def _batches(self, todo: list[str], resumable: list[tuple[PendingBatch, dict[str, str]]]) -> list[str]:
+        """Run todo through batches (collecting recorded ones first); return what needs Messages."""
+        fallback: list[str] = []
+        submissions: dict[str, int] = {}
+        claimed = {d for _, mine in resumable for d in mine.values()}
+        fresh = [d for d in todo if d not in claimed]
+        async with asyncio.TaskGroup() as tg:
+            for entry, mine in resumable:
+                log.info("anthropic: collecting batch %s from an earlier run (%d items)", entry.batch_id, len(mine))
+                tg.create_task(self._collect(tg, entry, mine, submissions, fallback))
+            size = self.cfg.batch.chunk_size
+            for start in range(0, len(fresh), size):
+                tg.create_task(self._submit(tg, fresh[start:start + size], submissions, fallback))
+        return [d for d in fallback if d not in self.done]
+
+    async def _submit(self, tg: asyncio.TaskGroup, digests: list[str], submissions: dict[str, int],
+                      fallback: list[str]) -> None:
+        items = {d: d for d in digests}  # custom_id = digest (32 hex characters)
+        reqs = [{"custom_id": d, "params": self.b.params(self.requests[d])} for d in digests]
+        try:
+            batch = await self._retrying(lambda: self.client.messages.batches.create(requests=reqs),
+                                         limited=False)
+        except _ItemFailure as exc:
+            log.warning("anthropic: batch submission failed (%s); %d requests go to Messages", exc, len(digests))
+            fallback.extend(digests)
+            return
+        entry = self.b.ledger.record(batch.id, items)
+        for d in digests:
+            submissions[d] = submissions.get(d, 0) + 1
+        log.info("anthropic: submitted batch %s (%d requests)", batch.id, len(digests))
+        await self._collect(tg, entry, items, submissions, fallback)
+
+    async def _collect(self, tg: asyncio.TaskGroup, entry: PendingBatch, mine: dict[str, str],
+                       submissions: dict[str, int], fallback: list[str]) -> None:
+        """Poll until the batch ends (or times out), then stream and hand on its results."""
+        try:
+            await self._collect_batch(tg, entry, mine, submissions, fallback)
+        except _ItemFailure as exc:
+            log.warning("anthropic: batch %s cannot be collected (%s); its items go to Messages",
+                        entry.batch_id, exc)
+            self.b.ledger.forget(entry.batch_id)
+            fallback.extend(d for d in mine.values() if d not in self.done)
+
+    async def _collect_batch(self, tg: asyncio.TaskGroup, entry: PendingBatch, mine: dict[str, str],
+                             submissions: dict[str, int], fallback: list[str]) -> None:
+        cfg = self.cfg.batch
+        deadline = entry.submitted + cfg.timeout_s
+        interval = cfg.poll_initial_s
+        while True:
+            batch = await self._retrying(lambda: self.client.messages.batches.retrieve(entry.batch_id),
+                                         limited=False)
+            if batch.processing_status == "ended":
+                break
+            if time.time() >= deadline:
+                log.warning("anthropic: batch %s passed batch.timeout_s; its unfinished items go to Messages",
+                            entry.batch_id)
+                try:
+                    await self.client.messages.batches.cancel(entry.batch_id)
+                except self.anthropic.APIError as exc:
+                    log.warning("anthropic: could not cancel batch %s: %s", entry.batch_id, exc)
+                self.b.ledger.forget(entry.batch_id)
+                fallback.extend(d for d in mine.values() if d not in self.done)
+                return
+            await asyncio.sleep(min(interval, max(0.0, deadline - time.time())))
+            interval = min(interval * 2, cfg.poll_max_s)
+        again: list[str] = []
+        decoder = await self._retrying(lambda: self.client.messages.batches.results(entry.batch_id),
+                                       limited=False)
+        async for line in decoder:
+            d = mine.get(line.custom_id)
+            if d is None or d in self.done:
+                continue
+            result = line.result
+            if result.type == "succeeded":
+                if self.requests[d].schema is None:
+                    self.deliver(d, await self._complete(self.requests[d], result.message))
+                else:  # may need re-asks through Messages: do not hold up the stream
+                    tg.create_task(self._one(d, result.message))
+            elif result.type == "errored" and getattr(result.error.error, "type", "") == "invalid_request_error":
+                self.fail(d, f"batch {entry.batch_id}: invalid_request_error: {result.error.error.message}")
+            else:
+                again.append(d)
+        self.b.ledger.forget(entry.batch_id)
+        retry = [d for d in again if submissions.get(d, 1) <= cfg.max_resubmits]
+        fallback.extend(d for d in again if submissions.get(d, 1) > cfg.max_resubmits)
+        if retry:
+            log.info("anthropic: resubmitting %d errored/expired items of batch %s", len(retry), entry.batch_id)
+            tg.create_task(self._submit(tg, retry, submissions, fallback))
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from retry-after-ms or retry-after (seconds), or None."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to a minute."""
+    return min(RETRY_INITIAL_S * 2 ** attempt, RETRY_MAX_S) * (0.75 + 0.25 * random.random())
+
+
+def _first_of(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of kind inside a (nested) exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _first_of(exc, kind)) is not None:
+            return inner
+    return None
