@@ -1,0 +1,14 @@
+# msmbuild workflow: `snakemake --cores all` builds everything params.yaml asks for.
+# Each stage lives in rules/<stage>.smk and registers its final outputs in TARGETS.
+
+configfile: "params.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/generate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,

@@ -1,0 +1,41 @@
+# Helpers shared by every rules/*.smk file. params.yaml is validated once, here, with the
+# same schema as the CLI (msmbuild.config), so a bad key stops the workflow at parse time
+# with the key's path in the message.
+
+import json
+
+from msmbuild.config import validate_params
+
+PARAMS_FILE = "params.yaml"
+PARAMS = validate_params(config, PARAMS_FILE)
+BUILD = PARAMS.build_dir
+MSMBUILD = f"msmbuild --params {PARAMS_FILE}"
+
+# Each rules/*.smk adds its final outputs here; `rule all` asks for all of them.
+TARGETS = {}
+
+
+def all_targets(wildcards=None):
+    """Every final output registered by the included rule files."""
+    return [path for paths in TARGETS.values() for path in paths]
+
+
+def corpus_config(name):
+    """The validated settings of one corpus."""
+    return PARAMS.corpora[name]
+
+
+def corpus_settings(name):
+    """Canonical JSON of what a corpus's outputs depend on in params.yaml (a rerun trigger)."""
+    cfg = corpus_config(name)
+    return json.dumps({"corpus": cfg.model_dump(mode="json"),
+                       "backend": getattr(PARAMS.backends, cfg.backend).model_dump(mode="json")},
+                      sort_keys=True)
+
+
+def api_share(name):
+    """Model-API requests in flight one generate job may use (its share of `--resources api=N`)."""
+    cfg = corpus_config(name)
+    if cfg.backend == "anthropic":
+        return max(1, PARAMS.backends.anthropic.max_concurrency // 2)
+    return 1
