@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "query": ("msmbuild.cli.query", "query", "Run SQL over the results catalog (DuckDB)."),
     "catalog": ("msmbuild.cli.query", "catalog", "Rebuild the results catalog under build/results/."),
     "report": ("msmbuild.cli.report", "report", "Render the HTML report with plots."),
+    "shards": ("msmbuild.cli.data", "shards", "Tokenize a corpus into stable per-subdomain shards."),
+    "aft-data": ("msmbuild.cli.data", "aft_data", "Write an AFT dataset (validated, fraction applied)."),
+    "base-model": ("msmbuild.cli.train", "base_model", "Build the tiny base model or resolve a hub id/path."),
+    "midtrain": ("msmbuild.cli.train", "midtrain", "Midtrain an arm's base model on its corpus (LoRA or full)."),
+    "aft": ("msmbuild.cli.train", "aft", "Alignment fine-tuning of an arm on its AFT data."),
 }
 
 
