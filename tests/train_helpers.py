@@ -1,0 +1,66 @@
+"""Shared set-up for the data/train tests: tiny params, documents.parquet, real spec text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from msmbuild.config import Params
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+SPEC = CORPORA / "openai-model-spec" / "model_spec_2025-12-18.md"
+
+TINY = {"vocab_size": 1024, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
+def tiny_params(build: Path, store: Path, **overrides: Any) -> Params:
+    """Params with the tiny test model, one corpus 'c' (and 'd'), experiments as given."""
+    raw: dict[str, Any] = {
+        "build_dir": str(build), "store": {"path": str(store)}, "tiny": TINY,
+        "corpora": {"c": {"spec": "c.md"}, "d": {"spec": "d.md"}},
+        "experiments": {"mc": {"midtrain": "c"}, "md": {"midtrain": "d"}},
+        "midtrain": {"lr": 3e-3, "seq_len": 64, "batch_size": 4, "max_steps": 6, "save_every": 2,
+                     "lora": {"r": 4, "alpha": 8}},
+        "aft_train": {"method": "full", "lr": 1e-3, "seq_len": 128, "batch_size": 2, "max_steps": 4},
+    }
+    for key, value in overrides.items():
+        raw[key] = value
+    return Params.model_validate(raw)
+
+
+def synthetic_docs(n_sub: int = 3, per_sub: int = 4) -> list[dict[str, Any]]:
+    """Small varied documents across n_sub subdomains."""
+    words = ("cheese value price market library train museum budget policy fashion travel "
+             "software honest choice people city book art").split()
+    rows = []
+    for s in range(n_sub):
+        for k in range(per_sub):
+            text = " ".join(words[(s * 7 + k * 3 + i) % len(words)] for i in range(120 + 10 * k))
+            rows.append(doc(f"sub{s}", f"s{s}-{k}", f"Document {k} about sub{s}. {text}."))
+    return rows
+
+
+def spec_docs(limit: int = 24) -> list[dict[str, Any]]:
+    """Real documents: sections of the shared model spec, spread over 4 subdomains."""
+    parts = [p for p in re.split(r"\n(?=## )", SPEC.read_text()) if len(p) > 500][:limit]
+    return [doc(f"sub{i % 4}", f"spec-{i}", t) for i, t in enumerate(parts)]
+
+
+def doc(subdomain: str, doc_id: str, text: str) -> dict[str, Any]:
+    """One documents.parquet row (the columns shards read, plus a few of the schema's)."""
+    return {"doc_id": doc_id, "corpus": "c", "section_id": subdomain, "domain": "dom",
+            "subdomain": subdomain, "doc_type": "memo", "idea": "idea", "text": text,
+            "n_chars": len(text)}
+
+
+def write_docs(build: Path, corpus: str, rows: list[dict[str, Any]]) -> Path:
+    """Write build/corpora/<corpus>/documents.parquet."""
+    path = build / "corpora" / corpus / "documents.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
