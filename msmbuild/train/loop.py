@@ -37,10 +37,21 @@ def use_bf16(cfg: TrainConfig) -> bool:
 
 def process_info() -> tuple[int, int]:
     """(process index, number of processes) of this run (accelerate launch sets both)."""
+    state = distributed_state()
+    return state.process_index, state.num_processes
+
+
+def distributed_state():
+    """accelerate's PartialState; CPU-only machines run several processes over gloo.
+
+    On a machine without CUDA, ``accelerate launch --multi_gpu --num_processes N`` starts
+    N torchrun workers and this makes them a MULTI_CPU group (``--cpu`` alone starts one
+    process unless MPI is set up).
+    """
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    return state.process_index, state.num_processes
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def total_steps(cfg: TrainConfig, n_items: int, world: int) -> int:

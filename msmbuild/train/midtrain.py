@@ -112,9 +112,9 @@ def run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
     """memo_tree on the main process; other processes train alongside and store nothing."""
     if world == 1:
         return store.memo_tree(kind, inputs, compute)
-    from accelerate import PartialState
+    from msmbuild.train.loop import distributed_state
 
-    state = PartialState()
+    state = distributed_state()
     hit = store.lookup_tree(key)
     state.wait_for_everyone()  # every process decides hit/miss before anyone records
     if hit is not None:
