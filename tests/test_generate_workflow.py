@@ -1,0 +1,68 @@
+"""Real `snakemake` and `dvc repro` runs: an edit reruns exactly one subdomain's calls."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from generate_helpers import action_keys, calls_per_subdomain, edit_spec, make_workspace
+
+REPO = Path(__file__).resolve().parents[1]
+EDITED = "helpfulness/ask-when-unclear"
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def missed_subdomains(ws: Path) -> set[str]:
+    rows = pq.read_table(ws / "build/corpora/small/calls.parquet").to_pylist()
+    return {r["subdomain"] for r in rows if not r["cache_hit"]}
+
+
+def test_snakemake_rebuilds_one_subdomain(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    shutil.copy(REPO / "Snakefile", ws)
+    shutil.copytree(REPO / "rules", ws / "rules")
+    run(["snakemake", "--cores", "2", "--resources", "api=4", "-q"], ws)
+    assert (ws / "build/corpora/small/documents.parquet").is_file()
+    assert (ws / "logs/generate/small/documents.log").read_text().count("not a model") == 1
+    before = action_keys(ws)
+    edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
+    run(["snakemake", "--cores", "2", "-q"], ws)
+    assert len(action_keys(ws) - before) == calls_per_subdomain()
+    assert missed_subdomains(ws) == {EDITED}
+    after = action_keys(ws)
+    assert "Nothing to be done" in run(["snakemake", "--cores", "2", "-n"], ws)
+    run(["snakemake", "--cores", "2", "-q"], ws)
+    assert action_keys(ws) == after
+
+
+def test_dvc_repro_rebuilds_one_subdomain(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    mine = {k: v for k, v in stages.items() if k.startswith("corpus_")}
+    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": mine}, sort_keys=False))
+    (ws / ".gitignore").write_text("/build/\n/.msmbuild/\n")
+    run(["git", "init", "-q"], ws)
+    run(["dvc", "init", "-q"], ws)
+    run(["dvc", "repro"], ws)
+    assert (ws / "build/corpora/small/documents.parquet").is_file()
+    before = action_keys(ws)
+    edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
+    out = run(["dvc", "repro"], ws)
+    assert "Running stage 'corpus_documents@small'" in out
+    assert len(action_keys(ws) - before) == calls_per_subdomain()
+    assert missed_subdomains(ws) == {EDITED}
+    after = action_keys(ws)
+    out = run(["dvc", "repro"], ws)
+    assert "Running stage" not in out
+    assert action_keys(ws) == after
