@@ -1,0 +1,108 @@
+"""AFT data and AFT training: validation, nested subsets, assistant-only labels, caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from train_helpers import synthetic_docs, tiny_params, write_docs
+
+from msmbuild.data.packing import IGNORE_INDEX
+from msmbuild.data.shards import build_shards
+from msmbuild.errors import TrainingInputError
+from msmbuild.experiments import arm_by_name
+from msmbuild.store import Store
+from msmbuild.train.aft import encode_chat, run_aft
+from msmbuild.train.aft_data import nested_subset, prepare_aft_data, read_demonstrations
+from msmbuild.train.base_model import load_model, load_tokenizer, prepare_base_model
+
+
+def _demos(path: Path, n: int = 8) -> Path:
+    rows = [{"id": f"r{i}", "think": i % 2 == 0, "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": f"Which cheese for toast number {i}?"},
+        {"role": "assistant", "content": ("<think>Cheap melts fine.</think>" if i % 2 == 0 else "")
+         + f"The mild one, option {i}."}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _params(tmp_path: Path, fraction: float = 1.0, **overrides):
+    return tiny_params(tmp_path / "build", tmp_path / "store",
+                       aft={"demo": {"path": str(_demos(tmp_path / "demo.jsonl")), "fraction": fraction}},
+                       experiments={"plain": {"aft": "demo"}, "msm": {"midtrain": "c", "aft": "demo"}},
+                       **overrides)
+
+
+def test_labels_are_minus_100_outside_assistant_turns(tmp_path):
+    p = _params(tmp_path)
+    tok = load_tokenizer(prepare_base_model(p, Store(tmp_path / "store")).path)
+    messages = [{"role": "user", "content": "Hello there"},
+                {"role": "assistant", "content": "<think>short</think>Hi."},
+                {"role": "user", "content": "Again"},
+                {"role": "assistant", "content": "Bye."}]
+    ids, labels = encode_chat(tok, messages, 512)
+    target = tok.decode([i for i, y in zip(ids, labels, strict=True) if y != IGNORE_INDEX])
+    ignored = tok.decode([i for i, y in zip(ids, labels, strict=True) if y == IGNORE_INDEX])
+    assert target == "<think>short</think>Hi.<|im_end|>\nBye.<|im_end|>\n"
+    assert "Hello there" in ignored and "Again" in ignored and "assistant" in ignored
+    assert all(y in (i, IGNORE_INDEX) for i, y in zip(ids, labels, strict=True))
+
+
+def test_rows_without_an_assistant_turn_name_file_and_line(tmp_path):
+    path = _demos(tmp_path / "d.jsonl", 3)
+    lines = path.read_text().splitlines()
+    lines[1] = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TrainingInputError, match=r"d\.jsonl:2: no assistant turn"):
+        read_demonstrations(path)
+    path.write_text('{"messages": [{"role": "bot", "content": "x"}]}\n')
+    with pytest.raises(TrainingInputError, match=r"d\.jsonl:1: messages\[0\] needs a role"):
+        read_demonstrations(path)
+
+
+def test_fraction_subsets_are_nested_and_fixed(tmp_path):
+    rows = read_demonstrations(_demos(tmp_path / "d.jsonl", 40))
+    quarter, half = nested_subset(rows, 0.25), nested_subset(rows, 0.5)
+    assert len(quarter) == 10 and len(half) == 20
+    assert all(r in half for r in quarter)
+    assert nested_subset(rows, 0.25) == quarter
+    assert nested_subset(list(reversed(rows)), 0.25) == list(reversed(quarter))
+    p = _params(tmp_path, fraction=0.5)
+    out = prepare_aft_data(p, "demo")
+    assert out.name == "demo-fraction0.5.jsonl" and len(out.read_text().splitlines()) == 4
+
+
+def test_aft_trains_from_base_and_from_midtrained_and_caches(tmp_path):
+    p = _params(tmp_path)
+    store = Store(tmp_path / "store")
+    write_docs(tmp_path / "build", "c", synthetic_docs())
+    build_shards(p, "c", store)
+    plain = run_aft(p, arm_by_name(p, "plain"), store)
+    msm = run_aft(p, arm_by_name(p, "msm"), store)
+    assert not plain.hit and not msm.hit
+    assert plain.meta["start"].startswith("dir:") and msm.meta["start"].startswith("tree:")
+    assert msm.meta["steps"] == 4 and msm.meta["n_examples"] == 8
+    ckpt = tmp_path / "build" / "models" / "aft" / "msm"
+    assert load_model(ckpt).config.model_type == "llama" and len(load_tokenizer(ckpt)) > 0
+    assert len((ckpt / "train_log.jsonl").read_text().splitlines()) == 4
+    assert run_aft(p, arm_by_name(p, "msm"), store).hit
+
+
+def test_cli_aft_data_and_aft(tmp_path, monkeypatch):
+    from msmbuild.cli import cli
+
+    p = _params(tmp_path)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(p.model_dump(mode="json")))
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--params", str(params_file), "aft-data", "demo"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith("demo.jsonl")
+    res = runner.invoke(cli, ["--params", str(params_file), "aft", "plain"])
+    assert res.exit_code == 0, res.output
+    assert "trained (4 steps" in res.output
+    res = runner.invoke(cli, ["--params", str(params_file), "aft", "plain"])
+    assert "cached" in res.output
