@@ -6,6 +6,8 @@ configfile: "params.yaml"
 
 include: "rules/common.smk"
 include: "rules/generate.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from msmbuild.cli import load_ctx_params
@@ -27,29 +29,46 @@ def base_model(ctx: click.Context, name: str) -> None:
     click.echo(f"{bm.path} {bm.identity}")
 
 
+def _arms(ctx: click.Context, arm: str | None, all_arms: bool, which: str):
+    """The arms a command runs on: the named one, or with --all every arm that has the step."""
+    from msmbuild.experiments import arm_by_name
+    from msmbuild.train.targets import aft_arms, midtrain_arms
+
+    p = load_ctx_params(ctx)
+    if all_arms == (arm is not None):
+        raise click.UsageError("give an ARM or --all (not both)")
+    if arm is not None:
+        return p, [arm_by_name(p, arm)]
+    return p, list(midtrain_arms(p).values()) if which == "midtrain" else aft_arms(p)
+
+
 @click.command()
-@click.argument("arm")
+@click.argument("arm", required=False)
+@click.option("--all", "all_arms", is_flag=True, help="Every midtraining checkpoint params.yaml asks for.")
 @click.pass_context
-def midtrain(ctx: click.Context, arm: str) -> None:
+def midtrain(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
     """Midtrain ARM's base model on its corpus (needs `msmbuild shards CORPUS` first)."""
     from msmbuild.config import open_store
-    from msmbuild.experiments import arm_by_name
     from msmbuild.train.midtrain import run_midtrain
 
-    p = load_ctx_params(ctx)
-    a = arm_by_name(p, arm)
-    _report(run_midtrain(p, a, open_store(p)), a.midtrain_dir(p.build_dir))
+    p, arms = _arms(ctx, arm, all_arms, "midtrain")
+    store = open_store(p)
+    (Path(p.build_dir) / "models" / "midtrain").mkdir(parents=True, exist_ok=True)
+    for a in arms:
+        _report(run_midtrain(p, a, store), a.midtrain_dir(p.build_dir))
 
 
 @click.command()
-@click.argument("arm")
+@click.argument("arm", required=False)
+@click.option("--all", "all_arms", is_flag=True, help="Every arm with an AFT step.")
 @click.pass_context
-def aft(ctx: click.Context, arm: str) -> None:
+def aft(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
     """AFT for ARM, starting from its midtrained checkpoint or the base model."""
     from msmbuild.config import open_store
-    from msmbuild.experiments import arm_by_name
     from msmbuild.train.aft import run_aft
 
-    p = load_ctx_params(ctx)
-    a = arm_by_name(p, arm)
-    _report(run_aft(p, a, open_store(p)), a.aft_dir(p.build_dir))
+    p, arms = _arms(ctx, arm, all_arms, "aft")
+    store = open_store(p)
+    (Path(p.build_dir) / "models" / "aft").mkdir(parents=True, exist_ok=True)
+    for a in arms:
+        _report(run_aft(p, a, store), a.aft_dir(p.build_dir))

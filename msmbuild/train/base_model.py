@@ -128,7 +128,8 @@ def _tiny_inputs(cfg: TinyModelConfig) -> dict[str, Any]:
 def _materialize_if_changed(store: Store, tree: str, dest: Path) -> None:
     """Materialize a tree unless dest already holds it (no new mtimes on a no-op build)."""
     marker = dest.parent / f".{dest.name}.tree"
-    if dest.is_dir() and marker.is_file() and marker.read_text() == tree:
+    if dest.is_dir() and marker.is_file() and marker.read_text() == tree and all(
+            (dest / rel).is_file() for rel, *_ in store.cas.tree_entries(tree)):
         return
     store.materialize(tree, dest)
     tmp = marker.with_name(marker.name + ".tmp")

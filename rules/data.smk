@@ -1,0 +1,33 @@
+# Documents -> tokenized shards, one job per corpus that some experiment midtrains on.
+# Only the shards whose documents changed are re-tokenized (each shard is a store action);
+# the manifest is rewritten only when its bytes change.
+
+from msmbuild.train.targets import corpus_base_model_name, midtrained_corpora
+
+TARGETS["shards"] = [f"{BUILD}/shards/{name}/manifest.json" for name in midtrained_corpora(PARAMS)]
+
+
+def base_model_input(base_name):
+    """The tiny base model's config file when base_name is 'tiny' (else nothing to build)."""
+    return [f"{BUILD}/models/base/config.json"] if base_name == "tiny" else []
+
+
+def shard_settings(corpus):
+    """What a corpus's shards depend on in params.yaml (a rerun trigger)."""
+    return json.dumps({"shards": PARAMS.shards.model_dump(mode="json"),
+                       "tiny": PARAMS.tiny.model_dump(mode="json"),
+                       "base": corpus_base_model_name(PARAMS, corpus)}, sort_keys=True)
+
+
+rule shards:
+    input:
+        documents=f"{BUILD}/corpora/{{corpus}}/documents.parquet",
+        base=lambda wc: base_model_input(corpus_base_model_name(PARAMS, wc.corpus)),
+    output:
+        manifest=f"{BUILD}/shards/{{corpus}}/manifest.json",
+    params:
+        settings=lambda wc: shard_settings(wc.corpus),
+    log:
+        "logs/data/{corpus}/shards.log",
+    shell:
+        "{MSMBUILD} shards {wildcards.corpus} > {log} 2>&1"

@@ -1,0 +1,72 @@
+# Base model -> midtrained checkpoints (one per midtraining tag, shared by the arms that
+# use it) -> AFT checkpoints (one per arm). Every run is a store action: a job Snakemake
+# schedules again restores the checkpoint instead of training.
+
+from msmbuild.train.targets import aft_arms, midtrain_arms
+
+MIDTRAIN_ARMS = midtrain_arms(PARAMS)
+AFT_ARMS = {arm.name: arm for arm in aft_arms(PARAMS)}
+
+TARGETS["train"] = (
+    [f"{BUILD}/models/midtrain/{tag}/config.json" for tag in MIDTRAIN_ARMS]
+    + [f"{BUILD}/models/aft/{name}/config.json" for name in AFT_ARMS]
+)
+
+
+def train_settings(arm, step):
+    """What an arm's step depends on in params.yaml (a rerun trigger)."""
+    p = arm.params(PARAMS)
+    data = {"train": getattr(p, step).model_dump(mode="json"), "tiny": p.tiny.model_dump(mode="json"),
+            "base": arm.base_model, "shards": p.shards.model_dump(mode="json")}
+    if step == "aft_train":
+        data["aft"] = p.aft[arm.aft].model_dump(mode="json")
+        data["midtrain"] = p.midtrain.model_dump(mode="json") if arm.midtrain else None
+    return json.dumps(data, sort_keys=True)
+
+
+def aft_inputs(wildcards):
+    """An AFT job needs its start checkpoint and its demonstrations file."""
+    arm = AFT_ARMS[wildcards.arm]
+    start = (f"{BUILD}/models/midtrain/{arm.midtrain_tag}/config.json" if arm.midtrain
+             else base_model_input(arm.base_model))
+    data = PARAMS.aft[arm.aft].path
+    return ([start] if isinstance(start, str) else start) + ([data] if data else [])
+
+
+rule base_model:
+    output:
+        config=f"{BUILD}/models/base/config.json",
+    params:
+        settings=lambda wc: json.dumps(PARAMS.tiny.model_dump(mode="json"), sort_keys=True),
+    log:
+        "logs/train/base_model.log",
+    shell:
+        "{MSMBUILD} base-model > {log} 2>&1"
+
+
+rule midtrain:
+    input:
+        manifest=lambda wc: f"{BUILD}/shards/{MIDTRAIN_ARMS[wc.tag].midtrain}/manifest.json",
+        base=lambda wc: base_model_input(MIDTRAIN_ARMS[wc.tag].base_model),
+    output:
+        config=f"{BUILD}/models/midtrain/{{tag}}/config.json",
+    params:
+        arm=lambda wc: MIDTRAIN_ARMS[wc.tag].name,
+        settings=lambda wc: train_settings(MIDTRAIN_ARMS[wc.tag], "midtrain"),
+    log:
+        "logs/train/midtrain/{tag}.log",
+    shell:
+        "{MSMBUILD} midtrain {params.arm} > {log} 2>&1"
+
+
+rule aft:
+    input:
+        aft_inputs,
+    output:
+        config=f"{BUILD}/models/aft/{{arm}}/config.json",
+    params:
+        settings=lambda wc: train_settings(AFT_ARMS[wc.arm], "aft_train"),
+    log:
+        "logs/train/aft/{arm}.log",
+    shell:
+        "{MSMBUILD} aft {wildcards.arm} > {log} 2>&1"
