@@ -100,6 +100,18 @@ class Store:
         """Store a file locally (streamed); return the digest."""
         return self.cas.put_file(path)
 
+    def put_files(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+        """Store many files locally; return their digests in order (bulk fast path).
+
+        Like every put, the objects are durable only after ``sync()`` (or the next
+        ``save_action``, which syncs before it writes its record).
+        """
+        return self.cas.put_files(paths)
+
+    def sync(self) -> None:
+        """Make every object written so far durable (one filesystem sync)."""
+        self.cas.sync()
+
     def put_tree(self, directory: str | os.PathLike[str]) -> str:
         """Store a directory; return its tree digest."""
         return self.cas.put_tree(directory)
