@@ -240,3 +240,24 @@ def test_missing_object_and_bad_digest_are_store_errors(store: Store) -> None:
         store.get_bytes("0" * 32)
     with pytest.raises(StoreError, match="not an object digest"):
         store.cas.path("../../etc/passwd")
+
+
+def test_put_files_matches_put_file_and_tree_is_order_stable(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "docs"
+    (src / "a-b").mkdir(parents=True)
+    (src / "a").mkdir()
+    paths = [src / "a" / "1.md", src / "a-b" / "2.md", src / "dup.md", src / "big.bin"]
+    paths[0].write_text("first")
+    paths[1].write_text("second")
+    paths[2].write_text("first")
+    paths[3].write_bytes(os.urandom((1 << 20) + 5))
+    digests = store.put_files(paths)
+    assert digests == [digest_file(p) for p in paths]
+    assert digests[0] == digests[2]
+    assert len(set(store.cas.iter_digests())) == 3
+    store.sync()
+    tree = store.put_tree(src)
+    rels = [e[0] for e in store.cas.tree_entries(tree)]
+    assert rels == ["a/1.md", "a-b/2.md", "big.bin", "dup.md"]  # ordered by path components
+    (src / "link").symlink_to(src / "dup.md")
+    assert store.put_tree(src) == tree  # symlinks are not stored
