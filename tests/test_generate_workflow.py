@@ -66,3 +66,10 @@ def test_dvc_repro_rebuilds_one_subdomain(tmp_path: Path) -> None:
     out = run(["dvc", "repro"], ws)
     assert "Running stage" not in out
     assert action_keys(ws) == after
+    # an unrelated params edit reruns the stages as lookups; outputs keep their bytes
+    docs = (ws / "build/corpora/small/documents.parquet").read_bytes()
+    with open(ws / "params.yaml", "a") as f:
+        f.write("tiny:\n  seed: 1\n")
+    assert "Running stage 'corpus_tree@small'" in run(["dvc", "repro"], ws)
+    assert action_keys(ws) == after
+    assert (ws / "build/corpora/small/documents.parquet").read_bytes() == docs

@@ -27,9 +27,9 @@ from msmbuild.generate.outputs import (
     DOCUMENTS_SCHEMA,
     IDEAS_SCHEMA,
     json_bytes,
-    parquet_bytes,
     read_parquet_rows,
     write_bytes_if_changed,
+    write_table_if_changed,
 )
 from msmbuild.generate.stages import (
     FilterReport,
@@ -119,6 +119,11 @@ class _Session:
         if write_bytes_if_changed(path, data):
             changed.append(str(path))
 
+    def write_table(self, name: str, rows: list[dict[str, Any]], schema, changed: list[str]) -> None:
+        path = self.dir / name
+        if write_table_if_changed(path, rows, schema):
+            changed.append(str(path))
+
     def roots(self, step: str, extra: list[str] = ()) -> None:
         keys = [r["key"] for r in self.run.rows if not r["error"]] + list(extra)
         write_roots(self.params.build_dir, f"corpus-{self.run.corpus}-{step}", keys)
@@ -140,7 +145,7 @@ def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = 
         changed: list[str] = []
         s.write("sections.json", json_bytes(spec.to_json()), changed)
         s.write("tree.json", json_bytes(tree), changed)
-        s.write("calls/tree.parquet", parquet_bytes(s.run.rows, CALLS_SCHEMA), changed)
+        s.write_table("calls/tree.parquet", s.run.rows, CALLS_SCHEMA, changed)
         s.roots("tree")
         return s.report("tree", {"sections": len(spec.sections), "domains": len(tree["domains"]),
                                  "subdomains": len(iter_subdomains(tree))}, changed)
@@ -158,8 +163,8 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         assertions, ideas = plan_subdomains(tree, s.run)
         changed: list[str] = []
         s.write("assertions.json", json_bytes(assertions), changed)
-        s.write("ideas.parquet", parquet_bytes(ideas, IDEAS_SCHEMA), changed)
-        s.write("calls/ideas.parquet", parquet_bytes(s.run.rows, CALLS_SCHEMA), changed)
+        s.write_table("ideas.parquet", ideas, IDEAS_SCHEMA, changed)
+        s.write_table("calls/ideas.parquet", s.run.rows, CALLS_SCHEMA, changed)
         s.roots("ideas")
         return s.report("ideas", {"subdomains": len(assertions), "ideas": len(ideas),
                                   "unsuitable": sum(not r["suitable"] for r in ideas)}, changed)
@@ -182,14 +187,14 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         docs = write_documents(tree, assertions, ideas, s.run, full_text)
         kept, filtered = filter_documents(docs, s.cfg.filters)
         changed: list[str] = []
-        s.write("documents.parquet", parquet_bytes(kept, DOCUMENTS_SCHEMA), changed)
-        s.write("calls/documents.parquet", parquet_bytes(s.run.rows, CALLS_SCHEMA), changed)
+        s.write_table("documents.parquet", kept, DOCUMENTS_SCHEMA, changed)
+        s.write_table("calls/documents.parquet", s.run.rows, CALLS_SCHEMA, changed)
         all_calls = []
         for step in STEPS:
             path = s.dir / "calls" / f"{step}.parquet"
             if path.is_file():
                 all_calls.extend(read_parquet_rows(path))
-        s.write("calls.parquet", parquet_bytes(all_calls, CALLS_SCHEMA), changed)
+        s.write_table("calls.parquet", all_calls, CALLS_SCHEMA, changed)
         s.roots("documents")
         return s.report("documents", _filter_counts(len(docs), filtered), changed)
     finally:

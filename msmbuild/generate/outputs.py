@@ -65,6 +65,32 @@ def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     return buf.getvalue()
 
 
+# Columns that describe the run that wrote a table rather than its content.
+RUN_COLUMNS = ("cache_hit", "wall_s")
+
+
+def write_table_if_changed(path: str | os.PathLike[str], rows: list[dict[str, Any]],
+                           schema: pa.Schema) -> bool:
+    """Write rows as parquet unless the file holds the same rows apart from RUN_COLUMNS.
+
+    A rebuild that only turns misses into hits keeps the old bytes (and mtime), so the
+    file's ``cache_hit`` says whether the build that first produced this content hit.
+    """
+    path = Path(path)
+    data = parquet_bytes(rows, schema)
+    if path.is_file():
+        try:
+            old = pq.read_table(path)
+        except (OSError, pa.ArrowException):
+            old = None
+        if old is not None and old.schema.equals(schema):
+            keep = [n for n in schema.names if n not in RUN_COLUMNS]
+            new = pq.read_table(io.BytesIO(data))
+            if old.select(keep).equals(new.select(keep)):
+                return False
+    return write_bytes_if_changed(path, data)
+
+
 def read_parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a parquet file as dicts."""
     return pq.read_table(path).to_pylist()
