@@ -233,3 +233,14 @@ def test_sampling_params_reach_the_wire(server, tmp_path):
     assert server.state.recent[-1]["temperature"] == 0.5
     run(make(server, tmp_path), reqs(1, temperature=1.0))
     assert "temperature" not in server.state.recent[-1]  # the API default is not sent
+
+
+def test_store_failure_in_on_result_stops_the_run(server, tmp_path):
+    from msmbuild.errors import StoreError
+
+    def on_result(i, res):
+        if i == 1:
+            raise StoreError("disk full")
+
+    with pytest.raises(StoreError, match="disk full"):
+        make(server, tmp_path, concurrency=1).generate(reqs(5), on_result)

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_STATE_DIR = Path(".msmbuild/store") / "batches"
+WRITER_THREADS = 8
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 60.0
 _RETRY_STATUSES = {408, 409, 429}
@@ -208,14 +209,29 @@ class _Run:
         self.errors: list[ItemError] = []
         self.limiter = backend.limiter()
         self.client: Any = None
+        # on_result runs on these threads (it writes to the store, which syncs): concurrent
+        # writers share one filesystem sync, and the event loop never waits for a disk
+        self.writer = concurrent.futures.ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="anthropic-results")
+        self.write_error: BaseException | None = None
 
     # -- outcomes ---------------------------------------------------------------------
     def deliver(self, digest: str, result: GenResult) -> None:
+        """Hand a result on, on a writer thread: a slow store write never stalls the loop."""
+        if self.write_error is not None:
+            raise self.write_error
         if digest in self.done:
             return
         self.done.add(digest)
-        for i in self.groups[digest]:
-            self.on_result(i, result)
+        self.writer.submit(self._hand_on, digest, result)
+
+    def _hand_on(self, digest: str, result: GenResult) -> None:
+        if self.write_error is not None:
+            return
+        try:
+            for i in self.groups[digest]:
+                self.on_result(i, result)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the loop by deliver/main
+            self.write_error = exc
 
     def fail(self, digest: str, message: str) -> None:
         if digest in self.done:
@@ -237,9 +253,15 @@ class _Run:
             fatal = _first_of(group, BackendError)
             if fatal is not None:
                 raise fatal from None
+            if self.write_error is not None:
+                raise self.write_error from None
             raise
         finally:
             await self.client.close()
+            # every answer received is handed on (and stored) before returning or raising
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.shutdown)
+        if self.write_error is not None:
+            raise self.write_error
         return self.errors
 
     async def _run(self) -> None:
