@@ -261,3 +261,38 @@ def test_put_files_matches_put_file_and_tree_is_order_stable(store: Store, tmp_p
     assert rels == ["a/1.md", "a-b/2.md", "big.bin", "dup.md"]  # ordered by path components
     (src / "link").symlink_to(src / "dup.md")
     assert store.put_tree(src) == tree  # symlinks are not stored
+
+
+def test_corrupt_file_inside_cached_tree_is_recomputed(store: Store, tmp_path: Path) -> None:
+    runs: list[int] = []
+
+    def fit(workdir: Path):
+        runs.append(1)
+        (workdir / "weights.bin").write_bytes(b"trained weights " * 100)
+        (workdir / "config.json").write_text("{}")
+        return {}
+
+    first = store.memo_tree("train", {"seed": 0}, fit, tmp_path / "m1")
+    weights = next(e[1] for e in store.cas.tree_entries(first.value) if e[0] == "weights.bin")
+    flip_byte(store.cas.path(weights), 7)
+    again = store.memo_tree("train", {"seed": 0}, fit, tmp_path / "m2")
+    assert not again.hit and runs == [1, 1] and again.value == first.value
+    assert (tmp_path / "m2" / "weights.bin").read_bytes() == b"trained weights " * 100
+    assert store.verify().ok
+    assert len(list((store.root / "quarantine").iterdir())) == 1
+
+
+def test_compute_replaces_a_preexisting_corrupt_copy(store: Store, tmp_path: Path) -> None:
+    content = b"shared tokenizer file"
+    digest = store.put_bytes(content)
+    flip_byte(store.cas.path(digest))
+
+    def fit(workdir: Path):
+        (workdir / "tokenizer.json").write_bytes(content)
+        return {}
+
+    res = store.memo_tree("tok", {"v": 1}, fit, tmp_path / "tok")
+    assert not res.hit
+    assert store.cas.verify_object(digest)
+    assert (tmp_path / "tok" / "tokenizer.json").read_bytes() == content
+    assert store.verify().ok

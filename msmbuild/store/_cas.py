@@ -292,13 +292,15 @@ class ObjectStore:
         return True
 
     # -- materialization -----------------------------------------------------
-    def _link_or_copy(self, digest: str, dest: Path, executable: bool = False) -> str:
+    def _link_or_copy(
+        self, digest: str, dest: Path, executable: bool = False, verified: bool = False
+    ) -> str:
         """Place a verified object at dest; return the link mode that worked.
 
         An executable entry is never hardlinked: its mode bits would be the store object's.
         """
         src = self.path(digest)
-        if not self.verify_object(digest):
+        if not verified and not self.verify_object(digest):
             raise CorruptObjectError(f"object {digest} is corrupt or missing: {src}")
         modes = self.link_modes
         if executable:
@@ -325,17 +327,21 @@ class ObjectStore:
                         raise
         raise StoreError(f"could not materialize {digest} at {dest} with modes {modes}")
 
-    def materialize_file(self, digest: str, dest: str | os.PathLike[str]) -> Path:
+    def materialize_file(
+        self, digest: str, dest: str | os.PathLike[str], verified: bool = False
+    ) -> Path:
         """Place the object at dest (atomically replacing what was there)."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
         tmp.unlink(missing_ok=True)
-        self._link_or_copy(digest, tmp)
+        self._link_or_copy(digest, tmp, verified=verified)
         os.replace(tmp, dest)
         return dest
 
-    def materialize_tree(self, digest: str, dest: str | os.PathLike[str]) -> Path:
+    def materialize_tree(
+        self, digest: str, dest: str | os.PathLike[str], verified: bool = False
+    ) -> Path:
         """Recreate a stored directory at dest; swaps in the new tree atomically."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -344,7 +350,7 @@ class ObjectStore:
             for rel, obj, _size, executable in self.tree_entries(digest):
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self._link_or_copy(obj, target, executable=bool(executable))
+                self._link_or_copy(obj, target, executable=bool(executable), verified=verified)
                 if executable:
                     os.chmod(target, 0o555)
             old = None

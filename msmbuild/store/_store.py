@@ -137,7 +137,11 @@ class Store:
             Path(tmp).unlink(missing_ok=True)
 
     def ensure_object(self, digest: str) -> None:
-        """Make sure an object (and, for a tree, its entries) is local and intact."""
+        """Make sure an object (and, for a tree, every entry) is local and intact.
+
+        Every object is re-hashed; a corrupt one is fetched again from the remote or, failing
+        that, moved to quarantine and reported with CorruptObjectError.
+        """
         if not self.cas.verify_object(digest):
             if not self._fetch_object(digest):
                 if self.cas.has(digest):
@@ -149,9 +153,8 @@ class Store:
                     )
                 raise StoreError(f"object {digest} is in neither the local store nor the remote")
         if self.cas.is_tree(digest):
-            for _rel, obj, _size, _x in self.cas.tree_entries(digest):
-                if not self.cas.has(obj):
-                    self.ensure_object(obj)
+            for obj in {entry[1] for entry in self.cas.tree_entries(digest)}:
+                self.ensure_object(obj)
 
     def get_bytes(self, digest: str) -> bytes:
         """Read and verify an object, fetching it from the remote on a local miss."""
@@ -174,9 +177,13 @@ class Store:
     def materialize(self, digest: str, dest: str | os.PathLike[str]) -> Path:
         """Place a file or tree object at dest (link or copy; see link_modes)."""
         self.ensure_object(digest)
+        return self._place(digest, dest)
+
+    def _place(self, digest: str, dest: str | os.PathLike[str]) -> Path:
+        """Materialize an object that ensure_object has just verified."""
         if self.cas.is_tree(digest):
-            return self.cas.materialize_tree(digest, dest)
-        return self.cas.materialize_file(digest, dest)
+            return self.cas.materialize_tree(digest, dest, verified=True)
+        return self.cas.materialize_file(digest, dest, verified=True)
 
     # -- actions -------------------------------------------------------------
     def get_action(self, key: str) -> tuple[ActionResult, str] | None:
@@ -262,7 +269,7 @@ class Store:
         metadata. A failing compute leaves nothing behind: not in the store, not at dest.
         """
         key = self.key(kind, inputs)
-        result = self.lookup_tree(key)
+        result = self.lookup_tree(key)  # verifies the tree and every entry
         if result is None:
             scratch = self.root / "scratch"
             scratch.mkdir(parents=True, exist_ok=True)
@@ -272,13 +279,23 @@ class Store:
                 meta = compute(workdir) or {}
                 meta = {"kind": kind, "wall_s": time.perf_counter() - start, **meta}
                 digest = self.put_tree(workdir)
+                self._replace_corrupt(digest, workdir)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             record = self.save_action(key, {"tree": digest}, meta)
             result = MemoResult(key, digest, record.meta, False, "computed")
         if dest is not None:
-            self.materialize(result.value, dest)
+            self._place(result.value, dest)
         return result
+
+    def _replace_corrupt(self, tree: str, workdir: Path) -> None:
+        """After put_tree: a put skips objects that already exist, so re-hash every entry
+        and replace any pre-existing corrupt copy from workdir before workdir goes away."""
+        for rel, obj, _size, _x in self.cas.tree_entries(tree):
+            if not self.cas.verify_object(obj):
+                self.cas.quarantine(obj)
+                if self.cas.put_file(workdir / rel) != obj:
+                    raise StoreError(f"{workdir / rel} changed while it was being stored")
 
     # -- remote transfer --------------------------------------------------------
     def _closure(self, digests: Iterable[str]) -> set[str]:
