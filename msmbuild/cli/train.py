@@ -69,6 +69,7 @@ def aft(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
 
     p, arms = _arms(ctx, arm, all_arms, "aft")
     store = open_store(p)
-    (Path(p.build_dir) / "models" / "aft").mkdir(parents=True, exist_ok=True)
+    for made in (Path(p.build_dir) / "models" / "aft", Path(p.build_dir) / "aft"):
+        made.mkdir(parents=True, exist_ok=True)  # dvc tracks both, even with no AFT arm
     for a in arms:
         _report(run_aft(p, a, store), a.aft_dir(p.build_dir))
