@@ -5,7 +5,7 @@ counts the generator calls that missed the store. The alternative compared again
 regenerating everything on any edit (what an output-exists check forces once stale
 documents are noticed), which is also what ``context: full`` does by design.
 
-    python bench/spec_revisions.py [OLD.md NEW.md] [--types 2 --ideas 2]
+    python -m bench.spec_revisions [OLD.md NEW.md] [--types 2 --ideas 2]
 
 Uses the offline backend (no network, not a model): the counts are the same for any
 backend, since they are decided by keys, not by answers.

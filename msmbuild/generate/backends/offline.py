@@ -24,7 +24,7 @@ from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, Item
 from msmbuild.hashing import action_key
 
 # Bump when the recombination changes: it is part of every offline key.
-OFFLINE_VERSION = "2"
+OFFLINE_VERSION = "3"
 NOTICE = "offline backend: deterministic recombination of the given text, not a model"
 MODEL_NAME = "offline (not a model)"
 
@@ -101,7 +101,7 @@ def sentences(text: str) -> list[str]:
         if 4 <= len(s.split()) <= 80 and s not in out:
             if s[-1] not in ".!?":
                 s += "."
-            out.append(s)
+            out.append(s[0].upper() + s[1:])
     return out
 
 
@@ -133,6 +133,7 @@ class _Composer:
                       or _phrase(self.pool[0], self.rng)).rstrip(".")
         self.doc_type = self.facets.get("document type", "document")
         self.idea = self.facets.get("idea", self.topic).rstrip(".")
+        self.offset = self.rng.randrange(1 << 30)  # items i and j != i of a list never collide
 
     def _fmt(self, template: str) -> str:
         return template.format(topic=self.topic, doc_type=self.doc_type, idea=self.idea)
@@ -156,14 +157,13 @@ class _Composer:
 
     def _string(self, name: str, index: int) -> str:
         pool = self.pool
-        pick = pool[(index + self.rng.randrange(len(pool))) % len(pool)]
+        pick = pool[(self.offset + index) % len(pool)]
         if name in ("doc_type", "type", "genre"):
-            start = self.rng.randrange(len(GENRES))
-            return GENRES[(start + index) % len(GENRES)]
+            return GENRES[(self.offset + index) % len(GENRES)]
         if name in ("title", "name", "label", "subdomain"):
             return _phrase(pool[index % len(pool)], self.rng, 3 + index % 3)
         if name == "idea":
-            angle = ANGLES[(index + self.rng.randrange(len(ANGLES))) % len(ANGLES)]
+            angle = ANGLES[(self.offset + index) % len(ANGLES)]
             return angle.format(topic=_phrase(pick, self.rng).lower())
         if name == "excerpt":
             start = index % len(pool)
