@@ -217,3 +217,20 @@ def test_documents_before_tree_is_a_clear_error(ws: Path, capsys) -> None:
         main(["generate", "documents", "small"])
     assert exc.value.code == 2
     assert "tree.json: missing; run `msmbuild generate tree small` first" in capsys.readouterr().err
+
+
+def test_plan_estimates_anthropic_cost(tmp_path: Path, monkeypatch) -> None:
+    from msmbuild.generate.plan import DOC_OUTPUT_TOKENS, plan_corpus
+    from msmbuild.generate.pricing import estimate_cost
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path, backend="anthropic")
+    params = load_params("params.yaml")
+    plan = plan_corpus(params, "small")
+    docs = next(s for s in plan.stages if s.stage == "document")
+    assert docs.requests == len(SMALL_SUBDOMAINS) * 4 and docs.output_tokens == DOC_OUTPUT_TOKENS
+    expected = estimate_cost(params.backends.anthropic.model, docs.requests, docs.input_tokens,
+                             docs.output_tokens, params.prices, batch=False)  # 20 < batch threshold
+    assert docs.cost_usd == pytest.approx(expected) and expected > 0
+    assert plan.cost_usd > docs.cost_usd
+    assert not Path("build").exists()  # planning spends and writes nothing

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from msmbuild.config import Params, open_store
+from msmbuild.errors import MsmbuildError
 from msmbuild.generate.calls import call_key
 from msmbuild.generate.corpus import corpus_config
 from msmbuild.generate.stages import (
@@ -67,7 +68,10 @@ class _KeyOnly:
 
     def __init__(self, params: Params, name: str):
         self.name = name
-        self._identity = self._lookup(params, name)
+        try:
+            self._identity: dict | None = self._lookup(params, name)
+        except MsmbuildError:  # e.g. an hf model not trained yet: cached counts unknown
+            self._identity = None
 
     @staticmethod
     def _lookup(params: Params, name: str) -> dict:
@@ -80,7 +84,7 @@ class _KeyOnly:
             backend.close()
 
     def identity(self) -> dict:
-        return self._identity
+        return self._identity or {"backend": self.name, "unknown": True}
 
 
 def _tokens(requests) -> int:
@@ -101,7 +105,9 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
         params.backends.hf.model if cfg.backend == "hf" else "offline (not a model)")
     plans: list[StagePlan] = []
 
-    def cached(reqs) -> int:
+    def cached(reqs) -> int | None:
+        if key_backend._identity is None:
+            return None
         return sum(store.lookup_json(call_key(store, key_backend, r)) is not None for r in reqs)  # type: ignore[arg-type]
 
     if cfg.decomposition == "model":
