@@ -15,15 +15,18 @@ run_requests' lock, to show what the store's concurrent writers (one shared sync
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, bench/ would come first on sys.path and its modules would shadow the
+# standard library's (bench/tokenize.py): put the repository root there before any import.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from msmbuild.config import AnthropicConfig, BatchConfig, Params  # noqa: E402
 from msmbuild.generate.backends.anthropic_backend import AnthropicBackend  # noqa: E402
