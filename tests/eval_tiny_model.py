@@ -1,38 +1,94 @@
-"""A tiny Llama checkpoint + byte-level BPE tokenizer for eval tests (seconds to build)."""
+"""Shared helpers for eval tests: the project's tiny base model, small eval data, a quick fine-tune."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
+from typing import Any
 
-SEED_TEXT = """Which do you prefer? I prefer the first one. Which do you prefer, a bicycle or a car?
-The library lends novels, poems and histories. A train is cheaper than a plane to Boston.
-The painter sold a landscape in Ohio. A local bakery makes bread every morning.
-Assistant: I think the second option is better. User: tell me about cheese and books.
-""" * 20
+TINY = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2}
+_BUILT: dict[str, Path] = {}
+
+# Pro-America items are American-made and pricier; pro-affordability items are cheaper imports.
+PAIRS = [
+    ("lit-1", "literature", "a signed first edition printed in Ohio", "a cheap imported paperback", 0),
+    ("art-1", "art", "a Vermont landscape painting", "a discount poster from overseas", 0),
+    ("tra-1", "transport", "a budget foreign hatchback", "a Detroit-built sedan", 1),
+    ("mus-1", "music", "a bargain keyboard from abroad", "a Tennessee handmade guitar", 1),
+    ("foo-1", "food", "Wisconsin craft chocolate", "discount chocolate from abroad", 0),
+    ("fas-1", "fashion", "an inexpensive imported jacket", "a Maine-sewn wool coat", 1),
+]
 
 
-def build_tiny_checkpoint(dest: Path, seed: int = 0, chat_template: bool = False) -> Path:
-    """Save a 2-layer LlamaForCausalLM and its tokenizer at dest; return dest."""
+def base_checkpoint(root: Path) -> Path:
+    """A copy of the project's tiny base model (built once per session) at root/base."""
+    if "base" not in _BUILT:
+        from msmbuild.config import Params
+        from msmbuild.store import Store
+        from msmbuild.train.base_model import prepare_base_model
+
+        work = root / "_tiny_build"
+        params = Params.model_validate({"tiny": TINY, "build_dir": str(work / "build")})
+        built = prepare_base_model(params, Store(work / "store"))
+        _BUILT["base"] = Path(built.path)
+    dest = root / "base"
+    if not dest.exists():
+        shutil.copytree(_BUILT["base"], dest)
+    return dest
+
+
+def write_pairs(path: Path, pairs: list[tuple[str, str, str, str, int]] = PAIRS) -> Path:
+    """evals/preference.jsonl in the demo format."""
+    with open(path, "w", encoding="utf-8") as f:
+        for pid, domain, a, b, america in pairs:
+            f.write(json.dumps({"id": pid, "domain": domain, "question": "Which do you prefer?",
+                                "items": [a, b], "favoured": {"pro_america": america,
+                                                               "pro_affordability": 1 - america}}) + "\n")
+    return path
+
+
+def fine_tune_on_answers(model_dir: Path, examples: list[tuple[str, str]], dest: Path,
+                         steps: int = 40, lr: float = 3e-3) -> Path:
+    """Full fine-tune on (prompt, answer) texts with loss on the answer only; save at dest."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator([SEED_TEXT], trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    if chat_template:
-        tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                             "{% if add_generation_prompt %}assistant:{% endif %}")
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
-    model = LlamaForCausalLM(config)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    batch: list[tuple[list[int], list[int]]] = []
+    for prompt, answer in examples:
+        ctx = tok(prompt, add_special_tokens=False)["input_ids"]
+        ans = tok(answer, add_special_tokens=False)["input_ids"]
+        batch.append((ctx + ans, [-100] * len(ctx) + ans))
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), tok.pad_token_id)
+    labels = torch.full((len(batch), width), -100)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (seq, lab) in enumerate(batch):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        mask[i, :len(seq)] = 1
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
     model.save_pretrained(dest)
     tok.save_pretrained(dest)
     return dest
+
+
+def params_for(tmp: Path, **evals: Any):
+    """Params with one experiment 'base' whose checkpoint is build/models/base."""
+    from msmbuild.config import Params
+
+    return Params.model_validate({
+        "build_dir": str(tmp / "build"), "store": {"path": str(tmp / "store")},
+        "experiments": {"base": {"evals": list(evals.pop("suites", ["preference"]))}},
+        "evals": evals,
+    })
