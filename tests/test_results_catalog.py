@@ -1,0 +1,186 @@
+"""Results catalog, `msmbuild query`, `msmbuild catalog`, and the HTML report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+from eval_tiny_model import base_checkpoint, write_pairs
+
+from msmbuild.cli import main
+from msmbuild.config import load_params
+from msmbuild.evaluate import evaluate_suite, planned_evals
+from msmbuild.results.catalog import TABLES, build_catalog
+from msmbuild.results.report import OFFLINE_BANNER, build_report
+
+
+def _documents(corpus: str, n: int) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "doc_id": f"{corpus}{i:030d}", "corpus": corpus, "section_id": f"s{i % 2}", "section_hash": f"h{i % 2}",
+        "domain": "d", "subdomain": f"sub{i % 3}", "doc_type": "memo", "idea": f"idea {i}", "sample_index": 0,
+        "text": "x" * (300 + 50 * i), "n_chars": 300 + 50 * i, "backend": "offline", "model": "offline",
+        "prompt_version": "v1", "produced_by_model": False, "input_tokens": 0, "output_tokens": 0,
+        "cost_usd": 0.0, "cache_hit": i % 2 == 0} for i in range(n)])
+
+
+def _calls(corpus: str, n: int) -> pd.DataFrame:
+    return pd.DataFrame([{"key": f"k{i}", "corpus": corpus, "stage": "documents" if i % 2 else "ideas",
+                          "backend": "offline", "model": "offline", "cache_hit": i % 3 == 0,
+                          "input_tokens": 100, "output_tokens": 50, "cost_usd": 0.01 * (i + 1),
+                          "wall_s": 0.1, "error": None} for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project dir with evaluated arms (one AFT sweep), a corpus, a shard manifest, a train log."""
+    root = tmp_path_factory.mktemp("project")
+    tiny = base_checkpoint(tmp_path_factory.mktemp("tiny_results"))
+    (root / "evals").mkdir()
+    write_pairs(root / "evals" / "preference.jsonl")
+    (root / "aft.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                                              {"role": "assistant", "content": "hello"}]}) + "\n")
+    (root / "spec.md").write_text("# Spec\n\nBuy local.\n")
+    (root / "params.yaml").write_text(yaml.safe_dump({
+        "store": {"path": str(root / "store")},
+        "corpora": {"pro_america": {"spec": "spec.md"}},
+        "aft": {"cheese": {"path": "aft.jsonl"}},
+        "experiments": {
+            "base": {"evals": ["preference"]},
+            "aft_only": {"aft": "cheese", "sweep": {"aft.fraction": [0.5, 1.0]}, "evals": ["preference"]},
+            "msm_aft": {"midtrain": "pro_america", "aft": "cheese", "sweep": {"aft.fraction": [0.5, 1.0]},
+                        "evals": ["preference"]},
+        }}))
+    build = root / "build"
+    params = load_params(root / "params.yaml")
+    for arm, _suite in planned_evals(params):
+        if not arm.model_dir(build).exists():
+            shutil.copytree(tiny, arm.model_dir(build))
+    corpus = build / "corpora" / "pro_america"
+    corpus.mkdir(parents=True)
+    _documents("pro_america", 6).to_parquet(corpus / "documents.parquet")
+    _calls("pro_america", 8).to_parquet(corpus / "calls.parquet")
+    (build / "shards" / "pro_america").mkdir(parents=True)
+    (build / "shards" / "pro_america" / "manifest.json").write_text(json.dumps({"shards": [
+        {"name": "sub0", "digest": "d0", "n_docs": 3, "n_tokens": 900, "tokenizer": "t"}]}))
+    log = build / "models" / "midtrain" / "pro_america" / "train_log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(json.dumps({"step": s, "loss": 5.0 / s, "lr": 1e-5}) + "\n" for s in range(1, 6)))
+    return root
+
+
+@pytest.fixture
+def in_project(project, monkeypatch):
+    monkeypatch.chdir(project)
+    return project
+
+
+@pytest.mark.slow
+def test_catalog_tables_and_plain_duckdb_views(in_project):
+    params = load_params("params.yaml")
+    outcomes = [evaluate_suite(params, arm, suite, progress=False) for arm, suite in planned_evals(params)]
+    assert len(outcomes) == 5
+    assert sum(not o.hit for o in outcomes) == 1  # one checkpoint content -> one evaluation, shared
+    counts = build_catalog(params, progress=False)
+    assert set(counts) == set(TABLES)
+    assert counts["documents"] == 6 and counts["calls"] == 8 and counts["shards"] == 1 and counts["runs"] == 5
+    assert counts["eval_items"] == 5 * 2 * 6
+    # The same views from the plain DuckDB API, through catalog.sql's relative paths.
+    con = duckdb.connect()
+    con.execute(Path("build/results/catalog.sql").read_text())
+    rows = con.execute("SELECT experiment, count(DISTINCT arm) FROM eval_summary "
+                       "GROUP BY experiment ORDER BY experiment").fetchall()
+    assert rows == [("aft_only", 2), ("base", 1), ("msm_aft", 2)]
+    swept = con.execute("SELECT DISTINCT sweep_value FROM eval_summary WHERE experiment='msm_aft' "
+                        "ORDER BY 1").fetchall()
+    assert swept == [(0.5,), (1.0,)]
+    cost = con.execute("SELECT corpus, round(sum(cost_usd), 2), avg(cache_hit::INT) FROM calls "
+                       "GROUP BY corpus").fetchall()
+    assert cost == [("pro_america", 0.36, 3 / 8)]
+    metrics = json.loads(Path("build/results/metrics.json").read_text())
+    assert 0 <= metrics["base"]["preference"]["favoured_rate:pro_america"] <= 1
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_query_cli_formats_and_bad_sql(in_project, capsys, tmp_path):
+    code, out, _ = _run_cli(["query", "SELECT corpus, n_documents FROM corpora", "--format", "csv"], capsys)
+    assert code == 0 and out.splitlines() == ["corpus,n_documents", "pro_america,6"]
+    code, out, _ = _run_cli(["query", "SELECT count(*) AS n FROM documents", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out) == [{"n": 6}]
+    code, out, _ = _run_cli(["query", "SELECT 1 AS one"], capsys)
+    assert code == 0 and "one" in out and "(1 rows)" in out
+    target = tmp_path / "out.parquet"
+    code, _, _ = _run_cli(["query", "SELECT * FROM shards", "--format", "parquet", "-o", str(target)], capsys)
+    assert code == 0 and len(pd.read_parquet(target)) == 1
+    code, out, err = _run_cli(["query", "SELEC wrong FROM documents"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: Parser Error: syntax error")
+    code, _, err = _run_cli(["query", "SELECT * FROM no_such_table"], capsys)
+    assert code == 2 and "no_such_table" in err and len(err.strip().splitlines()) == 1
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.ids: set[str] = set()
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.slow
+def test_report_renders_with_charts_and_provenance(in_project):
+    params = load_params("params.yaml")
+    for arm, suite in planned_evals(params):
+        evaluate_suite(params, arm, suite, progress=False)
+    index = build_report(params, progress=False)
+    page = _Page()
+    page.feed(index.read_text())
+    text = " ".join(page.text)
+    assert {"value_generalization.png", "data_efficiency.png", "loss.png", "doc_lengths.png",
+            "cost.png"} <= set(page.images)
+    for name in page.images:
+        png = index.parent / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert "offline-banner" in page.ids and OFFLINE_BANNER in text
+    raw = index.read_text()
+    assert "Base model(s): <b>tiny</b>" in raw and "backend(s): <b>offline</b>" in raw
+    assert "agentic" not in " ".join(page.images)  # no misalignment data -> no chart, says so
+    assert "no data yet" in text
+
+
+def test_catalog_cli_writes_views_for_duckdb_cli(in_project):
+    result = subprocess.run([sys.executable, "-m", "msmbuild.cli", "catalog", "--quiet"],
+                            capture_output=True, text=True)
+    if result.returncode != 0 and "No module named msmbuild.cli.__main__" in result.stderr:
+        result = subprocess.run(["msmbuild", "catalog", "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    sql = Path("build/results/catalog.sql").read_text()
+    for table in TABLES:
+        assert f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('build/results/{table}.parquet')" in sql
