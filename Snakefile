@@ -8,6 +8,8 @@ include: "rules/common.smk"
 include: "rules/generate.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

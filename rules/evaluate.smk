@@ -1,0 +1,46 @@
+# Eval suites: one job per (arm, suite). Each is a store action keyed by the checkpoint's
+# content, the eval data and the suite config, so a job Snakemake schedules again is a
+# lookup, and an unchanged result directory keeps its files (and their mtimes).
+
+from msmbuild.evaluate import planned_evals
+
+EVALS = {(arm.name, suite): arm for arm, suite in planned_evals(PARAMS)}
+EVAL_ARMS = {name: arm for (name, _suite), arm in EVALS.items()}
+
+TARGETS["evaluate"] = [f"{BUILD}/evals/{name}/{suite}/summary.json" for name, suite in EVALS]
+
+
+def eval_inputs(wildcards):
+    """The checkpoint an eval loads (its config.json) plus the suite's data file."""
+    arm = EVAL_ARMS[wildcards.arm]
+    model = ([f"{arm.model_dir(BUILD)}/config.json"] if arm.midtrain or arm.aft
+             else base_model_input(arm.base_model))
+    data = getattr(PARAMS.evals, wildcards.suite, None)
+    return model + ([data.path] if hasattr(data, "path") else [])
+
+
+def eval_settings(wildcards):
+    """What an eval depends on in params.yaml (a rerun trigger)."""
+    arm = EVAL_ARMS[wildcards.arm]
+    cfg = getattr(arm.params(PARAMS).evals, wildcards.suite)
+    judge = (PARAMS.backends.anthropic.model if wildcards.suite == "qa"
+             and cfg.judge_backend == "anthropic" else None)
+    return json.dumps({"suite": cfg.model_dump(mode="json"), "judge": judge}, sort_keys=True)
+
+
+rule evaluate:
+    input:
+        eval_inputs,
+    output:
+        summary=f"{BUILD}/evals/{{arm}}/{{suite}}/summary.json",
+        rows=f"{BUILD}/evals/{{arm}}/{{suite}}/items.parquet",
+    params:
+        settings=eval_settings,
+    wildcard_constraints:
+        suite="preference|qa|agentic_misalignment",
+    resources:
+        api=lambda wc: 1 if wc.suite == "qa" else 0,
+    log:
+        "logs/evaluate/{arm}/{suite}.log",
+    shell:
+        "{MSMBUILD} evaluate {wildcards.arm} {wildcards.suite} --quiet > {log} 2>&1"
