@@ -34,17 +34,17 @@ def test_snakemake_rebuilds_one_subdomain(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path)
     shutil.copy(REPO / "Snakefile", ws)
     shutil.copytree(REPO / "rules", ws / "rules")
-    run(["snakemake", "--cores", "2", "--resources", "api=4", "-q", TARGET], ws)
+    run(["snakemake", TARGET, "--cores", "2", "-q", "--resources", "api=4"], ws)
     assert (ws / "build/corpora/small/documents.parquet").is_file()
     assert (ws / "logs/generate/small/documents.log").read_text().count("not a model") == 1
     before = action_keys(ws)
     edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
-    run(["snakemake", "--cores", "2", "-q", TARGET], ws)
+    run(["snakemake", TARGET, "--cores", "2", "-q"], ws)
     assert len(action_keys(ws) - before) == calls_per_subdomain()
     assert missed_subdomains(ws) == {EDITED}
     after = action_keys(ws)
-    assert "Nothing to be done" in run(["snakemake", "--cores", "2", "-n", TARGET], ws)
-    run(["snakemake", "--cores", "2", "-q", TARGET], ws)
+    assert "Nothing to be done" in run(["snakemake", TARGET, "--cores", "2", "-n"], ws)
+    run(["snakemake", TARGET, "--cores", "2", "-q"], ws)
     assert action_keys(ws) == after
 
 
