@@ -60,8 +60,20 @@ def run_query(params: Params, sql: str):
         con.close()
 
 
+def _flatten_lists(frame: Any) -> Any:
+    """List-valued cells (DuckDB LIST) as JSON text, so CSV and table cells stay one line."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            frame[col] = [json.dumps(v.tolist() if hasattr(v, "tolist") else v, default=str)
+                          if isinstance(v, list | tuple) or hasattr(v, "tolist") else v for v in frame[col]]
+    return frame
+
+
 def format_result(frame: Any, fmt: str) -> str:
     """Render a result as an aligned table, CSV or JSON records."""
+    if fmt in ("csv", "table"):
+        frame = _flatten_lists(frame)
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "json":
