@@ -135,6 +135,8 @@ def _tree_matches(store: Store, digest: str, dest: Path) -> bool:
 def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = None,
                    progress: bool = True) -> EvalOutcome:
     """Run (or look up) one suite on one arm's checkpoint; materialize at arm.eval_dir."""
+    if suite not in SUITES:
+        raise EvalInputError(f"unknown eval suite {suite!r} (known: {', '.join(SUITES)})")
     store = store or open_store(params)
     arm_params = arm.params(params)
     model_dir = arm.model_dir(params.build_dir)
