@@ -50,7 +50,7 @@ def write_pairs(path: Path, pairs: list[tuple[str, str, str, str, int]] = PAIRS)
 
 
 def fine_tune_on_answers(model_dir: Path, examples: list[tuple[str, str]], dest: Path,
-                         steps: int = 40, lr: float = 3e-3) -> Path:
+                         steps: int = 15, lr: float = 5e-3) -> Path:
     """Full fine-tune on (prompt, answer) texts with loss on the answer only; save at dest."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
