@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from msmbuild.train.base_model import BaseModel
 
 SHARD_FORMAT = 1
-READ_BATCH = 512
+READ_BATCH = 1024
 
 
 def documents_path(build_dir: str | Path, corpus: str) -> Path:

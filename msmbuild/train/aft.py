@@ -66,7 +66,10 @@ def _start_model(p: Params, arm: Arm, store: Store) -> tuple[Path, str]:
 
         res = run_midtrain(p, arm, store)
         return arm.midtrain_dir(p.build_dir), f"tree:{res.value}"
-    base = prepare_base_model(p, store, arm.base_model)
+    from msmbuild.train.loop import distributed_state
+
+    with distributed_state().main_process_first():  # one process builds, the others load
+        base = prepare_base_model(p, store, arm.base_model)
     return Path(base.path), base.identity
 
 
@@ -76,6 +79,7 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
     from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
     from msmbuild.train.base_model import load_model, load_tokenizer, materialize_checkpoint
     from msmbuild.train.loop import (
+        distributed_state,
         fit,
         prepare_model,
         process_info,
@@ -89,7 +93,8 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
     p = arm.params(params)
     cfg = p.aft_train
     rank, world = process_info()
-    data_path = prepare_aft_data(p, arm.aft, store)
+    with distributed_state().main_process_first():
+        data_path = prepare_aft_data(p, arm.aft, store)
     rows = read_demonstrations(data_path)
     start_path, start_id = _start_model(p, arm, store)
     tokenizer = load_tokenizer(start_path)

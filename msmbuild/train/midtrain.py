@@ -48,6 +48,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
         tokenizer_identity,
     )
     from msmbuild.train.loop import (
+        distributed_state,
         fit,
         prepare_model,
         process_info,
@@ -60,7 +61,8 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     p = arm.params(params)
     cfg = p.midtrain
     rank, world = process_info()
-    base = prepare_base_model(p, store, arm.base_model)
+    with distributed_state().main_process_first():  # one process builds, the others load
+        base = prepare_base_model(p, store, arm.base_model)
     tokenizer = load_tokenizer(base.path)
     tok_id = tokenizer_identity(tokenizer)
     mpath = manifest_path(p.build_dir, arm.midtrain)
