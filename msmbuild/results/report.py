@@ -67,7 +67,7 @@ def plot_value_generalization(summary: Any, path: Path) -> bool:
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(domains))], domains, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"chooses {value}-favoured item")
-        ax.legend(fontsize=7, ncol=3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     return True
 
