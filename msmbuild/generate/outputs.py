@@ -65,6 +65,16 @@ def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
     return buf.getvalue()
 
 
+def _read_table(source: Any) -> pa.Table:
+    """Read parquet on the calling thread only.
+
+    Arrow's thread pools can abort the process at interpreter exit ("terminate called
+    without an active exception") when a pool thread is still alive; these tables are
+    small, so nothing is lost by never starting the pools.
+    """
+    return pq.read_table(source, use_threads=False, pre_buffer=False)
+
+
 # Columns that describe the run that wrote a table rather than its content.
 RUN_COLUMNS = ("cache_hit", "wall_s")
 
@@ -80,12 +90,12 @@ def write_table_if_changed(path: str | os.PathLike[str], rows: list[dict[str, An
     data = parquet_bytes(rows, schema)
     if path.is_file():
         try:
-            old = pq.read_table(path)
+            old = _read_table(path)
         except (OSError, pa.ArrowException):
             old = None
         if old is not None and old.schema.equals(schema):
             keep = [n for n in schema.names if n not in RUN_COLUMNS]
-            new = pq.read_table(io.BytesIO(data))
+            new = _read_table(io.BytesIO(data))
             if old.select(keep).equals(new.select(keep)):
                 return False
     return write_bytes_if_changed(path, data)
@@ -93,4 +103,4 @@ def write_table_if_changed(path: str | os.PathLike[str], rows: list[dict[str, An
 
 def read_parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a parquet file as dicts."""
-    return pq.read_table(path).to_pylist()
+    return _read_table(path).to_pylist()
