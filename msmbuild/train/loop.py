@@ -143,7 +143,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
             sync = micro == cfg.grad_accum - 1
             ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
             with ctx, accelerator.autocast():
-                loss = model(**batch).loss / cfg.grad_accum
+                loss = model(**batch, use_cache=False).loss / cfg.grad_accum
                 accelerator.backward(loss)
             loss_sum += loss.detach()
             n_tokens += batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
