@@ -10,13 +10,9 @@ The alternative a user would write is the one-at-a-time loop; the ratio is the s
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-# bench/ holds a module named like a stdlib one (tokenize.py); keep it off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def _best_of(fns: dict, repeats: int) -> dict:

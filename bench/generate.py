@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, bench/ would come first on sys.path and its modules would shadow the
-# standard library's (bench/tokenize.py): put the repository root there before any import.
+# Benchmarks import each other as bench.<name>: put the repository root first on sys.path.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402

@@ -10,24 +10,19 @@ ratio, and the packing waste of the blocks.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/tokenize.py shadows the stdlib `tokenize` module: keep bench/ off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path
 
 
 def _tokenize_bench():
-    """bench/tokenize.py loaded under another name (its own name shadows the stdlib module)."""
+    """bench/tokenization.py, loaded by path (bench/ is not a package)."""
     spec = importlib.util.spec_from_file_location("msm_bench_tokenize",
-                                                  Path(__file__).with_name("tokenize.py"))
+                                                  Path(__file__).with_name("tokenization.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

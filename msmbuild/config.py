@@ -298,16 +298,21 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     return validate_params(raw, str(path))
 
 
+def store_path(params: Params) -> str:
+    """The local store directory: MSMBUILD_STORE_PATH if set, else store.path."""
+    import os
+
+    return os.environ.get("MSMBUILD_STORE_PATH") or params.store.path
+
+
 def open_store(params: Params) -> Store:
     """The store that params.yaml describes; MSMBUILD_STORE_PATH overrides store.path.
 
     The override lets every node of a cluster use one shared store without editing
     params.yaml (SLURM jobs inherit the submitting shell's environment).
     """
-    import os
-
     from msmbuild.store import Store
 
     s = params.store
-    return Store(os.environ.get("MSMBUILD_STORE_PATH") or s.path, remote=s.remote, write_through=s.write_through,
+    return Store(store_path(params), remote=s.remote, write_through=s.write_through,
                  link_modes=s.link, storage_options=s.storage_options)

@@ -25,7 +25,7 @@ from msmbuild.generate.stages import filter_documents
 DOC_COLUMNS = ["doc_id", "corpus", "section_id", "section_hash", "domain", "subdomain",
                "doc_type", "idea", "sample_index", "text", "n_chars", "backend", "model",
                "prompt_version", "produced_by_model", "input_tokens", "output_tokens",
-               "cost_usd", "cache_hit"]
+               "cost_usd"]
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ def _documents(corpus: str, n: int) -> pd.DataFrame:
         "domain": "d", "subdomain": f"sub{i % 3}", "doc_type": "memo", "idea": f"idea {i}", "sample_index": 0,
         "text": "x" * (300 + 50 * i), "n_chars": 300 + 50 * i, "backend": "offline", "model": "offline",
         "prompt_version": "v1", "produced_by_model": False, "input_tokens": 0, "output_tokens": 0,
-        "cost_usd": 0.0, "cache_hit": i % 2 == 0} for i in range(n)])
+        "cost_usd": 0.0} for i in range(n)])
 
 
 def _calls(corpus: str, n: int) -> pd.DataFrame:

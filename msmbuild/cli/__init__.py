@@ -7,6 +7,8 @@ Every MsmbuildError becomes a one-line message on stderr and exit code 2.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 
 import click
@@ -84,3 +86,29 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def entry() -> None:
+    """Console script: run main(), flush, and leave without interpreter teardown.
+
+    Every result is durable (atomic renames, synced store) before a command returns, so
+    teardown has nothing left to do; skipping it avoids native thread pools (Arrow, torch)
+    aborting at exit ("terminate called without an active exception") after the work
+    succeeded, which a workflow engine would report as a failed job.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            code = 1
+        else:
+            code = exc.code or 0
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code)

@@ -119,15 +119,17 @@ def run_requests(
             now = time.perf_counter()
             wall = float(res.meta.get("wall_s", now - last[0]))
             last[0] = now
-            meta = {"kind": CALL_KIND, "stage": miss_requests[j].stage, "model": res.model,
-                    "backend": res.backend or backend.name,
-                    "input_tokens": res.usage.input_tokens,
-                    "output_tokens": res.usage.output_tokens,
-                    "cache_creation_input_tokens": res.usage.cache_creation_input_tokens,
-                    "cache_read_input_tokens": res.usage.cache_read_input_tokens,
-                    "cost_usd": res.cost_usd, "batch": res.batch,
-                    "produced_by_model": res.produced_by_model, "wall_s": wall}
-            store.save_json(key, res.to_json(), meta)
+        meta = {"kind": CALL_KIND, "stage": miss_requests[j].stage, "model": res.model,
+                "backend": res.backend or backend.name,
+                "input_tokens": res.usage.input_tokens,
+                "output_tokens": res.usage.output_tokens,
+                "cache_creation_input_tokens": res.usage.cache_creation_input_tokens,
+                "cache_read_input_tokens": res.usage.cache_read_input_tokens,
+                "cost_usd": res.cost_usd, "batch": res.batch,
+                "produced_by_model": res.produced_by_model, "wall_s": wall}
+        # Stored outside the lock: concurrent writer threads share one syncfs (group commit).
+        store.save_json(key, res.to_json(), meta)
+        with lock:
             for i in todo[key]:
                 results[i] = res
                 rows[i] = _row(key, requests[i], res, False, wall, "", backend)

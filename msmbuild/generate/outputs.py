@@ -22,7 +22,7 @@ DOCUMENTS_SCHEMA = pa.schema([
     ("domain", STR), ("subdomain", STR), ("doc_type", STR), ("idea", STR),
     ("sample_index", INT), ("text", STR), ("n_chars", INT), ("backend", STR), ("model", STR),
     ("prompt_version", STR), ("produced_by_model", BOOL), ("input_tokens", INT),
-    ("output_tokens", INT), ("cost_usd", FLOAT), ("cache_hit", BOOL),
+    ("output_tokens", INT), ("cost_usd", FLOAT),
 ])
 IDEAS_SCHEMA = pa.schema([
     ("corpus", STR), ("subdomain", STR), ("subdomain_title", STR), ("domain", STR),

@@ -275,7 +275,6 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
             "input_tokens": sum(c["input_tokens"] for c in call_rows),
             "output_tokens": sum(c["output_tokens"] for c in call_rows),
             "cost_usd": float(sum(c["cost_usd"] for c in call_rows)),
-            "cache_hit": all(c["cache_hit"] for c in call_rows),
         })
     return docs
 

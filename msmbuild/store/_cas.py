@@ -238,10 +238,15 @@ class ObjectStore:
         return self.put_json({"format": TREE_FORMAT, "entries": entries})
 
     def sync(self) -> None:
-        """Make every object written since the last sync durable (batched commit)."""
+        """Make every object written since the last sync durable (batched commit).
+
+        The flag is cleared before the syncfs starts: a writer that sets it after that
+        point syncs for itself, and one that set it before is covered by this syncfs
+        (its write completed before it set the flag). Safe with concurrent writer threads.
+        """
         if self._dirty:
-            _syncfs(self.objects_dir)
             self._dirty = False
+            _syncfs(self.objects_dir)
 
     # -- reads ---------------------------------------------------------------
     def get_bytes(self, digest: str) -> bytes:

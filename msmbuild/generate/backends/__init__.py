@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from msmbuild.errors import BackendError
@@ -20,10 +21,12 @@ def make_backend(name: str, params: Params, max_concurrency: int | None = None) 
 
         return OfflineBackend(params.backends.offline)
     if name == "anthropic":
+        from msmbuild.config import store_path
         from msmbuild.generate.backends.anthropic_backend import AnthropicBackend
 
         return AnthropicBackend(params.backends.anthropic, params.prices,
-                                max_concurrency=max_concurrency)
+                                max_concurrency=max_concurrency,
+                                state_dir=Path(store_path(params)) / "batches")
     if name == "hf":
         from msmbuild.generate.backends.hf import HFBackend
 

@@ -4,7 +4,7 @@ Both tokenize the same documents.parquet with the tiny base model's fast tokeniz
 in a fresh subprocess so peak RSS is measured per method. Prints tokens/s, peak memory
 and the ratio (msmbuild / datasets).
 
-    python bench/tokenize.py [--docs 20000] [--workdir /tmp/msm-bench-tokenize]
+    python bench/tokenization.py [--docs 20000] [--workdir /tmp/msm-bench-tokenize]
 """
 
 from __future__ import annotations
