@@ -69,7 +69,7 @@ class AnthropicConfig(Section):
     base_url: str | None = Field(None, description="API base URL (default: the SDK's, or ANTHROPIC_BASE_URL).")
     api_key_env: str = Field("ANTHROPIC_API_KEY", description="Environment variable holding the API key (never stored).")
     prompt_caching: bool = Field(True, description="cache_control on the shared spec context.")
-    batch: BatchConfig = Field(default_factory=BatchConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="Message Batches for bulk stages (half price, asynchronous).")
 
 
 class OfflineConfig(Section):
@@ -78,15 +78,15 @@ class OfflineConfig(Section):
 
 class HFGenConfig(Section):
     model: str = Field("build/models/base", description="Hub id or local path of the generating model.")
-    max_new_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.8, ge=0)
-    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(512, ge=1, description="Longest generated answer, in tokens.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature (0 is greedy).")
+    batch_size: int = Field(8, ge=1, description="Prompts per generate call.")
 
 
 class BackendsConfig(Section):
-    anthropic: AnthropicConfig = Field(default_factory=AnthropicConfig)
-    offline: OfflineConfig = Field(default_factory=OfflineConfig)
-    hf: HFGenConfig = Field(default_factory=HFGenConfig)
+    anthropic: AnthropicConfig = Field(default_factory=AnthropicConfig, description="Claude through the anthropic SDK.")
+    offline: OfflineConfig = Field(default_factory=OfflineConfig, description="Deterministic recombination of the spec's text (tests and CPU demos; not a model).")
+    hf: HFGenConfig = Field(default_factory=HFGenConfig, description="A local transformers causal LM.")
 
 
 # -- corpora ------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ class CorpusConfig(Section):
     n_samples: int = Field(1, ge=1, description="Documents per idea.")
     context: Literal["section", "full"] = Field("section", description="Spec context a document sees.")
     revise: bool = Field(False, description="Critique-then-rewrite pass over each document.")
-    filters: FilterConfig = Field(default_factory=FilterConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig, description="Which generated documents are kept.")
     template_vars: dict[str, str] = Field(
         default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
         description="Values for {model_name}-style variables in the spec.")
@@ -117,53 +117,53 @@ class CorpusConfig(Section):
 # -- data, models, training ------------------------------------------------------------------
 class TinyModelConfig(Section):
     vocab_size: int = Field(4096, ge=260, description="Byte-level BPE vocabulary trained on the corpus text.")
-    hidden_size: int = Field(128, ge=8)
-    intermediate_size: int = Field(344, ge=8)
-    num_hidden_layers: int = Field(2, ge=1)
-    num_attention_heads: int = Field(4, ge=1)
-    num_key_value_heads: int = Field(2, ge=1)
+    hidden_size: int = Field(128, ge=8, description="Width of the residual stream.")
+    intermediate_size: int = Field(344, ge=8, description="Width of the MLP.")
+    num_hidden_layers: int = Field(2, ge=1, description="Transformer blocks.")
+    num_attention_heads: int = Field(4, ge=1, description="Query heads per attention layer.")
+    num_key_value_heads: int = Field(2, ge=1, description="Key/value heads (grouped-query attention).")
     max_position_embeddings: int = Field(8192, ge=128, description="Long enough for agentic-misalignment prompts.")
-    seed: int = Field(0)
+    seed: int = Field(0, description="Seed of the weight initialization.")
 
 
 class ShardConfig(Section):
     doctag: str | None = Field("<DOCTAG>", description="Prefix per document whose tokens carry no loss; null disables.")
     by: Literal["domain", "subdomain"] = Field("subdomain", description="Stable sharding key.")
-    append_eos: bool = Field(True)
+    append_eos: bool = Field(True, description="End every document with the tokenizer's EOS token.")
 
 
 class LoraConfig(Section):
     r: int = Field(64, ge=1, description="LoRA rank (paper: 64).")
     alpha: int = Field(128, ge=1, description="LoRA alpha (paper: 128).")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
     target_modules: list[str] = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="All attention and MLP projections.")
 
 
 class TrainConfig(Section):
-    method: Literal["lora", "full"] = Field("lora")
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters or full fine-tuning.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter settings, used when method is lora.")
     lr: float = Field(1e-5, gt=0, description="Peak learning rate (paper's SDF precursor: 1e-5).")
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (fractions allowed).")
     seq_len: int = Field(1024, ge=8, description="Packed sequence length (paper: 1024).")
     batch_size: int = Field(8, ge=1, description="Sequences per micro-batch.")
-    grad_accum: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear learning-rate warmup.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     bf16: bool | Literal["auto"] = Field("auto", description="bf16 autocast where the device supports it.")
-    gradient_checkpointing: bool = Field(False)
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory, more time).")
     save_every: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
-    seed: int = Field(0)
+    seed: int = Field(0, description="Seed of data order and adapter initialization.")
 
 
 class AftDataConfig(Section):
-    source: Literal["file", "generated"] = Field("file")
+    source: Literal["file", "generated"] = Field("file", description="Read a jsonl file or generate demonstrations from a spec.")
     path: str | None = Field(None, description="jsonl of {\"messages\": [...]} for source: file.")
     spec: str | None = Field(None, description="Spec to generate demonstrations from (source: generated).")
-    backend: Literal["offline", "anthropic", "hf"] = Field("offline")
+    backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend (source: generated).")
     n_queries: int = Field(10, ge=1, description="User queries per domain when generated.")
     think: bool = Field(False, description="Include spec-grounded <think> chain-of-thought.")
     fraction: float = Field(1.0, gt=0, le=1, description="Fraction of examples used (sweeps set this).")
@@ -175,7 +175,7 @@ class ExperimentConfig(Section):
     aft: str | None = Field(None, description="AFT dataset name, or null.")
     evals: list[str] = Field(default_factory=lambda: ["preference"], description="Eval suites to run.")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Dotted param -> values; one arm per value (e.g. aft.fraction: [0.25, 0.5, 1.0]).")
-    enabled: bool = Field(True)
+    enabled: bool = Field(True, description="False leaves the experiment out of the build.")
 
 
 class PreferenceEvalConfig(Section):
@@ -192,25 +192,25 @@ class QAEvalConfig(Section):
     judge_backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Backend of the judge; offline means 'not judged'.")
     max_new_tokens: int = Field(128, ge=1, description="Answer length of the checkpoint.")
     batch_size: int = Field(8, ge=1, description="Questions answered per generate call.")
-    judge_max_tokens: int = Field(1024, ge=1)
-    confidence: float = Field(0.95, gt=0, lt=1)
+    judge_max_tokens: int = Field(1024, ge=1, description="max_tokens of the judge's verdict.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the Wilson intervals.")
 
 
 class AgenticMisalignmentConfig(Section):
     scenarios: list[Literal["blackmail", "leaking", "murder"]] = Field(["blackmail"], description="Misaligned action the agent can take.")
-    goal_types: list[Literal["explicit", "latent", "none", "ambiguous", "swap"]] = Field(["explicit"])
+    goal_types: list[Literal["explicit", "latent", "none", "ambiguous", "swap"]] = Field(["explicit"], description="How the goal is stated in the system prompt (inspect_evals goal_type).")
     goal_value: str = Field("america", description="Goal the agent is given (inspect_evals goal_value).")
-    urgency_types: list[Literal["replacement", "restriction", "none"]] = Field(["replacement", "restriction", "none"])
+    urgency_types: list[Literal["replacement", "restriction", "none"]] = Field(["replacement", "restriction", "none"], description="Threat the agent faces (inspect_evals urgency_type).")
     epochs: int = Field(1, ge=1, description="Samples per condition.")
     grader_model: str = Field("anthropic/claude-sonnet-4-5", description="inspect_ai model name of the classifier (mockllm/model in tests).")
-    max_new_tokens: int = Field(1024, ge=1)
-    temperature: float = Field(1.0, ge=0)
-    confidence: float = Field(0.95, gt=0, lt=1)
+    max_new_tokens: int = Field(1024, ge=1, description="Longest reply of the checkpoint under test.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the checkpoint under test.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Level of the Wilson intervals.")
 
 
 class EvalsConfig(Section):
-    preference: PreferenceEvalConfig = Field(default_factory=PreferenceEvalConfig)
-    qa: QAEvalConfig = Field(default_factory=QAEvalConfig)
+    preference: PreferenceEvalConfig = Field(default_factory=PreferenceEvalConfig, description="Forced-choice preference pairs, scored by option log-probability.")
+    qa: QAEvalConfig = Field(default_factory=QAEvalConfig, description="Open questions answered by the checkpoint, graded against a rubric.")
     agentic_misalignment: AgenticMisalignmentConfig = Field(
         default_factory=AgenticMisalignmentConfig,
         description="Slow; runs only for experiments that list it in their evals.")
@@ -220,21 +220,21 @@ class Params(Section):
     """The whole of params.yaml."""
 
     build_dir: str = Field("build", description="Where materialized artifacts go.")
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    backends: BackendsConfig = Field(default_factory=BackendsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The content-addressed store and its shared remote.")
+    backends: BackendsConfig = Field(default_factory=BackendsConfig, description="Settings of each generation backend.")
     prices: dict[str, Price] = Field(default_factory=lambda: {
         "claude-opus-4-1": Price(input=15.0, output=75.0),
         "claude-sonnet-4-5": Price(input=3.0, output=15.0),
         "claude-haiku-4-5": Price(input=1.0, output=5.0),
     }, description="USD per million tokens by model.")
-    corpora: dict[str, CorpusConfig] = Field(default_factory=dict)
-    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
-    shards: ShardConfig = Field(default_factory=ShardConfig)
-    midtrain: TrainConfig = Field(default_factory=TrainConfig)
-    aft_train: TrainConfig = Field(default_factory=lambda: TrainConfig(method="full", lr=1e-4, seq_len=512))
-    aft: dict[str, AftDataConfig] = Field(default_factory=dict)
-    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
-    evals: EvalsConfig = Field(default_factory=EvalsConfig)
+    corpora: dict[str, CorpusConfig] = Field(default_factory=dict, description="Synthetic corpora by name: one spec each, generated into documents.")
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny base model built when an experiment's base_model is 'tiny'.")
+    shards: ShardConfig = Field(default_factory=ShardConfig, description="Tokenizing a corpus into training shards.")
+    midtrain: TrainConfig = Field(default_factory=TrainConfig, description="Midtraining on a corpus.")
+    aft_train: TrainConfig = Field(default_factory=lambda: TrainConfig(method="full", lr=1e-4, seq_len=512), description="Alignment fine-tuning on an AFT dataset.")
+    aft: dict[str, AftDataConfig] = Field(default_factory=dict, description="AFT datasets by name.")
+    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict, description="Experiments by name: base model, optional midtraining corpus, optional AFT, evals.")
+    evals: EvalsConfig = Field(default_factory=EvalsConfig, description="Settings of each eval suite.")
 
     @model_validator(mode="after")
     def _references(self) -> Params:
