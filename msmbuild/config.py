@@ -166,6 +166,9 @@ class AftDataConfig(Section):
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend (source: generated).")
     n_queries: int = Field(10, ge=1, description="User queries per domain when generated.")
     think: bool = Field(False, description="Include spec-grounded <think> chain-of-thought.")
+    template_vars: dict[str, str] = Field(
+        default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
+        description="Values for {model_name}-style variables in the spec (source: generated).")
     fraction: float = Field(1.0, gt=0, le=1, description="Fraction of examples used (sweeps set this).")
 
 

@@ -5,6 +5,13 @@ Rows are ``{"messages": [{"role": ..., "content": ...}, ...]}`` with optional fi
 target. ``fraction`` keeps a fixed-seed subset that is nested: each row gets a rank from
 the digest of its content, and a fraction keeps the lowest ranks, so the ¼ subset is
 inside the ½ subset and adding rows elsewhere does not reshuffle it.
+
+Source ``generated`` builds the rows from a spec through a generation backend: user
+queries per domain (the spec's top-level sections) → a reply to each with the domain's
+spec text in context (with a ``<think>`` block when ``think``) → a consistency judge per
+example; only replies the judge marks consistent are kept. Every call is a store action
+(``run_requests``), and a call sees only its domain's text, so editing one section
+regenerates that domain's examples only. The spec is not part of the training rows.
 """
 
 from __future__ import annotations
@@ -89,12 +96,26 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
     if name not in params.aft:
         raise TrainingInputError(f"params.yaml: no AFT dataset named {name!r}")
     cfg = params.aft[name]
-    if cfg.source != "file":
-        raise TrainingInputError(
-            f"params.yaml: key 'aft.{name}.source': only 'file' is supported by this build")
-    if not cfg.path:
-        raise TrainingInputError(f"params.yaml: key 'aft.{name}.path' is required for source: file")
-    rows = nested_subset(read_demonstrations(cfg.path), cfg.fraction)
+    if cfg.source == "generated":
+        if store is None:
+            from msmbuild.config import open_store
+
+            store = open_store(params)
+        from msmbuild.train.aft_generate import generate_demonstrations
+
+        generated, report = generate_demonstrations(params, name, store)
+        _write_if_changed(Path(params.build_dir) / "aft" / f"{name}.generation.json",
+                          (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        if not generated:
+            raise TrainingInputError(
+                f"params.yaml: aft.{name}: no generated example passed the consistency filter "
+                f"(see {params.build_dir}/aft/{name}.generation.json)")
+        rows = [validate_row(r, f"aft.{name} generated row {r['id']}") for r in generated]
+    else:
+        if not cfg.path:
+            raise TrainingInputError(f"params.yaml: key 'aft.{name}.path' is required for source: file")
+        rows = read_demonstrations(cfg.path)
+    rows = nested_subset(rows, cfg.fraction)
     out = aft_path(params.build_dir, name, cfg.fraction)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     _write_if_changed(out, data.encode("utf-8"))

@@ -158,6 +158,14 @@ class _Composer:
     def _string(self, name: str, index: int) -> str:
         pool = self.pool
         pick = pool[(self.offset + index) % len(pool)]
+        if self.req.stage.startswith("aft_"):
+            if name == "query":
+                batch = self.facets.get("batch", "1").split()[0]
+                return (f"[offline query {batch}.{index + 1}, not a model] About {self.topic}: "
+                        "what should I do "
+                        f"regarding {_phrase(pick, self.rng).lower()}?")
+            if name == "reason":
+                return "offline backend: not a judge; every reply is marked consistent"
         if name in ("doc_type", "type", "genre"):
             return GENRES[(self.offset + index) % len(GENRES)]
         if name in ("title", "name", "label", "subdomain"):
@@ -171,6 +179,18 @@ class _Composer:
         return pick
 
     # -- free text stages ----------------------------------------------------------------
+    def aft_response(self) -> str:
+        """A reply to the prompt's <query>: marked not-a-model, context sentences quoted;
+        a ``<think>`` block first when the prompt's ``Think:`` line says yes."""
+        m = re.search(r"<query>\n?(.*?)\n?</query>", self.req.prompt, re.S)
+        query = (m.group(1) if m else "").strip()
+        quotes = self.rng.sample(self.pool, min(3, len(self.pool)))
+        reply = (f"[offline reply, not a model] On {self.topic}: " + " ".join(quotes[1:] or quotes))
+        if self.facets.get("think", "").lower() != "yes":
+            return reply + "\n"
+        return (f"<think>\nThe user asks: {query[:200]}\nThe guidance on {self.topic} says: "
+                f"\"{quotes[0]}\" The reply should follow it.\n</think>\n\n{reply}\n")
+
     def document(self) -> str:
         """A document of about 0.7k-3k characters woven from the context's sentences."""
         rng = self.rng
@@ -232,6 +252,8 @@ class OfflineBackend(Backend):
             text = c.critique()
         elif req.stage == "revise":
             text = c.revise()
+        elif req.stage == "aft_response":
+            text = c.aft_response()
         else:
             text = c.document()
         return GenResult(text=text, data=data, model=MODEL_NAME, backend=self.name,

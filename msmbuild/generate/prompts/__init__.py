@@ -15,7 +15,8 @@ from importlib import resources
 
 from msmbuild.errors import MsmbuildError
 
-STAGES = ("subdomains", "assertions", "doc_types", "ideas", "document", "critique", "revise")
+STAGES = ("subdomains", "assertions", "doc_types", "ideas", "document", "critique", "revise",
+          "aft_queries", "aft_response", "aft_consistency")
 
 
 @dataclass(frozen=True)

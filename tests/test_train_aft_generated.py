@@ -1,0 +1,160 @@
+"""AFT data generated from a spec: queries per domain, replies, consistency filter, caching."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import msmbuild.train.aft_generate as aft_generate
+from msmbuild.config import Params
+from msmbuild.errors import SpecError, TrainingInputError
+from msmbuild.generate.backends.base import GenRequest, GenResult, ItemError, OnResult
+from msmbuild.generate.backends.offline import OfflineBackend
+from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
+
+SPEC = """Shared preamble: the assistant follows these rules.
+
+# Alpha
+
+The assistant answers questions about alpha plainly and checks its facts before it speaks.
+
+## Alpha details
+
+When a user asks about alpha prices, the assistant gives the cheapest option first.
+
+# Beta
+
+The assistant declines to guess about beta and says what it does not know about beta.
+
+# Gamma
+
+The assistant keeps gamma answers short and points the user to a reliable gamma source.
+"""
+
+
+class RecordingBackend(OfflineBackend):
+    """The offline backend, recording each request it is sent; optional judge and reply rules."""
+
+    name = "recording"
+
+    def __init__(self, inconsistent_section: str = "", unthinking_section: str = ""):
+        super().__init__()
+        self.sent: list[GenRequest] = []
+        self.inconsistent_section = inconsistent_section
+        self.unthinking_section = unthinking_section
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "rules": [self.inconsistent_section, self.unthinking_section]}
+
+    def answer(self, req: GenRequest) -> GenResult:
+        res = super().answer(req)
+        in_section = f"Section: {self.inconsistent_section}\n" in req.prompt
+        if req.stage == "aft_consistency" and self.inconsistent_section and in_section:
+            res.data = {"consistent": False, "reason": "contradicts the section"}
+            res.text = json.dumps(res.data)
+        if (req.stage == "aft_response" and self.unthinking_section
+                and f"Section: {self.unthinking_section}\n" in req.prompt):
+            res.text = res.text.split("</think>", 1)[-1].strip()
+        return res
+
+    def generate(self, requests: Sequence[GenRequest], on_result: OnResult) -> list[ItemError]:
+        self.sent.extend(requests)
+        return super().generate(requests, on_result)
+
+
+def _params(tmp_path: Path, think: bool = True, n_queries: int = 4, **extra: Any) -> Params:
+    spec = tmp_path / "spec.md"
+    if not spec.exists():
+        spec.write_text(SPEC)
+    return Params.model_validate({
+        "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
+        "aft": {"gen": {"source": "generated", "spec": str(spec), "n_queries": n_queries,
+                        "think": think, **extra}}})
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, backend: RecordingBackend) -> RecordingBackend:
+    monkeypatch.setattr(aft_generate, "make_backend", lambda name, params: backend)
+    return backend
+
+
+def test_offline_generation_gives_n_queries_per_domain_with_think(tmp_path):
+    out = prepare_aft_data(_params(tmp_path, think=True), "gen")
+    rows = read_demonstrations(out)
+    assert len(rows) == 4 * 3
+    assert {r["domain"]: sum(x["domain"] == r["domain"] for x in rows) for r in rows} == {
+        "alpha": 4, "beta": 4, "gamma": 4}
+    for r in rows:
+        user, assistant = r["messages"]
+        assert user["role"] == "user" and "not a model" in user["content"]
+        assert assistant["role"] == "assistant" and assistant["content"].startswith("<think>\n")
+        assert "\n</think>\n\n[offline reply, not a model]" in assistant["content"]
+        assert r["think"] is True and r["produced_by_model"] is False and r["source"] == "generated"
+    assert len({r["messages"][0]["content"] for r in rows}) == len(rows)
+    report = json.loads((tmp_path / "build" / "aft" / "gen.generation.json").read_text())
+    assert report["kept"] == 12 and report["inconsistent"] == 0 and report["malformed"] == 0
+
+
+def test_without_think_no_think_blocks_and_fraction_subsets(tmp_path):
+    rows = read_demonstrations(prepare_aft_data(_params(tmp_path, think=False), "gen"))
+    assert len(rows) == 12
+    assert all("<think>" not in r["messages"][1]["content"] and r["think"] is False for r in rows)
+    half = read_demonstrations(prepare_aft_data(_params(tmp_path, think=False, fraction=0.5), "gen"))
+    assert len(half) == 6 and all(r in rows for r in half)
+
+
+def test_consistency_filter_drops_what_the_judge_rejects(tmp_path, monkeypatch):
+    backend = _use(monkeypatch, RecordingBackend(inconsistent_section="Beta",
+                                                 unthinking_section="Gamma"))
+    rows = read_demonstrations(prepare_aft_data(_params(tmp_path, think=True), "gen"))
+    assert {r["domain"] for r in rows} == {"alpha"} and len(rows) == 4
+    stages = [q.stage for q in backend.sent]
+    # malformed replies (no <think> block) are never sent to the judge
+    assert stages.count("aft_queries") == 3 and stages.count("aft_response") == 12
+    assert stages.count("aft_consistency") == 8
+    report = json.loads((tmp_path / "build" / "aft" / "gen.generation.json").read_text())
+    assert (report["kept"], report["inconsistent"], report["malformed"]) == (4, 4, 4)
+
+
+def test_rerun_makes_no_calls_and_edit_regenerates_one_domain(tmp_path, monkeypatch):
+    p = _params(tmp_path)
+    backend = _use(monkeypatch, RecordingBackend())
+    out = prepare_aft_data(p, "gen")
+    first = read_demonstrations(out)
+    assert len(backend.sent) == 3 + 12 + 12
+    backend.sent.clear()
+    mtime = out.stat().st_mtime_ns
+    assert prepare_aft_data(p, "gen") == out
+    assert backend.sent == [] and out.stat().st_mtime_ns == mtime
+
+    spec = tmp_path / "spec.md"
+    spec.write_text(SPEC.replace("says what it does not know about beta",
+                                 "names the beta sources it would need"))
+    second = read_demonstrations(prepare_aft_data(p, "gen"))
+    assert len(backend.sent) == 1 + 4 + 4
+    assert all("Section: Beta\n" in q.prompt for q in backend.sent)
+    assert [r for r in first if r["domain"] != "beta"] == [r for r in second if r["domain"] != "beta"]
+    old_beta = [r for r in first if r["domain"] == "beta"]
+    new_beta = [r for r in second if r["domain"] == "beta"]
+    assert len(new_beta) == 4 and not any(r in old_beta for r in new_beta)
+
+
+def test_bad_generated_config_fails_before_any_call(tmp_path, monkeypatch):
+    backend = _use(monkeypatch, RecordingBackend())
+    p = Params.model_validate({"build_dir": str(tmp_path / "b"), "store": {"path": str(tmp_path / "s")},
+                               "aft": {"gen": {"source": "generated"}}})
+    with pytest.raises(TrainingInputError, match=r"aft\.gen\.spec' is required"):
+        prepare_aft_data(p, "gen")
+    p = Params.model_validate({"build_dir": str(tmp_path / "b"), "store": {"path": str(tmp_path / "s")},
+                               "aft": {"gen": {"source": "generated", "spec": str(tmp_path / "no.md")}}})
+    with pytest.raises(SpecError, match=r"no\.md: spec file not found"):
+        prepare_aft_data(p, "gen")
+    everything_rejected = _use(monkeypatch, RecordingBackend(inconsistent_section="Alpha"))
+    (tmp_path / "one.md").write_text("# Alpha\n\nThe assistant answers alpha questions plainly and well.\n")
+    p = _params(tmp_path, spec=str(tmp_path / "one.md"))
+    with pytest.raises(TrainingInputError, match="no generated example passed the consistency filter"):
+        prepare_aft_data(p, "gen")
+    assert backend.sent == [] and len(everything_rejected.sent) == 1 + 4 + 4
