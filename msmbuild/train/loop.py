@@ -89,12 +89,29 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+LOG_EVERY = 10
+"""Steps between host syncs: per-step values stay on the device until then (and at saves)."""
+
+
+def make_optimizer(params: list[Any], cfg: TrainConfig) -> Any:
+    """AdamW with the fused kernel where the device supports it (CPU and CUDA), else foreach."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except RuntimeError:  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
 def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_dir: Path,
         on_step: Callable[[int], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Train model (already wrapped by prepare_model); return (unwrapped model, meta).
 
     get_batch(item indices) -> tensors for one micro-batch; item k of the schedule is
-    k mod n_items in a per-epoch seeded order chosen by the caller.
+    k mod n_items in a per-epoch seeded order chosen by the caller. Per-step loss, token
+    count and grad norm stay on the device and are read back every LOG_EVERY steps, at
+    every save and at the end, so the host never waits on the device in between; the log
+    always reaches at least the saved step, so a resumed run redoes only unlogged steps.
     """
     import torch
     from accelerate import Accelerator
@@ -108,7 +125,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     per_step = cfg.batch_size * cfg.grad_accum * world
     torch.manual_seed(cfg.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(trainable, cfg)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -130,41 +147,43 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
 
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    device = accelerator.device
     bar = tqdm(total=steps, initial=start, desc="train", unit="step",
                disable=rank != 0 or None)
+    pending: list[tuple[int, float, float, Any]] = []  # (step, lr, seconds, device stats)
     for step in range(start, steps):
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=accelerator.device)
-        n_tokens = torch.zeros((), device=accelerator.device)
+        stats = torch.zeros(3, device=device)  # loss, tokens, grad norm
         for micro in range(cfg.grad_accum):
             first = step * per_step + (micro * world + rank) * cfg.batch_size
             batch = get_batch(list(range(first, first + cfg.batch_size)))
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             sync = micro == cfg.grad_accum - 1
             ctx = accelerator.no_sync(model) if not sync else contextlib.nullcontext()
             with ctx, accelerator.autocast():
                 loss = model(**batch, use_cache=False).loss / cfg.grad_accum
                 accelerator.backward(loss)
-            loss_sum += loss.detach()
-            n_tokens += batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+            stats[0] += loss.detach()
+            stats[1] += batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
         grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        if grad_norm is not None:
+            stats[2] = grad_norm
         optimizer.step()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_mean = accelerator.reduce(loss_sum, "mean").item()
-        tokens = accelerator.reduce(n_tokens, "sum").item()
-        dt = time.perf_counter() - t0
         done = step + 1
-        if rank == 0:
-            row = {"step": done, "loss": loss_mean, "lr": lr, "grad_norm": float(grad_norm),
-                   "tokens": int(tokens), "tokens_per_s": tokens / dt if dt > 0 else None,
-                   "resumed_from": start or None}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_mean:.3f}")
-            if done % cfg.save_every == 0 and done < steps:
+        pending.append((done, lr, time.perf_counter() - t0, stats))
+        save = done % cfg.save_every == 0 and done < steps
+        if save or done == steps or done % LOG_EVERY == 0:
+            rows = _log_rows(accelerator, pending, start)
+            pending = []
+            if rank == 0:
+                _append_log(log_path, rows)
+                bar.update(len(rows))
+                bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
+        if save:
+            if rank == 0:
                 unwrapped = accelerator.unwrap_model(model)
                 _atomic_torch_save({
                     "step": done,
@@ -174,7 +193,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
                     "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),
                 }, state_path)
-        accelerator.wait_for_everyone()
+            accelerator.wait_for_everyone()
         if on_step is not None:
             on_step(done)
     bar.close()
@@ -183,6 +202,28 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
             "final_loss": rows[-1]["loss"] if rows else None,
             "first_loss": rows[0]["loss"] if rows else None}
     return accelerator.unwrap_model(model), meta
+
+
+def _log_rows(accelerator: Any, pending: list[tuple[int, float, float, Any]],
+              start: int) -> list[dict[str, Any]]:
+    """Log rows of the pending steps: one reduce across processes and one host sync."""
+    import torch
+
+    stats = torch.stack([s for *_, s in pending])
+    loss, tokens = accelerator.reduce(stats[:, :2].contiguous(), "sum").cpu().unbind(1)
+    loss = loss / accelerator.num_processes
+    norms = stats[:, 2].cpu()
+    rows = []
+    for (done, lr, dt, _), l_, n, g in zip(pending, loss.tolist(), tokens.tolist(), norms.tolist(),
+                                          strict=True):
+        rows.append({"step": done, "loss": l_, "lr": lr, "grad_norm": g, "tokens": int(n),
+                     "tokens_per_s": n / dt if dt > 0 else None, "resumed_from": start or None})
+    return rows
+
+
+def _append_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
