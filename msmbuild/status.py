@@ -10,6 +10,7 @@ Two sources, each the authority on its own level:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,8 @@ def snakemake_summary(workdir: str | Path = ".") -> list[OutputStatus]:
     proc = subprocess.run(["snakemake", "--summary", "--cores", "1"], cwd=workdir,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise MsmbuildError(f"snakemake --summary failed: {proc.stderr.strip().splitlines()[-1:]}")
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise MsmbuildError(f"snakemake --summary failed in {workdir}: {last}")
     rows = []
     for line in proc.stdout.splitlines():
         parts = line.split("\t")
@@ -165,14 +167,31 @@ def corpora_feeding(params: Params, artifact: str) -> list[str]:
     return []
 
 
+def _workflow_relative(artifact: str, workdir: str | Path) -> str:
+    """The artifact's path as the workflow names it: relative to workdir, normalized."""
+    path = Path(os.path.normpath(artifact))
+    if path.is_absolute():
+        root = Path(workdir).resolve()
+        try:
+            path = path.resolve().relative_to(root)
+        except ValueError:
+            raise MsmbuildError(f"{artifact}: outside the workflow directory {root}") from None
+    return path.as_posix()
+
+
 def explain(params: Params, artifact: str, workdir: str | Path = ".") -> list[str]:
     """Lines saying whether artifact is up to date and, if not, which input changed."""
     lines = []
+    artifact = _workflow_relative(artifact, workdir)
+    has_snakefile = (Path(workdir) / "Snakefile").is_file()
     rows = [o for o in snakemake_summary(workdir)
-            if o.path == artifact or o.path.startswith(artifact.rstrip("/") + "/")] \
-        if (Path(workdir) / "Snakefile").is_file() else []
-    if not rows and not Path(workdir, artifact).exists():
-        raise MsmbuildError(f"{artifact}: not an output of this workflow")
+            if o.path == artifact or o.path.startswith(artifact + "/")] if has_snakefile else []
+    if not rows:
+        if not Path(workdir, artifact).exists():
+            raise MsmbuildError(f"{artifact}: not an output of this workflow (no such file, "
+                                "and no rule writes it)")
+        if has_snakefile:
+            raise MsmbuildError(f"{artifact}: exists, but no rule of the workflow writes it")
     stale = [o for o in rows if o.stale]
     if rows and not stale:
         lines.append(f"{artifact}: up to date")
