@@ -25,11 +25,12 @@ def train_settings(arm, step):
 
 
 def aft_inputs(wildcards):
-    """An AFT job needs its start checkpoint and its demonstrations file."""
+    """An AFT job needs its start checkpoint and its demonstrations file (or spec, when generated)."""
     arm = AFT_ARMS[wildcards.arm]
     start = (f"{BUILD}/models/midtrain/{arm.midtrain_tag}/config.json" if arm.midtrain
              else base_model_input(arm.base_model))
-    data = PARAMS.aft[arm.aft].path
+    aft = PARAMS.aft[arm.aft]
+    data = aft.spec if aft.source == "generated" else aft.path
     return ([start] if isinstance(start, str) else start) + ([data] if data else [])
 
 

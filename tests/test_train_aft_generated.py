@@ -66,12 +66,14 @@ class RecordingBackend(OfflineBackend):
         return super().generate(requests, on_result)
 
 
-def _params(tmp_path: Path, think: bool = True, n_queries: int = 4, **extra: Any) -> Params:
+def _params(tmp_path: Path, think: bool = True, n_queries: int = 4,
+            backends: dict[str, Any] | None = None, **extra: Any) -> Params:
     spec = tmp_path / "spec.md"
     if not spec.exists():
         spec.write_text(SPEC)
     return Params.model_validate({
         "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
+        "backends": backends or {},
         "aft": {"gen": {"source": "generated", "spec": str(spec), "n_queries": n_queries,
                         "think": think, **extra}}})
 
@@ -158,3 +160,39 @@ def test_bad_generated_config_fails_before_any_call(tmp_path, monkeypatch):
     with pytest.raises(TrainingInputError, match="no generated example passed the consistency filter"):
         prepare_aft_data(p, "gen")
     assert backend.sent == [] and len(everything_rejected.sent) == 1 + 4 + 4
+
+
+def test_anthropic_sdk_judge_verdicts_decide_what_is_kept(tmp_path, monkeypatch):
+    from msmbuild.testing import FakeAnthropic
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-key")
+    real_make = aft_generate.make_backend
+    verdicts: dict[str, bool] = {}
+
+    def recording_make(name: str, params: Params):
+        backend = real_make(name, params)
+        generate = backend.generate
+
+        def spy(requests: Sequence[GenRequest], on_result: OnResult) -> list[ItemError]:
+            def note(i: int, res: GenResult) -> None:
+                if requests[i].stage == "aft_consistency":
+                    query = requests[i].prompt.split("<query>\n", 1)[1].split("\n</query>", 1)[0]
+                    verdicts[query] = res.data["consistent"]
+                on_result(i, res)
+            return generate(requests, note)
+
+        backend.generate = spy  # type: ignore[method-assign]
+        return backend
+
+    monkeypatch.setattr(aft_generate, "make_backend", recording_make)
+    with FakeAnthropic() as server:
+        p = _params(tmp_path, think=False, n_queries=3, backend="anthropic", backends={
+            "anthropic": {"base_url": server.url, "batch": {"enabled": False}}})
+        rows = read_demonstrations(prepare_aft_data(p, "gen"))
+        made = server.stats()["endpoints"]["messages"]
+        assert made == 3 + 9 + 9 and len(verdicts) == 9
+        assert sorted(r["messages"][0]["content"] for r in rows) == sorted(q for q, ok in verdicts.items() if ok)
+        assert 0 < len(rows) < 9  # the fake judge's verdicts are mixed
+        assert all(r["model"] == "claude-opus-4-1" and r["produced_by_model"] for r in rows)
+        prepare_aft_data(p, "gen")
+        assert server.stats()["endpoints"]["messages"] == made

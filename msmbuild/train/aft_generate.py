@@ -63,7 +63,7 @@ def split_reply(text: str, think: bool) -> tuple[str, str] | None:
         if m is None or not m.group(1).strip() or not m.group(2).strip():
             return None
         return m.group(1).strip(), m.group(2).strip()
-    if "<think>" in text or not text.strip():
+    if m is not None or not text.strip():  # a reasoning block where none was asked for
         return None
     return "", text.strip()
 
