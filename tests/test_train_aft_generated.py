@@ -196,3 +196,16 @@ def test_anthropic_sdk_judge_verdicts_decide_what_is_kept(tmp_path, monkeypatch)
         assert all(r["model"] == "claude-opus-4-1" and r["produced_by_model"] for r in rows)
         prepare_aft_data(p, "gen")
         assert server.stats()["endpoints"]["messages"] == made
+
+
+def test_more_queries_past_a_full_batch_only_adds_calls(tmp_path, monkeypatch):
+    backend = _use(monkeypatch, RecordingBackend())
+    (tmp_path / "one.md").write_text("# Alpha\n\nThe assistant answers alpha questions plainly and well.\n")
+    full = aft_generate.QUERIES_PER_CALL
+    first = read_demonstrations(prepare_aft_data(
+        _params(tmp_path, n_queries=full, spec=str(tmp_path / "one.md")), "gen"))
+    backend.sent.clear()
+    second = read_demonstrations(prepare_aft_data(
+        _params(tmp_path, n_queries=full + 3, spec=str(tmp_path / "one.md")), "gen"))
+    assert len(first) == full and len(second) == full + 3 and all(r in second for r in first)
+    assert [q.stage for q in backend.sent] == ["aft_queries"] + ["aft_response"] * 3 + ["aft_consistency"] * 3

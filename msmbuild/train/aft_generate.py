@@ -2,14 +2,15 @@
 
 Domains are the spec's top-level sections (``structural_tree``); each call sees the spec
 preamble plus its domain's text only, so an edit to one section changes the keys of that
-domain's calls and no others. Per domain, ``aft_queries`` calls (at most
-``QUERIES_PER_CALL`` queries each) propose ``n_queries`` user messages; an
+domain's calls and no others. Per domain, ``aft_queries`` calls propose ``n_queries``
+user messages, at most ``QUERIES_PER_CALL`` per call (a prompt names its batch, not the
+batch count, so raising ``n_queries`` past a multiple of it only adds calls); an
 ``aft_response`` call answers each with the domain text in context (a ``<think>`` block
 first when ``think``); an ``aft_consistency`` call judges each well-formed reply against
-the same text, returning ``{consistent, reason}``. Repeated queries of a domain,
-replies malformed for the think setting and rows the judge does not mark consistent are
-dropped and counted. All calls go through ``run_requests``: a rerun is
-lookups only, and a run killed halfway pays only for what it had not finished.
+the same text, returning ``{consistent, reason}``. Repeated queries of a domain, replies
+malformed for the think setting and rows the judge does not mark consistent are dropped
+and counted. All calls go through ``run_requests``: a rerun is lookups only, and a run
+killed halfway pays only for what it had not finished.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampl
         for b in range(batches):
             n = min(QUERIES_PER_CALL, cfg.n_queries - b * QUERIES_PER_CALL)
             q_req.append(_request("aft_queries", d["context"], sampling, schema=_queries_schema(n),
-                                  sample_index=b, domain=d["title"], batch=b + 1, batches=batches, n=n))
+                                  sample_index=b, domain=d["title"], batch=b + 1, n=n))
             q_meta.append((d, n))
     queries = []  # (domain, query index within the domain, query, query call result)
     per_domain: dict[str, int] = {}
