@@ -1,0 +1,131 @@
+"""The edit-one-subdomain story end to end, with the real `dvc repro` and `msmbuild query`.
+
+Two corpora feed two experiments (midtrain → AFT → preference eval). Editing one
+subdomain of one spec and running `dvc repro` again regenerates only that subdomain's
+documents, re-tokenizes only its shard, retrains only the models downstream of that
+corpus, reruns only their evals, updates the report, and `msmbuild query` shows the new
+and the cached calls with their cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+PARAMS = """
+corpora:
+  pro_affordability:
+    spec: specs/pro_affordability.md
+    n_doc_types: 2
+    n_doc_ideas: 2
+  pro_america:
+    spec: specs/pro_america.md
+    n_doc_types: 2
+    n_doc_ideas: 2
+aft:
+  cheese:
+    path: aft/cheese.jsonl
+midtrain:
+  method: lora
+  seq_len: 64
+  batch_size: 4
+  max_steps: 3
+aft_train:
+  method: full
+  seq_len: 64
+  batch_size: 4
+  max_steps: 3
+experiments:
+  afford:
+    midtrain: pro_affordability
+    aft: cheese
+    evals: [preference]
+  america:
+    midtrain: pro_america
+    aft: cheese
+    evals: [preference]
+"""
+
+
+def sh(cmd: list[str], cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def snapshot(ws: Path) -> dict[str, dict[str, str]]:
+    b = ws / "build"
+    return {name: digests(b / name) for name in (
+        "corpora/pro_affordability", "corpora/pro_america", "shards/pro_affordability",
+        "shards/pro_america", "models/midtrain/pro_affordability", "models/midtrain/pro_america",
+        "models/aft/afford", "models/aft/america", "evals/afford", "evals/america", "report")}
+
+
+def test_edit_one_subdomain_then_dvc_repro(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for name in ("Snakefile", "dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, ws)
+    for tree in ("rules", "specs", "evals", "aft"):
+        shutil.copytree(REPO / tree, ws / tree)
+    (ws / "params.yaml").write_text(PARAMS)
+    sh(["git", "init", "-q"], ws)
+    sh(["dvc", "init", "-q"], ws)
+    sh(["dvc", "config", "core.analytics", "false"], ws)
+    sh(["dvc", "repro", "-q"], ws)
+    before = snapshot(ws)
+    assert all(before.values()), {k for k, v in before.items() if not v}
+
+    spec = ws / "specs" / "pro_america.md"
+    text = spec.read_text()
+    spec.write_text(text.replace("### Transport {#transport}\n",
+                                 "### Transport {#transport}\n\nTrains built in Ohio come first.\n", 1))
+    sh(["dvc", "repro", "-q"], ws)
+    after = snapshot(ws)
+
+    # documents: only the transport subdomain's calls missed the cache
+    calls = pq.read_table(ws / "build/corpora/pro_america/calls.parquet").to_pylist()
+    missed = [c for c in calls if not c["cache_hit"]]
+    docs = pq.read_table(ws / "build/corpora/pro_america/documents.parquet").to_pylist()
+    transport = {d["subdomain"] for d in docs if d["section_id"] == "transport"}
+    assert transport and missed
+    assert {c["subdomain"] for c in missed} == transport
+    assert sum(c["stage"] == "document" for c in missed) == sum(d["subdomain"] in transport for d in docs)
+
+    # the other corpus and everything downstream of it: untouched, byte for byte
+    for name in ("corpora/pro_affordability", "shards/pro_affordability",
+                 "models/midtrain/pro_affordability", "models/aft/afford", "evals/afford"):
+        assert after[name] == before[name], name
+
+    # the edited corpus: its one shard re-tokenized, its models retrained, its eval rerun
+    changed_shards = {k for k in after["shards/pro_america"] if after["shards/pro_america"][k]
+                      != before["shards/pro_america"].get(k)}
+    manifest = json.loads((ws / "build/shards/pro_america/manifest.json").read_text())
+    transport_shards = {s["name"] for s in manifest["shards"] if s["group"] in transport}
+    assert changed_shards and all(k == "manifest.json" or k.split(".")[0] in transport_shards
+                                  for k in changed_shards), changed_shards
+    for name in ("models/midtrain/pro_america", "models/aft/america", "evals/america", "report"):
+        assert after[name] != before[name], name
+
+    # the query layer sees the new and the cached calls and their cost
+    out = sh(["msmbuild", "query", "--format", "json",
+              "SELECT corpus, cache_hit, count(*) AS calls, sum(cost_usd) AS cost "
+              "FROM calls GROUP BY ALL ORDER BY ALL"], ws)
+    rows = json.loads(out[out.index("["):])
+    america = {r["cache_hit"]: r["calls"] for r in rows if r["corpus"] == "pro_america"}
+    assert america.get(False) == len(missed) and america.get(True, 0) > 0, rows
