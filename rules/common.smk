@@ -3,6 +3,8 @@
 # with the key's path in the message.
 
 import json
+import sys
+from pathlib import Path
 
 from msmbuild.config import validate_params
 

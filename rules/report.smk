@@ -35,3 +35,18 @@ rule report:
         "logs/results/report.log",
     shell:
         "{MSMBUILD} report --quiet > {log} 2>&1"
+
+
+SUMMARY_SQL = (
+    "SELECT arm, value, round(estimate, 3) AS rate, round(ci_low, 3) AS ci_low, "
+    "round(ci_high, 3) AS ci_high, n FROM eval_summary "
+    "WHERE domain = 'all' AND suite = 'preference' ORDER BY arm, value"
+)
+
+
+onsuccess:
+    # The headline numbers and where the report is, after every successful build.
+    if Path(f"{BUILD}/results/eval_summary.parquet").is_file():
+        print("\nPreference for the value-favoured item (all held-out domains):", file=sys.stderr)
+        shell(f'{MSMBUILD} query "{SUMMARY_SQL}" 1>&2 || true')
+        print(f"Report: {BUILD}/report/index.html", file=sys.stderr)
