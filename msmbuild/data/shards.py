@@ -16,7 +16,6 @@ corpus grows.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from collections import OrderedDict
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from msmbuild.errors import TrainingInputError
+from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.hashing import canonical_json, digest_text
 from msmbuild.store import write_roots
 
@@ -139,15 +139,6 @@ def _tokenize_groups(path: Path, by: str, todo: dict[str, _Group], tokenizer: An
     return out
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
-    if path.is_file() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | None = None) -> Path:
     """Tokenize a corpus into shards (only the shards whose inputs changed); the manifest path."""
     from msmbuild.train.base_model import load_tokenizer, tokenizer_identity
@@ -211,7 +202,7 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
                 "n_docs": sum(s["n_docs"] for s in shards),
                 "n_tokens": sum(s["n_tokens"] for s in shards), "shards": shards}
     path = out_dir / "manifest.json"
-    _write_if_changed(path, json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
+    write_bytes_if_changed(path, json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
     write_roots(params.build_dir, f"shards-{corpus}", [s["key"] for s in shards])
     return path
 

@@ -15,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from msmbuild.fsutil import write_bytes_if_changed  # noqa: F401 - re-exported for stage writers
+
 STR, INT, FLOAT, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
 DOCUMENTS_SCHEMA = pa.schema([
@@ -35,21 +37,6 @@ CALLS_SCHEMA = pa.schema([
     ("cache_creation_input_tokens", INT), ("cache_read_input_tokens", INT),
     ("cost_usd", FLOAT), ("wall_s", FLOAT), ("error", STR),
 ])
-
-
-def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
-    """Write data atomically unless the file already holds exactly these bytes."""
-    path = Path(path)
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return True
 
 
 def json_bytes(value: Any) -> bytes:

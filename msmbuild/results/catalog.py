@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from msmbuild.config import Params
 from msmbuild.experiments import Arm, expand_arms
-from msmbuild.results.tables import write_bytes_if_changed, write_parquet
+from msmbuild.fsutil import write_bytes_if_changed
+from msmbuild.results.tables import write_parquet
 
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
 
@@ -211,11 +212,11 @@ def dvc_outputs(params: Params, summary) -> None:
             continue
         metrics.setdefault(row["arm"], {}).setdefault(row["suite"], {})[
             f"{row['metric']}:{row['value'] or row['condition'] or 'all'}"] = round(float(row["estimate"]), 6)
-    write_bytes_if_changed((json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode(), out / "metrics.json")
+    write_bytes_if_changed(out / "metrics.json", (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
     cols = ["arm", "experiment", "suite", "metric", "value", "condition", "sweep_value", "estimate",
             "ci_low", "ci_high", "n"]
     table = overall[cols] if len(overall) else _frame([], "eval_summary")[cols]
-    write_bytes_if_changed(table.to_csv(index=False).encode(), out / "plots" / "eval_summary.csv")
+    write_bytes_if_changed(out / "plots" / "eval_summary.csv", table.to_csv(index=False).encode())
 
 
 def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
@@ -235,7 +236,7 @@ def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
         counts[table] = len(frame)
         if table == "runs":
             loss_cols = [c for c in ("checkpoint", "stage", "step", "loss") if c in frame.columns]
-            write_bytes_if_changed(frame[loss_cols].to_csv(index=False).encode(), out / "plots" / "loss.csv")
+            write_bytes_if_changed(out / "plots" / "loss.csv", frame[loss_cols].to_csv(index=False).encode())
     dvc_outputs(params, summary)
-    write_bytes_if_changed(catalog_sql(params).encode(), out / "catalog.sql")
+    write_bytes_if_changed(out / "catalog.sql", catalog_sql(params).encode())
     return counts

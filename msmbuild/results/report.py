@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from msmbuild.config import Params
-from msmbuild.results.tables import write_bytes_if_changed
+from msmbuild.fsutil import write_bytes_if_changed
 
 OFFLINE_BANNER = ("Documents in this build came from the offline backend: it is not a model, and its "
                   "documents are not training data of any value. Numbers below exercise the pipeline only.")
@@ -37,7 +37,7 @@ def _save(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     _figure().close(fig)
-    write_bytes_if_changed(buf.getvalue(), path)
+    write_bytes_if_changed(path, buf.getvalue())
 
 
 def _err(frame: Any) -> list[list[float]]:
@@ -237,5 +237,5 @@ def build_report(params: Params, progress: bool = True) -> Path:
     parts.append(f"<p>Total recorded model-call cost: ${0.0 if math.isnan(total) else total:.4f}</p>")
     parts.append("</body></html>\n")
     index = out / "index.html"
-    write_bytes_if_changed("\n".join(parts).encode("utf-8"), index)
+    write_bytes_if_changed(index, "\n".join(parts).encode("utf-8"))
     return index

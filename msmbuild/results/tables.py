@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from msmbuild.fsutil import write_bytes_if_changed
 
 
 def table_bytes(rows: Sequence[dict[str, Any]] | Any) -> bytes:
@@ -23,21 +24,6 @@ def table_bytes(rows: Sequence[dict[str, Any]] | Any) -> bytes:
     return buf.getvalue()
 
 
-def write_bytes_if_changed(data: bytes, path: str | os.PathLike[str]) -> bool:
-    """Write atomically unless the file already holds these bytes; True if written."""
-    path = Path(path)
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
-
-
 def write_parquet(rows: Sequence[dict[str, Any]] | Any, path: str | os.PathLike[str]) -> bool:
     """Write rows as parquet (atomic, skipped when unchanged); True if written."""
-    return write_bytes_if_changed(table_bytes(rows), path)
+    return write_bytes_if_changed(path, table_bytes(rows))

@@ -11,19 +11,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.hashing import canonical_json
 
 
 def write_roots(build_dir: str | os.PathLike[str], name: str, keys: Iterable[str]) -> Path:
     """Record the action keys behind the output called name (atomic, write-if-changed)."""
     path = Path(build_dir) / "refs" / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = canonical_json({"actions": sorted(set(keys))})
-    if path.is_file() and path.read_bytes() == data:
-        return path
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_if_changed(path, canonical_json({"actions": sorted(set(keys))}))
     return path
 
 

@@ -17,11 +17,11 @@ regenerates that domain's examples only. The spec is not part of the training ro
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
+from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.hashing import canonical_json, digest_bytes
 
 if TYPE_CHECKING:
@@ -82,15 +82,6 @@ def nested_subset(rows: list[dict[str, Any]], fraction: float) -> list[dict[str,
     return [r for i, r in enumerate(rows) if i in keep]
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
-    if path.is_file() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> Path:
     """Write build/aft/<name>[-fraction<f>].jsonl from the dataset's source, applying its fraction."""
     if name not in params.aft:
@@ -104,7 +95,7 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
         from msmbuild.train.aft_generate import generate_demonstrations
 
         generated, report = generate_demonstrations(params, name, store)
-        _write_if_changed(Path(params.build_dir) / "aft" / f"{name}.generation.json",
+        write_bytes_if_changed(Path(params.build_dir) / "aft" / f"{name}.generation.json",
                           (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
         if not generated:
             raise TrainingInputError(
@@ -118,5 +109,5 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
     rows = nested_subset(rows, cfg.fraction)
     out = aft_path(params.build_dir, name, cfg.fraction)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
-    _write_if_changed(out, data.encode("utf-8"))
+    write_bytes_if_changed(out, data.encode("utf-8"))
     return out
