@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from msmbuild.config import Params
+    from msmbuild.data.packing import PackedCorpus
     from msmbuild.experiments import Arm
     from msmbuild.store import MemoResult, Store
 
@@ -35,10 +36,31 @@ def model_dtype(cfg: Any) -> Any:
     return torch.bfloat16 if cfg.method == "lora" and use_bf16(cfg) else torch.float32
 
 
+def packed_batches(packed: PackedCorpus, seed: int) -> Callable[[list[int]], dict[str, Any]]:
+    """The midtraining get_batch: schedule items -> one (batch, seq_len) block per item.
+
+    Item k is block epoch_order(n_blocks, k, seed); the blocks are copied straight from
+    the memory-mapped shards into one preallocated int64 array per field.
+    """
+    import numpy as np
+    import torch
+
+    from msmbuild.data.packing import epoch_order
+
+    def get_batch(items: list[int]) -> dict[str, Any]:
+        ids = np.empty((len(items), packed.seq_len), dtype=np.int64)
+        labels = np.empty_like(ids)
+        for row, k in enumerate(items):
+            ids[row], labels[row] = packed.block(epoch_order(packed.n_blocks, k, seed))
+        return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+
+    return get_batch
+
+
 def run_midtrain(params: Params, arm: Arm, store: Store, *,
                  on_step: Callable[[int], None] | None = None) -> MemoResult:
     """Midtrain arm's base model on its corpus; materialized at arm.midtrain_dir(build)."""
-    from msmbuild.data.packing import PackedCorpus, epoch_order
+    from msmbuild.data.packing import PackedCorpus
     from msmbuild.data.shards import load_manifest, manifest_path, shard_digests
     from msmbuild.train.base_model import (
         load_model,
@@ -83,17 +105,8 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     dest = arm.midtrain_dir(p.build_dir)
 
     def compute(out: Path) -> dict[str, Any]:
-        import numpy as np
-        import torch
-
         model = prepare_model(load_model(base.path, model_dtype(cfg)), cfg)
-
-        def get_batch(items: list[int]) -> dict[str, Any]:
-            blocks = [packed.block(epoch_order(packed.n_blocks, k, cfg.seed)) for k in items]
-            ids = torch.from_numpy(np.stack([b[0] for b in blocks]))
-            labels = torch.from_numpy(np.stack([b[1] for b in blocks]))
-            return {"input_ids": ids, "labels": labels}
-
+        get_batch = packed_batches(packed, cfg.seed)
         trained, meta = fit(model, cfg, packed.n_blocks, get_batch, state_dir, on_step)
         if rank == 0:
             save_checkpoint(trained, tokenizer, cfg, out, state_dir)
