@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -139,6 +140,7 @@ def main() -> None:
     times: dict[str, list[tuple[float, float]]] = {"msmbuild": [], "trainer": []}
     for r in range(args.rounds):
         for name in (["msmbuild", "trainer"] if r % 2 == 0 else ["trainer", "msmbuild"]):
+            gc.collect()  # the previous run's model and optimizer go before this one starts
             times[name].append(runs[name]())
 
     def summary(k: int) -> dict[str, float]:

@@ -113,11 +113,14 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     every save and at the end, so the host never waits on the device in between; the log
     always reaches at least the saved step, so a resumed run redoes only unlogged steps.
     """
+    import gc
+
     import torch
     from accelerate import Accelerator
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
+    gc.collect()  # garbage of earlier work in this process (a merged adapter, a loaded model) goes first
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg) else "no",
                               cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
