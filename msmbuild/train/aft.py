@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from msmbuild.experiments import Arm
     from msmbuild.store import MemoResult, Store
 
-AFT_VERSION = 1
+AFT_VERSION = 2  # 2: fused AdamW (different rounding than 1)
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,

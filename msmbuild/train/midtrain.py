@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from msmbuild.experiments import Arm
     from msmbuild.store import MemoResult, Store
 
-MIDTRAIN_VERSION = 1
+MIDTRAIN_VERSION = 2  # 2: fused AdamW (different rounding than 1)
 
 
 def model_dtype(cfg: Any) -> Any:
