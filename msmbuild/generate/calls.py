@@ -23,6 +23,7 @@ from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
 from msmbuild.store import Store
 
 CALL_KIND = "generate"
+SYNC_EVERY_S = 1.0  # how often bulk generation makes stored results durable
 CALL_COLUMNS = ["key", "corpus", "stage", "subdomain", "backend", "model", "cache_hit",
                 "input_tokens", "output_tokens", "cache_creation_input_tokens",
                 "cache_read_input_tokens", "cost_usd", "wall_s", "error"]
@@ -112,6 +113,7 @@ def run_requests(
     miss_requests = [requests[todo[k][0]] for k in miss_keys]
     lock = threading.Lock()
     last = [time.perf_counter()]
+    last_sync = [time.perf_counter()]
 
     def on_result(j: int, res: GenResult) -> None:
         key = miss_keys[j]
@@ -127,8 +129,12 @@ def run_requests(
                 "cache_read_input_tokens": res.usage.cache_read_input_tokens,
                 "cost_usd": res.cost_usd, "batch": res.batch,
                 "produced_by_model": res.produced_by_model, "wall_s": wall}
-        # Stored outside the lock: concurrent writer threads share one syncfs (group commit).
-        store.save_json(key, res.to_json(), meta)
+        # Stored outside the lock, made durable in groups: one syncfs about every second
+        # (and when the run ends) covers every result written before it.
+        store.save_json(key, res.to_json(), meta, durable=False)
+        if now - last_sync[0] >= SYNC_EVERY_S:
+            last_sync[0] = now
+            store.sync()
         with lock:
             for i in todo[key]:
                 results[i] = res
@@ -144,7 +150,10 @@ def run_requests(
     failures: list[str] = []
     try:
         if miss_requests:
-            errors = backend.generate(miss_requests, on_result)
+            try:
+                errors = backend.generate(miss_requests, on_result)
+            finally:
+                store.sync()  # every stored result durable, also when generation fails
             for err in sorted(errors, key=lambda e: e.index):
                 key = miss_keys[err.index]
                 for i in todo[key]:

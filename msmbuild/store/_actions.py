@@ -6,9 +6,9 @@ fan-out directory, fsync, rename) after the objects it names have been made dura
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -55,6 +55,8 @@ class ActionCache:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.actions_dir = self.root / "actions"
+        self._fans: set[str] = set()
+        self._tmp_counter = itertools.count()
 
     def path(self, key: str) -> Path:
         """Where the record for key lives."""
@@ -71,25 +73,38 @@ class ActionCache:
             return None
         return ActionResult.from_bytes(data, str(path))
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        """Write an encoded record atomically and durably."""
+    def put_bytes(self, key: str, data: bytes, durable: bool = True) -> None:
+        """Write an encoded record atomically; fsynced unless durable is False.
+
+        A non-durable record survives a killed process (it is in the page cache) and is
+        made durable by the store's next sync; after a power loss it may be missing or
+        unreadable, which reads treat as a cache miss.
+        """
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        parent = os.fspath(path.parent)
+        if parent not in self._fans:
+            os.makedirs(parent, exist_ok=True)
+            self._fans.add(parent)
+        tmp = os.path.join(parent, f".tmp-{os.getpid()}-{next(self._tmp_counter)}")
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put(self, result: ActionResult) -> None:
+    def put(self, result: ActionResult, durable: bool = True) -> None:
         """Write a record (caller has made its outputs durable first)."""
         result.meta.setdefault("created", time.time())
-        self.put_bytes(result.key, result.to_bytes())
+        self.put_bytes(result.key, result.to_bytes(), durable)
 
     def iter_keys(self) -> Iterator[str]:
         """Every action key present locally."""

@@ -26,6 +26,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -87,7 +88,12 @@ class ObjectStore:
         self.root = Path(root)
         self.objects_dir = self.root / "objects"
         self.link_modes = tuple(link_modes)
-        self._dirty = False
+        # Group commit: writes bump _written; a sync records the _written it started at.
+        # A caller is durable once _synced reaches the count read after its own write.
+        self._count_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = 0
+        self._synced = 0
         self._objects_str = os.fspath(self.objects_dir)
         self._fans: set[str] = set()
         self._tmp_counter = itertools.count()
@@ -143,7 +149,7 @@ class ObjectStore:
     def _install(self, tmp: str | Path, digest: str) -> None:
         os.chmod(tmp, 0o444)
         os.replace(tmp, os.path.join(self._fan_dir(digest), digest[2:]))
-        self._dirty = True
+        self.mark_dirty()
 
     def _write_new(self, digest: str, data: bytes | memoryview) -> None:
         """Write data as the object digest unless it is already present."""
@@ -159,7 +165,7 @@ class ObjectStore:
             os.close(fd)
             fd = -1
             os.replace(tmp, dest)
-            self._dirty = True
+            self.mark_dirty()
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -237,16 +243,26 @@ class ObjectStore:
             entries.append([rel, digest, size, executable])
         return self.put_json({"format": TREE_FORMAT, "entries": entries})
 
-    def sync(self) -> None:
-        """Make every object written since the last sync durable (batched commit).
+    def mark_dirty(self) -> None:
+        """Note a completed write that the next sync must cover."""
+        with self._count_lock:
+            self._written += 1
 
-        The flag is cleared before the syncfs starts: a writer that sets it after that
-        point syncs for itself, and one that set it before is covered by this syncfs
-        (its write completed before it set the flag). Safe with concurrent writer threads.
+    def sync(self) -> None:
+        """Make every write completed before this call durable (batched, group commit).
+
+        One syncfs covers every write that completed before it started; concurrent
+        callers whose writes it covers return without a syscall of their own.
         """
-        if self._dirty:
-            self._dirty = False
+        target = self._written
+        if self._synced >= target:
+            return
+        with self._sync_lock:
+            if self._synced >= target:
+                return
+            start = self._written
             _syncfs(self.objects_dir)
+            self._synced = max(self._synced, start)
 
     # -- reads ---------------------------------------------------------------
     def get_bytes(self, digest: str) -> bytes:

@@ -188,7 +188,11 @@ class Store:
     # -- actions -------------------------------------------------------------
     def get_action(self, key: str) -> tuple[ActionResult, str] | None:
         """The action's record and its source tier, or None; outputs are made local."""
-        record = self.actions.get(key)
+        try:
+            record = self.actions.get(key)
+        except StoreError as exc:  # e.g. a record whose bytes a power loss took away
+            log.warning("%s; the action will be recomputed", exc)
+            record = None
         source = "local"
         if record is None and self.remote is not None:
             data = self.remote.get_action(key)
@@ -207,12 +211,24 @@ class Store:
             self.actions.put(record)
         return record, source
 
-    def save_action(self, key: str, outputs: dict[str, str], meta: dict[str, Any]) -> ActionResult:
-        """Record an action whose outputs are already in the CAS (sync first, then record)."""
-        self.cas.sync()
+    def save_action(self, key: str, outputs: dict[str, str], meta: dict[str, Any],
+                    durable: bool = True) -> ActionResult:
+        """Record an action whose outputs are already in the CAS (sync first, then record).
+
+        With durable=False neither the outputs nor the record are synced here: the next
+        ``sync()`` (one syncfs for everything written so far) makes them durable together;
+        bulk writers call it every second or so and when they finish. A killed process
+        loses nothing (the page cache survives it). A power loss before the sync can leave
+        a record whose object never reached the disk; reads verify every digest, so such
+        an action is treated as a miss and recomputed, never trusted.
+        """
+        if durable:
+            self.cas.sync()
         record = ActionResult(key=key, outputs=outputs, meta=dict(meta))
         record.meta.setdefault("created", time.time())
-        self.actions.put(record)
+        self.actions.put(record, durable)
+        if not durable:
+            self.cas.mark_dirty()
         if self.write_through:
             self.push_keys([key])
         return record
@@ -226,10 +242,11 @@ class Store:
         record, source = found
         return MemoResult(key, self.get_json(record.outputs["value"]), record.meta, True, source)
 
-    def save_json(self, key: str, value: Any, meta: dict[str, Any]) -> MemoResult:
-        """Store a JSON value as the result of an action."""
+    def save_json(self, key: str, value: Any, meta: dict[str, Any],
+                  durable: bool = True) -> MemoResult:
+        """Store a JSON value as the result of an action (see save_action for durable)."""
         digest = self.cas.put_json(value)
-        record = self.save_action(key, {"value": digest}, meta)
+        record = self.save_action(key, {"value": digest}, meta, durable)
         return MemoResult(key, value, record.meta, False, "computed")
 
     def memo_json(

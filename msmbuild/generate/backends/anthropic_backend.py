@@ -325,10 +325,15 @@ class _Run:
         body = dict(params)
         # Sampling parameters left the SDK's typed signature; the API takes them in the body.
         extra = {k: body.pop(k) for k in _BODY_ONLY if k in body}
-        raw = await self._retrying(
-            lambda: self.client.messages.with_raw_response.create(**body, extra_body=extra or None),
-            limited=True)
-        return await raw.parse()
+
+        async def call() -> tuple[Any, Any]:
+            # The body is read inside the limited section: a slot is held until the
+            # connection is free again, so connections in use never exceed the limit.
+            raw = await self.client.messages.with_raw_response.create(**body, extra_body=extra or None)
+            return raw, await raw.parse()
+
+        _raw, message = await self._retrying(call, limited=True)
+        return message
 
     async def _retrying(self, call: Callable[[], Any], limited: bool) -> Any:
         """Await call() with retries; honours retry-after and rate-limit headers."""
@@ -360,7 +365,8 @@ class _Run:
                 delay = _backoff(attempt)
                 last = f"{type(exc).__name__}: {exc}"
             else:
-                headers = getattr(response, "headers", None)
+                head = response[0] if isinstance(response, tuple) else response
+                headers = getattr(head, "headers", None)
                 if headers is not None and (wait := pause_from_headers(headers)) > 0:
                     self.limiter.pause(wait)
                 return response

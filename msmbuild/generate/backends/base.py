@@ -62,8 +62,11 @@ class GenResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """Encoding stored in the action cache."""
-        return asdict(self)
+        """Encoding stored in the action cache (shallow: asdict's deep copy is a hot-path cost)."""
+        return {"text": self.text, "data": self.data, "usage": vars(self.usage).copy(),
+                "cost_usd": self.cost_usd, "model": self.model, "backend": self.backend,
+                "produced_by_model": self.produced_by_model, "batch": self.batch,
+                "meta": dict(self.meta)}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> GenResult:
