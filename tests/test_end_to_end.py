@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from workspace_helpers import init_git_dvc, make_workflow_workspace, sh
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +54,6 @@ experiments:
 """
 
 
-def sh(cmd: list[str], cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
 def digests(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -77,16 +68,8 @@ def snapshot(ws: Path) -> dict[str, dict[str, str]]:
 
 
 def test_edit_one_subdomain_then_dvc_repro(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "dvc.yaml", ".gitignore"):
-        shutil.copy(REPO / name, ws)
-    for tree in ("rules", "specs", "evals", "aft"):
-        shutil.copytree(REPO / tree, ws / tree)
-    (ws / "params.yaml").write_text(PARAMS)
-    sh(["git", "init", "-q"], ws)
-    sh(["dvc", "init", "-q"], ws)
-    sh(["dvc", "config", "core.analytics", "false"], ws)
+    ws = make_workflow_workspace(tmp_path / "ws", PARAMS, ("pro_affordability.md", "pro_america.md"))
+    init_git_dvc(ws)
     sh(["dvc", "repro", "-q"], ws)
     before = snapshot(ws)
     assert all(before.values()), {k for k, v in before.items() if not v}

@@ -12,14 +12,11 @@ The whole chain runs through the real `snakemake` workflow.
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from workspace_helpers import make_workflow_workspace, sh
 
 pytestmark = pytest.mark.slow
 
@@ -58,16 +55,8 @@ def sign_test_p(wins: int, losses: int) -> float:
 
 
 def test_midtraining_on_opposite_specs_moves_preference_apart(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "dvc.yaml"):
-        shutil.copy(REPO / name, ws)
-    for tree in ("rules", "specs", "evals", "aft"):
-        shutil.copytree(REPO / tree, ws / tree)
-    (ws / "params.yaml").write_text(PARAMS)
-    proc = subprocess.run(["snakemake", "--cores", "2", "-q"], cwd=ws, capture_output=True,
-                          text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    ws = make_workflow_workspace(tmp_path / "ws", PARAMS, ("pro_affordability.md", "pro_america.md"))
+    sh(["snakemake", "--cores", "2", "-q"], ws, timeout=1200)
 
     con = duckdb.connect()
     items = str(ws / "build/evals/*/preference/items.parquet")

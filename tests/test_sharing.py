@@ -10,16 +10,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from workspace_helpers import init_git_dvc, make_workflow_workspace, sh
 
 pytestmark = pytest.mark.slow
 
@@ -55,29 +51,10 @@ experiments:
 """
 
 
-def sh(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
 def make_origin(root: Path, store_remote: Path, dvc_remote: Path) -> Path:
-    a = root / "a"
-    a.mkdir()
-    for name in ("Snakefile", "dvc.yaml", ".gitignore"):
-        shutil.copy(REPO / name, a)
-    for tree in ("rules", "evals", "aft"):
-        shutil.copytree(REPO / tree, a / tree)
-    (a / "specs").mkdir()
-    for spec in ("pro_affordability.md", "pro_america.md"):
-        shutil.copy(REPO / "specs" / spec, a / "specs")
-    (a / "params.yaml").write_text(params_yaml(store_remote))
-    sh(["git", "init", "-q"], a)
-    sh(["git", "config", "user.email", "a@msmbuild"], a)
-    sh(["git", "config", "user.name", "a"], a)
-    sh(["dvc", "init", "-q"], a)
-    sh(["dvc", "config", "core.analytics", "false"], a)
+    a = make_workflow_workspace(root / "a", params_yaml(store_remote),
+                                ("pro_affordability.md", "pro_america.md"))
+    init_git_dvc(a)
     sh(["dvc", "remote", "add", "-d", "team", str(dvc_remote)], a)
     sh(["git", "add", "-A"], a)
     sh(["git", "commit", "-qm", "workspace"], a)

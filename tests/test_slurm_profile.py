@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from workspace_helpers import make_workflow_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,18 +33,10 @@ def _slurm_ready() -> str | None:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("Snakefile", "dvc.yaml"):
-        shutil.copy(REPO / name, ws)
-    for tree in ("rules", "aft", "evals"):
-        shutil.copytree(REPO / tree, ws / tree)
-    (ws / "specs").mkdir()
-    shutil.copy(REPO / "specs" / "pro_america.md", ws / "specs")
-    (ws / "params.yaml").write_text(
-        "corpora:\n  pro_america:\n    spec: specs/pro_america.md\n"
-        "    n_doc_types: 2\n    n_doc_ideas: 2\n")
-    return ws
+    return make_workflow_workspace(
+        tmp_path / "ws",
+        "corpora:\n  pro_america:\n    spec: specs/pro_america.md\n    n_doc_types: 2\n    n_doc_ideas: 2\n",
+        ("pro_america.md",))
 
 
 def _run_profile(ws: Path, store: Path) -> subprocess.CompletedProcess:
