@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_STATE_DIR = Path(".msmbuild/store") / "batches"
-WRITER_THREADS = 8
+WRITER_THREADS = 2  # answers are encoded and stored here; more threads only contend for the GIL
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 60.0
 _RETRY_STATUSES = {408, 409, 429}
