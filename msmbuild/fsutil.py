@@ -7,8 +7,11 @@ sees half a file and a crash never leaves one.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
@@ -28,3 +31,23 @@ def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
         tmp.unlink(missing_ok=True)
         raise
     return True
+
+
+def iter_jsonl(path: str | os.PathLike[str], error: type[Exception],
+               what: str) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded value) for each non-blank line of a jsonl file.
+
+    A missing file or a line that is not JSON raises `error` naming the file (and line);
+    `what` says what the file holds ("eval data", "AFT data").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} file not found")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from msmbuild.evaluate.local_model import EvalInputError
+from msmbuild.fsutil import iter_jsonl
 
 
 def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
     """Rows of a jsonl file, each checked for the required keys and their types."""
     path = Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"{path}: eval data file not found")
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalInputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+    for lineno, row in iter_jsonl(path, EvalInputError, "eval data"):
         if not isinstance(row, dict):
             raise EvalInputError(f"{path}:{lineno}: expected an object")
         for key, kind in required.items():

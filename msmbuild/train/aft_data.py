@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
-from msmbuild.fsutil import write_bytes_if_changed
+from msmbuild.fsutil import iter_jsonl, write_bytes_if_changed
 from msmbuild.hashing import canonical_json, digest_bytes
 
 if TYPE_CHECKING:
@@ -54,18 +54,8 @@ def validate_row(row: Any, where: str) -> dict[str, Any]:
 def read_demonstrations(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a jsonl file of chat demonstrations."""
     path = Path(path)
-    if not path.is_file():
-        raise TrainingInputError(f"{path}: AFT data file does not exist")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainingInputError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
-            rows.append(validate_row(row, f"{path}:{n}"))
+    rows = [validate_row(row, f"{path}:{n}")
+            for n, row in iter_jsonl(path, TrainingInputError, "AFT data")]
     if not rows:
         raise TrainingInputError(f"{path}: no demonstrations")
     return rows
