@@ -2,12 +2,13 @@
 
 Both talk to the loopback API server (msmbuild.testing.fake_anthropic) running in its own
 process with a fixed latency per request. The backend side is the whole path a stage
-uses: run_requests (keys, store lookups, a store write per answer), the process-wide
-limiter, retries wrapper, usage and cost. The bare side is the minimal client a user
-would write: one AsyncAnthropic, an asyncio.Semaphore, gather. Each level runs both sides
-``--repeats`` times, alternating, and keeps each side's best run (the machine is shared).
-A third side runs the backend with an on_result that writes to the store without
-run_requests' lock, to show what the store's concurrent writers (one shared sync) give.
+uses: run_requests (keys, store lookups, a store write per answer through the result
+writer), the process-wide limiter, retries, usage and cost, on the backend's configured
+HTTP transport (aiohttp by default). The bare side is the minimal client a user would
+write: one default AsyncAnthropic, an asyncio.Semaphore, gather. A third side is the same
+bare loop on the SDK's aiohttp transport, so the table separates what the transport buys
+from what msmbuild's own path costs. Each level runs every side ``--repeats`` times,
+alternating, and reports each side's median run.
 
     python bench/generate.py                      # latency 0.2 s, concurrency 8 32 128
     python bench/generate.py --levels 8 --n 200   # a quick look
@@ -23,6 +24,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -43,12 +45,13 @@ def _requests(tag: str, n: int) -> list[GenRequest]:
             for i in range(n)]
 
 
-def bare_loop(url: str, requests: list[GenRequest], concurrency: int) -> float:
+def bare_loop(url: str, requests: list[GenRequest], concurrency: int, aiohttp: bool = False) -> float:
     """Seconds for a bare AsyncAnthropic + Semaphore loop to answer every request."""
-    from anthropic import AsyncAnthropic
+    from anthropic import AsyncAnthropic, DefaultAioHttpClient
 
     async def main() -> None:
-        client = AsyncAnthropic(base_url=url, api_key=KEY)
+        http_client = DefaultAioHttpClient() if aiohttp else None
+        client = AsyncAnthropic(base_url=url, api_key=KEY, http_client=http_client)
         sem = asyncio.Semaphore(concurrency)
 
         async def one(req: GenRequest) -> str:
@@ -67,9 +70,10 @@ def bare_loop(url: str, requests: list[GenRequest], concurrency: int) -> float:
     return time.perf_counter() - start
 
 
-def through_backend(url: str, requests: list[GenRequest], concurrency: int) -> float:
+def through_backend(url: str, requests: list[GenRequest], concurrency: int,
+                    http_client: str = "aiohttp") -> float:
     """Seconds for run_requests + AnthropicBackend (fresh store, every request a miss)."""
-    cfg = AnthropicConfig(model=MODEL, base_url=url, batch=BatchConfig(enabled=False))
+    cfg = AnthropicConfig(model=MODEL, base_url=url, batch=BatchConfig(enabled=False), http_client=http_client)
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
         store = Store(Path(tmp) / "store")
         backend = AnthropicBackend(cfg, Params().prices, max_concurrency=concurrency,
@@ -81,71 +85,48 @@ def through_backend(url: str, requests: list[GenRequest], concurrency: int) -> f
     return elapsed
 
 
-def through_backend_direct(url: str, requests: list[GenRequest], concurrency: int) -> float:
-    """Seconds for AnthropicBackend with on_result writing to the store without a lock.
-
-    The same store write per answer as run_requests (value object, sync, action record),
-    minus run_requests' lock around it: shows what concurrent writers sharing one sync
-    would give.
-    """
-    from msmbuild.generate.calls import call_key
-
-    cfg = AnthropicConfig(model=MODEL, base_url=url, batch=BatchConfig(enabled=False))
-    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-        store = Store(Path(tmp) / "store")
-        backend = AnthropicBackend(cfg, Params().prices, max_concurrency=concurrency,
-                                   state_dir=Path(tmp) / "batches")
-        start = time.perf_counter()
-        keys = [call_key(store, backend, r) for r in requests]
-        assert all(store.lookup_json(k) is None for k in keys)
-
-        def on_result(i, res) -> None:
-            store.save_json(keys[i], res.to_json(), {"kind": "generate", "model": res.model,
-                                                     "cost_usd": res.cost_usd})
-
-        errors = backend.generate(requests, on_result)
-        elapsed = time.perf_counter() - start
-    assert not errors, errors
-    return elapsed
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run every level and print the comparison table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.2, help="server seconds per request")
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--n", type=int, default=0, help="requests per run (default 10 x concurrency, at least 200)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp",
+                        help="the backend's transport (backends.anthropic.http_client)")
     args = parser.parse_args(argv)
     os.environ["ANTHROPIC_API_KEY"] = KEY
     proc, url = spawn_server(latency_s=args.latency, answer_chars=2000)
+    sides = {"bare": lambda u, r, c: bare_loop(u, r, c),
+             "bare_aiohttp": lambda u, r, c: bare_loop(u, r, c, aiohttp=True),
+             "backend": lambda u, r, c: through_backend(u, r, c, args.http_client)}
     rows = []
     try:
+        bare_loop(url, _requests("warm-up", 100), 8)
         for level in args.levels:
             n = args.n or max(200, 10 * level)
-            ideal = level / args.latency
-            bare_best = backend_best = direct_best = float("inf")
+            runs: dict[str, list[float]] = {side: [] for side in sides}
             for rep in range(args.repeats):
-                bare_best = min(bare_best, bare_loop(url, _requests(f"bare-{level}-{rep}", n), level))
-                backend_best = min(backend_best, through_backend(url, _requests(f"msm-{level}-{rep}", n), level))
-                direct_best = min(direct_best, through_backend_direct(
-                    url, _requests(f"direct-{level}-{rep}", n), level))
-            bare_rate, backend_rate, direct_rate = n / bare_best, n / backend_best, n / direct_best
-            rows.append((level, n, bare_rate, backend_rate, backend_rate / bare_rate,
-                         bare_rate / ideal, backend_rate / ideal, direct_rate / bare_rate))
-            print(f"concurrency {level}: bare {bare_rate:.1f}/s, backend {backend_rate:.1f}/s, "
-                  f"backend with unlocked store writes {direct_rate:.1f}/s", file=sys.stderr)
+                for side, run in sides.items():
+                    runs[side].append(n / run(url, _requests(f"{side}-{level}-{rep}", n), level))
+            rate = {side: statistics.median(v) for side, v in runs.items()}
+            rows.append((level, n, rate))
+            print(f"concurrency {level}: " + ", ".join(
+                f"{side} {' '.join(f'{x:.0f}' for x in v)}/s" for side, v in runs.items()), file=sys.stderr)
         max_in_flight = stats_remote(url)["max_in_flight"]
     finally:
         proc.terminate()
         proc.wait()
-    print(f"latency {args.latency:g} s per request; server max in flight {max_in_flight}")
-    print("| concurrency | requests | bare docs/s | run_requests + backend docs/s | ratio to bare "
-          "| bare / (c/latency) | backend / (c/latency) | ratio, unlocked store writes |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for level, n, bare_rate, backend_rate, ratio, bare_frac, backend_frac, direct_ratio in rows:
-        print(f"| {level} | {n} | {bare_rate:.1f} | {backend_rate:.1f} | {ratio:.2f} | {bare_frac:.2f} "
-              f"| {backend_frac:.2f} | {direct_ratio:.2f} |")
+    print(f"latency {args.latency:g} s per request; median of {args.repeats} alternating runs; "
+          f"msmbuild on {args.http_client}; server max in flight {max_in_flight}")
+    print("| concurrency | requests | bare docs/s | bare on aiohttp docs/s | msmbuild docs/s "
+          "| msmbuild / bare | msmbuild / bare on aiohttp | bare / (c/latency) | msmbuild / (c/latency) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for level, n, rate in rows:
+        ideal = level / args.latency
+        print(f"| {level} | {n} | {rate['bare']:.1f} | {rate['bare_aiohttp']:.1f} | {rate['backend']:.1f} "
+              f"| {rate['backend'] / rate['bare']:.2f} | {rate['backend'] / rate['bare_aiohttp']:.2f} "
+              f"| {rate['bare'] / ideal:.2f} | {rate['backend'] / ideal:.2f} |")
 
 
 if __name__ == "__main__":

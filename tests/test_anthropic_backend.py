@@ -59,6 +59,7 @@ def test_messages_answers_usage_cost_identity(server, tmp_path):
         assert res.cost_usd == pytest.approx(cost_usd(MODEL, res.usage, Params().prices, batch=False))
         assert res.backend == "anthropic" and res.model == MODEL and not res.batch
     assert server.stats()["endpoints"]["messages"] == 6
+    assert server.stats()["connections"] <= 4  # kept alive and reused, never one per request
     assert backend.identity() == {"backend": "anthropic", "model": MODEL}
 
 
@@ -97,10 +98,11 @@ def test_reasks_exhausted_fail_only_that_item(server, tmp_path):
     assert server.stats()["prompts"]["write document 2"] == 3
 
 
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
 @pytest.mark.parametrize("kind", ["429", "529", "500", "drop"])
-def test_transient_faults_are_retried(server, tmp_path, kind):
+def test_transient_faults_are_retried(server, tmp_path, kind, http_client):
     server.inject(kind, times=3, retry_after=0.01)
-    got, errors = run(make(server, tmp_path), reqs(5))
+    got, errors = run(make(server, tmp_path, http_client=http_client), reqs(5))
     assert errors == [] and sorted(got) == list(range(5))
     stats = server.stats()
     assert stats["faults_fired"][kind] == 3 and stats["endpoints"]["messages"] == 8
@@ -158,8 +160,13 @@ def test_concurrency_is_bounded_and_shared(server, tmp_path):
 
 
 def test_ratelimit_headers_pause():
+    import httpx
+
     assert pause_from_headers({"anthropic-ratelimit-requests-remaining": "5"}) == 0
     assert 0 < pause_from_headers({"anthropic-ratelimit-tokens-remaining": "0"}) <= 1.0
+    # the SDK's headers object (the fast path scans its raw bytes first)
+    assert pause_from_headers(httpx.Headers({"Anthropic-Ratelimit-Requests-Remaining": "5"})) == 0
+    assert 0 < pause_from_headers(httpx.Headers({"Anthropic-Ratelimit-Tokens-Remaining": "0"})) <= 1.0
 
 
 # -- Message Batches ---------------------------------------------------------------------

@@ -42,10 +42,11 @@ def test_stats_counts_objects_actions_and_cost(project: Path, capsys) -> None:
     s.memo_json("call", {"i": 1}, lambda: ("a", {"cost_usd": 0.25}))
     s.memo_json("call", {"i": 2}, lambda: ("b", {"cost_usd": 0.5}))
     s.memo_json("score", {"i": 1}, lambda: (1.0, {}))
+    s.put_bytes(b"weights")  # the values above are small: they live inside their records
     code, out, _ = run_cli([*params_arg(project), "store", "stats", "--json"], capsys)
     assert code == 0
     info = json.loads(out)
-    assert info["objects"] == 3 and info["actions"] == 3
+    assert info["objects"] == 1 and info["actions"] == 3
     assert info["actions_by_kind"] == {"call": 2, "score": 1}
     assert info["cost_usd"] == 0.75
     code, out, _ = run_cli([*params_arg(project), "store", "stats"], capsys)
@@ -54,16 +55,20 @@ def test_stats_counts_objects_actions_and_cost(project: Path, capsys) -> None:
 
 def test_verify_exit_codes(project: Path, capsys) -> None:
     s = Store(project / "store")
-    res = s.memo_json("call", {"i": 1}, lambda: ("a document", {}))
+    big = "a document " * 10_000  # a CAS object
+    res = s.memo_json("call", {"i": 1}, lambda: (big, {}))
+    small = s.memo_json("call", {"i": 2}, lambda: ("a short answer", {}))  # inside its record
     code, out, _ = run_cli([*params_arg(project), "store", "verify"], capsys)
     assert code == 0 and out.strip().endswith("ok")
     digest = s.actions.get(res.key).outputs["value"]
     path = s.cas.path(digest)
     os.chmod(path, 0o644)
-    path.write_bytes(b'"a documenT"')
+    path.write_bytes(path.read_bytes().replace(b"a document", b"a documenT", 1))
+    record = s.actions.path(small.key)
+    record.write_bytes(record.read_bytes().replace(b"short", b"Short"))
     code, out, _ = run_cli([*params_arg(project), "store", "verify"], capsys)
     assert code == 1
-    assert f"corrupt  {path}" in out
+    assert f"corrupt  {path}" in out and str(s.actions.path(small.key)) in out
 
 
 def test_gc_needs_roots_and_keeps_them(project: Path, capsys) -> None:
@@ -77,14 +82,16 @@ def test_gc_needs_roots_and_keeps_them(project: Path, capsys) -> None:
     assert code == 0 and "would remove 1 actions" in out
     assert len(list(s.actions.iter_keys())) == 2
     code, out, _ = run_cli([*params_arg(project), "store", "gc"], capsys)
-    assert code == 0 and out.startswith("removed 1 actions, 1 objects")
+    assert code == 0 and out.startswith("removed 1 actions, 0 objects")  # "dead" was inline
     assert list(s.actions.iter_keys()) == [live.key]
 
 
 def test_push_then_pull_into_another_store(project: Path, capsys, tmp_path: Path) -> None:
     s = Store(project / "store")
-    s.memo_json("call", {"i": 1}, lambda: ("one", {}))
+    s.memo_json("call", {"i": 1}, lambda: ("one", {}))  # inside its record
     s.memo_json("call", {"i": 2}, lambda: ("two", {}))
+    s.put_bytes(b"weights 1")
+    s.put_bytes(b"weights 2")
     code, out, _ = run_cli([*params_arg(project), "store", "push"], capsys)
     assert code == 0 and out.startswith("pushed 2 objects") and "2 actions; 0 already there" in out
     code, out, _ = run_cli([*params_arg(project), "store", "push"], capsys)

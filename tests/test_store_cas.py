@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from msmbuild.errors import CorruptObjectError, StoreError
-from msmbuild.hashing import digest_bytes, digest_file
+from msmbuild.hashing import canonical_json, digest_bytes, digest_file
 from msmbuild.store import Store, read_roots, write_roots
+from msmbuild.store._store import INLINE_MAX_BYTES
 
 
 @pytest.fixture
@@ -117,9 +118,9 @@ def test_memo_tree_hit_miss_and_failed_compute_leaves_nothing(store: Store, tmp_
 def test_corrupt_object_under_cached_action_is_recomputed(store: Store) -> None:
     calls: list[int] = []
 
-    def compute():
+    def compute():  # larger than INLINE_MAX_BYTES: stored as a CAS object the record names
         calls.append(1)
-        return {"text": "a document " * 20}, {}
+        return {"text": "a document " * 10_000}, {}
 
     first = store.memo_json("doc", {"i": 1}, compute)
     record = store.actions.get(first.key)
@@ -137,6 +138,35 @@ def test_corrupt_object_under_cached_action_is_recomputed(store: Store) -> None:
     third = store.memo_json("doc", {"i": 1}, compute)
     assert third.hit and calls == [1, 1]
     assert store.verify().ok
+
+
+def test_small_json_value_lives_inside_its_record(store: Store) -> None:
+    result = store.memo_json("doc", {"i": 2}, lambda: ({"text": "short", "n": 0.1}, {}))
+    record = store.actions.get(result.key)
+    assert record.inline == {"value": {"text": "short", "n": 0.1}}
+    assert record.object_digests() == [] and not list(store.cas.iter_digests())
+    assert record.outputs["value"] == digest_bytes(canonical_json({"text": "short", "n": 0.1}))
+    again = store.memo_json("doc", {"i": 2}, lambda: pytest.fail("recomputed a cached action"))
+    assert again.hit and again.value == {"text": "short", "n": 0.1}
+    assert store.verify().ok
+    assert store.gc(keep_actions=[result.key])["actions_removed"] == 0
+
+
+def test_tampered_inline_value_is_recomputed_and_reported(store: Store) -> None:
+    calls: list[int] = []
+
+    def compute():
+        calls.append(1)
+        return {"text": "the model said yes"}, {}
+
+    first = store.memo_json("doc", {"i": 3}, compute)
+    path = store.actions.path(first.key)
+    path.write_bytes(path.read_bytes().replace(b"said yes", b"said no!"))
+    report = store.verify()
+    assert report.bad_actions == [first.key] and not report.ok
+    again = store.memo_json("doc", {"i": 3}, compute)
+    assert not again.hit and calls == [1, 1] and again.value == first.value
+    assert store.memo_json("doc", {"i": 3}, compute).hit and store.verify().ok
 
 
 @pytest.mark.parametrize(
@@ -204,6 +234,8 @@ def test_gc_keeps_what_roots_reach(store: Store, tmp_path: Path) -> None:
     build = tmp_path / "build"
     kept = store.memo_json("call", {"i": 1}, lambda: ("kept", {}))
     dropped = store.memo_json("call", {"i": 2}, lambda: ("dropped", {}))
+    big = "x" * (INLINE_MAX_BYTES + 1)  # a CAS object, not inline
+    dropped_big = store.memo_json("call", {"i": 3}, lambda: (big, {}))
 
     def fit(workdir: Path):
         (workdir / "w.bin").write_bytes(b"weights")
@@ -223,12 +255,12 @@ def test_gc_keeps_what_roots_reach(store: Store, tmp_path: Path) -> None:
     os.utime(leftover, (0, 0))
 
     out = store.gc(read_roots(build))
-    assert out["actions_removed"] == 1
-    assert out["objects_removed"] == 2  # dropped's value and the stray object
+    assert out["actions_removed"] == 2
+    assert out["objects_removed"] == 2  # dropped_big's value and the stray object
     assert out["tmp_removed"] == 1
     assert not leftover.exists() and fresh.exists()
     assert store.lookup_json(kept.key).value == "kept"
-    assert store.lookup_json(dropped.key) is None
+    assert store.lookup_json(dropped.key) is None and store.lookup_json(dropped_big.key) is None
     assert not store.cas.has(stray)
     store.materialize(tree.value, tmp_path / "m")
     assert (tmp_path / "m" / "only-here.bin").read_bytes() == b"unique to the tree"

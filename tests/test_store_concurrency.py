@@ -50,11 +50,10 @@ def test_concurrent_writers_leave_a_consistent_store(tmp_path: Path) -> None:
 
     s = Store(root)
     expected = {digest_bytes(payload(i)) for i in range(N_OBJECTS // 2 * (N_PROCS - 1) + N_OBJECTS)}
-    expected |= {digest_bytes(f'{{"i":{j}}}'.encode()) for j in range(50)}
     digests = list(s.cas.iter_digests())
     assert len(digests) == len(set(digests))  # every object present once
     assert set(digests) == expected
-    report = s.verify()
+    report = s.verify()  # the memoized values are small: inside their action records
     assert report.ok and report.objects_checked == len(expected)
     assert report.actions_checked == 50
     assert not list(root.glob("objects/*/.tmp-*"))

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from msmbuild.errors import CorruptObjectError, StoreError
+from msmbuild.hashing import canonical_json
 from msmbuild.store import Store
+from msmbuild.store._store import INLINE_MAX_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +65,14 @@ def fit(workdir: Path) -> dict:
     return {"steps": 1}
 
 
+def doc(i: int) -> str:
+    """A value too large to live inside its action record: it is a CAS object."""
+    return f"doc {i} " + "x" * INLINE_MAX_BYTES
+
+
 def test_push_pull_round_trip_transfers_only_missing(tmp_path: Path, remote) -> None:
     a = open_store(tmp_path, "a", remote)
-    keys = [a.memo_json("call", {"i": i}, lambda i=i: (f"doc {i}", {})).key for i in range(3)]
+    keys = [a.memo_json("call", {"i": i}, lambda i=i: (doc(i), {})).key for i in range(3)]
     tree = a.memo_tree("train", {"run": 1}, fit)
     n_objects = len(list(a.cas.iter_digests()))
     assert n_objects == 3 + 3  # three values; tree manifest + two files
@@ -75,20 +82,20 @@ def test_push_pull_round_trip_transfers_only_missing(tmp_path: Path, remote) -> 
     assert first.bytes > 40000
     again = a.push()
     assert (again.objects, again.actions, again.skipped) == (0, 0, n_objects)
-    keys.append(a.memo_json("call", {"i": 9}, lambda: ("doc 9", {})).key)
+    keys.append(a.memo_json("call", {"i": 9}, lambda: (doc(9), {})).key)
     third = a.push()
     assert (third.objects, third.actions, third.skipped) == (1, 1, n_objects)
     assert len(a.remote.list_objects()) == n_objects + 1
 
     b = open_store(tmp_path, "b", remote)
-    b.put_bytes(b'"doc 0"')  # already local: must not be downloaded again
+    b.put_bytes(canonical_json(doc(0)))  # already local: must not be downloaded again
     pulled = b.pull()
     assert (pulled.objects, pulled.actions, pulled.skipped) == (n_objects, 5, 1)
     assert b.pull().objects == 0
     assert b.verify().ok
     for i, key in zip([0, 1, 2, 9], keys, strict=True):
         hit = b.lookup_json(key)
-        assert (hit.value, hit.source) == (f"doc {i}", "local")
+        assert (hit.value, hit.source) == (doc(i), "local")
     hit = b.lookup_tree(tree.key)
     assert hit.value == tree.value
     b.materialize(hit.value, tmp_path / "out")
@@ -100,8 +107,9 @@ def test_read_through_on_local_miss_and_write_through(tmp_path: Path, remote) ->
     made = writer.memo_json("call", {"q": "x"}, lambda: ({"answer": 42}, {"cost_usd": 0.01}))
     tree = writer.memo_tree("train", {"run": 2}, fit)
     assert writer.remote.has_object(tree.value)
-    # Write-through: the remote already has both actions and every object they reach.
-    assert len(writer.remote.list_actions()) == 2
+    # Write-through: the remote already has both actions and every object they reach
+    # (the call's small answer lives inside its action record: no object of its own).
+    assert len(writer.remote.list_actions()) == 2 and len(writer.remote.list_objects()) == 3
     assert writer.remote.list_objects() == set(writer.cas.iter_digests())
 
     reader = open_store(tmp_path, "reader", remote)

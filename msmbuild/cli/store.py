@@ -44,7 +44,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @store.command()
 @click.pass_context
 def verify(ctx: click.Context) -> None:
-    """Re-hash every object and check every action's outputs exist; exit 1 on problems."""
+    """Re-hash every object and inline value, check every action's outputs exist; exit 1 on problems."""
     _params, s = _store(ctx)
     report = s.verify()
     click.echo(f"checked {report.objects_checked} objects, {report.actions_checked} actions")
@@ -53,7 +53,7 @@ def verify(ctx: click.Context) -> None:
     for d in report.missing:
         click.echo(f"missing  {d}")
     for k in report.bad_actions:
-        click.echo(f"malformed action {s.actions.path(k)}")
+        click.echo(f"bad action  {s.actions.path(k)} (malformed, or an inline value that does not hash to its digest)")
     if not report.ok:
         raise SystemExit(1)
     click.echo("ok")

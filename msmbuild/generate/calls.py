@@ -3,12 +3,14 @@
 The key of a call is ``store.key("generate", {"backend": backend.identity(), "request":
 request.key_inputs()})``: the backend's identity (model, revision, seed; never
 credentials or concurrency) and the exact request (system, context, prompt, schema,
-sampling, sample index, prompt version). Each answer is saved the moment it arrives, so a
+sampling, sample index, prompt version). Each answer is handed to a background
+``ResultWriter`` the moment it arrives and is on disk within ``WRITE_INTERVAL_S``, so a
 run killed halfway never pays for the finished part again.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -20,9 +22,10 @@ from tqdm import tqdm
 
 from msmbuild.errors import BackendError
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
-from msmbuild.store import Store
+from msmbuild.store import ResultWriter, Store
 
 CALL_KIND = "generate"
+WRITE_INTERVAL_S = 0.02  # how often the result writer stores what has arrived
 SYNC_EVERY_S = 1.0  # how often bulk generation makes stored results durable
 CALL_COLUMNS = ["key", "corpus", "stage", "subdomain", "backend", "model", "cache_hit",
                 "input_tokens", "output_tokens", "cache_creation_input_tokens",
@@ -113,9 +116,8 @@ def run_requests(
     miss_requests = [requests[todo[k][0]] for k in miss_keys]
     lock = threading.Lock()
     last = [time.perf_counter()]
-    last_sync = [time.perf_counter()]
 
-    def on_result(j: int, res: GenResult) -> None:
+    def on_result(writer: ResultWriter, j: int, res: GenResult) -> None:
         key = miss_keys[j]
         with lock:
             now = time.perf_counter()
@@ -129,12 +131,9 @@ def run_requests(
                 "cache_read_input_tokens": res.usage.cache_read_input_tokens,
                 "cost_usd": res.cost_usd, "batch": res.batch,
                 "produced_by_model": res.produced_by_model, "wall_s": wall}
-        # Stored outside the lock, made durable in groups: one syncfs about every second
-        # (and when the run ends) covers every result written before it.
-        store.save_json(key, res.to_json(), meta, durable=False)
-        if now - last_sync[0] >= SYNC_EVERY_S:
-            last_sync[0] = now
-            store.sync()
+        # Stored by the writer thread, made durable in groups: one syncfs about every
+        # second (and when the run ends) covers every result written before it.
+        writer.save_json(key, res.to_json(), meta)
         with lock:
             for i in todo[key]:
                 results[i] = res
@@ -150,10 +149,10 @@ def run_requests(
     failures: list[str] = []
     try:
         if miss_requests:
-            try:
-                errors = backend.generate(miss_requests, on_result)
-            finally:
-                store.sync()  # every stored result durable, also when generation fails
+            # every answer received is stored and durable once this block ends, also when
+            # generation fails
+            with ResultWriter(store, WRITE_INTERVAL_S, SYNC_EVERY_S) as writer:
+                errors = backend.generate(miss_requests, functools.partial(on_result, writer))
             for err in sorted(errors, key=lambda e: e.index):
                 key = miss_keys[err.index]
                 for i in todo[key]:

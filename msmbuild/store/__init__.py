@@ -10,11 +10,13 @@ Public surface::
 from msmbuild.store._actions import ActionResult
 from msmbuild.store._roots import read_roots, write_roots
 from msmbuild.store._store import DEFAULT_STORE_PATH, MemoResult, Store, TransferCount, VerifyReport
+from msmbuild.store._writer import ResultWriter
 
 __all__ = [
     "ActionResult",
     "DEFAULT_STORE_PATH",
     "MemoResult",
+    "ResultWriter",
     "Store",
     "TransferCount",
     "VerifyReport",

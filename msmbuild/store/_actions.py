@@ -2,6 +2,12 @@
 
 Layout: ``<root>/actions/ab/cdef….json``. A record is written atomically (temp file in its
 fan-out directory, fsync, rename) after the objects it names have been made durable.
+
+Small JSON outputs are kept *inline* in the record (as remote-execution APIs keep small
+outputs in the ActionResult): ``outputs[name]`` is still the digest of the value's
+canonical JSON, and ``inline[name]`` is the value itself, verified against that digest
+on every read. One file per model answer instead of two: creating a file is the main
+cost of storing a small result.
 """
 
 from __future__ import annotations
@@ -11,12 +17,12 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from msmbuild.errors import StoreError
-from msmbuild.hashing import canonical_json, is_digest
+from msmbuild.hashing import canonical_json, digest_bytes, is_digest
 
 RECORD_FORMAT = "msmbuild-action/1"
 
@@ -32,10 +38,24 @@ class ActionResult:
     key: str
     outputs: dict[str, str]
     meta: dict[str, Any] = field(default_factory=dict)
+    inline: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        """Canonical encoding of the record."""
-        return canonical_json({"format": RECORD_FORMAT, **asdict(self)})
+        """Canonical encoding of the record (``inline`` only when there is one)."""
+        raw: dict[str, Any] = {"format": RECORD_FORMAT, "key": self.key, "outputs": self.outputs,
+                               "meta": self.meta}
+        if self.inline:
+            raw["inline"] = self.inline
+        return canonical_json(raw)
+
+    def object_digests(self) -> list[str]:
+        """Digests of the outputs kept as CAS objects (not inline)."""
+        return [d for name, d in self.outputs.items() if name not in self.inline]
+
+    def bad_inline(self) -> list[str]:
+        """Names of inline outputs whose value does not hash to the digest recorded for it."""
+        return [name for name, value in self.inline.items()
+                if digest_bytes(canonical_json(value)) != self.outputs.get(name)]
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> ActionResult:
@@ -44,7 +64,8 @@ class ActionResult:
             raw = json.loads(data)
             if raw.get("format") != RECORD_FORMAT:
                 raise ValueError(f"unknown format {raw.get('format')!r}")
-            return cls(key=raw["key"], outputs=dict(raw["outputs"]), meta=dict(raw["meta"]))
+            return cls(key=raw["key"], outputs=dict(raw["outputs"]), meta=dict(raw["meta"]),
+                       inline=dict(raw.get("inline") or {}))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"action record {where} is malformed: {exc}") from None
 

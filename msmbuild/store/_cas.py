@@ -261,7 +261,7 @@ class ObjectStore:
             if self._synced >= target:
                 return
             start = self._written
-            _syncfs(self.objects_dir)
+            _syncfs(self.root)  # the store root exists even before any object
             self._synced = max(self._synced, start)
 
     # -- reads ---------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from msmbuild.errors import CorruptObjectError, StoreError
-from msmbuild.hashing import action_key
+from msmbuild.hashing import action_key, canonical_json, digest_bytes
 from msmbuild.store._actions import ActionCache, ActionResult
 from msmbuild.store._cas import LINK_MODES, ObjectStore
 from msmbuild.store._remote import Remote
@@ -28,6 +28,7 @@ from msmbuild.store._remote import Remote
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_PATH = ".msmbuild/store"
+INLINE_MAX_BYTES = 64 * 1024  # JSON values up to this size live inside their action record
 
 
 @dataclass
@@ -201,8 +202,12 @@ class Store:
                 source = "remote"
         if record is None:
             return None
+        if bad := record.bad_inline():
+            log.warning("action %s is unusable (its inline output %s does not match its digest); "
+                        "it will be recomputed", key, ", ".join(bad))
+            return None
         try:
-            for digest in record.outputs.values():
+            for digest in record.object_digests():
                 self.ensure_object(digest)
         except StoreError as exc:
             log.warning("action %s is unusable (%s); it will be recomputed", key, exc)
@@ -212,7 +217,7 @@ class Store:
         return record, source
 
     def save_action(self, key: str, outputs: dict[str, str], meta: dict[str, Any],
-                    durable: bool = True) -> ActionResult:
+                    durable: bool = True, inline: dict[str, Any] | None = None) -> ActionResult:
         """Record an action whose outputs are already in the CAS (sync first, then record).
 
         With durable=False neither the outputs nor the record are synced here: the next
@@ -221,10 +226,13 @@ class Store:
         loses nothing (the page cache survives it). A power loss before the sync can leave
         a record whose object never reached the disk; reads verify every digest, so such
         an action is treated as a miss and recomputed, never trusted.
+
+        ``inline`` maps output names to JSON values kept in the record itself (their
+        digests are in ``outputs`` all the same); see ``save_json``.
         """
         if durable:
             self.cas.sync()
-        record = ActionResult(key=key, outputs=outputs, meta=dict(meta))
+        record = ActionResult(key=key, outputs=outputs, meta=dict(meta), inline=inline or {})
         record.meta.setdefault("created", time.time())
         self.actions.put(record, durable)
         if not durable:
@@ -240,13 +248,25 @@ class Store:
         if found is None:
             return None
         record, source = found
-        return MemoResult(key, self.get_json(record.outputs["value"]), record.meta, True, source)
+        if "value" in record.inline:
+            value = record.inline["value"]
+        else:
+            value = self.get_json(record.outputs["value"])
+        return MemoResult(key, value, record.meta, True, source)
 
     def save_json(self, key: str, value: Any, meta: dict[str, Any],
                   durable: bool = True) -> MemoResult:
-        """Store a JSON value as the result of an action (see save_action for durable)."""
-        digest = self.cas.put_json(value)
-        record = self.save_action(key, {"value": digest}, meta, durable)
+        """Store a JSON value as the result of an action (see save_action for durable).
+
+        A value whose canonical JSON is at most INLINE_MAX_BYTES is kept inside the record
+        (one file); a larger one becomes a CAS object the record names.
+        """
+        data = canonical_json(value)
+        if len(data) <= INLINE_MAX_BYTES:
+            record = self.save_action(key, {"value": digest_bytes(data)}, meta, durable,
+                                      inline={"value": value})
+        else:
+            record = self.save_action(key, {"value": self.cas.put_bytes(data)}, meta, durable)
         return MemoResult(key, value, record.meta, False, "computed")
 
     def memo_json(
@@ -337,7 +357,7 @@ class Store:
             record = self.actions.get(key)
             if record is None:
                 continue
-            for digest in self._closure(record.outputs.values()):
+            for digest in self._closure(record.object_digests()):
                 if self.remote.has_object(digest):
                     count.skipped += 1
                     continue
@@ -407,7 +427,9 @@ class Store:
             except StoreError:
                 report.bad_actions.append(key)
                 continue
-            for digest in record.outputs.values():
+            if record.bad_inline():
+                report.bad_actions.append(key)
+            for digest in record.object_digests():
                 if not self.cas.has(digest):
                     report.missing.append(digest)
                 elif digest not in report.corrupt and self.cas.is_tree(digest):
@@ -434,7 +456,7 @@ class Store:
         for key in list(self.actions.iter_keys()):
             if key in keep_actions:
                 record = self.actions.get(key)
-                roots.update(record.outputs.values())
+                roots.update(record.object_digests())
             else:
                 self.actions.remove(key)
                 removed_actions += 1

@@ -153,6 +153,7 @@ class _State:
         self.faults_fired: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0  # TCP connections accepted (a client that reuses them opens few)
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)  # last Messages request bodies
         self.batch_items = 0
 
@@ -175,6 +176,7 @@ class _State:
                 "faults_fired": dict(self.faults_fired),
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "connections": self.connections,
                 "batch_items": self.batch_items,
                 "batches": {bid: b["processing_status"] for bid, b in self.batches.items()},
             }
@@ -306,6 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # Without this every response waits ~40 ms for the client's delayed ACK.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.st.lock:
+            self.st.connections += 1
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass

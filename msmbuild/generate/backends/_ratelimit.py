@@ -138,6 +138,9 @@ def pause_from_headers(headers: Mapping[str, str]) -> float:
 
     A kind whose ``-remaining`` is 0 is exhausted until its ``-reset`` time (RFC 3339).
     """
+    raw = getattr(headers, "raw", None)  # httpx.Headers: one pass over the bytes first
+    if raw is not None and not any(value == b"0" for _name, value in raw):
+        return 0.0  # nothing exhausted: the common case, on every response
     wait = 0.0
     for kind in _RATELIMIT_KINDS:
         if headers.get(f"anthropic-ratelimit-{kind}-remaining") == "0":

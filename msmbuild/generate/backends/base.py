@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -33,8 +33,15 @@ class GenRequest:
     prompt_version: str = ""
 
     def key_inputs(self) -> dict[str, Any]:
-        """The request's part of the action key (the backend adds its identity)."""
-        return asdict(self)
+        """The request's part of the action key (the backend adds its identity).
+
+        Every field, by name (a shallow copy: keys only read it, and asdict's deep copy
+        is a per-call cost on the generation hot path).
+        """
+        return {f.name: getattr(self, f.name) for f in _REQUEST_FIELDS}
+
+
+_REQUEST_FIELDS = fields(GenRequest)
 
 
 @dataclass
@@ -102,6 +109,9 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenRequest], on_result: OnResult) -> list[ItemError]:
         """Answer every request, calling on_result(i, result) as each finishes.
+
+        on_result must return quickly: a backend may call it on its event loop (the
+        caller hands slow work such as store writes to a ResultWriter).
 
         Returns the per-item errors that retries could not heal; must not raise for a
         single bad item. Raises BackendError for failures that stop everything (bad key,
