@@ -70,11 +70,15 @@ def bare_loop(url: str, requests: list[GenRequest], concurrency: int, aiohttp: b
     return time.perf_counter() - start
 
 
+STORE_PARENT = Path(".msmbuild")  # where a project's store lives; see --store-dir
+
+
 def through_backend(url: str, requests: list[GenRequest], concurrency: int,
-                    http_client: str = "aiohttp") -> float:
+                    http_client: str = "aiohttp", store_dir: Path = STORE_PARENT) -> float:
     """Seconds for run_requests + AnthropicBackend (fresh store, every request a miss)."""
     cfg = AnthropicConfig(model=MODEL, base_url=url, batch=BatchConfig(enabled=False), http_client=http_client)
-    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-store-", dir=store_dir) as tmp:
         store = Store(Path(tmp) / "store")
         backend = AnthropicBackend(cfg, Params().prices, max_concurrency=concurrency,
                                    state_dir=Path(tmp) / "batches")
@@ -94,12 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--http-client", choices=["aiohttp", "httpx"], default="aiohttp",
                         help="the backend's transport (backends.anthropic.http_client)")
+    parser.add_argument("--store-dir", type=Path, default=STORE_PARENT,
+                        help="parent of the fresh store each run writes (default .msmbuild, where a "
+                             "project's store lives); file creation speed varies a lot between directories")
     args = parser.parse_args(argv)
     os.environ["ANTHROPIC_API_KEY"] = KEY
     proc, url = spawn_server(latency_s=args.latency, answer_chars=2000)
     sides = {"bare": lambda u, r, c: bare_loop(u, r, c),
              "bare_aiohttp": lambda u, r, c: bare_loop(u, r, c, aiohttp=True),
-             "backend": lambda u, r, c: through_backend(u, r, c, args.http_client)}
+             "backend": lambda u, r, c: through_backend(u, r, c, args.http_client, args.store_dir)}
     rows = []
     try:
         bare_loop(url, _requests("warm-up", 100), 8)
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         proc.terminate()
         proc.wait()
     print(f"latency {args.latency:g} s per request; median of {args.repeats} alternating runs; "
-          f"msmbuild on {args.http_client}; server max in flight {max_in_flight}")
+          f"msmbuild on {args.http_client}, store under {args.store_dir}; server max in flight {max_in_flight}")
     print("| concurrency | requests | bare docs/s | bare on aiohttp docs/s | msmbuild docs/s "
           "| msmbuild / bare | msmbuild / bare on aiohttp | bare / (c/latency) | msmbuild / (c/latency) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

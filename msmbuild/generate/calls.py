@@ -21,6 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from msmbuild.errors import BackendError
+from msmbuild.gcfreeze import frozen_heap
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
 from msmbuild.store import ResultWriter, Store
 
@@ -151,7 +152,7 @@ def run_requests(
         if miss_requests:
             # every answer received is stored and durable once this block ends, also when
             # generation fails
-            with ResultWriter(store, WRITE_INTERVAL_S, SYNC_EVERY_S) as writer:
+            with frozen_heap(), ResultWriter(store, WRITE_INTERVAL_S, SYNC_EVERY_S) as writer:
                 errors = backend.generate(miss_requests, functools.partial(on_result, writer))
             for err in sorted(errors, key=lambda e: e.index):
                 key = miss_keys[err.index]
