@@ -73,6 +73,9 @@ def test_edit_one_subdomain_then_dvc_repro(tmp_path: Path) -> None:
     sh(["dvc", "repro", "-q"], ws)
     before = snapshot(ws)
     assert all(before.values()), {k for k, v in before.items() if not v}
+    # nothing a later stage does may touch an earlier stage's outputs
+    status = sh(["dvc", "status"], ws)
+    assert "Data and pipelines are up to date" in status, status
 
     spec = ws / "specs" / "pro_america.md"
     text = spec.read_text()

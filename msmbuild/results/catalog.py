@@ -55,6 +55,16 @@ def results_dir(params: Params) -> Path:
     return Path(params.build_dir) / "results"
 
 
+def built_stamp(params: Params) -> Path:
+    """build/.catalog-built: touched after every catalog build.
+
+    Beside build/results, not in it: build/results is a DVC output, and a file appearing in
+    it after its stage ran (``msmbuild report`` checking the catalog is fresh) would make
+    ``dvc status`` report the catalog modified.
+    """
+    return Path(params.build_dir) / ".catalog-built"
+
+
 def _frame(rows: list[dict[str, Any]], table: str):
     """A DataFrame of rows; an empty one still carries the table's columns and types."""
     import pandas as pd
@@ -239,4 +249,5 @@ def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
             write_bytes_if_changed(out / "plots" / "loss.csv", frame[loss_cols].to_csv(index=False).encode())
     dvc_outputs(params, summary)
     write_bytes_if_changed(out / "catalog.sql", catalog_sql(params).encode())
+    built_stamp(params).touch()
     return counts

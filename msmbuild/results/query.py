@@ -8,7 +8,7 @@ from typing import Any
 
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
-from msmbuild.results.catalog import TABLES, build_catalog, results_dir
+from msmbuild.results.catalog import TABLES, build_catalog, built_stamp, results_dir
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -27,11 +27,10 @@ def _sources(params: Params) -> list[Path]:
 def ensure_catalog(params: Params, progress: bool = False) -> Path:
     """Rebuild the catalog when a table is missing or a source is newer; return results dir."""
     out = results_dir(params)
-    stamp = out / ".built"  # touched here, so catalog.sql keeps its mtime for Snakemake/DVC
+    stamp = built_stamp(params)  # touched by build_catalog; catalog.sql keeps its own mtime
     missing = not stamp.is_file() or not (out / "catalog.sql").is_file() or any(not (out / f"{t}.parquet").is_file() for t in TABLES)
     if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in _sources(params)):
         build_catalog(params, progress=progress)
-        stamp.touch()
     return out
 
 
