@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 import msmbuild.train.aft_generate as aft_generate
@@ -14,7 +15,7 @@ from msmbuild.config import Params
 from msmbuild.errors import SpecError, TrainingInputError
 from msmbuild.generate.backends.base import GenRequest, GenResult, ItemError, OnResult
 from msmbuild.generate.backends.offline import OfflineBackend
-from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
+from msmbuild.train.aft_data import aft_calls_path, prepare_aft_data, read_demonstrations
 
 SPEC = """Shared preamble: the assistant follows these rules.
 
@@ -132,11 +133,22 @@ def test_rerun_makes_no_calls_and_edit_regenerates_one_domain(tmp_path, monkeypa
     assert prepare_aft_data(p, "gen") == out
     assert backend.sent == [] and out.stat().st_mtime_ns == mtime
 
+    ledger = pq.read_table(aft_calls_path(p.build_dir, "gen")).to_pylist()
+    assert len(ledger) == 3 + 12 + 12 and not any(r["cache_hit"] for r in ledger)
+    assert {r["stage"] for r in ledger} == {"aft_queries", "aft_response", "aft_consistency"}
+
     spec = tmp_path / "spec.md"
     spec.write_text(SPEC.replace("says what it does not know about beta",
                                  "names the beta sources it would need"))
     second = read_demonstrations(prepare_aft_data(p, "gen"))
     assert len(backend.sent) == 1 + 4 + 4
+    ledger = pq.read_table(aft_calls_path(p.build_dir, "gen")).to_pylist()
+    assert sum(not r["cache_hit"] for r in ledger) == 1 + 4 + 4 and len(ledger) == 3 + 12 + 12
+    # the catalog's calls table has them, tagged with the dataset
+    from msmbuild.results.catalog import corpus_tables
+
+    _documents, calls, _corpora = corpus_tables(p)
+    assert set(calls["source"]) == {"aft:gen"} and len(calls) == len(ledger)
     assert all("Section: Beta\n" in q.prompt for q in backend.sent)
     assert [r for r in first if r["domain"] != "beta"] == [r for r in second if r["domain"] != "beta"]
     old_beta = [r for r in first if r["domain"] == "beta"]

@@ -141,12 +141,14 @@ def eval_tables(params: Params):
 
 
 def corpus_tables(params: Params):
-    """(documents, calls, corpora) from build/corpora/*/ and judge calls of evals."""
+    """(documents, calls, corpora) from build/corpora/*/, judge calls of evals and AFT generation calls."""
     build = Path(params.build_dir)
     documents = _union_parquet([(p, {}) for p in sorted(build.glob("corpora/*/documents.parquet"))], "documents")
     call_files = [(p, {"source": "corpus"}) for p in sorted(build.glob("corpora/*/calls.parquet"))]
     call_files += [(p, {"source": f"eval:{p.parent.parent.name}/{p.parent.name}"})
                    for p in sorted(build.glob("evals/*/*/calls.parquet"))]
+    call_files += [(p, {"source": f"aft:{p.name.removesuffix('.calls.parquet')}"})
+                   for p in sorted(build.glob("aft/*.calls.parquet"))]
     calls = _union_parquet(call_files, "calls")
     rows = []
     for name, corpus in params.corpora.items():

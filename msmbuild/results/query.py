@@ -20,7 +20,8 @@ class QueryError(MsmbuildError):
 def _sources(params: Params) -> list[Path]:
     build = Path(params.build_dir)
     patterns = ("corpora/*/documents.parquet", "corpora/*/calls.parquet", "shards/*/manifest.json",
-                "evals/*/*/summary.json", "evals/*/*/items.parquet", "models/**/train_log.jsonl")
+                "evals/*/*/summary.json", "evals/*/*/items.parquet", "evals/*/*/calls.parquet",
+                "aft/*.calls.parquet", "models/**/train_log.jsonl")
     return [p for pattern in patterns for p in build.glob(pattern)]
 
 

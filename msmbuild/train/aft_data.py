@@ -72,6 +72,11 @@ def nested_subset(rows: list[dict[str, Any]], fraction: float) -> list[dict[str,
     return [r for i, r in enumerate(rows) if i in keep]
 
 
+def aft_calls_path(build_dir: str | Path, name: str) -> Path:
+    """build/aft/<name>.calls.parquet: the calls that generated dataset <name> (the catalog's calls table)."""
+    return Path(build_dir) / "aft" / f"{name}.calls.parquet"
+
+
 def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> Path:
     """Write build/aft/<name>[-fraction<f>].jsonl from the dataset's source, applying its fraction."""
     if name not in params.aft:
@@ -82,11 +87,13 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
             from msmbuild.config import open_store
 
             store = open_store(params)
+        from msmbuild.generate.outputs import CALLS_SCHEMA, write_table_if_changed
         from msmbuild.train.aft_generate import generate_demonstrations
 
-        generated, report = generate_demonstrations(params, name, store)
+        generated, report, call_rows = generate_demonstrations(params, name, store)
         write_bytes_if_changed(Path(params.build_dir) / "aft" / f"{name}.generation.json",
                           (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        write_table_if_changed(aft_calls_path(params.build_dir, name), call_rows, CALLS_SCHEMA)
         if not generated:
             raise TrainingInputError(
                 f"params.yaml: aft.{name}: no generated example passed the consistency filter "

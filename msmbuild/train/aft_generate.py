@@ -98,11 +98,13 @@ class _Calls:
         self.store, self.backend, self.name = store, backend, name
         self.stats = CallStats()
         self.cost_usd = 0.0  # what the data cost to make, hits included
+        self.rows: list[dict[str, Any]] = []  # one per call, for the calls ledger
 
     def run(self, requests: Sequence[GenRequest], desc: str) -> list[GenResult]:
-        results, stats, _rows = run_requests(self.store, self.backend, requests,
-                                             desc=f"aft {self.name}: {desc}")
+        results, stats, rows = run_requests(self.store, self.backend, requests,
+                                            desc=f"aft {self.name}: {desc}")
         self.stats.add(stats)
+        self.rows.extend(rows)
         done = [r for r in results if r is not None]
         self.cost_usd += sum(r.cost_usd for r in done)
         return done
@@ -121,8 +123,9 @@ def _query_texts(result: GenResult, n: int) -> list[str]:
 
 
 def generate_demonstrations(params: Params, name: str, store: Store
-                            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The consistent demonstrations of ``aft.<name>`` (source: generated) and a report of counts."""
+                            ) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """The consistent demonstrations of ``aft.<name>`` (source: generated), a report of
+    counts, and one calls-ledger row per call (hits included)."""
     cfg: AftDataConfig = params.aft[name]
     if not cfg.spec:
         raise TrainingInputError(f"params.yaml: key 'aft.{name}.spec' is required for source: generated")
@@ -145,7 +148,7 @@ def generate_demonstrations(params: Params, name: str, store: Store
     report = {"spec": cfg.spec, "backend": cfg.backend, "think": cfg.think,
               "n_queries": cfg.n_queries, "domains": [d["id"] for d in domains], **counts,
               "calls": s.requests, "cost_usd": round(calls.cost_usd, 6)}
-    return rows, report
+    return rows, report, calls.rows
 
 
 def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampling,
