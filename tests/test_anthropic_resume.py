@@ -25,6 +25,9 @@ from msmbuild.generate.backends.base import GenRequest
 from msmbuild.generate.calls import run_requests
 from msmbuild.store import Store
 
+from msmbuild.cli import exit_on_sigterm
+
+exit_on_sigterm()  # as the msmbuild console script does
 url, store_dir, n, batch, log_file = sys.argv[1:]
 logging.basicConfig(level=logging.DEBUG, filename=log_file)
 cfg = AnthropicConfig(model="claude-haiku-4-5", base_url=url, batch=BatchConfig(
@@ -103,6 +106,29 @@ def test_kill_during_messages_then_rerun(tmp_path, env):
         assert all(prompts[f"write document {i}"] >= 1 for i in range(n))
         assert sum(prompts.values()) - n <= sum(first.values()) - len(kept)  # only in-flight ones repeat
         assert _stored(store, n) == set(range(n))
+    _assert_key_nowhere(tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_during_messages_stores_every_answer_received(tmp_path, env):
+    driver, environ = env
+    n, store = 40, tmp_path / "store"
+    with FakeAnthropic(latency_s=0.1) as server:
+        proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run1.log")
+        _wait_for(lambda: server.stats()["endpoints"].get("messages_ok", 0) >= 8, "8 answers")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        answered = server.stats()["endpoints"]["messages_ok"]
+        kept = _stored(store, n)
+        # all but the (at most 2) answers still on the wire when the signal came are stored
+        assert answered - 2 <= len(kept) <= answered < n
+        first = sum(server.stats()["prompts"].values())
+        proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run2.log")
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and f'"hits": {len(kept)}' in out
+        prompts = server.stats()["prompts"]
+        assert all(prompts[f"write document {i}"] == 1 for i in kept)
+        assert sum(prompts.values()) - n <= first - len(kept) <= 2  # only what was in flight repeats
     _assert_key_nowhere(tmp_path)
 
 

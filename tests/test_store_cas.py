@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -161,12 +162,19 @@ def test_tampered_inline_value_is_recomputed_and_reported(store: Store) -> None:
 
     first = store.memo_json("doc", {"i": 3}, compute)
     path = store.actions.path(first.key)
+    assert json.loads(path.read_bytes())["format"] == "msmbuild-action/2"  # carries inline values
     path.write_bytes(path.read_bytes().replace(b"said yes", b"said no!"))
     report = store.verify()
     assert report.bad_actions == [first.key] and not report.ok
     again = store.memo_json("doc", {"i": 3}, compute)
     assert not again.hit and calls == [1, 1] and again.value == first.value
     assert store.memo_json("doc", {"i": 3}, compute).hit and store.verify().ok
+    # a flip that leaves a value canonical JSON cannot encode (NaN) is a miss as well
+    score = store.memo_json("score", {"i": 3}, lambda: ({"p": 1.5}, {}))
+    path = store.actions.path(score.key)
+    path.write_bytes(path.read_bytes().replace(b'"p":1.5', b'"p":NaN'))
+    assert store.verify().bad_actions == [score.key]
+    assert store.lookup_json(score.key) is None
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,24 @@ def test_read_through_on_local_miss_and_write_through(tmp_path: Path, remote) ->
         reader.get_bytes("0" * 32)
 
 
+def test_tampered_inline_record_is_neither_pushed_nor_pulled(tmp_path: Path, remote) -> None:
+    a = open_store(tmp_path, "a", remote)
+    made = a.memo_json("call", {"q": "x"}, lambda: ({"answer": "yes"}, {}))
+    path = a.actions.path(made.key)
+    good = path.read_bytes()
+    path.write_bytes(good.replace(b'"yes"', b'"no!"'))
+    with pytest.raises(CorruptObjectError, match=f"refusing to push action {made.key}"):
+        a.push()
+    with pytest.raises(CorruptObjectError, match="refusing to push"):
+        a.push_keys([made.key])
+    assert made.key not in a.remote.list_actions()
+    a.remote.put_action(made.key, path.read_bytes())  # a remote that got it some other way
+    b = open_store(tmp_path, "b", remote)
+    with pytest.raises(CorruptObjectError, match=f"refusing to pull action {made.key}"):
+        b.pull()
+    assert b.lookup_json(made.key) is None  # read-through treats it as a miss, never as an answer
+
+
 def test_corrupt_remote_object_is_rejected(tmp_path: Path, remote) -> None:
     a = open_store(tmp_path, "a", remote)
     digest = a.put_bytes(b"true bytes")

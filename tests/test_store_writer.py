@@ -39,7 +39,7 @@ def test_everything_queued_is_stored_and_synced_at_close(tmp_path: Path) -> None
         assert store.lookup_json(key).value == {"text": f"answer {i}"}
 
 
-def test_a_failing_write_surfaces_and_keeps_what_was_stored(tmp_path: Path) -> None:
+def test_a_failing_write_surfaces_and_the_others_are_still_stored(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     real_save = store.save_json
 
@@ -50,15 +50,31 @@ def test_a_failing_write_surfaces_and_keeps_what_was_stored(tmp_path: Path) -> N
 
     store.save_json = save  # type: ignore[method-assign]
     writer = ResultWriter(store, interval_s=0.01)
-    for i, key in enumerate(keys(store, 3)):
+    for i, key in enumerate(keys(store, 10)):
         writer.save_json(key, {"i": i}, {"kind": "call"})
-    bad = keys(store, 4)[3]
-    writer.save_json(bad, {"i": 3}, {"kind": "call"})
     with pytest.raises(StoreError, match="No space left on device"):
         writer.close()
     with pytest.raises(StoreError, match="storing results failed"):
-        writer.save_json(store.key("call", {"i": 9}), {"i": 9}, {"kind": "call"})
-    assert [store.lookup_json(k) is not None for k in keys(store, 4)] == [True, True, True, False]
+        writer.save_json(store.key("call", {"i": 99}), {"i": 99}, {"kind": "call"})
+    # every answer but the one that failed is stored: none is paid for twice
+    assert [store.lookup_json(k) is not None for k in keys(store, 10)] == [i != 3 for i in range(10)]
+    assert writer.saved == 9
+
+
+def test_flush_returns_once_everything_before_it_is_synced(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    events: list[str] = []
+    real_sync, real_save = store.sync, store.save_json
+    store.sync = lambda: (events.append("sync"), real_sync())[1]  # type: ignore[method-assign]
+    store.save_json = lambda *a, **kw: (events.append("save"), real_save(*a, **kw))[1]  # type: ignore[method-assign]
+    with ResultWriter(store, interval_s=5.0, sync_every_s=60.0) as writer:  # nothing on a timer
+        for i, key in enumerate(keys(store, 5)):
+            writer.save_json(key, {"i": i}, {"kind": "call"})
+        writer.flush()
+        assert events == ["save"] * 5 + ["sync"]
+        assert all(store.lookup_json(k) is not None for k in keys(store, 5))
+        writer.flush()  # nothing new: no sync of its own
+        assert events.count("sync") == 1
 
 
 def test_leaving_on_an_exception_stores_the_queue_and_keeps_the_exception(tmp_path: Path) -> None:

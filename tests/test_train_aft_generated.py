@@ -15,6 +15,7 @@ from msmbuild.config import Params
 from msmbuild.errors import SpecError, TrainingInputError
 from msmbuild.generate.backends.base import GenRequest, GenResult, ItemError, OnResult
 from msmbuild.generate.backends.offline import OfflineBackend
+from msmbuild.store import read_roots
 from msmbuild.train.aft_data import aft_calls_path, prepare_aft_data, read_demonstrations
 
 SPEC = """Shared preamble: the assistant follows these rules.
@@ -149,6 +150,14 @@ def test_rerun_makes_no_calls_and_edit_regenerates_one_domain(tmp_path, monkeypa
 
     _documents, calls, _corpora = corpus_tables(p)
     assert set(calls["source"]) == {"aft:gen"} and len(calls) == len(ledger)
+    assert {r["key"] for r in ledger} <= read_roots(p.build_dir)  # store gc keeps these answers
+
+    # switched to a file source: the old generation ledger leaves the build and the catalog
+    as_file = p.model_copy(update={"aft": {"gen": p.aft["gen"].model_copy(
+        update={"source": "file", "path": str(out)})}})
+    prepare_aft_data(as_file, "gen")
+    assert not aft_calls_path(p.build_dir, "gen").exists()
+    assert len(corpus_tables(as_file)[1]) == 0
     assert all("Section: Beta\n" in q.prompt for q in backend.sent)
     assert [r for r in first if r["domain"] != "beta"] == [r for r in second if r["domain"] != "beta"]
     old_beta = [r for r in first if r["domain"] == "beta"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -88,6 +89,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (Snakemake cancelling a job, scancel, a timeout) into SystemExit(143).
+
+    The default action kills the process on the spot; as an exception it unwinds like
+    Ctrl-C: answers already received are stored before the exit, a training step's
+    scratch directory is removed, nothing half-written is left in build/.
+    """
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def entry() -> None:
     """Console script: run main(), flush, and leave without interpreter teardown.
 
@@ -96,6 +110,7 @@ def entry() -> None:
     aborting at exit ("terminate called without an active exception") after the work
     succeeded, which a workflow engine would report as a failed job.
     """
+    exit_on_sigterm()
     try:
         main()
         code = 0

@@ -4,8 +4,9 @@ The key of a call is ``store.key("generate", {"backend": backend.identity(), "re
 request.key_inputs()})``: the backend's identity (model, revision, seed; never
 credentials or concurrency) and the exact request (system, context, prompt, schema,
 sampling, sample index, prompt version). Each answer is handed to a background
-``ResultWriter`` the moment it arrives and is on disk within ``WRITE_INTERVAL_S``, so a
-run killed halfway never pays for the finished part again.
+``ResultWriter`` the moment it arrives and is normally on disk within
+``WRITE_INTERVAL_S``, so a run stopped halfway pays again only for what was in flight
+(and, after a SIGKILL, for answers still queued).
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ def run_requests(
             # every answer received is stored and durable once this block ends, also when
             # generation fails
             with frozen_heap(), ResultWriter(store, WRITE_INTERVAL_S, SYNC_EVERY_S) as writer:
-                errors = backend.generate(miss_requests, functools.partial(on_result, writer))
+                deliver = functools.partial(on_result, writer)
+                deliver.flush = writer.flush  # type: ignore[attr-defined]  # see Backend.generate
+                errors = backend.generate(miss_requests, deliver)
             for err in sorted(errors, key=lambda e: e.index):
                 key = miss_keys[err.index]
                 for i in todo[key]:

@@ -147,8 +147,9 @@ def corpus_tables(params: Params):
     call_files = [(p, {"source": "corpus"}) for p in sorted(build.glob("corpora/*/calls.parquet"))]
     call_files += [(p, {"source": f"eval:{p.parent.parent.name}/{p.parent.name}"})
                    for p in sorted(build.glob("evals/*/*/calls.parquet"))]
-    call_files += [(p, {"source": f"aft:{p.name.removesuffix('.calls.parquet')}"})
-                   for p in sorted(build.glob("aft/*.calls.parquet"))]
+    generated = sorted(name for name, cfg in params.aft.items() if cfg.source == "generated")
+    call_files += [(p, {"source": f"aft:{name}"}) for name in generated
+                   if (p := build / "aft" / f"{name}.calls.parquet").is_file()]
     calls = _union_parquet(call_files, "calls")
     rows = []
     for name, corpus in params.corpora.items():

@@ -25,6 +25,8 @@ from msmbuild.errors import StoreError
 from msmbuild.hashing import canonical_json, digest_bytes, is_digest
 
 RECORD_FORMAT = "msmbuild-action/1"
+INLINE_RECORD_FORMAT = "msmbuild-action/2"  # a record with inline values (older readers refuse it)
+_FORMATS = (RECORD_FORMAT, INLINE_RECORD_FORMAT)
 
 
 @dataclass
@@ -45,6 +47,7 @@ class ActionResult:
         raw: dict[str, Any] = {"format": RECORD_FORMAT, "key": self.key, "outputs": self.outputs,
                                "meta": self.meta}
         if self.inline:
+            raw["format"] = INLINE_RECORD_FORMAT
             raw["inline"] = self.inline
         return canonical_json(raw)
 
@@ -54,15 +57,22 @@ class ActionResult:
 
     def bad_inline(self) -> list[str]:
         """Names of inline outputs whose value does not hash to the digest recorded for it."""
-        return [name for name, value in self.inline.items()
-                if digest_bytes(canonical_json(value)) != self.outputs.get(name)]
+        bad = []
+        for name, value in self.inline.items():
+            try:
+                ok = digest_bytes(canonical_json(value)) == self.outputs.get(name)
+            except (ValueError, TypeError):  # e.g. a NaN or a lone surrogate a flipped byte made
+                ok = False
+            if not ok:
+                bad.append(name)
+        return bad
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> ActionResult:
         """Decode a record; a malformed one raises StoreError naming where it came from."""
         try:
             raw = json.loads(data)
-            if raw.get("format") != RECORD_FORMAT:
+            if raw.get("format") not in _FORMATS:
                 raise ValueError(f"unknown format {raw.get('format')!r}")
             return cls(key=raw["key"], outputs=dict(raw["outputs"]), meta=dict(raw["meta"]),
                        inline=dict(raw.get("inline") or {}))

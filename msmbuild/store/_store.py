@@ -357,6 +357,7 @@ class Store:
             record = self.actions.get(key)
             if record is None:
                 continue
+            self._refuse_bad_inline(record, "push")
             for digest in self._closure(record.object_digests()):
                 if self.remote.has_object(digest):
                     count.skipped += 1
@@ -386,9 +387,18 @@ class Store:
         remote_actions = self.remote.list_actions()
         for key in self.actions.iter_keys():
             if key not in remote_actions:
-                self.remote.put_action(key, self.actions.path(key).read_bytes())
+                data = self.actions.path(key).read_bytes()
+                self._refuse_bad_inline(ActionResult.from_bytes(data, str(self.actions.path(key))), "push")
+                self.remote.put_action(key, data)
                 count.actions += 1
         return count
+
+    def _refuse_bad_inline(self, record: ActionResult, verb: str) -> None:
+        """A record whose inline value fails its digest is never copied to another store."""
+        if bad := record.bad_inline():
+            raise CorruptObjectError(
+                f"refusing to {verb} action {record.key}: its inline {', '.join(bad)} does not hash to "
+                f"its digest (msmbuild store verify lists such records; rebuilding recomputes them)")
 
     def pull(self) -> TransferCount:
         """Download every remote object and action the local store lacks."""
@@ -408,6 +418,7 @@ class Store:
         for key in self.remote.list_actions() - local_actions:
             data = self.remote.get_action(key)
             if data is not None:
+                self._refuse_bad_inline(ActionResult.from_bytes(data, f"{self.remote.url} action {key}"), "pull")
                 self.actions.put_bytes(key, data)
                 count.actions += 1
         return count

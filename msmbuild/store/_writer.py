@@ -7,8 +7,11 @@ with one ``sync()`` about every ``sync_every_s`` and at ``close()``. Draining on
 instead of waking per answer keeps the writer from contending with the loop for the GIL
 once per answer.
 
-A write error stops the writer; the next ``save_json`` or ``close`` raises it. ``close``
-returns only when every answer handed over is stored and durable.
+A write that fails does not stop the others: the writer keeps storing every other queued
+answer, and the first error is raised by the next ``save_json``, ``flush`` or ``close``.
+``flush()`` returns once everything queued before it is stored and durable (a backend
+calls it before it forgets a finished Message Batch); ``close()`` does the same for
+everything and stops the thread.
 """
 
 from __future__ import annotations
@@ -32,25 +35,41 @@ class ResultWriter:
         self.store = store
         self.interval_s = interval_s
         self.sync_every_s = sync_every_s
-        self.saved = 0
+        self.saved = 0  # results written (failed ones not counted)
         self._queue: deque[tuple[str, Any, dict[str, Any]]] = deque()
-        self._closing = threading.Event()
+        self._queued = 0  # results handed over
+        self._written = 0  # results taken off the queue (written, or failed)
+        self._durable = 0  # results covered by a completed sync
+        self._flush_wanted = False
+        self._progress = threading.Condition()
+        self._wake = threading.Event()
+        self._closing = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="msmbuild-result-writer", daemon=True)
         self._thread.start()
 
     def save_json(self, key: str, value: Any, meta: dict[str, Any]) -> None:
-        """Queue a result for the store; raises the writer's error if it has stopped."""
-        if self._error is not None:
-            raise StoreError(f"storing results failed: {self._error}") from self._error
+        """Queue a result for the store; raises the first write error seen so far."""
+        self._raise_error()
         self._queue.append((key, value, meta))
+        self._queued += 1
+
+    def flush(self) -> None:
+        """Return once every result queued before this call is stored and synced."""
+        target = self._queued
+        with self._progress:
+            while self._durable < target and self._thread.is_alive():
+                self._flush_wanted = True  # the writer syncs on its next pass, not within the second
+                self._wake.set()
+                self._progress.wait(0.1)
+        self._raise_error()
 
     def close(self) -> None:
         """Store and sync everything queued, stop the thread; raise if a write failed."""
-        self._closing.set()
+        self._closing = True
+        self._wake.set()
         self._thread.join()
-        if self._error is not None:
-            raise StoreError(f"storing results failed: {self._error}") from self._error
+        self._raise_error()
 
     def __enter__(self) -> ResultWriter:
         return self
@@ -65,24 +84,42 @@ class ResultWriter:
         except StoreError:
             pass
 
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise StoreError(f"storing results failed: {self._error}") from self._error
+
     def _run(self) -> None:
         last_sync = time.monotonic()
-        try:
-            while True:
-                closing = self._closing.wait(self.interval_s)
-                while self._queue:
-                    key, value, meta = self._queue.popleft()
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            closing = self._closing
+            while self._queue:
+                key, value, meta = self._queue.popleft()
+                try:
                     self.store.save_json(key, value, meta, durable=False)
                     self.saved += 1
-                now = time.monotonic()
-                if closing or now - last_sync >= self.sync_every_s:
-                    self.store.sync()
-                    last_sync = now
-                if closing:
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller by save_json/close
-            self._error = exc
-            try:
-                self.store.sync()  # what was stored before the error is kept
-            except OSError:
-                pass
+                except Exception as exc:  # noqa: BLE001 - kept for the caller; the rest still go in
+                    if self._error is None:
+                        self._error = exc
+                self._written += 1
+            now = time.monotonic()
+            if self._written > self._durable and (closing or self._flush_wanted
+                                                  or now - last_sync >= self.sync_every_s):
+                self._sync()
+                last_sync = now
+            if closing and not self._queue:
+                return
+
+    def _sync(self) -> None:
+        """One store sync covering everything written so far; wakes waiting flushes."""
+        covered = self._written
+        try:
+            self.store.sync()
+        except OSError as exc:
+            if self._error is None:
+                self._error = exc
+        with self._progress:
+            self._durable = covered
+            self._flush_wanted = False
+            self._progress.notify_all()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from msmbuild.errors import TrainingInputError
 from msmbuild.fsutil import iter_jsonl, write_bytes_if_changed
 from msmbuild.hashing import canonical_json, digest_bytes
+from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
     from msmbuild.config import Params
@@ -94,6 +95,7 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
         write_bytes_if_changed(Path(params.build_dir) / "aft" / f"{name}.generation.json",
                           (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
         write_table_if_changed(aft_calls_path(params.build_dir, name), call_rows, CALLS_SCHEMA)
+        write_roots(params.build_dir, f"aftdata-{name}", [r["key"] for r in call_rows if not r["error"]])
         if not generated:
             raise TrainingInputError(
                 f"params.yaml: aft.{name}: no generated example passed the consistency filter "
@@ -103,6 +105,7 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
         if not cfg.path:
             raise TrainingInputError(f"params.yaml: key 'aft.{name}.path' is required for source: file")
         rows = read_demonstrations(cfg.path)
+        aft_calls_path(params.build_dir, name).unlink(missing_ok=True)  # no longer generated
     rows = nested_subset(rows, cfg.fraction)
     out = aft_path(params.build_dir, name, cfg.fraction)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)

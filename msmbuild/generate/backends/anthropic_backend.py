@@ -230,6 +230,12 @@ class _Run:
         for i in self.groups[digest]:
             self.on_result(i, result)
 
+    async def _durable(self) -> None:
+        """Wait until every answer handed on so far is stored (when on_result can say)."""
+        flush = getattr(self.on_result, "flush", None)
+        if flush is not None:
+            await asyncio.to_thread(flush)
+
     def fail(self, digest: str, message: str) -> None:
         if digest in self.done:
             return
@@ -462,6 +468,7 @@ class _Run:
                 self.fail(d, f"batch {entry.batch_id}: invalid_request_error: {result.error.error.message}")
             else:
                 again.append(d)
+        await self._durable()  # forget the batch only once its answers are on disk
         self.b.ledger.forget(entry.batch_id)
         retry = [d for d in again if submissions.get(d, 1) <= cfg.max_resubmits]
         fallback.extend(d for d in again if submissions.get(d, 1) > cfg.max_resubmits)

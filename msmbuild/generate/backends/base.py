@@ -111,7 +111,10 @@ class Backend(ABC):
         """Answer every request, calling on_result(i, result) as each finishes.
 
         on_result must return quickly: a backend may call it on its event loop (the
-        caller hands slow work such as store writes to a ResultWriter).
+        caller hands slow work such as store writes to a ResultWriter). An on_result with
+        a ``flush()`` method (run_requests' has one) can be asked to make everything
+        handed over so far durable; a backend does so before it forgets anything it
+        would need to recover those results (the anthropic backend's batch ledger).
 
         Returns the per-item errors that retries could not heal; must not raise for a
         single bad item. Raises BackendError for failures that stop everything (bad key,
