@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the backend's transport (backends.anthropic.http_client)")
     parser.add_argument("--store-dir", type=Path, default=STORE_PARENT,
                         help="parent of the fresh store each run writes (default .msmbuild, where a "
-                             "project's store lives); file creation speed varies a lot between directories")
+                             "project's store lives)")
     args = parser.parse_args(argv)
     os.environ["ANTHROPIC_API_KEY"] = KEY
     proc, url = spawn_server(latency_s=args.latency, answer_chars=2000)
