@@ -24,6 +24,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -73,18 +74,33 @@ def bare_loop(url: str, requests: list[GenRequest], concurrency: int, aiohttp: b
 STORE_PARENT = Path(".msmbuild")  # where a project's store lives; see --store-dir
 
 
+def file_create_us(directory: Path, n: int = 300) -> float:
+    """CPU µs to create (and write 3 kB to) one new file in directory: the store's unit cost."""
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=directory))
+    start = time.process_time()
+    for i in range(n):
+        fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"x" * 3000)
+        os.close(fd)
+    return (time.process_time() - start) / n * 1e6
+
+
 def through_backend(url: str, requests: list[GenRequest], concurrency: int,
                     http_client: str = "aiohttp", store_dir: Path = STORE_PARENT) -> float:
-    """Seconds for run_requests + AnthropicBackend (fresh store, every request a miss)."""
+    """Seconds for run_requests + AnthropicBackend (fresh store, every request a miss).
+
+    The store is left in place: the caller removes store_dir's runs at the very end.
+    Deleting thousands of files between runs would slow the next run's file creation
+    (ext4 passes over inodes freed in the last ~30 s), a cost no real build pays.
+    """
     cfg = AnthropicConfig(model=MODEL, base_url=url, batch=BatchConfig(enabled=False), http_client=http_client)
     store_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-store-", dir=store_dir) as tmp:
-        store = Store(Path(tmp) / "store")
-        backend = AnthropicBackend(cfg, Params().prices, max_concurrency=concurrency,
-                                   state_dir=Path(tmp) / "batches")
-        start = time.perf_counter()
-        _, stats, _ = run_requests(store, backend, requests, desc="bench", progress=False)
-        elapsed = time.perf_counter() - start
+    tmp = Path(tempfile.mkdtemp(prefix="bench-store-", dir=store_dir))
+    store = Store(tmp / "store")
+    backend = AnthropicBackend(cfg, Params().prices, max_concurrency=concurrency, state_dir=tmp / "batches")
+    start = time.perf_counter()
+    _, stats, _ = run_requests(store, backend, requests, desc="bench", progress=False)
+    elapsed = time.perf_counter() - start
     assert stats.misses == len(requests) and stats.errors == 0, stats
     return elapsed
 
@@ -104,10 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ["ANTHROPIC_API_KEY"] = KEY
     proc, url = spawn_server(latency_s=args.latency, answer_chars=2000)
+    args.store_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(tempfile.mkdtemp(prefix="bench-generate-", dir=args.store_dir))  # removed at the end
     sides = {"bare": lambda u, r, c: bare_loop(u, r, c),
              "bare_aiohttp": lambda u, r, c: bare_loop(u, r, c, aiohttp=True),
-             "backend": lambda u, r, c: through_backend(u, r, c, args.http_client, args.store_dir)}
+             "backend": lambda u, r, c: through_backend(u, r, c, args.http_client, runs_dir)}
     rows = []
+    create_us = [file_create_us(runs_dir)]
     try:
         bare_loop(url, _requests("warm-up", 100), 8)
         for level in args.levels:
@@ -121,11 +140,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"concurrency {level}: " + ", ".join(
                 f"{side} {' '.join(f'{x:.0f}' for x in v)}/s" for side, v in runs.items()), file=sys.stderr)
         max_in_flight = stats_remote(url)["max_in_flight"]
+        create_us.append(file_create_us(runs_dir))
     finally:
         proc.terminate()
         proc.wait()
+        shutil.rmtree(runs_dir, ignore_errors=True)
     print(f"latency {args.latency:g} s per request; median of {args.repeats} alternating runs; "
-          f"msmbuild on {args.http_client}, store under {args.store_dir}; server max in flight {max_in_flight}")
+          f"msmbuild on {args.http_client}, store under {args.store_dir} (creating a file there: "
+          f"{create_us[0]:.0f} µs CPU before the run, {create_us[1]:.0f} µs after); "
+          f"server max in flight {max_in_flight}")
     print("| concurrency | requests | bare docs/s | bare on aiohttp docs/s | msmbuild docs/s "
           "| msmbuild / bare | msmbuild / bare on aiohttp | bare / (c/latency) | msmbuild / (c/latency) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
