@@ -84,21 +84,33 @@ def _assert_key_nowhere(root: Path) -> None:
             assert KEY.encode() not in path.read_bytes(), f"API key found in {path}"
 
 
+def _stop_after_8_answers(env, server, store, n, sig, tmp_path) -> int:
+    """Run the driver in Messages mode, send sig once 8 answers went out; its exit code."""
+    driver, environ = env
+    proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run1.log")
+    _wait_for(lambda: server.stats()["endpoints"].get("messages_ok", 0) >= 8, "8 answers")
+    proc.send_signal(sig)
+    return proc.wait(timeout=60)
+
+
+def _rerun(env, server, store, n, tmp_path) -> str:
+    """Run the driver to completion again; its stdout (the hit/miss counts)."""
+    driver, environ = env
+    proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run2.log")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (tmp_path / "run2.log.stderr").read_text()
+    return out
+
+
 @pytest.mark.slow
 def test_kill_during_messages_then_rerun(tmp_path, env):
-    driver, environ = env
     n, store = 30, tmp_path / "store"
     with FakeAnthropic(latency_s=0.1) as server:
-        proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run1.log")
-        _wait_for(lambda: server.stats()["endpoints"].get("messages_ok", 0) >= 8, "8 answers")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        _stop_after_8_answers(env, server, store, n, signal.SIGKILL, tmp_path)
         kept = _stored(store, n)
         assert 6 <= len(kept) < n
         first = server.stats()["prompts"]
-        proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run2.log")
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, (tmp_path / "run2.log.stderr").read_text()
+        out = _rerun(env, server, store, n, tmp_path)
         assert f'"hits": {len(kept)}' in out
         prompts = server.stats()["prompts"]
         for i in kept:  # completed before the kill: never requested again
@@ -111,21 +123,16 @@ def test_kill_during_messages_then_rerun(tmp_path, env):
 
 @pytest.mark.slow
 def test_sigterm_during_messages_stores_every_answer_received(tmp_path, env):
-    driver, environ = env
     n, store = 40, tmp_path / "store"
     with FakeAnthropic(latency_s=0.1) as server:
-        proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run1.log")
-        _wait_for(lambda: server.stats()["endpoints"].get("messages_ok", 0) >= 8, "8 answers")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        assert _stop_after_8_answers(env, server, store, n, signal.SIGTERM, tmp_path) == 128 + signal.SIGTERM
         answered = server.stats()["endpoints"]["messages_ok"]
         kept = _stored(store, n)
         # all but the (at most 2) answers still on the wire when the signal came are stored
         assert answered - 2 <= len(kept) <= answered < n
         first = sum(server.stats()["prompts"].values())
-        proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run2.log")
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0 and f'"hits": {len(kept)}' in out
+        out = _rerun(env, server, store, n, tmp_path)
+        assert f'"hits": {len(kept)}' in out
         prompts = server.stats()["prompts"]
         assert all(prompts[f"write document {i}"] == 1 for i in kept)
         assert sum(prompts.values()) - n <= first - len(kept) <= 2  # only what was in flight repeats

@@ -41,6 +41,7 @@ class ResultWriter:
         self._written = 0  # results taken off the queue (written, or failed)
         self._durable = 0  # results covered by a completed sync
         self._flush_wanted = False
+        self._queue_lock = threading.Lock()  # callers may queue from several threads
         self._progress = threading.Condition()
         self._wake = threading.Event()
         self._closing = False
@@ -51,8 +52,9 @@ class ResultWriter:
     def save_json(self, key: str, value: Any, meta: dict[str, Any]) -> None:
         """Queue a result for the store; raises the first write error seen so far."""
         self._raise_error()
-        self._queue.append((key, value, meta))
-        self._queued += 1
+        with self._queue_lock:
+            self._queue.append((key, value, meta))
+            self._queued += 1
 
     def flush(self) -> None:
         """Return once every result queued before this call is stored and synced."""
