@@ -25,6 +25,10 @@ class CorruptObjectError(StoreError):
     """An object's bytes do not hash to its name."""
 
 
+class UnsafeTreeError(StoreError):
+    """A tree manifest has an entry that could write outside its destination (or is malformed)."""
+
+
 class BackendError(MsmbuildError):
     """A generation backend failed in a way that retrying will not fix."""
 

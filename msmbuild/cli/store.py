@@ -54,6 +54,8 @@ def verify(ctx: click.Context) -> None:
         click.echo(f"missing  {d}")
     for k in report.bad_actions:
         click.echo(f"bad action  {s.actions.path(k)} (malformed, or an inline value that does not hash to its digest)")
+    for d, why in report.bad_trees.items():
+        click.echo(f"unsafe tree  {s.cas.path(d)}: {why}")
     if not report.ok:
         raise SystemExit(1)
     click.echo("ok")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import xxhash
 
-from msmbuild.errors import CorruptObjectError, StoreError
+from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
 from msmbuild.hashing import CHUNK, canonical_json, digest_bytes, is_digest
 
 TREE_FORMAT = "msmbuild-tree/1"
@@ -41,6 +41,53 @@ FICLONE = 0x40049409
 LINK_MODES = ("reflink", "hardlink", "copy")
 
 _libc = None
+
+
+def validate_tree_entries(entries: object, what: str) -> list[list]:
+    """Check a tree manifest's entries and return them; raise UnsafeTreeError otherwise.
+
+    Every entry is ``[path, digest, size, executable]`` where path is relative, POSIX,
+    normalized (no ``.``, ``..``, empty component, backslash or NUL), unique, and neither a
+    prefix directory of another entry nor below one. A tree read from a shared remote is
+    untrusted input: these rules are what keep ``materialize`` inside its destination.
+    """
+    if not isinstance(entries, list):
+        raise UnsafeTreeError(f"{what}: 'entries' is not a list")
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    for i, entry in enumerate(entries):
+        if not (isinstance(entry, list) and len(entry) == 4):
+            raise UnsafeTreeError(f"{what}: entry {i} is not [path, digest, size, executable]")
+        rel, digest, size, executable = entry
+        if not isinstance(rel, str) or not _safe_relpath(rel):
+            raise UnsafeTreeError(
+                f"{what}: entry {i} has an unsafe path {rel!r} (it must be relative, normalized,"
+                " without '..'); refusing to materialize it"
+            )
+        if not (isinstance(digest, str) and is_digest(digest)):
+            raise UnsafeTreeError(f"{what}: entry {i} ({rel!r}) has a malformed digest {digest!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise UnsafeTreeError(f"{what}: entry {i} ({rel!r}) has a malformed size {size!r}")
+        if not isinstance(executable, bool | int):
+            raise UnsafeTreeError(f"{what}: entry {i} ({rel!r}) has a malformed mode {executable!r}")
+        if rel in seen:
+            raise UnsafeTreeError(f"{what}: path {rel!r} appears twice")
+        seen.add(rel)
+        parts = rel.split("/")
+        dirs.update("/".join(parts[:k]) for k in range(1, len(parts)))
+    clash = seen & dirs
+    if clash:
+        raise UnsafeTreeError(
+            f"{what}: {sorted(clash)[0]!r} is both a file and a directory of another entry"
+        )
+    return entries
+
+
+def _safe_relpath(rel: str) -> bool:
+    """True for a normalized relative POSIX path that cannot leave its root."""
+    if not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel:
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 def _syncfs(path: Path) -> None:
@@ -281,8 +328,10 @@ class ObjectStore:
         return json.loads(self.get_bytes(digest))
 
     def verify_object(self, digest: str) -> bool:
-        """True if the object exists and hashes to its name (streamed)."""
+        """True if the object exists, is a regular file and hashes to its name (streamed)."""
         path = self.path(digest)
+        if path.is_symlink():
+            return False
         h = xxhash.xxh3_128()
         try:
             with open(path, "rb") as f:
@@ -293,24 +342,38 @@ class ObjectStore:
         return h.hexdigest() == digest
 
     def tree_entries(self, digest: str) -> list[list]:
-        """The manifest entries of a tree object."""
+        """The manifest entries of a tree object, validated (see ``validate_tree_entries``).
+
+        Raises UnsafeTreeError for a manifest whose entries could write outside the
+        directory it is materialized into; such a tree is never placed anywhere.
+        """
         manifest = self.get_json(digest)
         if not isinstance(manifest, dict) or manifest.get("format") != TREE_FORMAT:
             raise StoreError(f"object {digest} is not a tree manifest")
-        return manifest["entries"]
+        return validate_tree_entries(manifest.get("entries"), f"tree {digest}")
 
-    def is_tree(self, digest: str) -> bool:
-        """True if the object is a tree manifest."""
+    def looks_like_tree(self, digest: str) -> bool:
+        """True if the object is a tree manifest by format, whether or not its entries are safe."""
         path = self.path(digest)
+        if path.is_symlink():
+            return False
         with open(path, "rb") as f:
             head = f.read(40)
         if not head.startswith(b'{"entries"'):
             return False
         try:
-            self.tree_entries(digest)
+            manifest = self.get_json(digest)
         except (StoreError, ValueError):
             return False
-        return True
+        return isinstance(manifest, dict) and manifest.get("format") == TREE_FORMAT
+
+    def is_tree(self, digest: str) -> bool:
+        """True if the object is a tree manifest.
+
+        A manifest with unsafe entries counts as a tree, so that materializing it raises
+        UnsafeTreeError instead of placing the manifest's bytes as a file.
+        """
+        return self.looks_like_tree(digest)
 
     # -- materialization -----------------------------------------------------
     def _link_or_copy(
@@ -321,6 +384,11 @@ class ObjectStore:
         An executable entry is never hardlinked: its mode bits would be the store object's.
         """
         src = self.path(digest)
+        if src.is_symlink():
+            raise CorruptObjectError(
+                f"object {digest} is a symbolic link ({src} -> {os.readlink(src)}); store"
+                " objects are regular files: refusing to materialize it"
+            )
         if not verified and not self.verify_object(digest):
             raise CorruptObjectError(f"object {digest} is corrupt or missing: {src}")
         modes = self.link_modes
@@ -370,6 +438,8 @@ class ObjectStore:
         try:
             for rel, obj, _size, executable in self.tree_entries(digest):
                 target = staging / rel
+                if not target.resolve().is_relative_to(staging.resolve()):
+                    raise UnsafeTreeError(f"tree {digest}: entry {rel!r} leaves {dest}")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._link_or_copy(obj, target, executable=bool(executable), verified=verified)
                 if executable:

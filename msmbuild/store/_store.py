@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msmbuild.errors import CorruptObjectError, StoreError
+from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
 from msmbuild.hashing import action_key, canonical_json, digest_bytes
 from msmbuild.store._actions import ActionCache, ActionResult
 from msmbuild.store._cas import LINK_MODES, ObjectStore
@@ -61,11 +61,12 @@ class VerifyReport:
     corrupt: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     bad_actions: list[str] = field(default_factory=list)
+    bad_trees: dict[str, str] = field(default_factory=dict)  # digest -> why it is unsafe
 
     @property
     def ok(self) -> bool:
         """True when nothing is wrong."""
-        return not (self.corrupt or self.missing or self.bad_actions)
+        return not (self.corrupt or self.missing or self.bad_actions or self.bad_trees)
 
 
 class Store:
@@ -431,6 +432,11 @@ class Store:
             report.objects_checked += 1
             if not self.cas.verify_object(digest):
                 report.corrupt.append(digest)
+            elif self.cas.looks_like_tree(digest):
+                try:
+                    self.cas.tree_entries(digest)
+                except UnsafeTreeError as exc:
+                    report.bad_trees[digest] = str(exc)
         for key in self.actions.iter_keys():
             report.actions_checked += 1
             try:
@@ -443,7 +449,8 @@ class Store:
             for digest in record.object_digests():
                 if not self.cas.has(digest):
                     report.missing.append(digest)
-                elif digest not in report.corrupt and self.cas.is_tree(digest):
+                elif (digest not in report.corrupt and digest not in report.bad_trees
+                      and self.cas.is_tree(digest)):
                     for entry in self.cas.tree_entries(digest):
                         if not self.cas.has(entry[1]):
                             report.missing.append(entry[1])
