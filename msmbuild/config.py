@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from msmbuild.errors import ParamsError
+from msmbuild.layout import DEFAULT_STORE_PATH
 
 if TYPE_CHECKING:
     from msmbuild.store import Store
@@ -30,7 +31,7 @@ class Section(BaseModel):
 
 # -- store ---------------------------------------------------------------------------
 class StoreConfig(Section):
-    path: str = Field(".msmbuild/store", description="Local store directory (git- and dvc-ignored). A cluster points every node at one shared path.")
+    path: str = Field(DEFAULT_STORE_PATH, description="Local store directory (git- and dvc-ignored). A cluster points every node at one shared path.")
     remote: str | None = Field(None, description="fsspec URL of the shared tier: a directory, file://, s3://bucket/prefix.")
     write_through: bool = Field(False, description="Upload every new result to the remote as it is made.")
     link: list[Literal["reflink", "hardlink", "copy"]] = Field(

@@ -18,6 +18,7 @@ from pathlib import Path
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.experiments import Arm, expand_arms
+from msmbuild.layout import Layout
 
 
 @dataclass
@@ -74,7 +75,7 @@ def section_changes(params: Params, corpus: str) -> list[SectionChange] | None:
     from msmbuild.spec import parse_spec
 
     cfg = params.corpora[corpus]
-    recorded_path = Path(params.build_dir) / "corpora" / corpus / "sections.json"
+    recorded_path = Layout.of(params).sections(corpus)
     if not recorded_path.is_file():
         return None
     recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
@@ -151,20 +152,18 @@ def status(params: Params, workdir: str | Path = ".", engine: str = "snakemake")
 
 def corpora_feeding(params: Params, artifact: str) -> list[str]:
     """The corpora an artifact under build/ is derived from, by its place in the layout."""
-    parts = Path(artifact).parts
-    build = Path(params.build_dir).parts
-    rel = parts[len(build):] if parts[: len(build)] == build else parts
-    if len(rel) >= 2 and rel[0] in ("corpora", "shards") and rel[1] in params.corpora:
-        return [rel[1]]
+    owner = Layout.of(params).owner(artifact)
+    if owner is None:
+        return []
+    kind, name = owner
+    if kind in ("corpus", "shards"):
+        return [name] if name in params.corpora else []
     arms: list[Arm] = expand_arms(params)
-    if len(rel) >= 3 and rel[:2] == ("models", "midtrain"):
-        return sorted({a.midtrain for a in arms if a.midtrain_tag == rel[2] and a.midtrain})
-    if len(rel) >= 3 and rel[:2] == ("models", "aft") or len(rel) >= 2 and rel[0] == "evals":
-        name = rel[2] if rel[0] == "models" else rel[1]
+    if kind == "midtrain":
+        return sorted({a.midtrain for a in arms if a.midtrain_tag == name and a.midtrain})
+    if kind in ("aft", "eval"):
         return sorted({a.midtrain for a in arms if a.name == name and a.midtrain})
-    if rel[:1] in (("results",), ("report",)):
-        return sorted({a.midtrain for a in arms if a.midtrain})
-    return []
+    return sorted({a.midtrain for a in arms if a.midtrain})
 
 
 def _workflow_relative(artifact: str, workdir: str | Path) -> str:

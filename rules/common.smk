@@ -4,13 +4,15 @@
 
 import json
 import sys
-from pathlib import Path
 
 from msmbuild.config import validate_params
+from msmbuild.layout import Layout
 
 PARAMS_FILE = "params.yaml"
 PARAMS = validate_params(config, PARAMS_FILE)
-BUILD = PARAMS.build_dir
+# Every path a rule declares comes from the layout (msmbuild/layout.py), the same module the
+# commands use to find their inputs and outputs: a path is named once.
+LAYOUT = Layout.of(PARAMS)
 MSMBUILD = f"msmbuild --params {PARAMS_FILE}"
 
 # Each rules/*.smk adds its final outputs here; `rule all` asks for all of them.

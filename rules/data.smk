@@ -4,12 +4,12 @@
 
 from msmbuild.train.targets import corpus_base_model_name, midtrained_corpora
 
-TARGETS["shards"] = [f"{BUILD}/shards/{name}/manifest.json" for name in midtrained_corpora(PARAMS)]
+TARGETS["shards"] = [str(LAYOUT.manifest(name)) for name in midtrained_corpora(PARAMS)]
 
 
 def base_model_input(base_name):
     """The tiny base model's config file when base_name is 'tiny' (else nothing to build)."""
-    return [f"{BUILD}/models/base/config.json"] if base_name == "tiny" else []
+    return [str(LAYOUT.base_model / "config.json")] if base_name == "tiny" else []
 
 
 def shard_settings(corpus):
@@ -21,13 +21,13 @@ def shard_settings(corpus):
 
 rule shards:
     input:
-        documents=f"{BUILD}/corpora/{{corpus}}/documents.parquet",
+        documents=str(LAYOUT.documents("{corpus}")),
         base=lambda wc: base_model_input(corpus_base_model_name(PARAMS, wc.corpus)),
     output:
-        manifest=f"{BUILD}/shards/{{corpus}}/manifest.json",
+        manifest=str(LAYOUT.manifest("{corpus}")),
     params:
         settings=lambda wc: shard_settings(wc.corpus),
     log:
-        "logs/data/{corpus}/shards.log",
+        str(LAYOUT.log("data", "{corpus}", "shards")),
     shell:
         "{MSMBUILD} shards {wildcards.corpus} > {log} 2>&1"

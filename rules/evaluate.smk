@@ -7,13 +7,13 @@ from msmbuild.evaluate import planned_evals
 EVALS = {(arm.name, suite): arm for arm, suite in planned_evals(PARAMS)}
 EVAL_ARMS = {name: arm for (name, _suite), arm in EVALS.items()}
 
-TARGETS["evaluate"] = [f"{BUILD}/evals/{name}/{suite}/summary.json" for name, suite in EVALS]
+TARGETS["evaluate"] = [str(LAYOUT.eval_summary(name, suite)) for name, suite in EVALS]
 
 
 def eval_inputs(wildcards):
     """The checkpoint an eval loads (its config.json) plus the suite's data file."""
     arm = EVAL_ARMS[wildcards.arm]
-    model = ([f"{arm.model_dir(BUILD)}/config.json"] if arm.midtrain or arm.aft
+    model = ([str(arm.model_dir(LAYOUT) / "config.json")] if arm.midtrain or arm.aft
              else base_model_input(arm.base_model))
     data = getattr(PARAMS.evals, wildcards.suite, None)
     return model + ([data.path] if hasattr(data, "path") else [])
@@ -32,8 +32,8 @@ rule evaluate:
     input:
         eval_inputs,
     output:
-        summary=f"{BUILD}/evals/{{arm}}/{{suite}}/summary.json",
-        rows=f"{BUILD}/evals/{{arm}}/{{suite}}/items.parquet",
+        summary=str(LAYOUT.eval_summary("{arm}", "{suite}")),
+        rows=str(LAYOUT.eval_items("{arm}", "{suite}")),
     params:
         settings=eval_settings,
     wildcard_constraints:
@@ -41,6 +41,6 @@ rule evaluate:
     resources:
         api=lambda wc: 1 if wc.suite == "qa" else 0,
     log:
-        "logs/evaluate/{arm}/{suite}.log",
+        str(LAYOUT.log("evaluate", "{arm}", "{suite}")),
     shell:
         "{MSMBUILD} evaluate {wildcards.arm} {wildcards.suite} --quiet > {log} 2>&1"

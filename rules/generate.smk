@@ -4,62 +4,62 @@
 # and passes it to the CLI as --max-concurrency, so with `snakemake --resources api=50`
 # the jobs running at once never have more than 50 requests in flight together.
 
-CORPUS_DIR = f"{BUILD}/corpora/{{corpus}}"
+CORPUS = "{corpus}"  # the wildcard, placed by the layout
 
-TARGETS["generate"] = [f"{BUILD}/corpora/{name}/documents.parquet" for name in PARAMS.corpora]
+TARGETS["generate"] = [str(LAYOUT.documents(name)) for name in PARAMS.corpora]
 
 
 rule corpus_tree:
     input:
         spec=lambda wc: corpus_config(wc.corpus).spec,
     output:
-        sections=f"{CORPUS_DIR}/sections.json",
-        tree=f"{CORPUS_DIR}/tree.json",
-        calls=f"{CORPUS_DIR}/calls/tree.parquet",
+        sections=str(LAYOUT.sections(CORPUS)),
+        tree=str(LAYOUT.tree(CORPUS)),
+        calls=str(LAYOUT.step_calls(CORPUS, "tree")),
     params:
         settings=lambda wc: corpus_settings(wc.corpus),
     resources:
         api=lambda wc: api_share(wc.corpus),
     log:
-        "logs/generate/{corpus}/tree.log",
+        str(LAYOUT.log("generate", CORPUS, "tree")),
     shell:
         "{MSMBUILD} generate tree {wildcards.corpus} --quiet --max-concurrency {resources.api} > {log} 2>&1"
 
 
 rule corpus_ideas:
     input:
-        tree=f"{CORPUS_DIR}/tree.json",
+        tree=str(LAYOUT.tree(CORPUS)),
     output:
-        assertions=f"{CORPUS_DIR}/assertions.json",
-        ideas=f"{CORPUS_DIR}/ideas.parquet",
-        calls=f"{CORPUS_DIR}/calls/ideas.parquet",
+        assertions=str(LAYOUT.assertions(CORPUS)),
+        ideas=str(LAYOUT.ideas(CORPUS)),
+        calls=str(LAYOUT.step_calls(CORPUS, "ideas")),
     params:
         settings=lambda wc: corpus_settings(wc.corpus),
     resources:
         api=lambda wc: api_share(wc.corpus),
     log:
-        "logs/generate/{corpus}/ideas.log",
+        str(LAYOUT.log("generate", CORPUS, "ideas")),
     shell:
         "{MSMBUILD} generate ideas {wildcards.corpus} --quiet --max-concurrency {resources.api} > {log} 2>&1"
 
 
 rule corpus_documents:
     input:
-        sections=f"{CORPUS_DIR}/sections.json",
-        tree=f"{CORPUS_DIR}/tree.json",
-        assertions=f"{CORPUS_DIR}/assertions.json",
-        ideas=f"{CORPUS_DIR}/ideas.parquet",
-        tree_calls=f"{CORPUS_DIR}/calls/tree.parquet",
-        ideas_calls=f"{CORPUS_DIR}/calls/ideas.parquet",
+        sections=str(LAYOUT.sections(CORPUS)),
+        tree=str(LAYOUT.tree(CORPUS)),
+        assertions=str(LAYOUT.assertions(CORPUS)),
+        ideas=str(LAYOUT.ideas(CORPUS)),
+        tree_calls=str(LAYOUT.step_calls(CORPUS, "tree")),
+        ideas_calls=str(LAYOUT.step_calls(CORPUS, "ideas")),
     output:
-        documents=f"{CORPUS_DIR}/documents.parquet",
-        calls=f"{CORPUS_DIR}/calls/documents.parquet",
-        all_calls=f"{CORPUS_DIR}/calls.parquet",
+        documents=str(LAYOUT.documents(CORPUS)),
+        calls=str(LAYOUT.step_calls(CORPUS, "documents")),
+        all_calls=str(LAYOUT.corpus_calls(CORPUS)),
     params:
         settings=lambda wc: corpus_settings(wc.corpus),
     resources:
         api=lambda wc: api_share(wc.corpus),
     log:
-        "logs/generate/{corpus}/documents.log",
+        str(LAYOUT.log("generate", CORPUS, "documents")),
     shell:
         "{MSMBUILD} generate documents {wildcards.corpus} --quiet --max-concurrency {resources.api} > {log} 2>&1"

@@ -3,7 +3,7 @@
 
 from msmbuild.results.catalog import TABLES
 
-TARGETS["report"] = [f"{BUILD}/report/index.html"]
+TARGETS["report"] = [str(LAYOUT.report_index)]
 
 
 def catalog_inputs(wildcards=None):
@@ -16,12 +16,12 @@ rule catalog:
     input:
         catalog_inputs,
     output:
-        tables=[f"{BUILD}/results/{table}.parquet" for table in TABLES],
-        sql=f"{BUILD}/results/catalog.sql",
-        metrics=f"{BUILD}/results/metrics.json",
-        plots=f"{BUILD}/results/plots/eval_summary.csv",
+        tables=[str(LAYOUT.table(table)) for table in TABLES],
+        sql=str(LAYOUT.catalog_sql),
+        metrics=str(LAYOUT.metrics),
+        plots=str(LAYOUT.plot("eval_summary")),
     log:
-        "logs/results/catalog.log",
+        str(LAYOUT.log("results", "catalog")),
     shell:
         "{MSMBUILD} catalog --quiet > {log} 2>&1"
 
@@ -30,9 +30,9 @@ rule report:
     input:
         rules.catalog.output.tables,
     output:
-        f"{BUILD}/report/index.html",
+        str(LAYOUT.report_index),
     log:
-        "logs/results/report.log",
+        str(LAYOUT.log("results", "report")),
     shell:
         "{MSMBUILD} report --quiet > {log} 2>&1"
 
@@ -46,7 +46,7 @@ SUMMARY_SQL = (
 
 onsuccess:
     # The headline numbers and where the report is, after every successful build.
-    if Path(f"{BUILD}/results/eval_summary.parquet").is_file():
+    if LAYOUT.table("eval_summary").is_file():
         print("\nPreference for the value-favoured item (all held-out domains):", file=sys.stderr)
         shell(f'{MSMBUILD} query "{SUMMARY_SQL}" 1>&2 || true')
-        print(f"Report: {BUILD}/report/index.html", file=sys.stderr)
+        print(f"Report: {LAYOUT.report_index}", file=sys.stderr)

@@ -8,8 +8,8 @@ MIDTRAIN_ARMS = midtrain_arms(PARAMS)
 AFT_ARMS = {arm.name: arm for arm in aft_arms(PARAMS)}
 
 TARGETS["train"] = (
-    [f"{BUILD}/models/midtrain/{tag}/config.json" for tag in MIDTRAIN_ARMS]
-    + [f"{BUILD}/models/aft/{name}/config.json" for name in AFT_ARMS]
+    [str(LAYOUT.midtrain_model(tag) / "config.json") for tag in MIDTRAIN_ARMS]
+    + [str(LAYOUT.aft_model(name) / "config.json") for name in AFT_ARMS]
 )
 
 
@@ -27,7 +27,7 @@ def train_settings(arm, step):
 def aft_inputs(wildcards):
     """An AFT job needs its start checkpoint and its demonstrations file (or spec, when generated)."""
     arm = AFT_ARMS[wildcards.arm]
-    start = (f"{BUILD}/models/midtrain/{arm.midtrain_tag}/config.json" if arm.midtrain
+    start = (str(LAYOUT.midtrain_model(arm.midtrain_tag) / "config.json") if arm.midtrain
              else base_model_input(arm.base_model))
     aft = PARAMS.aft[arm.aft]
     data = aft.spec if aft.source == "generated" else aft.path
@@ -36,26 +36,26 @@ def aft_inputs(wildcards):
 
 rule base_model:
     output:
-        config=f"{BUILD}/models/base/config.json",
+        config=str(LAYOUT.base_model / "config.json"),
     params:
         settings=lambda wc: json.dumps(PARAMS.tiny.model_dump(mode="json"), sort_keys=True),
     log:
-        "logs/train/base_model.log",
+        str(LAYOUT.log("train", "base_model")),
     shell:
         "{MSMBUILD} base-model > {log} 2>&1"
 
 
 rule midtrain:
     input:
-        manifest=lambda wc: f"{BUILD}/shards/{MIDTRAIN_ARMS[wc.tag].midtrain}/manifest.json",
+        manifest=lambda wc: str(LAYOUT.manifest(MIDTRAIN_ARMS[wc.tag].midtrain)),
         base=lambda wc: base_model_input(MIDTRAIN_ARMS[wc.tag].base_model),
     output:
-        config=f"{BUILD}/models/midtrain/{{tag}}/config.json",
+        config=str(LAYOUT.midtrain_model("{tag}") / "config.json"),
     params:
         arm=lambda wc: MIDTRAIN_ARMS[wc.tag].name,
         settings=lambda wc: train_settings(MIDTRAIN_ARMS[wc.tag], "midtrain"),
     log:
-        "logs/train/midtrain/{tag}.log",
+        str(LAYOUT.log("train", "midtrain", "{tag}")),
     shell:
         "{MSMBUILD} midtrain {params.arm} > {log} 2>&1"
 
@@ -64,10 +64,10 @@ rule aft:
     input:
         aft_inputs,
     output:
-        config=f"{BUILD}/models/aft/{{arm}}/config.json",
+        config=str(LAYOUT.aft_model("{arm}") / "config.json"),
     params:
         settings=lambda wc: train_settings(AFT_ARMS[wc.arm], "aft_train"),
     log:
-        "logs/train/aft/{arm}.log",
+        str(LAYOUT.log("train", "aft", "{arm}")),
     shell:
         "{MSMBUILD} aft {wildcards.arm} > {log} 2>&1"

@@ -15,8 +15,9 @@ from msmbuild.config import Params
 from msmbuild.errors import SpecError, TrainingInputError
 from msmbuild.generate.backends.base import GenRequest, GenResult, ItemError, OnResult
 from msmbuild.generate.backends.offline import OfflineBackend
+from msmbuild.layout import Layout
 from msmbuild.store import read_roots
-from msmbuild.train.aft_data import aft_calls_path, prepare_aft_data, read_demonstrations
+from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
 
 SPEC = """Shared preamble: the assistant follows these rules.
 
@@ -134,7 +135,7 @@ def test_rerun_makes_no_calls_and_edit_regenerates_one_domain(tmp_path, monkeypa
     assert prepare_aft_data(p, "gen") == out
     assert backend.sent == [] and out.stat().st_mtime_ns == mtime
 
-    ledger = pq.read_table(aft_calls_path(p.build_dir, "gen")).to_pylist()
+    ledger = pq.read_table(Layout(p.build_dir).aft_calls("gen")).to_pylist()
     assert len(ledger) == 3 + 12 + 12 and not any(r["cache_hit"] for r in ledger)
     assert {r["stage"] for r in ledger} == {"aft_queries", "aft_response", "aft_consistency"}
 
@@ -143,7 +144,7 @@ def test_rerun_makes_no_calls_and_edit_regenerates_one_domain(tmp_path, monkeypa
                                  "names the beta sources it would need"))
     second = read_demonstrations(prepare_aft_data(p, "gen"))
     assert len(backend.sent) == 1 + 4 + 4
-    ledger = pq.read_table(aft_calls_path(p.build_dir, "gen")).to_pylist()
+    ledger = pq.read_table(Layout(p.build_dir).aft_calls("gen")).to_pylist()
     assert sum(not r["cache_hit"] for r in ledger) == 1 + 4 + 4 and len(ledger) == 3 + 12 + 12
     # the catalog's calls table has them, tagged with the dataset
     from msmbuild.results.catalog import corpus_tables
@@ -156,7 +157,7 @@ def test_rerun_makes_no_calls_and_edit_regenerates_one_domain(tmp_path, monkeypa
     as_file = p.model_copy(update={"aft": {"gen": p.aft["gen"].model_copy(
         update={"source": "file", "path": str(out)})}})
     prepare_aft_data(as_file, "gen")
-    assert not aft_calls_path(p.build_dir, "gen").exists()
+    assert not Layout(p.build_dir).aft_calls("gen").exists()
     assert len(corpus_tables(as_file)[1]) == 0
     assert all("Section: Beta\n" in q.prompt for q in backend.sent)
     assert [r for r in first if r["domain"] != "beta"] == [r for r in second if r["domain"] != "beta"]

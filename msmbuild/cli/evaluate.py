@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from msmbuild.cli import load_ctx_params
+from msmbuild.layout import Layout
 
 
 @click.command()
@@ -29,7 +28,7 @@ def evaluate(ctx: click.Context, arm: str | None, suite: str | None, run_all: bo
     store = open_store(params)
     if run_all:
         # build/evals is the --all output (a DVC out): it exists even when nothing asks for evals
-        Path(params.build_dir, "evals").mkdir(parents=True, exist_ok=True)
+        Layout.of(params).evals_dir.mkdir(parents=True, exist_ok=True)
         outcomes = [evaluate_suite(params, a, s, store, progress=not quiet) for a, s in planned_evals(params)]
     elif arm and suite:
         outcomes = [run_eval(params, arm, suite, store, progress=not quiet)]

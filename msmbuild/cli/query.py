@@ -26,10 +26,11 @@ def query(ctx: click.Context, sql: str, fmt: str, output: str | None) -> None:
 @click.pass_context
 def catalog(ctx: click.Context, quiet: bool) -> None:
     """Rebuild build/results/*.parquet and catalog.sql from the build directory."""
-    from msmbuild.results.catalog import build_catalog, results_dir
+    from msmbuild.layout import Layout
+    from msmbuild.results.catalog import build_catalog
 
     params = load_ctx_params(ctx)
     counts = build_catalog(params, progress=not quiet)
     for table, n in counts.items():
         click.echo(f"{table:<14} {n} rows")
-    click.echo(f"views: duckdb -init {results_dir(params) / 'catalog.sql'}")
+    click.echo(f"views: duckdb -init {Layout.of(params).catalog_sql}")

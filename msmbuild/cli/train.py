@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from msmbuild.cli import load_ctx_params
+from msmbuild.layout import Layout
 
 
 def _report(result, dest) -> None:  # noqa: ANN001 - MemoResult, Path
@@ -53,7 +52,7 @@ def midtrain(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
 
     p, arms = _arms(ctx, arm, all_arms, "midtrain")
     store = open_store(p)
-    (Path(p.build_dir) / "models" / "midtrain").mkdir(parents=True, exist_ok=True)
+    Layout.of(p).midtrain_models.mkdir(parents=True, exist_ok=True)
     for a in arms:
         _report(run_midtrain(p, a, store), a.midtrain_dir(p.build_dir))
 
@@ -69,7 +68,7 @@ def aft(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
 
     p, arms = _arms(ctx, arm, all_arms, "aft")
     store = open_store(p)
-    for made in (Path(p.build_dir) / "models" / "aft", Path(p.build_dir) / "aft"):
+    for made in (Layout.of(p).aft_models, Layout.of(p).aft_dir):
         made.mkdir(parents=True, exist_ok=True)  # dvc tracks both, even with no AFT arm
     for a in arms:
         _report(run_aft(p, a, store), a.aft_dir(p.build_dir))

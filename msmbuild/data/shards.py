@@ -28,6 +28,7 @@ import numpy as np
 from msmbuild.errors import TrainingInputError
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.hashing import canonical_json, digest_text
+from msmbuild.layout import Layout
 from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
@@ -37,21 +38,6 @@ if TYPE_CHECKING:
 
 SHARD_FORMAT = 1
 READ_BATCH = 1024
-
-
-def documents_path(build_dir: str | Path, corpus: str) -> Path:
-    """build/corpora/<corpus>/documents.parquet."""
-    return Path(build_dir) / "corpora" / corpus / "documents.parquet"
-
-
-def shards_dir(build_dir: str | Path, corpus: str) -> Path:
-    """build/shards/<corpus>/."""
-    return Path(build_dir) / "shards" / corpus
-
-
-def manifest_path(build_dir: str | Path, corpus: str) -> Path:
-    """build/shards/<corpus>/manifest.json."""
-    return shards_dir(build_dir, corpus) / "manifest.json"
 
 
 def shard_name(group: str) -> str:
@@ -148,7 +134,8 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
         raise TrainingInputError(f"params.yaml: no corpus named {corpus!r}")
     if base is None:
         base = corpus_base_model(params, corpus, store)
-    src = documents_path(params.build_dir, corpus)
+    layout = Layout.of(params)
+    src = layout.documents(corpus)
     if not src.is_file():
         raise TrainingInputError(f"{src}: does not exist (build the corpus first)")
     cfg = params.shards
@@ -170,18 +157,17 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
             todo[group] = g
         else:
             records[group] = found[0]
-    out_dir = shards_dir(params.build_dir, corpus)
+    out_dir = layout.shards_dir(corpus)
     if todo:
-        scratch = store.root / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="shards-", dir=scratch) as tmp:
+        with tempfile.TemporaryDirectory(prefix="shards-", dir=store.scratch_dir()) as tmp:
             made = _tokenize_groups(src, cfg.by, todo, tokenizer, prefix_ids, eos_id, dtype, Path(tmp))
             for group, info in made.items():
                 outputs = {"bin": store.put_file(info["bin"]), "idx": store.put_file(info["idx"])}
                 meta = {"kind": "shard", "corpus": corpus, "group": group,
                         **{k: info[k] for k in ("n_docs", "n_tokens", "n_loss_tokens")}}
                 records[group] = store.save_action(todo[group].key, outputs, meta)
-    old = _read_manifest(out_dir / "manifest.json")
+    path = layout.manifest(corpus)
+    old = _read_manifest(path)
     old_digests = {s["name"]: (s["bin"], s["idx"]) for s in old.get("shards", [])}
     shards = []
     for group, g in sorted(groups.items(), key=lambda kv: kv[1].name):
@@ -201,7 +187,6 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
                 "base_model": base.identity, "dtype": dtype.name, "config": shard_cfg,
                 "n_docs": sum(s["n_docs"] for s in shards),
                 "n_tokens": sum(s["n_tokens"] for s in shards), "shards": shards}
-    path = out_dir / "manifest.json"
     write_bytes_if_changed(path, json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
     write_roots(params.build_dir, f"shards-{corpus}", [s["key"] for s in shards])
     return path

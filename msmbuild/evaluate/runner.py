@@ -18,6 +18,7 @@ from msmbuild.config import Params, open_store
 from msmbuild.evaluate.local_model import EvalInputError, checkpoint_identity
 from msmbuild.experiments import Arm, arm_by_name, expand_arms
 from msmbuild.hashing import canonical_json, digest_file
+from msmbuild.layout import EVAL_CALLS, EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.store import MemoResult, Store, write_roots
 
 SUITES = ("preference", "qa", "agentic_misalignment")
@@ -96,12 +97,12 @@ def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress
                 rows, call_rows = qa.run_qa(lm, read_qa_items(cfg.path), params, store, progress)
                 summary = qa.summarize(rows, cfg.confidence)
                 extra["judge_backend"] = cfg.judge_backend
-        write_parquet(rows, workdir / "items.parquet")
+        write_parquet(rows, workdir / EVAL_ITEMS)
         if call_rows:
-            write_parquet(call_rows, workdir / "calls.parquet")
+            write_parquet(call_rows, workdir / EVAL_CALLS)
         doc = {"format": "msmbuild-eval/1", "suite": suite, "checkpoint": str(model_dir),
                "n_items": len(rows), "metrics": summary, **extra}
-        (workdir / "summary.json").write_bytes(_json_bytes(doc))
+        (workdir / EVAL_SUMMARY).write_bytes(_json_bytes(doc))
         cost = sum(float(r.get("cost_usd") or 0) for r in call_rows)
         return {"suite": suite, "n_items": len(rows), "cost_usd": cost}
 
@@ -127,7 +128,7 @@ def _tree_matches(store: Store, digest: str, dest: Path) -> bool:
     """True when dest already holds exactly the stored tree (so it is left alone)."""
     if not dest.is_dir():
         return False
-    entries = {rel: obj for rel, obj, _size, _x in store.cas.tree_entries(digest)}
+    entries = {rel: obj for rel, obj, _size, _x in store.tree_entries(digest)}
     present = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
     return present == set(entries) and all(digest_file(dest / rel) == obj for rel, obj in entries.items())
 
@@ -139,16 +140,17 @@ def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = N
         raise EvalInputError(f"unknown eval suite {suite!r} (known: {', '.join(SUITES)})")
     store = store or open_store(params)
     arm_params = arm.params(params)
-    model_dir = arm.model_dir(params.build_dir)
+    layout = Layout.of(params)
+    model_dir = arm.model_dir(layout)
     if not model_dir.exists():
         raise EvalInputError(f"{model_dir}: checkpoint of arm {arm.name!r} does not exist (train it first)")
     inputs = suite_inputs(arm_params, suite, model_dir)
     result: MemoResult = store.memo_tree("eval", inputs, _compute(arm_params, suite, model_dir, store, progress))
-    dest = arm.eval_dir(params.build_dir, suite)
+    dest = layout.eval_dir(arm.name, suite)
     if not _tree_matches(store, result.value, dest):
         store.materialize(result.value, dest)
     write_roots(params.build_dir, f"eval-{arm.name}-{suite}", [result.key])
-    summary = json.loads((dest / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads(layout.eval_summary(arm.name, suite).read_text(encoding="utf-8"))
     return EvalOutcome(arm.name, suite, result.key, result.hit, dest, summary)
 
 

@@ -42,10 +42,9 @@ from msmbuild.generate.stages import (
     structural_tree,
     write_documents,
 )
+from msmbuild.layout import CORPUS_STEPS, Layout
 from msmbuild.spec import Spec, parse_spec
 from msmbuild.store import Store, write_roots
-
-STEPS = ("tree", "ideas", "documents")
 
 
 @dataclass
@@ -77,11 +76,6 @@ def corpus_config(params: Params, corpus: str) -> CorpusConfig:
     return params.corpora[corpus]
 
 
-def corpus_dir(params: Params, corpus: str) -> Path:
-    """``<build_dir>/corpora/<corpus>``."""
-    return Path(params.build_dir) / "corpora" / corpus
-
-
 def _read_json(path: Path, step: str, corpus: str) -> Any:
     if not path.is_file():
         raise MsmbuildError(f"{path}: missing; run `msmbuild generate {step} {corpus}` first")
@@ -101,7 +95,7 @@ class _Session:
                  progress: bool, store: Store | None, backend: Backend | None):
         self.params = params
         self.cfg = corpus_config(params, corpus)
-        self.dir = corpus_dir(params, corpus)
+        self.layout = Layout.of(params)
         self.store = store or open_store(params)
         self._own_backend = backend is None
         self.backend = backend or make_backend(self.cfg.backend, params, max_concurrency)
@@ -114,13 +108,11 @@ class _Session:
         return StageReport(self.run.corpus, step, self.backend.name, produced,
                            self.run.stats, counts, changed)
 
-    def write(self, name: str, data: bytes, changed: list[str]) -> None:
-        path = self.dir / name
+    def write(self, path: Path, data: bytes, changed: list[str]) -> None:
         if write_bytes_if_changed(path, data):
             changed.append(str(path))
 
-    def write_table(self, name: str, rows: list[dict[str, Any]], schema, changed: list[str]) -> None:
-        path = self.dir / name
+    def write_table(self, path: Path, rows: list[dict[str, Any]], schema, changed: list[str]) -> None:
         if write_table_if_changed(path, rows, schema):
             changed.append(str(path))
 
@@ -143,9 +135,9 @@ def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = 
     try:
         tree = model_tree(spec, s.run) if cfg.decomposition == "model" else structural_tree(spec)
         changed: list[str] = []
-        s.write("sections.json", json_bytes(spec.to_json()), changed)
-        s.write("tree.json", json_bytes(tree), changed)
-        s.write_table("calls/tree.parquet", s.run.rows, CALLS_SCHEMA, changed)
+        s.write(s.layout.sections(corpus), json_bytes(spec.to_json()), changed)
+        s.write(s.layout.tree(corpus), json_bytes(tree), changed)
+        s.write_table(s.layout.step_calls(corpus, "tree"), s.run.rows, CALLS_SCHEMA, changed)
         s.roots("tree")
         return s.report("tree", {"sections": len(spec.sections), "domains": len(tree["domains"]),
                                  "subdomains": len(iter_subdomains(tree))}, changed)
@@ -159,12 +151,12 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
     """Assertions and doc types per subdomain, ideas per doc type."""
     s = _Session(params, corpus, max_concurrency, progress, store, backend)
     try:
-        tree = _read_json(s.dir / "tree.json", "tree", corpus)
+        tree = _read_json(s.layout.tree(corpus), "tree", corpus)
         assertions, ideas = plan_subdomains(tree, s.run)
         changed: list[str] = []
-        s.write("assertions.json", json_bytes(assertions), changed)
-        s.write_table("ideas.parquet", ideas, IDEAS_SCHEMA, changed)
-        s.write_table("calls/ideas.parquet", s.run.rows, CALLS_SCHEMA, changed)
+        s.write(s.layout.assertions(corpus), json_bytes(assertions), changed)
+        s.write_table(s.layout.ideas(corpus), ideas, IDEAS_SCHEMA, changed)
+        s.write_table(s.layout.step_calls(corpus, "ideas"), s.run.rows, CALLS_SCHEMA, changed)
         s.roots("ideas")
         return s.report("ideas", {"subdomains": len(assertions), "ideas": len(ideas),
                                   "unsuitable": sum(not r["suitable"] for r in ideas)}, changed)
@@ -178,23 +170,23 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
     """Documents per suitable idea and sample, optional revision, then filters."""
     s = _Session(params, corpus, max_concurrency, progress, store, backend)
     try:
-        tree = _read_json(s.dir / "tree.json", "tree", corpus)
-        assertions = _read_json(s.dir / "assertions.json", "ideas", corpus)
-        ideas = read_parquet_rows(_require(s.dir / "ideas.parquet", "ideas", corpus))
+        tree = _read_json(s.layout.tree(corpus), "tree", corpus)
+        assertions = _read_json(s.layout.assertions(corpus), "ideas", corpus)
+        ideas = read_parquet_rows(_require(s.layout.ideas(corpus), "ideas", corpus))
         full_text = ""
         if s.cfg.context == "full":
-            full_text = Spec.from_json(_read_json(s.dir / "sections.json", "tree", corpus)).full_text
+            full_text = Spec.from_json(_read_json(s.layout.sections(corpus), "tree", corpus)).full_text
         docs = write_documents(tree, assertions, ideas, s.run, full_text)
         kept, filtered = filter_documents(docs, s.cfg.filters)
         changed: list[str] = []
-        s.write_table("documents.parquet", kept, DOCUMENTS_SCHEMA, changed)
-        s.write_table("calls/documents.parquet", s.run.rows, CALLS_SCHEMA, changed)
+        s.write_table(s.layout.documents(corpus), kept, DOCUMENTS_SCHEMA, changed)
+        s.write_table(s.layout.step_calls(corpus, "documents"), s.run.rows, CALLS_SCHEMA, changed)
         all_calls = []
-        for step in STEPS:
-            path = s.dir / "calls" / f"{step}.parquet"
+        for step in CORPUS_STEPS:
+            path = s.layout.step_calls(corpus, step)
             if path.is_file():
                 all_calls.extend(read_parquet_rows(path))
-        s.write_table("calls.parquet", all_calls, CALLS_SCHEMA, changed)
+        s.write_table(s.layout.corpus_calls(corpus), all_calls, CALLS_SCHEMA, changed)
         s.roots("documents")
         return s.report("documents", _filter_counts(len(docs), filtered), changed)
     finally:

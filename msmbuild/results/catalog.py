@@ -18,6 +18,7 @@ from tqdm import tqdm
 from msmbuild.config import Params
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
+from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.results.tables import write_parquet
 
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
@@ -48,21 +49,6 @@ EMPTY_SCHEMAS: dict[str, dict[str, str]] = {
                      "condition": "string", "n": "int64", "successes": "float64", "estimate": "float64",
                      "ci_low": "float64", "ci_high": "float64", "judged": "bool", "note": "string"},
 }
-
-
-def results_dir(params: Params) -> Path:
-    """build/results."""
-    return Path(params.build_dir) / "results"
-
-
-def built_stamp(params: Params) -> Path:
-    """build/.catalog-built: touched after every catalog build.
-
-    Beside build/results, not in it: build/results is a DVC output, and a file appearing in
-    it after its stage ran (``msmbuild report`` checking the catalog is fresh) would make
-    ``dvc status`` report the catalog modified.
-    """
-    return Path(params.build_dir) / ".catalog-built"
 
 
 def _frame(rows: list[dict[str, Any]], table: str):
@@ -97,17 +83,17 @@ def _arm_info(params: Params) -> dict[str, Arm]:
         return {}
 
 
-def _eval_key(build: Path, arm: str, suite: str) -> str | None:
-    ref = build / "refs" / f"eval-{arm}-{suite}.json"
+def _eval_key(layout: Layout, arm: str, suite: str) -> str | None:
+    ref = layout.ref(f"eval-{arm}-{suite}")
     if ref.is_file():
         keys = json.loads(ref.read_text())["actions"]
         return keys[0] if keys else None
     return None
 
 
-def _eval_dirs(build: Path) -> list[tuple[str, str, Path]]:
+def _eval_dirs(layout: Layout) -> list[tuple[str, str, Path]]:
     return [(p.parent.parent.name, p.parent.name, p.parent)
-            for p in sorted((build / "evals").glob("*/*/summary.json"))]
+            for p in layout.glob(layout.eval_summary("*", "*"))]
 
 
 def _sweep(arm: Arm | None) -> tuple[str | None, float | None]:
@@ -122,16 +108,16 @@ def _sweep(arm: Arm | None) -> tuple[str | None, float | None]:
 
 def eval_tables(params: Params):
     """(eval_items, eval_summary) from every build/evals/<arm>/<suite>/."""
-    build = Path(params.build_dir)
+    layout = Layout.of(params)
     arms = _arm_info(params)
     item_files, summary_rows = [], []
-    for arm_name, suite, directory in _eval_dirs(build):
+    for arm_name, suite, directory in _eval_dirs(layout):
         arm = arms.get(arm_name)
-        summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((directory / EVAL_SUMMARY).read_text(encoding="utf-8"))
         common = {"arm": arm_name, "experiment": arm.experiment if arm else None, "suite": suite,
-                  "eval_key": _eval_key(build, arm_name, suite), "checkpoint": summary.get("checkpoint")}
-        if (directory / "items.parquet").is_file():
-            item_files.append((directory / "items.parquet", dict(reversed(list(common.items())))))
+                  "eval_key": _eval_key(layout, arm_name, suite), "checkpoint": summary.get("checkpoint")}
+        if (directory / EVAL_ITEMS).is_file():
+            item_files.append((directory / EVAL_ITEMS, dict(reversed(list(common.items())))))
         sweep_key, sweep_value = _sweep(arm)
         for metric in summary.get("metrics", []):
             summary_rows.append({**common, "midtrain": arm.midtrain if arm else None,
@@ -142,14 +128,14 @@ def eval_tables(params: Params):
 
 def corpus_tables(params: Params):
     """(documents, calls, corpora) from build/corpora/*/, judge calls of evals and AFT generation calls."""
-    build = Path(params.build_dir)
-    documents = _union_parquet([(p, {}) for p in sorted(build.glob("corpora/*/documents.parquet"))], "documents")
-    call_files = [(p, {"source": "corpus"}) for p in sorted(build.glob("corpora/*/calls.parquet"))]
+    layout = Layout.of(params)
+    documents = _union_parquet([(p, {}) for p in layout.glob(layout.documents("*"))], "documents")
+    call_files = [(p, {"source": "corpus"}) for p in layout.glob(layout.corpus_calls("*"))]
     call_files += [(p, {"source": f"eval:{p.parent.parent.name}/{p.parent.name}"})
-                   for p in sorted(build.glob("evals/*/*/calls.parquet"))]
+                   for p in layout.glob(layout.eval_calls("*", "*"))]
     generated = sorted(name for name, cfg in params.aft.items() if cfg.source == "generated")
     call_files += [(p, {"source": f"aft:{name}"}) for name in generated
-                   if (p := build / "aft" / f"{name}.calls.parquet").is_file()]
+                   if (p := layout.aft_calls(name)).is_file()]
     calls = _union_parquet(call_files, "calls")
     rows = []
     for name, corpus in params.corpora.items():
@@ -164,8 +150,9 @@ def corpus_tables(params: Params):
 
 def shard_table(params: Params):
     """One row per shard from build/shards/*/manifest.json."""
+    layout = Layout.of(params)
     rows = []
-    for manifest in sorted(Path(params.build_dir).glob("shards/*/manifest.json")):
+    for manifest in layout.glob(layout.manifest("*")):
         data = json.loads(manifest.read_text(encoding="utf-8"))
         shards = data.get("shards", data) if isinstance(data, dict) else data
         for shard in shards if isinstance(shards, list) else []:
@@ -175,7 +162,7 @@ def shard_table(params: Params):
 
 
 def _checkpoint_rows(params: Params) -> list[dict[str, Any]]:
-    build = Path(params.build_dir)
+    layout = Layout.of(params)
     seen: dict[str, dict[str, Any]] = {}
 
     def add(path: Path | None, stage: str, arm: Arm | None, corpus: str | None, aft: str | None) -> None:
@@ -187,19 +174,20 @@ def _checkpoint_rows(params: Params) -> list[dict[str, Any]]:
                            "base_model": arm.base_model if arm else None, "corpus": corpus, "aft": aft,
                            "exists": path.is_dir(), "bytes": sum(p.stat().st_size for p in files)}
 
-    add(build / "models" / "base", "base", None, None, None)
+    add(layout.base_model, "base", None, None, None)
     for arm in _arm_info(params).values():
-        add(arm.midtrain_dir(build), "midtrain", None, arm.midtrain, None)
-        add(arm.aft_dir(build), "aft", arm, arm.midtrain, arm.aft)
+        add(arm.midtrain_dir(layout), "midtrain", None, arm.midtrain, None)
+        add(arm.aft_dir(layout), "aft", arm, arm.midtrain, arm.aft)
     return list(seen.values())
 
 
 def run_table(params: Params):
     """Training logs: every train_log.jsonl under build/models, one row per logged step."""
     rows = []
-    for log in sorted(Path(params.build_dir).glob("models/**/train_log.jsonl")):
+    layout = Layout.of(params)
+    for log in layout.train_logs():
         rel = log.parent
-        stage = rel.relative_to(Path(params.build_dir) / "models").parts[0]
+        stage = rel.relative_to(layout.models_dir).parts[0]
         for line in log.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 entry = json.loads(line)
@@ -210,14 +198,14 @@ def run_table(params: Params):
 
 def catalog_sql(params: Params) -> str:
     """CREATE VIEW statements over the parquet files, paths relative to the project root."""
-    base = results_dir(params).as_posix()
-    return "".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{base}/{t}.parquet');\n"
+    layout = Layout.of(params)
+    return "".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{layout.table(t).as_posix()}');\n"
                    for t in TABLES)
 
 
 def dvc_outputs(params: Params, summary) -> None:
     """metrics.json (dvc metrics show) and plots/*.csv (dvc plots) from eval_summary + runs."""
-    out = results_dir(params)
+    layout = Layout.of(params)
     metrics: dict[str, Any] = {}
     overall = summary[summary["domain"] == "all"] if len(summary) else summary
     for row in overall.to_dict("records"):
@@ -225,17 +213,17 @@ def dvc_outputs(params: Params, summary) -> None:
             continue
         metrics.setdefault(row["arm"], {}).setdefault(row["suite"], {})[
             f"{row['metric']}:{row['value'] or row['condition'] or 'all'}"] = round(float(row["estimate"]), 6)
-    write_bytes_if_changed(out / "metrics.json", (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_if_changed(layout.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
     cols = ["arm", "experiment", "suite", "metric", "value", "condition", "sweep_value", "estimate",
             "ci_low", "ci_high", "n"]
     table = overall[cols] if len(overall) else _frame([], "eval_summary")[cols]
-    write_bytes_if_changed(out / "plots" / "eval_summary.csv", table.to_csv(index=False).encode())
+    write_bytes_if_changed(layout.plot("eval_summary"), table.to_csv(index=False).encode())
 
 
 def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
     """Rebuild every catalog table and catalog.sql; returns row counts per table."""
-    out = results_dir(params)
-    out.mkdir(parents=True, exist_ok=True)
+    layout = Layout.of(params)
+    layout.results_dir.mkdir(parents=True, exist_ok=True)
     documents, calls, corpora = corpus_tables(params)
     items, summary = eval_tables(params)
     builders: dict[str, Callable[[], Any]] = {"documents": lambda: documents, "calls": lambda: calls, "corpora": lambda: corpora,
@@ -245,12 +233,12 @@ def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
     counts = {}
     for table in tqdm(TABLES, desc="catalog", unit="table", disable=not progress):
         frame = builders[table]()
-        write_parquet(frame, out / f"{table}.parquet")
+        write_parquet(frame, layout.table(table))
         counts[table] = len(frame)
         if table == "runs":
             loss_cols = [c for c in ("checkpoint", "stage", "step", "loss") if c in frame.columns]
-            write_bytes_if_changed(out / "plots" / "loss.csv", frame[loss_cols].to_csv(index=False).encode())
+            write_bytes_if_changed(layout.plot("loss"), frame[loss_cols].to_csv(index=False).encode())
     dvc_outputs(params, summary)
-    write_bytes_if_changed(out / "catalog.sql", catalog_sql(params).encode())
-    built_stamp(params).touch()
+    write_bytes_if_changed(layout.catalog_sql, catalog_sql(params).encode())
+    layout.catalog_stamp.touch()
     return counts

@@ -8,7 +8,8 @@ from typing import Any
 
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
-from msmbuild.results.catalog import TABLES, build_catalog, built_stamp, results_dir
+from msmbuild.layout import Layout
+from msmbuild.results.catalog import TABLES, build_catalog
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -17,32 +18,26 @@ class QueryError(MsmbuildError):
     """The SQL failed; the message is DuckDB's."""
 
 
-def _sources(params: Params) -> list[Path]:
-    build = Path(params.build_dir)
-    patterns = ("corpora/*/documents.parquet", "corpora/*/calls.parquet", "shards/*/manifest.json",
-                "evals/*/*/summary.json", "evals/*/*/items.parquet", "evals/*/*/calls.parquet",
-                "aft/*.calls.parquet", "models/**/train_log.jsonl")
-    return [p for pattern in patterns for p in build.glob(pattern)]
-
-
 def ensure_catalog(params: Params, progress: bool = False) -> Path:
     """Rebuild the catalog when a table is missing or a source is newer; return results dir."""
-    out = results_dir(params)
-    stamp = built_stamp(params)  # touched by build_catalog; catalog.sql keeps its own mtime
-    missing = not stamp.is_file() or not (out / "catalog.sql").is_file() or any(not (out / f"{t}.parquet").is_file() for t in TABLES)
-    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in _sources(params)):
+    layout = Layout.of(params)
+    stamp = layout.catalog_stamp  # touched by build_catalog; catalog.sql keeps its own mtime
+    missing = (not stamp.is_file() or not layout.catalog_sql.is_file()
+               or any(not layout.table(t).is_file() for t in TABLES))
+    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in layout.sources()):
         build_catalog(params, progress=progress)
-    return out
+    return layout.results_dir
 
 
 def connect(params: Params):
     """An in-memory DuckDB connection with one view per catalog table."""
     import duckdb
 
-    out = ensure_catalog(params)
+    ensure_catalog(params)
+    layout = Layout.of(params)
     con = duckdb.connect()
     for table in TABLES:
-        path = (out / f"{table}.parquet").resolve().as_posix().replace("'", "''")
+        path = layout.table(table).resolve().as_posix().replace("'", "''")
         con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
     return con
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from msmbuild.config import Params
 from msmbuild.fsutil import write_bytes_if_changed
+from msmbuild.layout import Layout
 
 OFFLINE_BANNER = ("Documents in this build came from the offline backend: it is not a model, and its "
                   "documents are not training data of any value. Numbers below exercise the pipeline only.")
@@ -189,7 +190,8 @@ def build_report(params: Params, progress: bool = True) -> Path:
     """Render build/report/index.html and its PNGs; returns the HTML path."""
     from msmbuild.results.query import connect
 
-    out = Path(params.build_dir) / "report"
+    layout = Layout.of(params)
+    out = layout.report_dir
     out.mkdir(parents=True, exist_ok=True)
     con = connect(params)
     try:
@@ -236,6 +238,6 @@ def build_report(params: Params, progress: bool = True) -> Path:
     total = float(frames["calls"]["cost_usd"].sum()) if "cost_usd" in frames["calls"].columns else 0.0
     parts.append(f"<p>Total recorded model-call cost: ${0.0 if math.isnan(total) else total:.4f}</p>")
     parts.append("</body></html>\n")
-    index = out / "index.html"
+    index = layout.report_index
     write_bytes_if_changed(index, "\n".join(parts).encode("utf-8"))
     return index

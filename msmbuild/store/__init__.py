@@ -7,9 +7,10 @@ Public surface::
     result = store.memo_tree("train", inputs, fit, dest)   # directories (checkpoints)
 """
 
+from msmbuild.layout import DEFAULT_STORE_PATH
 from msmbuild.store._actions import ActionResult
 from msmbuild.store._roots import read_roots, write_roots
-from msmbuild.store._store import DEFAULT_STORE_PATH, MemoResult, Store, TransferCount, VerifyReport
+from msmbuild.store._store import MemoResult, Store, TransferCount, VerifyReport
 from msmbuild.store._writer import ResultWriter
 
 __all__ = [

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.hashing import canonical_json
+from msmbuild.layout import Layout
 
 
 def write_roots(build_dir: str | os.PathLike[str], name: str, keys: Iterable[str]) -> Path:
     """Record the action keys behind the output called name (atomic, write-if-changed)."""
-    path = Path(build_dir) / "refs" / f"{name}.json"
+    path = Layout(build_dir).ref(name)
     write_bytes_if_changed(path, canonical_json({"actions": sorted(set(keys))}))
     return path
 
@@ -25,6 +26,6 @@ def write_roots(build_dir: str | os.PathLike[str], name: str, keys: Iterable[str
 def read_roots(build_dir: str | os.PathLike[str]) -> set[str]:
     """Every action key named by the build directory's refs files."""
     keys: set[str] = set()
-    for path in sorted((Path(build_dir) / "refs").glob("*.json")):
+    for path in sorted(Layout(build_dir).refs_dir.glob("*.json")):
         keys.update(json.loads(path.read_text())["actions"])
     return keys

@@ -21,13 +21,13 @@ from typing import Any
 
 from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
 from msmbuild.hashing import action_key, canonical_json, digest_bytes
+from msmbuild.layout import DEFAULT_STORE_PATH
 from msmbuild.store._actions import ActionCache, ActionResult
 from msmbuild.store._cas import LINK_MODES, ObjectStore
 from msmbuild.store._remote import Remote
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE_PATH = ".msmbuild/store"
 INLINE_MAX_BYTES = 64 * 1024  # JSON values up to this size live inside their action record
 
 
@@ -181,6 +181,32 @@ class Store:
         self.ensure_object(digest)
         return self._place(digest, dest)
 
+    def scratch_dir(self) -> Path:
+        """Working space on the store's filesystem (gc clears what a killed run leaves)."""
+        scratch = self.root / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        return scratch
+
+    def materialize_if_changed(self, tree: str, dest: str | os.PathLike[str]) -> Path:
+        """Materialize a tree unless dest already holds it (no new mtimes on a no-op build).
+
+        A marker beside dest (``.<name>.tree``) records the tree last placed there.
+        """
+        dest = Path(dest)
+        marker = dest.parent / f".{dest.name}.tree"
+        if dest.is_dir() and marker.is_file() and marker.read_text() == tree and all(
+                (dest / rel).is_file() for rel, *_ in self.tree_entries(tree)):
+            return dest
+        self.materialize(tree, dest)
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(tree)
+        tmp.replace(marker)
+        return dest
+
+    def tree_entries(self, tree: str) -> list[list]:
+        """The validated ``[path, digest, size, executable]`` entries of a local tree object."""
+        return self.cas.tree_entries(tree)
+
     def _place(self, digest: str, dest: str | os.PathLike[str]) -> Path:
         """Materialize an object that ensure_object has just verified."""
         if self.cas.is_tree(digest):
@@ -309,9 +335,7 @@ class Store:
         key = self.key(kind, inputs)
         result = self.lookup_tree(key)  # verifies the tree and every entry
         if result is None:
-            scratch = self.root / "scratch"
-            scratch.mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=scratch))
+            workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.scratch_dir()))
             try:
                 start = time.perf_counter()
                 meta = compute(workdir) or {}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from msmbuild.data.packing import IGNORE_INDEX
 from msmbuild.errors import TrainingInputError
 from msmbuild.hashing import digest_file, digest_text
+from msmbuild.layout import resume_dir
 from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
               "chat_template": digest_text(tokenizer.chat_template),
               "train": train_key_config(cfg, world)}
     key = store.key("aft", inputs)
-    state_dir = store.root / "resume" / key
+    state_dir = resume_dir(store.root, key)
 
     def compute(out: Path) -> dict[str, Any]:
         import torch

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from msmbuild.errors import TrainingInputError
 from msmbuild.fsutil import iter_jsonl, write_bytes_if_changed
 from msmbuild.hashing import canonical_json, digest_bytes
+from msmbuild.layout import Layout
 from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
 
 ROLES = {"system", "user", "assistant"}
 SUBSET_SEED = "aft-subset-v1"
-
-
-def aft_path(build_dir: str | Path, name: str, fraction: float = 1.0) -> Path:
-    """build/aft/<name>.jsonl, or <name>-fraction<f>.jsonl for a subset (sweep arms differ)."""
-    suffix = "" if fraction >= 1 else f"-fraction{fraction:g}"
-    return Path(build_dir) / "aft" / f"{name}{suffix}.jsonl"
 
 
 def validate_row(row: Any, where: str) -> dict[str, Any]:
@@ -73,16 +68,12 @@ def nested_subset(rows: list[dict[str, Any]], fraction: float) -> list[dict[str,
     return [r for i, r in enumerate(rows) if i in keep]
 
 
-def aft_calls_path(build_dir: str | Path, name: str) -> Path:
-    """build/aft/<name>.calls.parquet: the calls that generated dataset <name> (the catalog's calls table)."""
-    return Path(build_dir) / "aft" / f"{name}.calls.parquet"
-
-
 def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> Path:
     """Write build/aft/<name>[-fraction<f>].jsonl from the dataset's source, applying its fraction."""
     if name not in params.aft:
         raise TrainingInputError(f"params.yaml: no AFT dataset named {name!r}")
     cfg = params.aft[name]
+    layout = Layout.of(params)
     if cfg.source == "generated":
         if store is None:
             from msmbuild.config import open_store
@@ -92,22 +83,22 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
         from msmbuild.train.aft_generate import generate_demonstrations
 
         generated, report, call_rows = generate_demonstrations(params, name, store)
-        write_bytes_if_changed(Path(params.build_dir) / "aft" / f"{name}.generation.json",
+        write_bytes_if_changed(layout.aft_generation(name),
                           (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-        write_table_if_changed(aft_calls_path(params.build_dir, name), call_rows, CALLS_SCHEMA)
+        write_table_if_changed(layout.aft_calls(name), call_rows, CALLS_SCHEMA)
         write_roots(params.build_dir, f"aftdata-{name}", [r["key"] for r in call_rows if not r["error"]])
         if not generated:
             raise TrainingInputError(
                 f"params.yaml: aft.{name}: no generated example passed the consistency filter "
-                f"(see {params.build_dir}/aft/{name}.generation.json)")
+                f"(see {layout.aft_generation(name)})")
         rows = [validate_row(r, f"aft.{name} generated row {r['id']}") for r in generated]
     else:
         if not cfg.path:
             raise TrainingInputError(f"params.yaml: key 'aft.{name}.path' is required for source: file")
         rows = read_demonstrations(cfg.path)
-        aft_calls_path(params.build_dir, name).unlink(missing_ok=True)  # no longer generated
+        layout.aft_calls(name).unlink(missing_ok=True)  # no longer generated
     rows = nested_subset(rows, cfg.fraction)
-    out = aft_path(params.build_dir, name, cfg.fraction)
+    out = layout.aft_data(name, cfg.fraction)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     write_bytes_if_changed(out, data.encode("utf-8"))
     return out

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
-from msmbuild.experiments import base_model_dir
 from msmbuild.hashing import canonical_json, digest_bytes, digest_dir, digest_text
+from msmbuild.layout import Layout
 from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def prepare_base_model(params: Params, store: Store, name: str = "tiny") -> Base
     """The base model called name: 'tiny' is built once (memoized) at build/models/base."""
     if name != "tiny":
         return resolve_model(name)
-    dest = base_model_dir(params.build_dir)
+    dest = Layout.of(params).base_model
     inputs = _tiny_inputs(params.tiny)
     result = store.memo_tree("base_model", inputs, lambda out: build_tiny_model(params.tiny, out))
     _materialize_if_changed(store, result.value, dest)

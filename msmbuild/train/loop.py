@@ -17,11 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msmbuild.layout import TRAIN_LOG
+
 if TYPE_CHECKING:
     from msmbuild.config import TrainConfig
 
 STATE_FILE = "state.pt"
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = TRAIN_LOG
 
 BatchFn = Callable[[list[int]], dict[str, Any]]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
+from msmbuild.layout import Layout, resume_dir
 from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
                  on_step: Callable[[int], None] | None = None) -> MemoResult:
     """Midtrain arm's base model on its corpus; materialized at arm.midtrain_dir(build)."""
     from msmbuild.data.packing import PackedCorpus
-    from msmbuild.data.shards import load_manifest, manifest_path, shard_digests
+    from msmbuild.data.shards import load_manifest, shard_digests
     from msmbuild.train.base_model import (
         load_model,
         load_tokenizer,
@@ -87,7 +88,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
         base = prepare_base_model(p, store, arm.base_model)
     tokenizer = load_tokenizer(base.path)
     tok_id = tokenizer_identity(tokenizer)
-    mpath = manifest_path(p.build_dir, arm.midtrain)
+    mpath = Layout.of(p).manifest(arm.midtrain)
     manifest = load_manifest(mpath)
     if manifest["tokenizer"] != tok_id:
         raise TrainingInputError(
@@ -101,7 +102,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
               "shards": shard_digests(manifest), "shard_config": manifest["config"],
               "train": train_key_config(cfg, world)}
     key = store.key("midtrain", inputs)
-    state_dir = store.root / "resume" / key
+    state_dir = resume_dir(store.root, key)
     dest = arm.midtrain_dir(p.build_dir)
 
     def compute(out: Path) -> dict[str, Any]:
@@ -138,9 +139,7 @@ def run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
         result = store.memo_tree(kind, inputs, compute)
         state.wait_for_everyone()
         return result
-    scratch = store.root / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{kind}-rank{rank}-", dir=scratch) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{kind}-rank{rank}-", dir=store.scratch_dir()) as tmp:
         compute(Path(tmp))
     state.wait_for_everyone()
     found = store.lookup_tree(key)

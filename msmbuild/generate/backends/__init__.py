@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from msmbuild.errors import BackendError
@@ -23,10 +22,11 @@ def make_backend(name: str, params: Params, max_concurrency: int | None = None) 
     if name == "anthropic":
         from msmbuild.config import store_path
         from msmbuild.generate.backends.anthropic_backend import AnthropicBackend
+        from msmbuild.layout import batch_state_dir
 
         return AnthropicBackend(params.backends.anthropic, params.prices,
                                 max_concurrency=max_concurrency,
-                                state_dir=Path(store_path(params)) / "batches")
+                                state_dir=batch_state_dir(store_path(params)))
     if name == "hf":
         from msmbuild.generate.backends.hf import HFBackend
 

@@ -31,7 +31,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from msmbuild.config import AnthropicConfig, Price
@@ -49,13 +48,14 @@ from msmbuild.generate.backends.base import (
 )
 from msmbuild.generate.pricing import cost_usd, price_for
 from msmbuild.hashing import action_key
+from msmbuild.layout import DEFAULT_STORE_PATH, batch_state_dir
 
 __all__ = ["AnthropicBackend"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-DEFAULT_STATE_DIR = Path(".msmbuild/store") / "batches"
+DEFAULT_STATE_DIR = batch_state_dir(DEFAULT_STORE_PATH)
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 60.0
 _RETRY_STATUSES = {408, 409, 429}
