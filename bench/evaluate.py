@@ -37,16 +37,16 @@ def main() -> None:
     import torch
 
     from msmbuild.config import Params, PreferenceEvalConfig, QAEvalConfig
-    from msmbuild.evaluate import load_model, qa
     from msmbuild.evaluate import preference as pref
+    from msmbuild.evaluate import qa
     from msmbuild.evaluate.data import read_preference_pairs, read_qa_items
+    from msmbuild.models import load_for_inference, prepare_base_model
     from msmbuild.store import Store
-    from msmbuild.train.base_model import prepare_base_model
 
     with tempfile.TemporaryDirectory() as tmp:
         params = Params.model_validate({"build_dir": str(Path(tmp) / "build")})
         base = prepare_base_model(params, Store(Path(tmp) / "store"))
-        lm = load_model(base.path)
+        lm = load_for_inference(base.path)
         pairs = read_preference_pairs(args.pairs)
         questions = read_qa_items(args.qa)
         def pref_run(bs):

@@ -32,7 +32,7 @@ def make_documents(workdir: Path, n_docs: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from msmbuild.train.base_model import seed_text
+    from msmbuild.models import seed_text
 
     texts = []
     for spec in sorted(SPEC_DIR.glob("*.md")) if SPEC_DIR.is_dir() else []:
@@ -60,8 +60,8 @@ def params(workdir: Path):
 
 def run_msmbuild(workdir: Path) -> dict:
     from msmbuild.data.shards import build_shards
+    from msmbuild.models import prepare_base_model
     from msmbuild.store import Store
-    from msmbuild.train.base_model import prepare_base_model
 
     p = params(workdir)
     store = Store(workdir / "store")
@@ -74,8 +74,8 @@ def run_msmbuild(workdir: Path) -> dict:
 def run_datasets(workdir: Path) -> dict:
     import datasets
 
+    from msmbuild.models import load_tokenizer, prepare_base_model
     from msmbuild.store import Store
-    from msmbuild.train.base_model import load_tokenizer, prepare_base_model
 
     datasets.disable_progress_bars()
     p = params(workdir)
@@ -109,8 +109,8 @@ def main() -> None:
     args.workdir.mkdir(parents=True)
     make_documents(args.workdir, args.docs)
     # build the base model once, outside the timed runs
+    from msmbuild.models import prepare_base_model
     from msmbuild.store import Store
-    from msmbuild.train.base_model import prepare_base_model
 
     prepare_base_model(params(args.workdir), Store(args.workdir / "store"))
     def run_both() -> dict:

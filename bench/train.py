@@ -76,8 +76,8 @@ def main() -> None:
 
     from msmbuild.data.packing import PackedCorpus, epoch_order
     from msmbuild.data.shards import build_shards
+    from msmbuild.models import load_model, prepare_base_model
     from msmbuild.store import Store
-    from msmbuild.train.base_model import load_model, prepare_base_model
     from msmbuild.train.loop import fit, prepare_model
     from msmbuild.train.midtrain import packed_batches
 

@@ -35,3 +35,11 @@ class BackendError(MsmbuildError):
 
 class TrainingInputError(MsmbuildError):
     """A model, tokenizer, shard or dataset is unfit for training; raised before training starts."""
+
+
+class EvalInputError(MsmbuildError):
+    """A checkpoint or eval data file is missing or malformed; the message names it."""
+
+
+class ModelInputError(TrainingInputError, EvalInputError):
+    """A checkpoint or tokenizer is missing or cannot be loaded (for training or for evals)."""

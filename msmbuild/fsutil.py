@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 
+def json_bytes(value: Any) -> bytes:
+    """Stable, readable JSON: sorted keys, one-space indent, UTF-8, trailing newline."""
+    return (json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def write_bytes_if_changed(path: str | os.PathLike[str], data: bytes) -> bool:
     """Write data atomically (temp file, fsync, rename) unless path already holds it."""
     path = Path(path)

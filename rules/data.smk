@@ -2,7 +2,7 @@
 # Only the shards whose documents changed are re-tokenized (each shard is a store action);
 # the manifest is rewritten only when its bytes change.
 
-from msmbuild.train.targets import corpus_base_model_name, midtrained_corpora
+from msmbuild.experiments import corpus_base_model_name, midtrained_corpora
 
 TARGETS["shards"] = [str(LAYOUT.manifest(name)) for name in midtrained_corpora(PARAMS)]
 

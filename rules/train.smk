@@ -2,7 +2,7 @@
 # use it) -> AFT checkpoints (one per arm). Every run is a store action: a job Snakemake
 # schedules again restores the checkpoint instead of training.
 
-from msmbuild.train.targets import aft_arms, midtrain_arms
+from msmbuild.experiments import aft_arms, midtrain_arms
 
 MIDTRAIN_ARMS = midtrain_arms(PARAMS)
 AFT_ARMS = {arm.name: arm for arm in aft_arms(PARAMS)}

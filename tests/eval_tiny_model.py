@@ -26,8 +26,8 @@ def base_checkpoint(root: Path) -> Path:
     """A copy of the project's tiny base model (built once per session) at root/base."""
     if "base" not in _BUILT:
         from msmbuild.config import Params
+        from msmbuild.models import prepare_base_model
         from msmbuild.store import Store
-        from msmbuild.train.base_model import prepare_base_model
 
         work = root / "_tiny_build"
         params = Params.model_validate({"tiny": TINY, "build_dir": str(work / "build")})

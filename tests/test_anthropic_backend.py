@@ -10,7 +10,7 @@ from msmbuild.errors import BackendError
 from msmbuild.generate.backends._ratelimit import limiter_for, pause_from_headers
 from msmbuild.generate.backends.anthropic_backend import AnthropicBackend
 from msmbuild.generate.backends.base import GenRequest
-from msmbuild.generate.pricing import cost_usd
+from msmbuild.generate.backends.pricing import cost_usd
 from msmbuild.testing import FakeAnthropic
 
 MODEL = "claude-haiku-4-5"

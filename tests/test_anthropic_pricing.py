@@ -5,7 +5,7 @@ import pytest
 from msmbuild.config import Params, Price
 from msmbuild.errors import ParamsError
 from msmbuild.generate.backends.base import Usage
-from msmbuild.generate.pricing import cost_usd, estimate_cost
+from msmbuild.generate.backends.pricing import cost_usd, estimate_cost
 
 PRICES = {"m": Price(input=10.0, output=50.0)}
 

@@ -12,8 +12,8 @@ from msmbuild.data import shards as shards_mod
 from msmbuild.data.packing import IGNORE_INDEX, PackedCorpus
 from msmbuild.data.shards import build_shards
 from msmbuild.errors import TrainingInputError
+from msmbuild.models import load_tokenizer, prepare_base_model
 from msmbuild.store import Store
-from msmbuild.train.base_model import load_tokenizer, prepare_base_model
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import pytest
 from eval_tiny_model import PAIRS, base_checkpoint, fine_tune_on_answers, params_for, write_pairs
 
 from msmbuild.config import PreferenceEvalConfig
-from msmbuild.evaluate import evaluate, load_model
+from msmbuild.errors import EvalInputError
+from msmbuild.evaluate import evaluate
 from msmbuild.evaluate import preference as pref
 from msmbuild.evaluate.data import read_preference_pairs
-from msmbuild.evaluate.local_model import EvalInputError
+from msmbuild.models import load_for_inference
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def _pairs(tmp_path: Path) -> list[dict]:
 
 
 def test_both_orders_are_presented(tiny, tmp_path):
-    lm = load_model(tiny)
+    lm = load_for_inference(tiny)
     pairs = _pairs(tmp_path)
     requests = pref.build_requests(lm, pairs, PreferenceEvalConfig())
     assert len(requests) == 4 * len(pairs)
@@ -37,7 +38,7 @@ def test_both_orders_are_presented(tiny, tmp_path):
 
 
 def test_batched_scores_equal_one_at_a_time(tiny, tmp_path):
-    lm = load_model(tiny)
+    lm = load_for_inference(tiny)
     pairs = _pairs(tmp_path)
     batched = pref.score_pairs(lm, pairs, PreferenceEvalConfig(batch_size=16), progress=False)
     single = pref.score_pairs(lm, pairs, PreferenceEvalConfig(batch_size=1), progress=False)
@@ -49,7 +50,7 @@ def test_batched_scores_equal_one_at_a_time(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_training_towards_american_items_shifts_the_rate(tiny, tmp_path):
-    lm = load_model(tiny)
+    lm = load_for_inference(tiny)
     pairs = _pairs(tmp_path)
     cfg = PreferenceEvalConfig()
     before = pref.summarize(pref.score_pairs(lm, pairs, cfg, progress=False), 0.95)
@@ -59,7 +60,7 @@ def test_training_towards_american_items_shifts_the_rate(tiny, tmp_path):
         pid = next(p for p in pairs if p["items"][0] in ctx_a)
         examples.append((ctx_a, pid["items"][pid["favoured"]["pro_america"]]))
     trained = fine_tune_on_answers(tiny, examples, tmp_path / "trained")
-    after = pref.summarize(pref.score_pairs(load_model(trained), pairs, cfg, progress=False), 0.95)
+    after = pref.summarize(pref.score_pairs(load_for_inference(trained), pairs, cfg, progress=False), 0.95)
 
     def rate(rows, value):
         return next(r["estimate"] for r in rows if r["value"] == value and r["domain"] == "all")

@@ -220,8 +220,8 @@ def test_documents_before_tree_is_a_clear_error(ws: Path, capsys) -> None:
 
 
 def test_plan_estimates_anthropic_cost(tmp_path: Path, monkeypatch) -> None:
+    from msmbuild.generate.backends.pricing import estimate_cost
     from msmbuild.generate.plan import DOC_OUTPUT_TOKENS, plan_corpus
-    from msmbuild.generate.pricing import estimate_cost
 
     monkeypatch.chdir(tmp_path)
     make_workspace(tmp_path, backend="anthropic")

@@ -13,10 +13,10 @@ from msmbuild.data.packing import IGNORE_INDEX
 from msmbuild.data.shards import build_shards
 from msmbuild.errors import TrainingInputError
 from msmbuild.experiments import arm_by_name
+from msmbuild.models import load_model, load_tokenizer, prepare_base_model
 from msmbuild.store import Store
 from msmbuild.train.aft import encode_chat, run_aft
 from msmbuild.train.aft_data import nested_subset, prepare_aft_data, read_demonstrations
-from msmbuild.train.base_model import load_model, load_tokenizer, prepare_base_model
 
 
 def _demos(path: Path, n: int = 8) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-import msmbuild.train.aft_generate as aft_generate
+import msmbuild.generate.demonstrations as aft_generate
 from msmbuild.config import Params
 from msmbuild.errors import SpecError, TrainingInputError
 from msmbuild.generate.backends.base import GenRequest, GenResult, ItemError, OnResult

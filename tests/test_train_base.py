@@ -8,13 +8,13 @@ import pytest
 from train_helpers import tiny_params
 
 from msmbuild.errors import TrainingInputError
-from msmbuild.store import Store
-from msmbuild.train.base_model import (
+from msmbuild.models import (
     load_model,
     load_tokenizer,
     prepare_base_model,
     resolve_model,
 )
+from msmbuild.store import Store
 
 
 def test_tiny_base_model_is_built_once_and_loads(tmp_path):

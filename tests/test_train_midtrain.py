@@ -18,8 +18,8 @@ from msmbuild.data.shards import build_shards
 from msmbuild.errors import TrainingInputError
 from msmbuild.experiments import arm_by_name
 from msmbuild.hashing import digest_dir
+from msmbuild.models import load_model, prepare_base_model
 from msmbuild.store import Store
-from msmbuild.train.base_model import load_model, prepare_base_model
 from msmbuild.train.loop import fit, prepare_model, save_checkpoint
 from msmbuild.train.midtrain import run_midtrain
 
@@ -88,7 +88,7 @@ def test_saved_checkpoint_gives_the_same_logits(tmp_path, method):
     p, store = _setup(tmp_path)
     cfg = p.midtrain.model_copy(update={"method": method, "max_steps": 3})
     base = prepare_base_model(p, store)
-    from msmbuild.train.base_model import load_tokenizer
+    from msmbuild.models import load_tokenizer
 
     tok = load_tokenizer(base.path)
     model = prepare_model(load_model(base.path), cfg)

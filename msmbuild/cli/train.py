@@ -21,7 +21,7 @@ def _report(result, dest) -> None:  # noqa: ANN001 - MemoResult, Path
 def base_model(ctx: click.Context, name: str) -> None:
     """Build (tiny) or resolve the base model; print its path and identity."""
     from msmbuild.config import open_store
-    from msmbuild.train.base_model import prepare_base_model
+    from msmbuild.models import prepare_base_model
 
     p = load_ctx_params(ctx)
     bm = prepare_base_model(p, open_store(p), name)
@@ -30,8 +30,7 @@ def base_model(ctx: click.Context, name: str) -> None:
 
 def _arms(ctx: click.Context, arm: str | None, all_arms: bool, which: str):
     """The arms a command runs on: the named one, or with --all every arm that has the step."""
-    from msmbuild.experiments import arm_by_name
-    from msmbuild.train.targets import aft_arms, midtrain_arms
+    from msmbuild.experiments import aft_arms, arm_by_name, midtrain_arms
 
     p = load_ctx_params(ctx)
     if all_arms == (arm is not None):

@@ -33,8 +33,8 @@ from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
     from msmbuild.config import Params
+    from msmbuild.models import BaseModel
     from msmbuild.store import Store
-    from msmbuild.train.base_model import BaseModel
 
 SHARD_FORMAT = 1
 READ_BATCH = 1024
@@ -127,13 +127,13 @@ def _tokenize_groups(path: Path, by: str, todo: dict[str, _Group], tokenizer: An
 
 def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | None = None) -> Path:
     """Tokenize a corpus into shards (only the shards whose inputs changed); the manifest path."""
-    from msmbuild.train.base_model import load_tokenizer, tokenizer_identity
-    from msmbuild.train.targets import corpus_base_model
+    from msmbuild.experiments import corpus_base_model_name
+    from msmbuild.models import load_tokenizer, prepare_base_model, tokenizer_identity
 
     if corpus not in params.corpora:
         raise TrainingInputError(f"params.yaml: no corpus named {corpus!r}")
     if base is None:
-        base = corpus_base_model(params, corpus, store)
+        base = prepare_base_model(params, store, corpus_base_model_name(params, corpus))
     layout = Layout.of(params)
     src = layout.documents(corpus)
     if not src.is_file():

@@ -58,12 +58,7 @@ def _register_local_api() -> None:
         modelapi,
     )
 
-    from msmbuild.evaluate.local_model import (
-        generate_texts,
-        load_model,
-        render_prompt,
-        uses_template,
-    )
+    from msmbuild.models import generate_texts, load_for_inference, render_prompt, uses_template
 
     class LocalCheckpointAPI(ModelAPI):
         """A local HF checkpoint; generation is serialized (one model, one process)."""
@@ -71,7 +66,7 @@ def _register_local_api() -> None:
         def __init__(self, model_name: str, base_url: str | None = None, api_key: str | None = None,
                      config: GenerateConfig | None = None, **model_args: Any) -> None:
             super().__init__(model_name, base_url, api_key, [], config or GenerateConfig())
-            self.lm = load_model(model_args.get("model_path", model_name))
+            self.lm = load_for_inference(model_args.get("model_path", model_name))
             self.max_new_tokens = int(model_args.get("max_new_tokens", 512))
             self.temperature = float(model_args.get("temperature", 0.0))
             self.calls = 0
@@ -182,3 +177,4 @@ def run_agentic(model_dir: Path, params: Params, log_dir: Path,
         raise AgenticEvalError(f"agentic_misalignment: {len(unscored)} of {len(rows)} sample(s) not scored; "
                                f"first ({unscored[0]['condition']}): {unscored[0]['note'][:300]}")
     return rows, summarize(rows, cfg.confidence)
+

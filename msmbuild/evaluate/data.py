@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from msmbuild.evaluate.local_model import EvalInputError
+from msmbuild.errors import EvalInputError
 from msmbuild.fsutil import iter_jsonl
 
 

@@ -15,15 +15,14 @@ from typing import Any
 from tqdm import tqdm
 
 from msmbuild.config import PreferenceEvalConfig
-from msmbuild.evaluate.local_model import (
+from msmbuild.evaluate.stats import wilson_interval
+from msmbuild.models import (
     LoadedModel,
     render_prompt,
     score_continuations,
     uses_template,
 )
-from msmbuild.evaluate.stats import wilson_interval
 
-ORDERS = ("ab", "ba")
 ALL = "all"
 
 
@@ -84,3 +83,4 @@ def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[st
                     "n": n, "successes": float(k), "estimate": k / n, "ci_low": low, "ci_high": high,
                     "judged": True, "note": ""})
     return out
+

@@ -14,8 +14,8 @@ from typing import Any
 from tqdm import tqdm
 
 from msmbuild.config import Params, QAEvalConfig
-from msmbuild.evaluate.local_model import LoadedModel, generate_texts, render_prompt, uses_template
 from msmbuild.evaluate.stats import mean_interval
+from msmbuild.models import LoadedModel, generate_texts, render_prompt, uses_template
 
 ALL = "all"
 JUDGE_PROMPT_VERSION = "qa-judge/1"
@@ -131,3 +131,4 @@ def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[st
                     "ci_high": high if scores else None, "judged": bool(scores),
                     "note": "; ".join(notes)})
     return out
+

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from msmbuild.config import Params, open_store
-from msmbuild.evaluate.local_model import EvalInputError, checkpoint_identity
+from msmbuild.errors import EvalInputError
 from msmbuild.experiments import Arm, arm_by_name, expand_arms
 from msmbuild.hashing import canonical_json, digest_file
 from msmbuild.layout import EVAL_CALLS, EVAL_ITEMS, EVAL_SUMMARY, Layout
+from msmbuild.models import checkpoint_identity
 from msmbuild.store import MemoResult, Store, write_roots
 
 SUITES = ("preference", "qa", "agentic_misalignment")
@@ -71,7 +72,7 @@ def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress
     """The function memo_tree runs on a miss: evaluate and write the result directory."""
 
     def fit(workdir: Path) -> dict[str, Any]:
-        from msmbuild.results.tables import write_parquet
+        from msmbuild.tables import write_parquet
 
         call_rows: list[dict[str, Any]] = []
         extra: dict[str, Any] = {}
@@ -80,9 +81,9 @@ def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress
 
             rows, summary = run_agentic(model_dir, params, workdir / "logs", progress)
         else:
-            from msmbuild.evaluate.local_model import load_model
+            from msmbuild.models import load_for_inference
 
-            lm = load_model(model_dir)
+            lm = load_for_inference(model_dir)
             cfg = getattr(params.evals, suite)
             if suite == "preference":
                 from msmbuild.evaluate import preference

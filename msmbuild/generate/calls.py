@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tqdm import tqdm
@@ -29,9 +29,6 @@ from msmbuild.store import ResultWriter, Store
 CALL_KIND = "generate"
 WRITE_INTERVAL_S = 0.02  # how often the result writer stores what has arrived
 SYNC_EVERY_S = 1.0  # how often bulk generation makes stored results durable
-CALL_COLUMNS = ["key", "corpus", "stage", "subdomain", "backend", "model", "cache_hit",
-                "input_tokens", "output_tokens", "cache_creation_input_tokens",
-                "cache_read_input_tokens", "cost_usd", "wall_s", "error"]
 
 
 @dataclass
@@ -176,3 +173,33 @@ def run_requests(
         raise BackendError(f"{desc}: {len(failures)} of {len(requests)} requests failed "
                            f"({stats.misses} new results were stored; rerun to retry): {shown}")
     return results, stats, [r for r in rows if r is not None]
+
+
+@dataclass
+class CallRun:
+    """The model calls of one run: ``run_requests`` with stats, ledger rows and cost added up."""
+
+    store: Store
+    backend: Backend
+    label: str  # progress-bar prefix, e.g. the corpus
+    progress: bool = True
+    stats: CallStats = field(default_factory=CallStats)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per call, for the calls table
+    cost_usd: float = 0.0  # what the answers cost to make, hits included
+
+    def call(self, requests: Sequence[GenRequest], desc: str,
+             tags: Sequence[dict[str, Any]] | None = None) -> list[GenResult]:
+        """Run requests (hits from the store); tags add columns to each call's row."""
+        results, stats, rows = run_requests(self.store, self.backend, requests,
+                                            desc=f"{self.label}: {desc}", progress=self.progress)
+        for row, tag in zip(rows, tags or (), strict=tags is not None):
+            row.update(tag)
+        self.stats.add(stats)
+        self.rows.extend(rows)
+        done = [r for r in results if r is not None]
+        self.cost_usd += sum(r.cost_usd for r in done)
+        return done
+
+    def key(self, request: GenRequest) -> str:
+        """The action key of a request on this run's backend."""
+        return call_key(self.store, self.backend, request)

@@ -20,17 +20,9 @@ from typing import Any
 
 from msmbuild.config import CorpusConfig, Params, open_store
 from msmbuild.errors import MsmbuildError
+from msmbuild.fsutil import json_bytes, write_bytes_if_changed
 from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
-from msmbuild.generate.outputs import (
-    CALLS_SCHEMA,
-    DOCUMENTS_SCHEMA,
-    IDEAS_SCHEMA,
-    json_bytes,
-    read_parquet_rows,
-    write_bytes_if_changed,
-    write_table_if_changed,
-)
 from msmbuild.generate.stages import (
     FilterReport,
     StageRun,
@@ -45,6 +37,7 @@ from msmbuild.generate.stages import (
 from msmbuild.layout import CORPUS_STEPS, Layout
 from msmbuild.spec import Spec, parse_spec
 from msmbuild.store import Store, write_roots
+from msmbuild.tables import SCHEMAS, read_parquet_rows, write_table_if_changed
 
 
 @dataclass
@@ -137,7 +130,7 @@ def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = 
         changed: list[str] = []
         s.write(s.layout.sections(corpus), json_bytes(spec.to_json()), changed)
         s.write(s.layout.tree(corpus), json_bytes(tree), changed)
-        s.write_table(s.layout.step_calls(corpus, "tree"), s.run.rows, CALLS_SCHEMA, changed)
+        s.write_table(s.layout.step_calls(corpus, "tree"), s.run.rows, SCHEMAS["calls"], changed)
         s.roots("tree")
         return s.report("tree", {"sections": len(spec.sections), "domains": len(tree["domains"]),
                                  "subdomains": len(iter_subdomains(tree))}, changed)
@@ -155,8 +148,8 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         assertions, ideas = plan_subdomains(tree, s.run)
         changed: list[str] = []
         s.write(s.layout.assertions(corpus), json_bytes(assertions), changed)
-        s.write_table(s.layout.ideas(corpus), ideas, IDEAS_SCHEMA, changed)
-        s.write_table(s.layout.step_calls(corpus, "ideas"), s.run.rows, CALLS_SCHEMA, changed)
+        s.write_table(s.layout.ideas(corpus), ideas, SCHEMAS["ideas"], changed)
+        s.write_table(s.layout.step_calls(corpus, "ideas"), s.run.rows, SCHEMAS["calls"], changed)
         s.roots("ideas")
         return s.report("ideas", {"subdomains": len(assertions), "ideas": len(ideas),
                                   "unsuitable": sum(not r["suitable"] for r in ideas)}, changed)
@@ -179,14 +172,14 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         docs = write_documents(tree, assertions, ideas, s.run, full_text)
         kept, filtered = filter_documents(docs, s.cfg.filters)
         changed: list[str] = []
-        s.write_table(s.layout.documents(corpus), kept, DOCUMENTS_SCHEMA, changed)
-        s.write_table(s.layout.step_calls(corpus, "documents"), s.run.rows, CALLS_SCHEMA, changed)
+        s.write_table(s.layout.documents(corpus), kept, SCHEMAS["documents"], changed)
+        s.write_table(s.layout.step_calls(corpus, "documents"), s.run.rows, SCHEMAS["calls"], changed)
         all_calls = []
         for step in CORPUS_STEPS:
             path = s.layout.step_calls(corpus, step)
             if path.is_file():
                 all_calls.extend(read_parquet_rows(path))
-        s.write_table(s.layout.corpus_calls(corpus), all_calls, CALLS_SCHEMA, changed)
+        s.write_table(s.layout.corpus_calls(corpus), all_calls, SCHEMAS["calls"], changed)
         s.roots("documents")
         return s.report("documents", _filter_counts(len(docs), filtered), changed)
     finally:

@@ -17,13 +17,11 @@ from msmbuild.errors import MsmbuildError
 from msmbuild.generate.calls import call_key
 from msmbuild.generate.corpus import corpus_config
 from msmbuild.generate.stages import (
-    StageRun,
-    _request,
-    _sub_context,
     iter_subdomains,
+    planning_requests,
     sampling_for,
-    section_context,
     structural_tree,
+    subdomain_requests,
 )
 from msmbuild.spec import parse_spec
 
@@ -100,7 +98,7 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
     spec = parse_spec(cfg.spec, cfg.template_vars)
     store = open_store(params)
     key_backend = _KeyOnly(params, cfg.backend)
-    run = StageRun(store, key_backend, corpus, cfg, sampling_for(params, cfg.backend), False)  # type: ignore[arg-type]
+    sampling = sampling_for(params, cfg.backend)
     model = params.backends.anthropic.model if cfg.backend == "anthropic" else (
         params.backends.hf.model if cfg.backend == "hf" else "offline (not a model)")
     plans: list[StagePlan] = []
@@ -110,23 +108,18 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
             return None
         return sum(store.lookup_json(call_key(store, key_backend, r)) is not None for r in reqs)  # type: ignore[arg-type]
 
+    known: dict[str, list] = {}  # stages whose requests are known without any call
     if cfg.decomposition == "model":
-        tops = spec.children(None)
-        reqs = []
-        for sec in tops:
-            text = "\n\n".join(f"{s.title}\n\n{s.text}" for s in spec.subtree(sec.id))
-            reqs.append(_request(run, "subdomains", section_context(spec.preamble, (), text), True,
-                                 schema={"type": "object"}, domain_title=sec.title, n=cfg.n_subdomains))
+        reqs = subdomain_requests(spec, cfg, sampling)
         plans.append(StagePlan("subdomains", len(reqs), None, _tokens(reqs),
                                ITEM_OUTPUT_TOKENS * cfg.n_subdomains))
-        n_sub = len(tops) * cfg.n_subdomains
+        n_sub = len(reqs) * cfg.n_subdomains
         sample = []
     else:
         tree = structural_tree(spec)
-        subs = iter_subdomains(tree)
-        n_sub = len(subs)
-        sample = [_request(run, "assertions", _sub_context(tree, s), True, schema=None,
-                           n=cfg.n_assertions, subdomain=s["title"], domain=s["domain"]) for s in subs]
+        n_sub = len(iter_subdomains(tree))
+        known["assertions"], known["doc_types"] = planning_requests(tree, cfg, sampling)
+        sample = known["assertions"]
     ctx_tokens = _tokens(sample) if sample else 1000
     docs = n_sub * cfg.n_doc_types * cfg.n_doc_ideas * cfg.n_samples
     plans += [
@@ -141,9 +134,11 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
         plans += [StagePlan("critique", docs, None, ctx_tokens + DOC_OUTPUT_TOKENS, CRITIQUE_OUTPUT_TOKENS),
                   StagePlan("revise", docs, None, ctx_tokens + DOC_OUTPUT_TOKENS + CRITIQUE_OUTPUT_TOKENS,
                             DOC_OUTPUT_TOKENS)]
-    _count_cached(plans, run, spec, cfg, sample, cached)
+    for p in plans:
+        if p.stage in known:
+            p.cached = cached(known[p.stage])
     if cfg.backend == "anthropic":
-        from msmbuild.generate.pricing import estimate_cost
+        from msmbuild.generate.backends.pricing import estimate_cost
 
         batch_cfg = params.backends.anthropic.batch
         for p in plans:
@@ -151,25 +146,6 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
             batch = batch_cfg.enabled and todo >= batch_cfg.threshold
             p.cost_usd = estimate_cost(model, todo, p.input_tokens, p.output_tokens, params.prices, batch)
     return CorpusPlan(corpus, cfg.backend, model, n_sub, plans)
-
-
-def _count_cached(plans, run, spec, cfg, sample, cached) -> None:
-    """Fill the cached count of the stages whose requests are known without calls."""
-    if cfg.decomposition == "model":
-        return  # decomposition schemas depend on n only; counted by the real run
-    from msmbuild.generate.stages import _json_schema, _string_object
-
-    tree = structural_tree(spec)
-    subs = iter_subdomains(tree)
-    a_schema = _json_schema(_string_object("name", "claim", "explanation"), "assertions", cfg.n_assertions)
-    t_schema = _json_schema(_string_object("doc_type", "description"), "doc_types", cfg.n_doc_types)
-    a = [_request(run, "assertions", _sub_context(tree, s), True, schema=a_schema, n=cfg.n_assertions,
-                  subdomain=s["title"], domain=s["domain"]) for s in subs]
-    t = [_request(run, "doc_types", _sub_context(tree, s), True, schema=t_schema, n=cfg.n_doc_types,
-                  subdomain=s["title"], domain=s["domain"]) for s in subs]
-    by_stage = {p.stage: p for p in plans}
-    by_stage["assertions"].cached = cached(a)
-    by_stage["doc_types"].cached = cached(t)
 
 
 def format_plan(plans: list[CorpusPlan]) -> str:

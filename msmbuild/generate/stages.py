@@ -13,18 +13,16 @@ chosen so that an edit reaches only what it should:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from msmbuild.config import CorpusConfig, FilterConfig, Params
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
-from msmbuild.generate.calls import CallStats, call_key, run_requests
+from msmbuild.generate.calls import CallRun
 from msmbuild.generate.prompts import load_prompt
 from msmbuild.hashing import digest_text
 from msmbuild.spec import Spec, slugify
 from msmbuild.store import Store
-
-JSON_STAGES = ("subdomains", "assertions", "doc_types", "ideas")
 
 
 @dataclass(frozen=True)
@@ -47,58 +45,48 @@ def sampling_for(params: Params, backend_name: str) -> Sampling:
     return Sampling()
 
 
-@dataclass
-class StageRun:
-    """Shared inputs of one stage run: where calls go and how they are tagged."""
+class StageRun(CallRun):
+    """The calls of one corpus step: each calls row is tagged with its corpus and subdomain."""
 
-    store: Store
-    backend: Backend
-    corpus: str
-    cfg: CorpusConfig
-    sampling: Sampling = field(default_factory=Sampling)
-    progress: bool = True
-    stats: CallStats = field(default_factory=CallStats)
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self, store: Store, backend: Backend, corpus: str, cfg: CorpusConfig,
+                 sampling: Sampling | None = None, progress: bool = True) -> None:
+        super().__init__(store, backend, corpus, progress)
+        self.corpus, self.cfg, self.sampling = corpus, cfg, sampling or Sampling()
 
-    def call(self, requests: Sequence[GenRequest], tags: Sequence[str], desc: str
+    def call(self, requests: Sequence[GenRequest], tags: Sequence[str], desc: str  # type: ignore[override]
              ) -> list[GenResult]:
         """Run requests, tag each calls row with its subdomain, accumulate stats."""
-        results, stats, rows = run_requests(self.store, self.backend, requests,
-                                            desc=f"{self.corpus}: {desc}", progress=self.progress)
-        for row, tag in zip(rows, tags, strict=True):
-            row["corpus"] = self.corpus
-            row["subdomain"] = tag
-        self.stats.add(stats)
-        self.rows.extend(rows)
-        return [r for r in results if r is not None]
-
-    def key(self, request: GenRequest) -> str:
-        """The action key of a request on this run's backend."""
-        return call_key(self.store, self.backend, request)
+        return super().call(requests, desc, [{"corpus": self.corpus, "subdomain": t} for t in tags])
 
 
-def _json_schema(item: dict[str, Any], list_name: str, n: int) -> dict[str, Any]:
-    """An object holding exactly n items of the given shape."""
+def list_schema(item: dict[str, Any], list_name: str, n: int) -> dict[str, Any]:
+    """A JSON schema: an object holding exactly n items of the given shape."""
     return {"type": "object", "additionalProperties": False, "required": [list_name],
             "properties": {list_name: {"type": "array", "minItems": n, "maxItems": n,
                                        "items": item}}}
 
 
-def _string_object(*names: str, booleans: Sequence[str] = ()) -> dict[str, Any]:
+def object_schema(*names: str, booleans: Sequence[str] = ()) -> dict[str, Any]:
+    """A JSON schema: an object of required string (and boolean) fields."""
     props: dict[str, Any] = {n: {"type": "string"} for n in names}
     props.update({b: {"type": "boolean"} for b in booleans})
     return {"type": "object", "additionalProperties": False, "required": [*names, *booleans],
             "properties": props}
 
 
-def _request(run: StageRun, stage: str, context: str, structured: bool,
-             sample_index: int = 0, schema: dict[str, Any] | None = None, **values: object
-             ) -> GenRequest:
+def build_request(stage: str, context: str, sampling: Sampling, *, structured: bool | None = None,
+                  schema: dict[str, Any] | None = None, sample_index: int = 0,
+                  **values: object) -> GenRequest:
+    """The request of one call: the stage's prompt template rendered with values.
+
+    ``structured`` (default: whether there is a schema) picks the structured token cap.
+    """
     tpl = load_prompt(stage)
-    max_tokens = run.sampling.max_tokens_structured if structured else run.sampling.max_tokens
+    structured = schema is not None if structured is None else structured
     return GenRequest(stage=stage, prompt=tpl.render(**values), context=context,
-                      system=tpl.system, schema=schema, max_tokens=max_tokens,
-                      temperature=run.sampling.temperature, sample_index=sample_index,
+                      system=tpl.system, schema=schema,
+                      max_tokens=sampling.max_tokens_structured if structured else sampling.max_tokens,
+                      temperature=sampling.temperature, sample_index=sample_index,
                       prompt_version=tpl.tag)
 
 
@@ -136,19 +124,25 @@ def structural_tree(spec: Spec) -> dict[str, Any]:
             "domains": [d for d in domains if d["subdomains"]]}
 
 
+def domain_text(spec: Spec, section_id: str) -> str:
+    """A top-level section and everything under it, headings included."""
+    return "\n\n".join(f"{'#' * s.level} {s.title}\n\n{s.text}".strip()
+                       for s in spec.subtree(section_id))
+
+
+def subdomain_requests(spec: Spec, cfg: CorpusConfig, sampling: Sampling) -> list[GenRequest]:
+    """The decomposition request of every top-level section (model-decomposed trees)."""
+    schema = list_schema(object_schema("title", "context", "excerpt"), "subdomains", cfg.n_subdomains)
+    return [build_request("subdomains", section_context(spec.preamble, (), domain_text(spec, sec.id)),
+                          sampling, schema=schema, domain_title=sec.title, n=cfg.n_subdomains)
+            for sec in spec.children(None)]
+
+
 def model_tree(spec: Spec, run: StageRun) -> dict[str, Any]:
     """One generator call per top-level section proposes its subdomains."""
-    item = _string_object("title", "context", "excerpt")
-    schema = _json_schema(item, "subdomains", run.cfg.n_subdomains)
     tops = spec.children(None)
-    requests, domain_info = [], []
-    for sec in tops:
-        subtree = spec.subtree(sec.id)
-        text = "\n\n".join(f"{'#' * s.level} {s.title}\n\n{s.text}".strip() for s in subtree)
-        requests.append(_request(run, "subdomains", section_context(spec.preamble, (), text),
-                                 True, schema=schema, domain_title=sec.title,
-                                 n=run.cfg.n_subdomains))
-        domain_info.append((sec, digest_text(text)))
+    requests = subdomain_requests(spec, run.cfg, run.sampling)
+    domain_info = [(sec, digest_text(domain_text(spec, sec.id))) for sec in tops]
     results = run.call(requests, [s.id for s in tops], "subdomains")
     domains = []
     for (sec, text_hash), res in zip(domain_info, results, strict=True):
@@ -173,8 +167,22 @@ def iter_subdomains(tree: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for d in tree["domains"] for s in d["subdomains"]]
 
 
-def _sub_context(tree: dict[str, Any], sub: dict[str, Any]) -> str:
+def subdomain_context(tree: dict[str, Any], sub: dict[str, Any]) -> str:
+    """The context a subdomain's calls see: the tree's preamble, its heading path, its excerpt."""
     return section_context(tree.get("preamble", ""), sub["path"], sub["excerpt"])
+
+
+def planning_requests(tree: dict[str, Any], cfg: CorpusConfig, sampling: Sampling
+                      ) -> tuple[list[GenRequest], list[GenRequest]]:
+    """The assertions and doc-types requests of every subdomain (known before any call)."""
+    subs = iter_subdomains(tree)
+    a_schema = list_schema(object_schema("name", "claim", "explanation"), "assertions", cfg.n_assertions)
+    t_schema = list_schema(object_schema("doc_type", "description"), "doc_types", cfg.n_doc_types)
+    a_req = [build_request("assertions", subdomain_context(tree, s), sampling, schema=a_schema,
+                           n=cfg.n_assertions, subdomain=s["title"], domain=s["domain"]) for s in subs]
+    t_req = [build_request("doc_types", subdomain_context(tree, s), sampling, schema=t_schema,
+                           n=cfg.n_doc_types, subdomain=s["title"], domain=s["domain"]) for s in subs]
+    return a_req, t_req
 
 
 # -- assertions, doc types, ideas ----------------------------------------------------------------
@@ -185,14 +193,9 @@ def plan_subdomains(tree: dict[str, Any], run: StageRun) -> tuple[dict[str, Any]
     """
     cfg = run.cfg
     subs = iter_subdomains(tree)
-    a_schema = _json_schema(_string_object("name", "claim", "explanation"), "assertions", cfg.n_assertions)
-    t_schema = _json_schema(_string_object("doc_type", "description"), "doc_types", cfg.n_doc_types)
-    i_schema = _json_schema(_string_object("idea", booleans=["suitable"]), "ideas", cfg.n_doc_ideas)
+    i_schema = list_schema(object_schema("idea", booleans=["suitable"]), "ideas", cfg.n_doc_ideas)
     common = [{"subdomain": s["title"], "domain": s["domain"]} for s in subs]
-    a_req = [_request(run, "assertions", _sub_context(tree, s), True, schema=a_schema,
-                      n=cfg.n_assertions, **c) for s, c in zip(subs, common, strict=True)]
-    t_req = [_request(run, "doc_types", _sub_context(tree, s), True, schema=t_schema,
-                      n=cfg.n_doc_types, **c) for s, c in zip(subs, common, strict=True)]
+    a_req, t_req = planning_requests(tree, cfg, run.sampling)
     ids = [s["id"] for s in subs]
     a_res = run.call(a_req, ids, "assertions")
     t_res = run.call(t_req, ids, "doc types")
@@ -201,7 +204,7 @@ def plan_subdomains(tree: dict[str, Any], run: StageRun) -> tuple[dict[str, Any]
     for s, c, res in zip(subs, common, t_res, strict=True):
         for ti, t in enumerate(_items(res, "doc_types", "doc_types")):
             doc_type = str(t.get("doc_type", "")).strip() or f"document {ti + 1}"
-            i_req.append(_request(run, "ideas", _sub_context(tree, s), True, schema=i_schema,
+            i_req.append(build_request("ideas", subdomain_context(tree, s), run.sampling, schema=i_schema,
                                   n=cfg.n_doc_ideas, doc_type=doc_type, **c))
             i_meta.append((s, ti, doc_type))
     i_res = run.call(i_req, [m[0]["id"] for m in i_meta], "ideas")
@@ -235,10 +238,9 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
     requests, meta = [], []
     for row in todo:
         sub = subs[row["subdomain"]]
-        context = full_text if cfg.context == "full" else _sub_context(tree, sub)
+        context = full_text if cfg.context == "full" else subdomain_context(tree, sub)
         for k in range(cfg.n_samples):
-            requests.append(_request(
-                run, "document", context, False, sample_index=k, subdomain=sub["title"],
+            requests.append(build_request("document", context, run.sampling, sample_index=k, subdomain=sub["title"],
                 domain=sub["domain"], doc_type=row["doc_type"], idea=row["idea"],
                 assertions=_assertion_lines(assertions.get(sub["id"], []))))
             meta.append((row, sub, context, k))
@@ -247,11 +249,11 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
     rows_by_key = {r["key"]: r for r in run.rows[-len(requests):]} if requests else {}
     chain: list[list[tuple[GenRequest, GenResult]]] = [[(q, r)] for q, r in zip(requests, results, strict=True)]
     if cfg.revise and requests:
-        crit_req = [_request(run, "critique", m[2], False, sample_index=m[3], subdomain=m[1]["title"],
+        crit_req = [build_request("critique", m[2], run.sampling, sample_index=m[3], subdomain=m[1]["title"],
                              doc_type=m[0]["doc_type"], idea=m[0]["idea"], draft=r.text.strip())
                     for m, r in zip(meta, results, strict=True)]
         crit = run.call(crit_req, tags, "critiques")
-        rev_req = [_request(run, "revise", m[2], False, sample_index=m[3], subdomain=m[1]["title"],
+        rev_req = [build_request("revise", m[2], run.sampling, sample_index=m[3], subdomain=m[1]["title"],
                             doc_type=m[0]["doc_type"], idea=m[0]["idea"], draft=r.text.strip(),
                             critique=c.text.strip())
                    for m, r, c in zip(meta, results, crit, strict=True)]

@@ -19,45 +19,17 @@ from msmbuild.config import Params
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
-from msmbuild.results.tables import write_parquet
+from msmbuild.tables import empty_frame, write_parquet
 
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
 
-# Empty-table schemas, so every view exists before the first corpus or eval is built.
-EMPTY_SCHEMAS: dict[str, dict[str, str]] = {
-    "documents": {"doc_id": "string", "corpus": "string", "section_id": "string", "section_hash": "string",
-                  "domain": "string", "subdomain": "string", "doc_type": "string", "idea": "string",
-                  "sample_index": "int64", "text": "string", "n_chars": "int64", "backend": "string",
-                  "model": "string", "prompt_version": "string", "produced_by_model": "bool",
-                  "input_tokens": "int64", "output_tokens": "int64", "cost_usd": "float64"},
-    "calls": {"source": "string", "key": "string", "corpus": "string", "stage": "string", "backend": "string",
-              "model": "string", "cache_hit": "bool", "input_tokens": "int64", "output_tokens": "int64",
-              "cost_usd": "float64", "wall_s": "float64", "error": "string"},
-    "corpora": {"corpus": "string", "spec": "string", "backend": "string", "n_documents": "int64",
-                "n_chars": "int64", "cost_usd": "float64", "offline": "bool"},
-    "shards": {"corpus": "string", "name": "string", "digest": "string", "n_docs": "int64",
-               "n_tokens": "int64", "tokenizer": "string"},
-    "runs": {"checkpoint": "string", "stage": "string", "step": "int64", "loss": "float64"},
-    "checkpoints": {"checkpoint": "string", "stage": "string", "arm": "string", "experiment": "string",
-                    "base_model": "string", "corpus": "string", "aft": "string", "exists": "bool",
-                    "bytes": "int64"},
-    "eval_items": {"arm": "string", "experiment": "string", "suite": "string", "eval_key": "string",
-                   "checkpoint": "string", "item_id": "string", "domain": "string", "value": "string"},
-    "eval_summary": {"arm": "string", "experiment": "string", "suite": "string", "eval_key": "string",
-                     "checkpoint": "string", "midtrain": "string", "aft": "string", "sweep_key": "string",
-                     "sweep_value": "float64", "metric": "string", "value": "string", "domain": "string",
-                     "condition": "string", "n": "int64", "successes": "float64", "estimate": "float64",
-                     "ci_low": "float64", "ci_high": "float64", "judged": "bool", "note": "string"},
-}
-
-
 def _frame(rows: list[dict[str, Any]], table: str):
-    """A DataFrame of rows; an empty one still carries the table's columns and types."""
+    """A DataFrame of rows; an empty one still carries the table's registered columns and types."""
     import pandas as pd
 
     if rows:
         return pd.DataFrame(rows)
-    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in EMPTY_SCHEMAS[table].items()})
+    return empty_frame("catalog_calls" if table == "calls" else table)
 
 
 def _union_parquet(files: list[tuple[Path, dict[str, Any]]], table: str):

@@ -86,7 +86,7 @@ def query(params: Params, sql: str, fmt: str = "table", output: str | None = Non
     if fmt == "parquet":
         if not output:
             raise QueryError("--format parquet needs --output FILE")
-        from msmbuild.results.tables import write_parquet
+        from msmbuild.tables import write_parquet
 
         write_parquet(frame, output)
         return f"wrote {len(frame)} rows to {output}\n"

@@ -1,7 +1,7 @@
 """AFT: supervised training on chat demonstrations, loss on assistant tokens only.
 
 Each example is rendered with the tokenizer's chat template (or the documented default,
-``base_model.DEFAULT_CHAT_TEMPLATE``); tokens inside assistant turns (content and the
+``msmbuild.models.DEFAULT_CHAT_TEMPLATE``); tokens inside assistant turns (content and the
 turn's end marker, ``<think>`` blocks included) are the target, everything else is -100.
 AFT starts from the arm's midtrained checkpoint when it has one (its top level is the
 merged MSM model, so a LoRA adapter is folded in before AFT), else from the base model.
@@ -60,7 +60,7 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
 
 def _start_model(p: Params, arm: Arm, store: Store) -> tuple[Path, str]:
     """(path, identity) of the checkpoint AFT starts from."""
-    from msmbuild.train.base_model import prepare_base_model
+    from msmbuild.models import prepare_base_model
 
     if arm.midtrain is not None:
         from msmbuild.train.midtrain import run_midtrain
@@ -77,8 +77,8 @@ def _start_model(p: Params, arm: Arm, store: Store) -> tuple[Path, str]:
 def run_aft(params: Params, arm: Arm, store: Store, *,
             on_step: Callable[[int], None] | None = None) -> MemoResult:
     """AFT for one arm; materialized at arm.aft_dir(build)."""
+    from msmbuild.models import load_model, load_tokenizer
     from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
-    from msmbuild.train.base_model import load_model, load_tokenizer, materialize_checkpoint
     from msmbuild.train.loop import (
         distributed_state,
         fit,
@@ -143,6 +143,6 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
     result = run_action(store, key, "aft", inputs, compute, rank, world)
     if rank == 0:
         shutil.rmtree(state_dir, ignore_errors=True)
-        materialize_checkpoint(store, result.value, arm.aft_dir(p.build_dir))
+        store.materialize_if_changed(result.value, arm.aft_dir(p.build_dir))
         write_roots(p.build_dir, f"aft-{arm.name}", [result.key])
     return result

@@ -79,13 +79,13 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
             from msmbuild.config import open_store
 
             store = open_store(params)
-        from msmbuild.generate.outputs import CALLS_SCHEMA, write_table_if_changed
-        from msmbuild.train.aft_generate import generate_demonstrations
+        from msmbuild.generate.demonstrations import generate_demonstrations
+        from msmbuild.tables import SCHEMAS, write_table_if_changed
 
         generated, report, call_rows = generate_demonstrations(params, name, store)
         write_bytes_if_changed(layout.aft_generation(name),
                           (json.dumps(report, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-        write_table_if_changed(layout.aft_calls(name), call_rows, CALLS_SCHEMA)
+        write_table_if_changed(layout.aft_calls(name), call_rows, SCHEMAS["calls"])
         write_roots(params.build_dir, f"aftdata-{name}", [r["key"] for r in call_rows if not r["error"]])
         if not generated:
             raise TrainingInputError(

@@ -63,13 +63,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     """Midtrain arm's base model on its corpus; materialized at arm.midtrain_dir(build)."""
     from msmbuild.data.packing import PackedCorpus
     from msmbuild.data.shards import load_manifest, shard_digests
-    from msmbuild.train.base_model import (
-        load_model,
-        load_tokenizer,
-        materialize_checkpoint,
-        prepare_base_model,
-        tokenizer_identity,
-    )
+    from msmbuild.models import load_model, load_tokenizer, prepare_base_model, tokenizer_identity
     from msmbuild.train.loop import (
         distributed_state,
         fit,
@@ -118,7 +112,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     result = run_action(store, key, "midtrain", inputs, compute, rank, world)
     if rank == 0:
         shutil.rmtree(state_dir, ignore_errors=True)
-        materialize_checkpoint(store, result.value, dest)
+        store.materialize_if_changed(result.value, dest)
         write_roots(p.build_dir, f"midtrain-{arm.midtrain_tag}", [result.key])
     return result
 

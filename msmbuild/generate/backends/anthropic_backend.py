@@ -16,7 +16,7 @@
   ``cache_control``.
 - Structured JSON through forced tool use, validated, re-asked up to ``max_reasks``
   times (``_structured``).
-- Usage and cost (``msmbuild.generate.pricing``; batch discount) on every result.
+- Usage and cost (``msmbuild.generate.backends.pricing``; batch discount) on every result.
 
 The API key is read from the environment variable named by ``api_key_env`` when a client
 is made and is kept nowhere else: not in ``identity()``, results, metadata or messages.
@@ -46,7 +46,7 @@ from msmbuild.generate.backends.base import (
     OnResult,
     Usage,
 )
-from msmbuild.generate.pricing import cost_usd, price_for
+from msmbuild.generate.backends.pricing import cost_usd, price_for
 from msmbuild.hashing import action_key
 from msmbuild.layout import DEFAULT_STORE_PATH, batch_state_dir
 

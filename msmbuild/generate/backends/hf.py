@@ -1,7 +1,7 @@
 """The ``hf`` generation backend: a local transformers model, batched on this machine.
 
 It runs the same generation path as the qa eval suite
-(``msmbuild.evaluate.local_model.generate_texts``). Spec context and system text become
+(``msmbuild.models.generate_texts``). Spec context and system text become
 the system turn of the model's chat template; a request with a JSON schema asks for JSON
 and is parsed, and an answer that is not JSON is a per-item error (local models cannot be
 constrained by the API the way hosted ones are).
@@ -47,7 +47,7 @@ class HFBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         """Model id plus content digest of a local checkpoint, and the token cap."""
-        from msmbuild.evaluate.local_model import checkpoint_identity
+        from msmbuild.models import checkpoint_identity
 
         return {"backend": self.name, "model": self.config.model,
                 "checkpoint": checkpoint_identity(self.config.model),
@@ -55,13 +55,13 @@ class HFBackend(Backend):
 
     def _model(self):
         if self._lm is None:
-            from msmbuild.evaluate.local_model import load_model
+            from msmbuild.models import load_for_inference
 
-            self._lm = load_model(self.config.model)
+            self._lm = load_for_inference(self.config.model)
         return self._lm
 
     def _prompt(self, request: GenRequest) -> str:
-        from msmbuild.evaluate.local_model import render_prompt
+        from msmbuild.models import render_prompt
 
         system = "\n\n".join(part for part in (request.system, request.context) if part)
         user = request.prompt
@@ -71,7 +71,7 @@ class HFBackend(Backend):
 
     def generate(self, requests: Sequence[GenRequest], on_result: OnResult) -> list[ItemError]:
         """Answer requests in batches of equal (max_tokens, temperature); errors per item."""
-        from msmbuild.evaluate.local_model import generate_texts, uses_template
+        from msmbuild.models import generate_texts, uses_template
 
         lm = self._model()
         groups: dict[tuple[int, float], list[int]] = {}

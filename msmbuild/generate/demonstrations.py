@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
 from msmbuild.generate.backends import make_backend
-from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
-from msmbuild.generate.calls import CallStats, call_key, run_requests
-from msmbuild.generate.prompts import load_prompt
-from msmbuild.generate.stages import Sampling, sampling_for, section_context, structural_tree
+from msmbuild.generate.backends.base import GenResult
+from msmbuild.generate.calls import CallRun
+from msmbuild.generate.stages import (
+    Sampling,
+    build_request,
+    domain_text,
+    list_schema,
+    object_schema,
+    sampling_for,
+    section_context,
+    structural_tree,
+)
 from msmbuild.hashing import digest_text
 from msmbuild.spec import Spec, parse_spec
 
@@ -48,13 +55,9 @@ PLAIN_INSTRUCTIONS = (
 def domain_contexts(spec: Spec) -> list[dict[str, str]]:
     """One entry per top-level section with text: id, title and the context its calls see."""
     by_id = spec.by_id()
-    out = []
-    for domain in structural_tree(spec)["domains"]:
-        text = "\n\n".join(f"{'#' * s.level} {s.title}\n\n{s.text}".strip()
-                           for s in spec.subtree(domain["id"]))
-        out.append({"id": domain["id"], "title": by_id[domain["id"]].title,
-                    "context": section_context(spec.preamble, (), text)})
-    return out
+    return [{"id": d["id"], "title": by_id[d["id"]].title,
+             "context": section_context(spec.preamble, (), domain_text(spec, d["id"]))}
+            for d in structural_tree(spec)["domains"]]
 
 
 def split_reply(text: str, think: bool) -> tuple[str, str] | None:
@@ -69,48 +72,13 @@ def split_reply(text: str, think: bool) -> tuple[str, str] | None:
     return "", text.strip()
 
 
-def _request(stage: str, context: str, sampling: Sampling, *, schema: dict[str, Any] | None = None,
-             sample_index: int = 0, **values: object) -> GenRequest:
-    tpl = load_prompt(stage)
-    return GenRequest(stage=stage, prompt=tpl.render(**values), context=context, system=tpl.system,
-                      schema=schema,
-                      max_tokens=sampling.max_tokens_structured if schema else sampling.max_tokens,
-                      temperature=sampling.temperature, sample_index=sample_index,
-                      prompt_version=tpl.tag)
-
-
 def _queries_schema(n: int) -> dict[str, Any]:
-    item = {"type": "object", "additionalProperties": False, "required": ["query"],
-            "properties": {"query": {"type": "string"}}}
-    return {"type": "object", "additionalProperties": False, "required": ["queries"],
-            "properties": {"queries": {"type": "array", "minItems": n, "maxItems": n, "items": item}}}
+    return list_schema(object_schema("query"), "queries", n)
 
 
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["consistent", "reason"],
     "properties": {"consistent": {"type": "boolean"}, "reason": {"type": "string"}}}
-
-
-class _Calls:
-    """run_requests with the stats of every stage added up."""
-
-    def __init__(self, store: Store, backend: Backend, name: str):
-        self.store, self.backend, self.name = store, backend, name
-        self.stats = CallStats()
-        self.cost_usd = 0.0  # what the data cost to make, hits included
-        self.rows: list[dict[str, Any]] = []  # one per call, for the calls ledger
-
-    def run(self, requests: Sequence[GenRequest], desc: str) -> list[GenResult]:
-        results, stats, rows = run_requests(self.store, self.backend, requests,
-                                            desc=f"aft {self.name}: {desc}")
-        self.stats.add(stats)
-        self.rows.extend(rows)
-        done = [r for r in results if r is not None]
-        self.cost_usd += sum(r.cost_usd for r in done)
-        return done
-
-    def key(self, request: GenRequest) -> str:
-        return call_key(self.store, self.backend, request)
 
 
 def _query_texts(result: GenResult, n: int) -> list[str]:
@@ -135,7 +103,7 @@ def generate_demonstrations(params: Params, name: str, store: Store
         raise TrainingInputError(f"{cfg.spec}: no section with text to generate AFT data from")
     sampling = sampling_for(params, cfg.backend)
     backend = make_backend(cfg.backend, params)
-    calls = _Calls(store, backend, name)
+    calls = CallRun(store, backend, f"aft {name}")
     try:
         rows, counts = _generate(cfg, domains, sampling, calls)
     finally:
@@ -152,19 +120,19 @@ def generate_demonstrations(params: Params, name: str, store: Store
 
 
 def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampling,
-              calls: _Calls) -> tuple[list[dict[str, Any]], dict[str, int]]:
+              calls: CallRun) -> tuple[list[dict[str, Any]], dict[str, int]]:
     q_req, q_meta = [], []
     for d in domains:
         batches = -(-cfg.n_queries // QUERIES_PER_CALL)
         for b in range(batches):
             n = min(QUERIES_PER_CALL, cfg.n_queries - b * QUERIES_PER_CALL)
-            q_req.append(_request("aft_queries", d["context"], sampling, schema=_queries_schema(n),
-                                  sample_index=b, domain=d["title"], batch=b + 1, n=n))
+            q_req.append(build_request("aft_queries", d["context"], sampling, schema=_queries_schema(n),
+                                       sample_index=b, domain=d["title"], batch=b + 1, n=n))
             q_meta.append((d, n))
     queries = []  # (domain, query index within the domain, query, query call result)
     per_domain: dict[str, int] = {}
     seen: set[tuple[str, str]] = set()
-    for (d, n), res in zip(q_meta, calls.run(q_req, "queries"), strict=True):
+    for (d, n), res in zip(q_meta, calls.call(q_req, "queries"), strict=True):
         for text in _query_texts(res, n):
             if (d["id"], text) in seen:  # the same query twice would be the same example twice
                 continue
@@ -172,20 +140,20 @@ def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampl
             queries.append((d, per_domain.get(d["id"], 0), text, res))
             per_domain[d["id"]] = per_domain.get(d["id"], 0) + 1
     instructions = THINK_INSTRUCTIONS if cfg.think else PLAIN_INSTRUCTIONS
-    r_req = [_request("aft_response", d["context"], sampling, domain=d["title"],
-                      think="yes" if cfg.think else "no", query=q, instructions=instructions)
+    r_req = [build_request("aft_response", d["context"], sampling, domain=d["title"],
+                           think="yes" if cfg.think else "no", query=q, instructions=instructions)
              for d, _i, q, _r in queries]
-    replies = calls.run(r_req, "replies")
+    replies = calls.call(r_req, "replies")
     formed = []
     for item, req, res in zip(queries, r_req, replies, strict=True):
         parts = split_reply(res.text, cfg.think)
         if parts is not None:
             reply = f"<think>\n{parts[0]}\n</think>\n\n{parts[1]}" if cfg.think else parts[1]
             formed.append((item, req, res, reply))
-    j_req = [_request("aft_consistency", d["context"], sampling, schema=JUDGE_SCHEMA,
-                      domain=d["title"], query=q, reply=reply)
+    j_req = [build_request("aft_consistency", d["context"], sampling, schema=JUDGE_SCHEMA,
+                           domain=d["title"], query=q, reply=reply)
              for (d, _i, q, _r), _req, _res, reply in formed]
-    verdicts = calls.run(j_req, "consistency")
+    verdicts = calls.call(j_req, "consistency")
     rows = []
     for ((d, i, q, q_res), req, res, reply), verdict in zip(formed, verdicts, strict=True):
         data = verdict.data if isinstance(verdict.data, dict) else {}

@@ -1,9 +1,7 @@
-"""The local model path shared by every eval suite and the ``hf`` generation backend.
+"""Running a loaded model: scoring continuations and generating answers, batched.
 
-A checkpoint is an HF directory (or hub id) loaded with ``from_pretrained``. Two batched
-operations run on it: scoring continuations by log-probability (forced choice) and
-generating answers. Both sort inputs by length so a batch wastes little padding, and
-return results in input order.
+Used by every eval suite and by the ``hf`` generation backend. Both operations sort
+inputs by length so a batch wastes little padding, and return results in input order.
 """
 
 from __future__ import annotations
@@ -11,18 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from msmbuild.errors import MsmbuildError
-from msmbuild.hashing import digest_dir
+from msmbuild.errors import EvalInputError, ModelInputError
+from msmbuild.models.checkpoint import load_model
 
 PLAIN_USER = "User: "
 PLAIN_ASSISTANT = "\nAssistant:"
-
-
-class EvalInputError(MsmbuildError):
-    """A checkpoint or eval data file is missing or malformed; the message names it."""
 
 
 @dataclass
@@ -39,29 +32,16 @@ class LoadedModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
 
-def checkpoint_identity(model: str | os.PathLike[str]) -> dict[str, str]:
-    """What determines a checkpoint's behaviour: content digest of a local dir, else the hub id."""
-    path = Path(model)
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise EvalInputError(f"{path}: not a checkpoint directory (no config.json)")
-        return {"digest": digest_dir(path)}
-    if os.sep in str(model) and not path.exists() and str(model).startswith((".", "/", "build")):
-        raise EvalInputError(f"{model}: checkpoint directory does not exist (train the arm first)")
-    return {"hub_id": str(model)}
-
-
-def load_model(model: str | os.PathLike[str]) -> LoadedModel:
-    """Load a causal LM and its tokenizer for inference (eval mode, pad token set)."""
+def load_for_inference(model: str | os.PathLike[str]) -> LoadedModel:
+    """A causal LM and its tokenizer for inference (fp32, eval mode, pad token set)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    checkpoint_identity(model)  # clear error for a missing directory
+    net = load_model(model, dtype=torch.float32)
     try:
         tok = AutoTokenizer.from_pretrained(str(model))
-        net = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        raise EvalInputError(f"{model}: cannot load checkpoint: {exc}") from None
+        raise ModelInputError(f"{model}: cannot load checkpoint: {exc}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     net.eval()
