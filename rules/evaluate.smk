@@ -2,7 +2,9 @@
 # content, the eval data and the suite config, so a job Snakemake schedules again is a
 # lookup, and an unchanged result directory keeps its files (and their mtimes).
 
-from msmbuild.evaluate import planned_evals
+from msmbuild.evaluate import planned_evals, suites
+
+SUITES = suites()
 
 EVALS = {(arm.name, suite): arm for arm, suite in planned_evals(PARAMS)}
 EVAL_ARMS = {name: arm for (name, _suite), arm in EVALS.items()}
@@ -15,17 +17,13 @@ def eval_inputs(wildcards):
     arm = EVAL_ARMS[wildcards.arm]
     model = ([str(arm.model_dir(LAYOUT) / "config.json")] if arm.midtrain or arm.aft
              else base_model_input(arm.base_model))
-    data = getattr(PARAMS.evals, wildcards.suite, None)
-    return model + ([data.path] if hasattr(data, "path") else [])
+    return model + SUITES[wildcards.suite].data_files(arm.params(PARAMS))
 
 
 def eval_settings(wildcards):
     """What an eval depends on in params.yaml (a rerun trigger)."""
     arm = EVAL_ARMS[wildcards.arm]
-    cfg = getattr(arm.params(PARAMS).evals, wildcards.suite)
-    judge = (PARAMS.backends.anthropic.model if wildcards.suite == "qa"
-             and cfg.judge_backend == "anthropic" else None)
-    return json.dumps({"suite": cfg.model_dump(mode="json"), "judge": judge}, sort_keys=True)
+    return json.dumps(SUITES[wildcards.suite].settings(arm.params(PARAMS)), sort_keys=True)
 
 
 rule evaluate:
@@ -37,9 +35,9 @@ rule evaluate:
     params:
         settings=eval_settings,
     wildcard_constraints:
-        suite="preference|qa|agentic_misalignment",
+        suite="|".join(SUITES),
     resources:
-        api=lambda wc: 1 if wc.suite == "qa" else 0,
+        api=lambda wc: int(SUITES[wc.suite].uses_model_api),
     log:
         str(LAYOUT.log("evaluate", "{arm}", "{suite}")),
     shell:

@@ -15,7 +15,7 @@ from msmbuild.layout import Layout
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def evaluate(ctx: click.Context, arm: str | None, suite: str | None, run_all: bool, quiet: bool) -> None:
-    """Evaluate ARM's checkpoint with SUITE (preference, qa, agentic_misalignment).
+    """Evaluate ARM's checkpoint with SUITE (a suite under `evals` in params.yaml).
 
     Results go to build/evals/ARM/SUITE/ (items.parquet, summary.json); an unchanged
     checkpoint, data file and config is a cache hit and evaluates nothing.

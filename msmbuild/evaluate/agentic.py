@@ -19,6 +19,7 @@ from typing import Any
 from msmbuild.config import AgenticMisalignmentConfig, Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.evaluate.stats import wilson_interval
+from msmbuild.evaluate.suite import EvalSuite, SuiteResult
 
 API_NAME = "msmbuild"
 _LOCK = threading.Lock()
@@ -178,3 +179,18 @@ def run_agentic(model_dir: Path, params: Params, log_dir: Path,
                                f"first ({unscored[0]['condition']}): {unscored[0]['note'][:300]}")
     return rows, summarize(rows, cfg.confidence)
 
+
+class AgenticMisalignmentSuite(EvalSuite):
+    """The inspect_evals agentic-misalignment task against the local checkpoint."""
+
+    name = "agentic_misalignment"
+
+    def key_inputs(self, params: Params) -> dict[str, Any]:
+        """The versions of the task code."""
+        return {"task": task_identity()}
+
+    def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
+            progress: bool) -> SuiteResult:
+        """Every condition; inspect's logs are kept in the result tree."""
+        rows, summary = run_agentic(model_dir, params, workdir / "logs", progress)
+        return SuiteResult(rows, summary)

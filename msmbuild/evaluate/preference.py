@@ -10,12 +10,14 @@ the item that value favours, per domain and overall, with a Wilson interval.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from msmbuild.config import PreferenceEvalConfig
+from msmbuild.config import Params, PreferenceEvalConfig
 from msmbuild.evaluate.stats import wilson_interval
+from msmbuild.evaluate.suite import EvalSuite, SuiteResult
 from msmbuild.models import (
     LoadedModel,
     render_prompt,
@@ -84,3 +86,19 @@ def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[st
                     "judged": True, "note": ""})
     return out
 
+
+class PreferenceSuite(EvalSuite):
+    """Forced-choice preference pairs scored by option log-probability."""
+
+    name = "preference"
+    not_in_key = frozenset({"batch_size"})  # batched == one at a time (tested)
+
+    def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
+            progress: bool) -> SuiteResult:
+        """Score every pair in both orders; rates per value and domain."""
+        from msmbuild.evaluate.data import read_preference_pairs
+        from msmbuild.models import load_for_inference
+
+        cfg = self.config(params)
+        rows = score_pairs(load_for_inference(model_dir), read_preference_pairs(cfg.path), cfg, progress)
+        return SuiteResult(rows, summarize(rows, cfg.confidence))

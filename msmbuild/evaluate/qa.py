@@ -9,12 +9,14 @@ with it every row says "not judged" and no score is recorded.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from msmbuild.config import Params, QAEvalConfig
 from msmbuild.evaluate.stats import mean_interval
+from msmbuild.evaluate.suite import EvalSuite, SuiteResult
 from msmbuild.models import LoadedModel, generate_texts, render_prompt, uses_template
 
 ALL = "all"
@@ -132,3 +134,40 @@ def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[st
                     "note": "; ".join(notes)})
     return out
 
+
+class QASuite(EvalSuite):
+    """Open questions answered by the checkpoint, graded against a rubric by a judge backend."""
+
+    name = "qa"
+    uses_model_api = True
+
+    def key_inputs(self, params: Params) -> dict[str, Any]:
+        """The data digest, plus the judge's identity unless the judge is offline."""
+        inputs = super().key_inputs(params)
+        cfg = self.config(params)
+        if cfg.judge_backend != "offline":
+            from msmbuild.generate.backends import make_backend
+
+            backend = make_backend(cfg.judge_backend, params)
+            try:
+                inputs["judge"] = backend.identity()
+            finally:
+                backend.close()
+        return inputs
+
+    def settings(self, params: Params) -> dict[str, Any]:
+        """Config plus the judge model when the judge is the anthropic backend."""
+        cfg = self.config(params)
+        judge = params.backends.anthropic.model if cfg.judge_backend == "anthropic" else None
+        return {"suite": cfg.model_dump(mode="json"), "judge": judge}
+
+    def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
+            progress: bool) -> SuiteResult:
+        """Answer every question, then judge the answers (through the store)."""
+        from msmbuild.evaluate.data import read_qa_items
+        from msmbuild.models import load_for_inference
+
+        cfg = self.config(params)
+        rows, call_rows = run_qa(load_for_inference(model_dir), read_qa_items(cfg.path), params, store, progress)
+        return SuiteResult(rows, summarize(rows, cfg.confidence), call_rows,
+                           {"judge_backend": cfg.judge_backend})

@@ -16,17 +16,12 @@ from typing import Any
 
 from msmbuild.config import Params, open_store
 from msmbuild.errors import EvalInputError
+from msmbuild.evaluate.suite import suite_named, suites
 from msmbuild.experiments import Arm, arm_by_name, expand_arms
 from msmbuild.hashing import canonical_json, digest_file
 from msmbuild.layout import EVAL_CALLS, EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.models import checkpoint_identity
 from msmbuild.store import MemoResult, Store, write_roots
-
-SUITES = ("preference", "qa", "agentic_misalignment")
-# Bump when a suite's scoring changes meaning; old results then stop matching.
-SUITE_VERSIONS = {"preference": 1, "qa": 1, "agentic_misalignment": 1}
-# Settings that do not change results (batched == one-at-a-time is tested) stay out of keys.
-NOT_IN_KEY = {"preference": {"batch_size"}, "qa": set(), "agentic_misalignment": set()}
 
 
 @dataclass
@@ -43,29 +38,11 @@ class EvalOutcome:
 
 def suite_inputs(params: Params, suite: str, model_dir: Path) -> dict[str, Any]:
     """Everything that determines a suite's result on a checkpoint (the action inputs)."""
-    if suite not in SUITES:
-        raise EvalInputError(f"unknown eval suite {suite!r} (known: {', '.join(SUITES)})")
-    cfg = getattr(params.evals, suite)
-    config = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_IN_KEY[suite]}
-    inputs: dict[str, Any] = {"suite": suite, "version": SUITE_VERSIONS[suite],
-                              "checkpoint": checkpoint_identity(model_dir), "config": config}
-    if suite in ("preference", "qa"):
-        if not Path(cfg.path).is_file():
-            raise EvalInputError(f"{cfg.path}: eval data file not found (params.yaml: evals.{suite}.path)")
-        inputs["data"] = digest_file(cfg.path)
-    if suite == "qa" and cfg.judge_backend != "offline":
-        from msmbuild.generate.backends import make_backend
-
-        backend = make_backend(cfg.judge_backend, params)
-        try:
-            inputs["judge"] = backend.identity()
-        finally:
-            backend.close()
-    if suite == "agentic_misalignment":
-        from msmbuild.evaluate.agentic import task_identity
-
-        inputs["task"] = task_identity()
-    return inputs
+    impl = suite_named(suite)
+    config = {k: v for k, v in impl.config(params).model_dump(mode="json").items()
+              if k not in impl.not_in_key}
+    return {"suite": suite, "version": impl.version, "checkpoint": checkpoint_identity(model_dir),
+            "config": config, **impl.key_inputs(params)}
 
 
 def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress: bool):
@@ -74,38 +51,15 @@ def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress
     def fit(workdir: Path) -> dict[str, Any]:
         from msmbuild.tables import write_parquet
 
-        call_rows: list[dict[str, Any]] = []
-        extra: dict[str, Any] = {}
-        if suite == "agentic_misalignment":
-            from msmbuild.evaluate.agentic import run_agentic
-
-            rows, summary = run_agentic(model_dir, params, workdir / "logs", progress)
-        else:
-            from msmbuild.models import load_for_inference
-
-            lm = load_for_inference(model_dir)
-            cfg = getattr(params.evals, suite)
-            if suite == "preference":
-                from msmbuild.evaluate import preference
-                from msmbuild.evaluate.data import read_preference_pairs
-
-                rows = preference.score_pairs(lm, read_preference_pairs(cfg.path), cfg, progress)
-                summary = preference.summarize(rows, cfg.confidence)
-            else:
-                from msmbuild.evaluate import qa
-                from msmbuild.evaluate.data import read_qa_items
-
-                rows, call_rows = qa.run_qa(lm, read_qa_items(cfg.path), params, store, progress)
-                summary = qa.summarize(rows, cfg.confidence)
-                extra["judge_backend"] = cfg.judge_backend
-        write_parquet(rows, workdir / EVAL_ITEMS)
-        if call_rows:
-            write_parquet(call_rows, workdir / EVAL_CALLS)
+        result = suite_named(suite).run(params, model_dir, workdir, store, progress)
+        write_parquet(result.rows, workdir / EVAL_ITEMS)
+        if result.call_rows:
+            write_parquet(result.call_rows, workdir / EVAL_CALLS)
         doc = {"format": "msmbuild-eval/1", "suite": suite, "checkpoint": str(model_dir),
-               "n_items": len(rows), "metrics": summary, **extra}
+               "n_items": len(result.rows), "metrics": result.summary, **result.extra}
         (workdir / EVAL_SUMMARY).write_bytes(_json_bytes(doc))
-        cost = sum(float(r.get("cost_usd") or 0) for r in call_rows)
-        return {"suite": suite, "n_items": len(rows), "cost_usd": cost}
+        cost = sum(float(r.get("cost_usd") or 0) for r in result.call_rows)
+        return {"suite": suite, "n_items": len(result.rows), "cost_usd": cost}
 
     return fit
 
@@ -137,8 +91,7 @@ def _tree_matches(store: Store, digest: str, dest: Path) -> bool:
 def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = None,
                    progress: bool = True) -> EvalOutcome:
     """Run (or look up) one suite on one arm's checkpoint; materialize at arm.eval_dir."""
-    if suite not in SUITES:
-        raise EvalInputError(f"unknown eval suite {suite!r} (known: {', '.join(SUITES)})")
+    suite_named(suite)  # an unknown suite fails before any work
     store = store or open_store(params)
     arm_params = arm.params(params)
     layout = Layout.of(params)
@@ -164,9 +117,10 @@ def evaluate(params: Params, arm_name: str, suite: str, store: Store | None = No
 def planned_evals(params: Params) -> list[tuple[Arm, str]]:
     """Every (arm, suite) that params.yaml asks for."""
     out = []
+    known = suites()
     for arm in expand_arms(params):
         for suite in arm.evals:
-            if suite not in SUITES:
+            if suite not in known:
                 raise EvalInputError(f"params.yaml: experiment {arm.experiment!r} lists unknown eval suite {suite!r}")
             out.append((arm, suite))
     return out
