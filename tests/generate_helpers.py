@@ -65,7 +65,7 @@ def action_keys(root: Path) -> set[str]:
     """Keys of every action in the workspace's store."""
     from msmbuild.store import Store
 
-    return set(Store(root / ".msmbuild" / "store").actions.iter_keys())
+    return set(Store(root / ".msmbuild" / "store").action_keys())
 
 
 def edit_spec(root: Path, old: str, new: str) -> None:

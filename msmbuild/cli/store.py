@@ -49,13 +49,13 @@ def verify(ctx: click.Context) -> None:
     report = s.verify()
     click.echo(f"checked {report.objects_checked} objects, {report.actions_checked} actions")
     for d in report.corrupt:
-        click.echo(f"corrupt  {s.cas.path(d)}")
+        click.echo(f"corrupt  {s.object_path(d)}")
     for d in report.missing:
         click.echo(f"missing  {d}")
     for k in report.bad_actions:
-        click.echo(f"bad action  {s.actions.path(k)} (malformed, or an inline value that does not hash to its digest)")
+        click.echo(f"bad action  {s.action_path(k)} (malformed, or an inline value that does not hash to its digest)")
     for d, why in report.bad_trees.items():
-        click.echo(f"unsafe tree  {s.cas.path(d)}: {why}")
+        click.echo(f"unsafe tree  {s.object_path(d)}: {why}")
     if not report.ok:
         raise SystemExit(1)
     click.echo("ok")
@@ -67,15 +67,16 @@ def verify(ctx: click.Context) -> None:
 @click.pass_context
 def gc(ctx: click.Context, extra_roots: tuple[str, ...], dry_run: bool) -> None:
     """Delete actions and objects not referenced from build/refs/*.json."""
+    from msmbuild.layout import Layout
     from msmbuild.store import read_roots
 
     params, s = _store(ctx)
     keep = read_roots(params.build_dir) | set(extra_roots)
     if not keep and not extra_roots:
-        raise StoreError(f"no roots found under {params.build_dir}/refs: refusing to empty the store "
+        raise StoreError(f"no roots found under {Layout.of(params).refs_dir}: refusing to empty the store "
                          "(build first, or pass --root)")
     if dry_run:
-        unused = [k for k in s.actions.iter_keys() if k not in keep]
+        unused = [k for k in s.action_keys() if k not in keep]
         click.echo(f"would remove {len(unused)} actions (and the objects only they reach)")
         return
     out = s.gc(keep)

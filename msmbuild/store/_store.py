@@ -203,6 +203,18 @@ class Store:
         tmp.replace(marker)
         return dest
 
+    def object_path(self, digest: str) -> Path:
+        """Where an object's bytes live in the local store (for messages and tools)."""
+        return self.cas.path(digest)
+
+    def action_path(self, key: str) -> Path:
+        """Where an action's record lives in the local store (for messages and tools)."""
+        return self.actions.path(key)
+
+    def action_keys(self) -> Iterable[str]:
+        """Every action key in the local store."""
+        return self.actions.iter_keys()
+
     def tree_entries(self, tree: str) -> list[list]:
         """The validated ``[path, digest, size, executable]`` entries of a local tree object."""
         return self.cas.tree_entries(tree)

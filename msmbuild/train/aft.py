@@ -13,15 +13,13 @@ chat template and the whole aft_train config.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.data.packing import IGNORE_INDEX
 from msmbuild.errors import TrainingInputError
 from msmbuild.hashing import digest_file, digest_text
-from msmbuild.layout import resume_dir
-from msmbuild.store import write_roots
+from msmbuild.train.action import train_checkpoint
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
     from msmbuild.config import Params
     from msmbuild.experiments import Arm
     from msmbuild.store import MemoResult, Store
+    from msmbuild.train.loop import BatchFn
 
 AFT_VERSION = 2  # 2: fused AdamW (different rounding than 1)
 
@@ -74,26 +73,38 @@ def _start_model(p: Params, arm: Arm, store: Store) -> tuple[Path, str]:
     return Path(base.path), base.identity
 
 
+def chat_batches(examples: list[tuple[list[int], list[int]]], pad: int, seed: int) -> BatchFn:
+    """The AFT get_batch: schedule items -> right-padded (ids, labels, mask) of those examples."""
+    import torch
+
+    from msmbuild.data.packing import epoch_order
+
+    def get_batch(items: list[int]) -> dict[str, Any]:
+        chosen = [examples[epoch_order(len(examples), k, seed)] for k in items]
+        width = max(len(ids) for ids, _ in chosen)
+        ids = torch.full((len(chosen), width), pad, dtype=torch.long)
+        labels = torch.full((len(chosen), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        for row, (x, y) in enumerate(chosen):
+            ids[row, : len(x)] = torch.tensor(x)
+            labels[row, : len(y)] = torch.tensor(y)
+            mask[row, : len(x)] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    return get_batch
+
+
 def run_aft(params: Params, arm: Arm, store: Store, *,
             on_step: Callable[[int], None] | None = None) -> MemoResult:
     """AFT for one arm; materialized at arm.aft_dir(build)."""
-    from msmbuild.models import load_model, load_tokenizer
+    from msmbuild.models import load_tokenizer
     from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
-    from msmbuild.train.loop import (
-        distributed_state,
-        fit,
-        prepare_model,
-        process_info,
-        save_checkpoint,
-        train_key_config,
-    )
-    from msmbuild.train.midtrain import model_dtype, run_action
+    from msmbuild.train.loop import distributed_state
 
     if arm.aft is None:
         raise TrainingInputError(f"arm {arm.name!r} has no AFT dataset")
     p = arm.params(params)
     cfg = p.aft_train
-    rank, world = process_info()
     with distributed_state().main_process_first():
         data_path = prepare_aft_data(p, arm.aft, store)
     rows = read_demonstrations(data_path)
@@ -107,42 +118,15 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
         raise TrainingInputError(
             f"{data_path}:{empty[0]}: no assistant tokens within aft_train.seq_len={cfg.seq_len}")
     inputs = {"version": AFT_VERSION, "start": start_id, "data": digest_file(data_path),
-              "chat_template": digest_text(tokenizer.chat_template),
-              "train": train_key_config(cfg, world)}
-    key = store.key("aft", inputs)
-    state_dir = resume_dir(store.root, key)
+              "chat_template": digest_text(tokenizer.chat_template)}
 
-    def compute(out: Path) -> dict[str, Any]:
-        import torch
+    def save_data_note(out: Path) -> None:
+        (out / "aft_data.json").write_text(json.dumps(
+            {"path": str(data_path), "n_examples": len(examples)}, sort_keys=True))
 
-        from msmbuild.data.packing import epoch_order
-
-        model = prepare_model(load_model(start_path, model_dtype(cfg)), cfg)
-        pad = tokenizer.pad_token_id
-
-        def get_batch(items: list[int]) -> dict[str, Any]:
-            chosen = [examples[epoch_order(len(examples), k, cfg.seed)] for k in items]
-            width = max(len(ids) for ids, _ in chosen)
-            ids = torch.full((len(chosen), width), pad, dtype=torch.long)
-            labels = torch.full((len(chosen), width), IGNORE_INDEX, dtype=torch.long)
-            mask = torch.zeros((len(chosen), width), dtype=torch.long)
-            for row, (x, y) in enumerate(chosen):
-                ids[row, : len(x)] = torch.tensor(x)
-                labels[row, : len(y)] = torch.tensor(y)
-                mask[row, : len(x)] = 1
-            return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-        trained, meta = fit(model, cfg, len(examples), get_batch, state_dir, on_step)
-        if rank == 0:
-            save_checkpoint(trained, tokenizer, cfg, out, state_dir)
-            (out / "aft_data.json").write_text(json.dumps(
-                {"path": str(data_path), "n_examples": len(examples)}, sort_keys=True))
-        return {**meta, "arm": arm.name, "aft": arm.aft, "method": cfg.method,
-                "n_examples": len(examples), "start": start_id}
-
-    result = run_action(store, key, "aft", inputs, compute, rank, world)
-    if rank == 0:
-        shutil.rmtree(state_dir, ignore_errors=True)
-        store.materialize_if_changed(result.value, arm.aft_dir(p.build_dir))
-        write_roots(p.build_dir, f"aft-{arm.name}", [result.key])
-    return result
+    return train_checkpoint(
+        store, "aft", inputs, cfg=cfg, start=start_path, tokenizer=tokenizer,
+        n_items=len(examples), batches=lambda: chat_batches(examples, tokenizer.pad_token_id, cfg.seed),
+        dest=arm.aft_dir(p.build_dir), build_dir=p.build_dir, root=f"aft-{arm.name}",
+        describe={"arm": arm.name, "aft": arm.aft, "n_examples": len(examples), "start": start_id},
+        on_step=on_step, save_extra=save_data_note)

@@ -1,0 +1,104 @@
+"""One training run as a store action, shared by midtraining and AFT.
+
+The key is the caller's inputs (start weights, data digests, versions) plus the training
+config and the number of processes (it changes the effective batch). A hit restores the
+stored checkpoint; a miss loads the start model, fits it (resumable: state lives under
+the store's ``resume/<key>/`` until the checkpoint is stored) and saves it. Either way the
+checkpoint is materialized at ``dest`` (left alone when it is already there) and the key
+is recorded as a gc root.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from msmbuild.errors import TrainingInputError
+from msmbuild.layout import resume_dir
+from msmbuild.store import write_roots
+
+if TYPE_CHECKING:
+    from msmbuild.config import TrainConfig
+    from msmbuild.store import MemoResult, Store
+    from msmbuild.train.loop import BatchFn
+
+
+def model_dtype(cfg: TrainConfig) -> Any:
+    """Frozen LoRA base weights in bf16 where bf16 is on; fp32 otherwise (full FT masters)."""
+    import torch
+
+    from msmbuild.train.loop import use_bf16
+
+    return torch.bfloat16 if cfg.method == "lora" and use_bf16(cfg) else torch.float32
+
+
+def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: TrainConfig,
+                     start: str | Path, tokenizer: Any, n_items: int,
+                     batches: Callable[[], BatchFn], dest: Path, build_dir: str | Path,
+                     root: str, describe: dict[str, Any],
+                     on_step: Callable[[int], None] | None = None,
+                     save_extra: Callable[[Path], None] | None = None) -> MemoResult:
+    """Train (or restore) the checkpoint that ``inputs`` and ``cfg`` determine, at dest.
+
+    ``batches()`` builds the get_batch function (only on a miss, so a hit imports no
+    torch); ``describe`` is added to the stored metadata; ``save_extra(out)`` writes
+    files of the caller's own next to the saved checkpoint.
+    """
+    from msmbuild.train.loop import (
+        fit,
+        prepare_model,
+        process_info,
+        save_checkpoint,
+        train_key_config,
+    )
+
+    rank, world = process_info()
+    inputs = {**inputs, "train": train_key_config(cfg, world)}
+    key = store.key(kind, inputs)
+    state_dir = resume_dir(store.root, key)
+
+    def compute(out: Path) -> dict[str, Any]:
+        from msmbuild.models import load_model
+
+        model = prepare_model(load_model(start, model_dtype(cfg)), cfg)
+        trained, meta = fit(model, cfg, n_items, batches(), state_dir, on_step)
+        if rank == 0:
+            save_checkpoint(trained, tokenizer, cfg, out, state_dir)
+            if save_extra is not None:
+                save_extra(out)
+        return {**meta, **describe, "method": cfg.method}
+
+    result = _run_action(store, key, kind, inputs, compute, rank, world)
+    if rank == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        store.materialize_if_changed(result.value, dest)
+        write_roots(build_dir, root, [result.key])
+    return result
+
+
+def _run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
+                compute: Callable[[Path], dict[str, Any]], rank: int, world: int) -> MemoResult:
+    """memo_tree on the main process; other processes train alongside and store nothing."""
+    if world == 1:
+        return store.memo_tree(kind, inputs, compute)
+    from msmbuild.train.loop import distributed_state
+
+    state = distributed_state()
+    hit = store.lookup_tree(key)
+    state.wait_for_everyone()  # every process decides hit/miss before anyone records
+    if hit is not None:
+        return hit
+    if rank == 0:
+        result = store.memo_tree(kind, inputs, compute)
+        state.wait_for_everyone()
+        return result
+    with tempfile.TemporaryDirectory(prefix=f"{kind}-rank{rank}-", dir=store.scratch_dir()) as tmp:
+        compute(Path(tmp))
+    state.wait_for_everyone()
+    found = store.lookup_tree(key)
+    if found is None:
+        raise TrainingInputError(f"{kind} {key}: the main process recorded no result")
+    return found
