@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from msmbuild.config import Params, validate_params
 from msmbuild.errors import ParamsError
-from msmbuild.layout import Layout
 
 SWEEPABLE_PREFIXES = ("aft.", "aft_train.", "midtrain.")
 
@@ -42,34 +40,9 @@ class Arm:
         mid = [(k, v) for k, v in self.overrides if k.startswith("midtrain.")]
         return self.midtrain + "".join(f"-{_slug(k)}{_slug(v)}" for k, v in mid)
 
-    def midtrain_dir(self, build: Layout | str | Path) -> Path | None:
-        """Where the midtrained checkpoint lives, or None."""
-        tag = self.midtrain_tag
-        return None if tag is None else _layout(build).midtrain_model(tag)
-
-    def aft_dir(self, build: Layout | str | Path) -> Path | None:
-        """Where the AFT checkpoint lives, or None."""
-        return None if self.aft is None else _layout(build).aft_model(self.name)
-
-    def start_dir(self, build: Layout | str | Path) -> Path:
-        """The checkpoint AFT starts from: midtrained if any, else the base model."""
-        return self.midtrain_dir(build) or _layout(build).base_model
-
-    def model_dir(self, build: Layout | str | Path) -> Path:
-        """The checkpoint the evals load."""
-        return self.aft_dir(build) or self.start_dir(build)
-
-    def eval_dir(self, build: Layout | str | Path, suite: str) -> Path:
-        """Where this arm's results for one suite go."""
-        return _layout(build).eval_dir(self.name, suite)
-
     def params(self, params: Params) -> Params:
         """params with this arm's sweep overrides applied."""
         return apply_overrides(params, dict(self.overrides))
-
-
-def _layout(build: Layout | str | Path) -> Layout:
-    return build if isinstance(build, Layout) else Layout(build)
 
 
 def _slug(value: Any) -> str:

@@ -15,7 +15,7 @@ TARGETS["evaluate"] = [str(LAYOUT.eval_summary(name, suite)) for name, suite in 
 def eval_inputs(wildcards):
     """The checkpoint an eval loads (its config.json) plus the suite's data file."""
     arm = EVAL_ARMS[wildcards.arm]
-    model = ([str(arm.model_dir(LAYOUT) / "config.json")] if arm.midtrain or arm.aft
+    model = ([str(LAYOUT.arm_model(arm) / "config.json")] if arm.midtrain or arm.aft
              else base_model_input(arm.base_model))
     return model + SUITES[wildcards.suite].data_files(arm.params(PARAMS))
 

@@ -59,10 +59,10 @@ def test_arm_checkpoints_come_from_the_layout() -> None:
     lay = Layout.of(params)
     for arm in expand_arms(params):
         if arm.aft:
-            assert arm.model_dir(lay) == lay.aft_model(arm.name)
+            assert lay.arm_model(arm) == lay.aft_model(arm.name)
         elif arm.midtrain:
-            assert arm.model_dir(lay) == lay.midtrain_model(arm.midtrain_tag)
+            assert lay.arm_model(arm) == lay.midtrain_model(arm.midtrain_tag)
         else:
-            assert arm.model_dir(lay) == lay.base_model
+            assert lay.arm_model(arm) == lay.base_model
         if arm.midtrain:
-            assert corpora_feeding(params, str(arm.eval_dir(lay, "preference"))) == [arm.midtrain]
+            assert corpora_feeding(params, str(lay.eval_dir(arm.name, "preference"))) == [arm.midtrain]

@@ -18,6 +18,7 @@ from eval_tiny_model import base_checkpoint, write_pairs
 from msmbuild.cli import main
 from msmbuild.config import load_params
 from msmbuild.evaluate import evaluate_suite, planned_evals
+from msmbuild.layout import Layout
 from msmbuild.results.catalog import TABLES, build_catalog
 from msmbuild.results.report import OFFLINE_BANNER, build_report
 
@@ -61,8 +62,8 @@ def project(tmp_path_factory) -> Path:
     build = root / "build"
     params = load_params(root / "params.yaml")
     for arm, _suite in planned_evals(params):
-        if not arm.model_dir(build).exists():
-            shutil.copytree(tiny, arm.model_dir(build))
+        if not Layout(build).arm_model(arm).exists():
+            shutil.copytree(tiny, Layout(build).arm_model(arm))
     corpus = build / "corpora" / "pro_america"
     corpus.mkdir(parents=True)
     _documents("pro_america", 6).to_parquet(corpus / "documents.parquet")

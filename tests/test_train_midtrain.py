@@ -18,6 +18,7 @@ from msmbuild.data.shards import build_shards
 from msmbuild.errors import TrainingInputError
 from msmbuild.experiments import arm_by_name
 from msmbuild.hashing import digest_dir
+from msmbuild.layout import Layout
 from msmbuild.models import load_model, prepare_base_model
 from msmbuild.store import Store
 from msmbuild.train.loop import fit, prepare_model, save_checkpoint
@@ -120,17 +121,17 @@ def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run_midtrain(p, arm, store, on_step=crash)
-    assert not arm.midtrain_dir(p.build_dir).exists()
+    assert not Layout(p.build_dir).arm_midtrain(arm).exists()
     result = run_midtrain(p, arm, store)
     assert result.meta["resumed_from"] == 2 and result.meta["steps"] == 6
-    steps = [r["step"] for r in _log(arm.midtrain_dir(p.build_dir))]
+    steps = [r["step"] for r in _log(Layout(p.build_dir).arm_midtrain(arm))]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert not (store.root / "resume" / result.key).exists()
     # the resumed run ends where an uninterrupted run ends
     q, other = _setup(tmp_path / "b")
     run_midtrain(q, arm_by_name(q, "mc"), other)
-    resumed = load_file(arm.midtrain_dir(p.build_dir) / "adapter" / "adapter_model.safetensors")
-    straight = load_file(arm_by_name(q, "mc").midtrain_dir(q.build_dir) / "adapter"
+    resumed = load_file(Layout(p.build_dir).arm_midtrain(arm) / "adapter" / "adapter_model.safetensors")
+    straight = load_file(Layout(q.build_dir).arm_midtrain(arm_by_name(q, "mc")) / "adapter"
                          / "adapter_model.safetensors")
     assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in straight)
 
@@ -142,7 +143,7 @@ def test_second_build_trains_nothing_and_an_edit_retrains_only_its_corpus(tmp_pa
     mc, md = arm_by_name(p, "mc"), arm_by_name(p, "md")
     first = {a.name: run_midtrain(p, a, store) for a in (mc, md)}
     assert not any(r.hit for r in first.values())
-    weights = mc.midtrain_dir(p.build_dir) / "model.safetensors"
+    weights = Layout(p.build_dir).arm_midtrain(mc) / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
     again = {a.name: run_midtrain(p, a, store) for a in (mc, md)}
     assert all(r.hit for r in again.values())

@@ -53,7 +53,7 @@ def midtrain(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
     store = open_store(p)
     Layout.of(p).midtrain_models.mkdir(parents=True, exist_ok=True)
     for a in arms:
-        _report(run_midtrain(p, a, store), a.midtrain_dir(p.build_dir))
+        _report(run_midtrain(p, a, store), Layout.of(p).arm_midtrain(a))
 
 
 @click.command()
@@ -70,4 +70,4 @@ def aft(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
     for made in (Layout.of(p).aft_models, Layout.of(p).aft_dir):
         made.mkdir(parents=True, exist_ok=True)  # dvc tracks both, even with no AFT arm
     for a in arms:
-        _report(run_aft(p, a, store), a.aft_dir(p.build_dir))
+        _report(run_aft(p, a, store), Layout.of(p).arm_aft(a))

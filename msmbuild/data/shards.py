@@ -27,7 +27,7 @@ import numpy as np
 
 from msmbuild.errors import TrainingInputError
 from msmbuild.fsutil import write_bytes_if_changed
-from msmbuild.hashing import canonical_json, digest_text
+from msmbuild.hashing import digest_text
 from msmbuild.layout import Layout
 from msmbuild.store import write_roots
 
@@ -219,8 +219,3 @@ def shard_digests(manifest: dict[str, Any]) -> list[list[str]]:
     """The (bin, idx) digests of every shard: what a midtraining key depends on."""
     return [[s["bin"], s["idx"]] for s in manifest["shards"]]
 
-
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """Digest of a manifest's content-determining fields."""
-    return digest_text(canonical_json({"tokenizer": manifest["tokenizer"],
-                                       "shards": shard_digests(manifest)}).decode())

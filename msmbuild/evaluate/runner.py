@@ -90,12 +90,12 @@ def _tree_matches(store: Store, digest: str, dest: Path) -> bool:
 
 def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = None,
                    progress: bool = True) -> EvalOutcome:
-    """Run (or look up) one suite on one arm's checkpoint; materialize at arm.eval_dir."""
+    """Run (or look up) one suite on one arm's checkpoint; materialize at the layout's eval_dir."""
     suite_named(suite)  # an unknown suite fails before any work
     store = store or open_store(params)
     arm_params = arm.params(params)
     layout = Layout.of(params)
-    model_dir = arm.model_dir(layout)
+    model_dir = layout.arm_model(arm)
     if not model_dir.exists():
         raise EvalInputError(f"{model_dir}: checkpoint of arm {arm.name!r} does not exist (train it first)")
     inputs = suite_inputs(arm_params, suite, model_dir)

@@ -72,10 +72,6 @@ def split_reply(text: str, think: bool) -> tuple[str, str] | None:
     return "", text.strip()
 
 
-def _queries_schema(n: int) -> dict[str, Any]:
-    return list_schema(object_schema("query"), "queries", n)
-
-
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["consistent", "reason"],
     "properties": {"consistent": {"type": "boolean"}, "reason": {"type": "string"}}}
@@ -126,7 +122,8 @@ def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampl
         batches = -(-cfg.n_queries // QUERIES_PER_CALL)
         for b in range(batches):
             n = min(QUERIES_PER_CALL, cfg.n_queries - b * QUERIES_PER_CALL)
-            q_req.append(build_request("aft_queries", d["context"], sampling, schema=_queries_schema(n),
+            schema = list_schema(object_schema("query"), "queries", n)
+            q_req.append(build_request("aft_queries", d["context"], sampling, schema=schema,
                                        sample_index=b, domain=d["title"], batch=b + 1, n=n))
             q_meta.append((d, n))
     queries = []  # (domain, query index within the domain, query, query call result)

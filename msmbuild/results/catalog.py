@@ -9,6 +9,7 @@ Every file is written atomically and only when its bytes change.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from msmbuild.config import Params
+from msmbuild.errors import ParamsError
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
@@ -49,9 +51,12 @@ def _union_parquet(files: list[tuple[Path, dict[str, Any]]], table: str):
 
 
 def _arm_info(params: Params) -> dict[str, Arm]:
+    """Arms by name; an experiment matrix that does not expand is reported, not fatal:
+    it must not hide results already on disk (their rows then lack arm details)."""
     try:
         return {a.name: a for a in expand_arms(params)}
-    except Exception:  # a broken matrix must not hide results already on disk
+    except ParamsError as exc:
+        print(f"catalog: experiments do not expand, eval rows lack arm details: {exc}", file=sys.stderr)
         return {}
 
 
@@ -148,8 +153,8 @@ def _checkpoint_rows(params: Params) -> list[dict[str, Any]]:
 
     add(layout.base_model, "base", None, None, None)
     for arm in _arm_info(params).values():
-        add(arm.midtrain_dir(layout), "midtrain", None, arm.midtrain, None)
-        add(arm.aft_dir(layout), "aft", arm, arm.midtrain, arm.aft)
+        add(layout.arm_midtrain(arm), "midtrain", None, arm.midtrain, None)
+        add(layout.arm_aft(arm), "aft", arm, arm.midtrain, arm.aft)
     return list(seen.values())
 
 

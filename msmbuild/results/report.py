@@ -171,7 +171,7 @@ def _table(frame: Any, columns: list[str]) -> str:
     return frame[cols].to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—", border=0)
 
 
-def _provenance(params: Params, documents: Any, checkpoints: Any) -> tuple[str, bool]:
+def _provenance(params: Params, documents: Any) -> tuple[str, bool]:
     backends = sorted({c.backend for c in params.corpora.values()})
     if not documents.empty and "backend" in documents.columns:
         backends = sorted(set(backends) | set(documents["backend"].dropna().unique()))
@@ -196,7 +196,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
     con = connect(params)
     try:
         frames = {t: con.execute(f"SELECT * FROM {t}").df() for t in
-                  ("eval_summary", "runs", "documents", "calls", "checkpoints", "corpora")}
+                  ("eval_summary", "runs", "documents", "calls", "corpora")}
         frames["documents"] = con.execute(
             "SELECT corpus, n_chars, backend, produced_by_model FROM documents").df()
     finally:
@@ -213,7 +213,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
         ("Document length per corpus", "doc_lengths.png", lambda p: plot_doc_lengths(frames["documents"], p)),
         ("Cost by corpus and stage", "cost.png", lambda p: plot_cost(frames["calls"], p)),
     ]
-    provenance, offline = _provenance(params, frames["documents"], frames["checkpoints"])
+    provenance, offline = _provenance(params, frames["documents"])
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>msmbuild report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
              ".banner{background:#fde2e1;border:2px solid #c0392b;padding:8px;font-weight:bold}"

@@ -65,10 +65,6 @@ class Remote:
         """True if the remote holds the object."""
         return self.fs.exists(self._obj(digest))
 
-    def get_object(self, digest: str) -> bytes | None:
-        """The object's bytes, or None when absent (the caller verifies the digest)."""
-        return self._read(self._obj(digest))
-
     def get_object_to(self, digest: str, local: Path) -> bool:
         """Download an object to a local file; False when absent."""
         try:

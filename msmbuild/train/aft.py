@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from msmbuild.data.packing import IGNORE_INDEX
 from msmbuild.errors import TrainingInputError
 from msmbuild.hashing import digest_file, digest_text
+from msmbuild.layout import Layout
 from msmbuild.train.action import train_checkpoint
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def _start_model(p: Params, arm: Arm, store: Store) -> tuple[Path, str]:
         from msmbuild.train.midtrain import run_midtrain
 
         res = run_midtrain(p, arm, store)
-        return arm.midtrain_dir(p.build_dir), f"tree:{res.value}"
+        return Layout.of(p).arm_midtrain(arm), f"tree:{res.value}"
     from msmbuild.train.loop import distributed_state
 
     with distributed_state().main_process_first():  # one process builds, the others load
@@ -96,7 +97,7 @@ def chat_batches(examples: list[tuple[list[int], list[int]]], pad: int, seed: in
 
 def run_aft(params: Params, arm: Arm, store: Store, *,
             on_step: Callable[[int], None] | None = None) -> MemoResult:
-    """AFT for one arm; materialized at arm.aft_dir(build)."""
+    """AFT for one arm; the checkpoint is materialized at the layout's arm_aft(arm)."""
     from msmbuild.models import load_tokenizer
     from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
     from msmbuild.train.loop import distributed_state
@@ -127,6 +128,6 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
     return train_checkpoint(
         store, "aft", inputs, cfg=cfg, start=start_path, tokenizer=tokenizer,
         n_items=len(examples), batches=lambda: chat_batches(examples, tokenizer.pad_token_id, cfg.seed),
-        dest=arm.aft_dir(p.build_dir), build_dir=p.build_dir, root=f"aft-{arm.name}",
+        dest=Layout.of(p).arm_aft(arm), build_dir=p.build_dir, root=f"aft-{arm.name}",
         describe={"arm": arm.name, "aft": arm.aft, "n_examples": len(examples), "start": start_id},
         on_step=on_step, save_extra=save_data_note)

@@ -48,7 +48,7 @@ def packed_batches(packed: PackedCorpus, seed: int) -> Callable[[list[int]], dic
 
 def run_midtrain(params: Params, arm: Arm, store: Store, *,
                  on_step: Callable[[int], None] | None = None) -> MemoResult:
-    """Midtrain arm's base model on its corpus; materialized at arm.midtrain_dir(build)."""
+    """Midtrain arm's base model on its corpus; the checkpoint is materialized at arm_midtrain(arm)."""
     from msmbuild.data.packing import PackedCorpus
     from msmbuild.data.shards import load_manifest, shard_digests
     from msmbuild.models import load_tokenizer, prepare_base_model, tokenizer_identity
@@ -78,7 +78,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     return train_checkpoint(
         store, "midtrain", inputs, cfg=cfg, start=base.path, tokenizer=tokenizer,
         n_items=packed.n_blocks, batches=lambda: packed_batches(packed, cfg.seed),
-        dest=arm.midtrain_dir(layout), build_dir=layout.build, root=f"midtrain-{arm.midtrain_tag}",
+        dest=layout.arm_midtrain(arm), build_dir=layout.build, root=f"midtrain-{arm.midtrain_tag}",
         describe={"arm": arm.name, "corpus": arm.midtrain, "n_blocks": packed.n_blocks,
                   "n_tokens": packed.n_tokens, "packing_waste": packed.packing_waste,
                   "base": base.identity},

@@ -9,6 +9,7 @@ of the batch has been read and handed on. No keys, prompts or credentials are in
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["BatchLedger", "PendingBatch"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,7 +40,7 @@ class BatchLedger:
         return self.directory / f"{batch_id}.json"
 
     def pending(self) -> list[PendingBatch]:
-        """Every recorded batch, oldest first; unreadable files are skipped."""
+        """Every recorded batch, oldest first; an unreadable file is skipped with a warning naming it."""
         if not self.directory.is_dir():
             return []
         found = []
@@ -45,7 +48,9 @@ class BatchLedger:
             try:
                 raw = json.loads(path.read_text(encoding="utf-8"))
                 found.append(PendingBatch(raw["batch_id"], float(raw["submitted"]), dict(raw["items"])))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("batch ledger %s: unreadable (%s: %s); its batch is not collected and "
+                            "its requests are sent again", path, type(exc).__name__, exc)
                 continue
         return sorted(found, key=lambda p: p.submitted)
 

@@ -128,24 +128,6 @@ class AnthropicBackend(Backend):
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called from inside a loop
             return pool.submit(asyncio.run, run.main()).result()
 
-    def estimate_cost(self, requests: Sequence[GenRequest]) -> float:
-        """USD if every request used half its max_tokens; context counted as cached after the first."""
-        batch = self.config.batch.enabled and len(requests) >= self.config.batch.threshold
-        usage = Usage()
-        seen_context: set[str] = set()
-        for req in requests:
-            usage.input_tokens += (len(req.prompt) + len(req.system)) // 4
-            usage.output_tokens += req.max_tokens // 2
-            if req.context and self.config.prompt_caching:
-                if req.context in seen_context:
-                    usage.cache_read_input_tokens += len(req.context) // 4
-                else:
-                    seen_context.add(req.context)
-                    usage.cache_creation_input_tokens += len(req.context) // 4
-            else:
-                usage.input_tokens += len(req.context) // 4
-        return cost_usd(self.config.model, usage, self.prices, batch)
-
     # -- building requests ------------------------------------------------------------
     def digest(self, req: GenRequest) -> str:
         """A request's identity on this backend (also its batch custom_id)."""

@@ -121,9 +121,5 @@ class Backend(ABC):
         exhausted spend limit).
         """
 
-    def estimate_cost(self, requests: Sequence[GenRequest]) -> float:
-        """Estimated USD for the requests (0 for backends that are free)."""
-        return 0.0
-
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for most backends
         """Release clients and threads."""
