@@ -179,6 +179,11 @@ class Layout:
     def ref(self, name: str) -> Path:
         return self.refs_dir / f"{name}.json"
 
+    @staticmethod
+    def eval_root(arm: str, suite: str) -> str:
+        """The gc-root name of one arm's result for one suite (the catalog reads its key)."""
+        return f"eval-{arm}-{suite}"
+
     def log(self, *parts: str) -> Path:
         """logs/<parts...>.log: a workflow job's log."""
         *dirs, last = parts

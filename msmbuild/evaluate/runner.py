@@ -103,7 +103,7 @@ def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = N
     dest = layout.eval_dir(arm.name, suite)
     if not _tree_matches(store, result.value, dest):
         store.materialize(result.value, dest)
-    write_roots(params.build_dir, f"eval-{arm.name}-{suite}", [result.key])
+    write_roots(layout.build, layout.eval_root(arm.name, suite), [result.key])
     summary = json.loads(layout.eval_summary(arm.name, suite).read_text(encoding="utf-8"))
     return EvalOutcome(arm.name, suite, result.key, result.hit, dest, summary)
 

@@ -54,7 +54,12 @@ class CallStats:
 
 def call_key(store: Store, backend: Backend, request: GenRequest) -> str:
     """The action key of one request on one backend."""
-    return store.key(CALL_KIND, {"backend": backend.identity(), "request": request.key_inputs()})
+    return request_key(store, backend.identity(), request)
+
+
+def request_key(store: Store, identity: dict[str, Any], request: GenRequest) -> str:
+    """The action key of one request on the backend with this identity."""
+    return store.key(CALL_KIND, {"backend": identity, "request": request.key_inputs()})
 
 
 def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: float,

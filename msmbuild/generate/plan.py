@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from msmbuild.config import Params, open_store
 from msmbuild.errors import MsmbuildError
-from msmbuild.generate.calls import call_key
+from msmbuild.generate.calls import request_key
 from msmbuild.generate.corpus import corpus_config
 from msmbuild.generate.stages import (
     iter_subdomains,
@@ -61,28 +61,18 @@ class CorpusPlan:
         return sum(s.cost_usd for s in self.stages)
 
 
-class _KeyOnly:
-    """Stands in for a backend when only keys are needed (identity of the real one)."""
+def _backend_identity(params: Params, name: str) -> dict | None:
+    """The backend's identity (what its keys hold); None when it cannot be made yet."""
+    from msmbuild.generate.backends import make_backend
 
-    def __init__(self, params: Params, name: str):
-        self.name = name
-        try:
-            self._identity: dict | None = self._lookup(params, name)
-        except MsmbuildError:  # e.g. an hf model not trained yet: cached counts unknown
-            self._identity = None
-
-    @staticmethod
-    def _lookup(params: Params, name: str) -> dict:
-        from msmbuild.generate.backends import make_backend
-
+    try:
         backend = make_backend(name, params)
         try:
             return backend.identity()
         finally:
             backend.close()
-
-    def identity(self) -> dict:
-        return self._identity or {"backend": self.name, "unknown": True}
+    except MsmbuildError:  # e.g. an hf model not trained yet: cached counts unknown
+        return None
 
 
 def _tokens(requests) -> int:
@@ -97,16 +87,16 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
     cfg = corpus_config(params, corpus)
     spec = parse_spec(cfg.spec, cfg.template_vars)
     store = open_store(params)
-    key_backend = _KeyOnly(params, cfg.backend)
+    identity = _backend_identity(params, cfg.backend)
     sampling = sampling_for(params, cfg.backend)
     model = params.backends.anthropic.model if cfg.backend == "anthropic" else (
         params.backends.hf.model if cfg.backend == "hf" else "offline (not a model)")
     plans: list[StagePlan] = []
 
     def cached(reqs) -> int | None:
-        if key_backend._identity is None:
+        if identity is None:
             return None
-        return sum(store.lookup_json(call_key(store, key_backend, r)) is not None for r in reqs)  # type: ignore[arg-type]
+        return sum(store.lookup_json(request_key(store, identity, r)) is not None for r in reqs)
 
     known: dict[str, list] = {}  # stages whose requests are known without any call
     if cfg.decomposition == "model":

@@ -25,6 +25,7 @@ from msmbuild.tables import empty_frame, write_parquet
 
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
 
+
 def _frame(rows: list[dict[str, Any]], table: str):
     """A DataFrame of rows; an empty one still carries the table's registered columns and types."""
     import pandas as pd
@@ -61,7 +62,7 @@ def _arm_info(params: Params) -> dict[str, Arm]:
 
 
 def _eval_key(layout: Layout, arm: str, suite: str) -> str | None:
-    ref = layout.ref(f"eval-{arm}-{suite}")
+    ref = layout.ref(layout.eval_root(arm, suite))
     if ref.is_file():
         keys = json.loads(ref.read_text())["actions"]
         return keys[0] if keys else None
