@@ -8,6 +8,18 @@ a non-healing 400/401/402, a malformed structured answer, errored (api_error or 
 expired batch items,
 and a batch that never ends.
 
+Rate limits (``rate_limits={"requests": 120, "input-tokens": ..., "output-tokens": ...}``, per
+minute; any subset) are enforced as the API does: one token bucket per kind whose capacity
+is the per-minute limit, refilled continuously at limit/60 per second. A Messages request
+is admitted on arrival when every bucket holds its cost (1 request; its input tokens less
+cache reads; ``max_tokens`` output tokens, the estimate the API charges up front) and is
+otherwise answered 429 with ``retry-after`` (whole seconds until the short bucket holds the
+cost). When the answer is ready the output charge is settled to the tokens written. Every
+Messages answer carries ``anthropic-ratelimit-{kind}-limit/-remaining/-reset`` (reset: RFC
+3339 time at which the bucket is full again) for each enforced kind, plus
+``anthropic-ratelimit-tokens-*`` for whichever token bucket is emptier. Without
+``rate_limits`` nothing is enforced and no rate-limit headers are sent.
+
 In-process use::
 
     with FakeAnthropic(latency_s=0.2) as server:
@@ -24,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import socket
 import subprocess
@@ -39,7 +52,8 @@ from typing import Any
 
 import xxhash
 
-__all__ = ["FAULT_KINDS", "FakeAnthropic", "Fault", "inject_remote", "spawn_server", "stats_remote"]
+__all__ = ["FAULT_KINDS", "RATE_KINDS", "FakeAnthropic", "Fault", "configure_remote", "inject_remote",
+           "spawn_server", "stats_remote"]
 
 # kind -> (HTTP status, error type) for faults answered with an error body
 _HTTP_FAULTS: dict[str, tuple[int, str]] = {
@@ -107,6 +121,20 @@ def prompt_of(params: dict[str, Any]) -> str:
     return ""
 
 
+def _cache_prefix(params: dict[str, Any]) -> tuple[str | None, str]:
+    """(cacheable prefix or None, the rest of the input): system blocks up to the last cache_control."""
+    system = params.get("system") or []
+    if isinstance(system, str):
+        system = [{"type": "text", "text": system}]
+    cut = max((i + 1 for i, b in enumerate(system) if b.get("cache_control")), default=0)
+    prefix = "\n".join(str(b.get("text", "")) for b in system[:cut])
+    rest = "\n".join(str(b.get("text", "")) for b in system[cut:])
+    rest += "\n".join(_block_text(m.get("content")) for m in params.get("messages") or [])
+    if params.get("tools"):
+        rest += json.dumps(params["tools"], sort_keys=True)
+    return (prefix if cut else None), rest
+
+
 def _sample_from_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
     """A value that satisfies a (simple) JSON schema, drawn from rng."""
     if "enum" in schema:
@@ -131,17 +159,87 @@ def _sample_from_schema(schema: dict[str, Any], rng: random.Random, depth: int =
     return None
 
 
+RATE_KINDS = ("requests", "input-tokens", "output-tokens")
+
+
+class _TokenBucket:
+    """Capacity = the per-minute limit, refilled continuously at limit/60 per second; starts full."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.level = float(limit)
+        self.stamp = time.monotonic()
+
+    def refill(self, now: float) -> None:
+        self.level = min(float(self.limit), self.level + (now - self.stamp) * self.limit / 60.0)
+        self.stamp = now
+
+    def seconds_until(self, amount: float) -> float:
+        """Seconds until the bucket holds amount (capped at its capacity)."""
+        return max(0.0, min(amount, self.limit) - self.level) * 60.0 / self.limit
+
+
+class _RateLimits:
+    """The per-minute token buckets of one organization (callers hold the state's lock)."""
+
+    def __init__(self, limits: dict[str, int]):
+        unknown = set(limits) - set(RATE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown rate-limit kind(s) {sorted(unknown)}; known: {', '.join(RATE_KINDS)}")
+        self.buckets = {kind: _TokenBucket(int(n)) for kind, n in limits.items() if n}
+        self.charged: Counter[str] = Counter()  # what admitted requests finally cost, per kind
+
+    def admit(self, cost: dict[str, float]) -> float:
+        """Charge cost and return 0, or charge nothing and return the seconds to wait."""
+        now = time.monotonic()
+        wait = 0.0
+        for kind, bucket in self.buckets.items():
+            bucket.refill(now)
+            wait = max(wait, bucket.seconds_until(cost.get(kind, 0)))
+        if wait > 0:
+            return wait
+        for kind, bucket in self.buckets.items():
+            # A request larger than the whole bucket is admitted on a full bucket and empties it.
+            bucket.level -= min(cost.get(kind, 0), bucket.limit)
+            self.charged[kind] += cost.get(kind, 0)
+        return 0.0
+
+    def settle(self, kind: str, charged: float, actual: float) -> None:
+        """Replace an up-front estimate by what the request actually used."""
+        bucket = self.buckets.get(kind)
+        if bucket is not None:
+            bucket.level = min(float(bucket.limit), bucket.level + charged - actual)
+            self.charged[kind] += actual - charged
+
+    def headers(self) -> dict[str, str]:
+        """anthropic-ratelimit-* headers describing every bucket now."""
+        now = time.monotonic()
+        wall = time.time()
+        out: dict[str, str] = {}
+        for kind, bucket in self.buckets.items():
+            bucket.refill(now)
+            out[f"anthropic-ratelimit-{kind}-limit"] = str(bucket.limit)
+            out[f"anthropic-ratelimit-{kind}-remaining"] = str(max(0, math.floor(bucket.level)))
+            out[f"anthropic-ratelimit-{kind}-reset"] = _now_iso(wall + bucket.seconds_until(bucket.limit))
+        tokens = [k for k in ("input-tokens", "output-tokens") if k in self.buckets]
+        if tokens:
+            tightest = min(tokens, key=lambda k: self.buckets[k].level / self.buckets[k].limit)
+            for part in ("limit", "remaining", "reset"):
+                out[f"anthropic-ratelimit-tokens-{part}"] = out[f"anthropic-ratelimit-{tightest}-{part}"]
+        return out
+
+
 class _State:
     """Everything the handlers share; one lock guards it."""
 
     def __init__(self, latency_s: float, batch_latency_s: float, answer_chars: int,
-                 api_key: str | None, ratelimit_requests: int):
+                 api_key: str | None, rate_limits: dict[str, int] | None = None):
         self.lock = threading.Lock()
         self.latency_s = latency_s
         self.batch_latency_s = batch_latency_s
         self.answer_chars = answer_chars
         self.api_key = api_key
-        self.ratelimit_requests = ratelimit_requests
+        self.limits = _RateLimits(rate_limits or {})
         self.faults: list[Fault] = []
         self.cache: set[str] = set()
         self.batches: dict[str, dict[str, Any]] = {}
@@ -156,6 +254,7 @@ class _State:
         self.connections = 0  # TCP connections accepted (a client that reuses them opens few)
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)  # last Messages request bodies
         self.batch_items = 0
+        self.rate_limited = 0  # Messages requests answered 429 by the rate limits (not injected)
 
     def take_fault(self, prompt: str, kinds: tuple[str, ...]) -> Fault | None:
         """Consume the first armed fault of one of kinds that matches prompt."""
@@ -178,23 +277,18 @@ class _State:
                 "max_in_flight": self.max_in_flight,
                 "connections": self.connections,
                 "batch_items": self.batch_items,
+                "rate_limited": self.rate_limited,
+                "rate_charged": dict(self.limits.charged),
+                "rate_limits": {k: b.limit for k, b in self.limits.buckets.items()},
                 "batches": {bid: b["processing_status"] for bid, b in self.batches.items()},
             }
 
     # -- answers ---------------------------------------------------------------
     def usage(self, params: dict[str, Any], output_text: str) -> dict[str, int]:
         """Token usage; system blocks up to the last cache_control are a cache prefix."""
-        system = params.get("system") or []
-        if isinstance(system, str):
-            system = [{"type": "text", "text": system}]
-        cut = max((i + 1 for i, b in enumerate(system) if b.get("cache_control")), default=0)
-        prefix = "\n".join(str(b.get("text", "")) for b in system[:cut])
-        rest = "\n".join(str(b.get("text", "")) for b in system[cut:])
-        rest += "\n".join(_block_text(m.get("content")) for m in params.get("messages") or [])
-        if params.get("tools"):
-            rest += json.dumps(params["tools"], sort_keys=True)
+        prefix, rest = _cache_prefix(params)
         created = read = 0
-        if cut:
+        if prefix is not None:
             key = xxhash.xxh3_128_hexdigest(f"{params.get('model')}\0{prefix}".encode())
             with self.lock:
                 hit = key in self.cache
@@ -205,6 +299,17 @@ class _State:
                 created = _tokens(prefix)
         return {"input_tokens": _tokens(rest), "output_tokens": _tokens(output_text),
                 "cache_creation_input_tokens": created, "cache_read_input_tokens": read}
+
+    def rate_cost(self, params: dict[str, Any]) -> dict[str, float]:
+        """What a request is charged on arrival: input tokens except cache reads, max_tokens out."""
+        prefix, rest = _cache_prefix(params)
+        counted = _tokens(rest)
+        if prefix is not None:
+            key = xxhash.xxh3_128_hexdigest(f"{params.get('model')}\0{prefix}".encode())
+            with self.lock:
+                hit = key in self.cache
+            counted += 0 if hit else _tokens(prefix)
+        return {"requests": 1, "input-tokens": counted, "output-tokens": int(params.get("max_tokens") or 0)}
 
     def answer(self, params: dict[str, Any], malformed: bool = False) -> dict[str, Any]:
         """A Message derived from the request alone (same request, same answer)."""
@@ -335,10 +440,25 @@ class _Handler(BaseHTTPRequestHandler):
                             "request_id": None}, headers)
 
     def _ratelimit_headers(self) -> dict[str, str]:
-        reset = _now_iso(time.time() + 60)
-        n = str(self.st.ratelimit_requests)
-        return {"anthropic-ratelimit-requests-limit": n, "anthropic-ratelimit-requests-remaining": n,
-                "anthropic-ratelimit-requests-reset": reset}
+        with self.st.lock:
+            return self.st.limits.headers()
+
+    def _rate_limited(self, params: dict[str, Any]) -> dict[str, float] | None:
+        """Charge the rate limits on arrival and return the charge, or answer 429 and return None."""
+        st = self.st
+        if not st.limits.buckets:
+            return {}
+        cost = st.rate_cost(params)
+        with st.lock:
+            wait = st.limits.admit(cost)
+            if wait <= 0:
+                return cost
+            st.rate_limited += 1
+            headers = st.limits.headers()
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        self._error(429, "rate_limit_error",
+                    "This request would exceed your organization's rate limit. Please try again later.", headers)
+        return None
 
     def _body(self) -> Any:
         length = int(self.headers.get("content-length") or 0)
@@ -434,6 +554,9 @@ class _Handler(BaseHTTPRequestHandler):
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
+            charge = self._rate_limited(params)
+            if charge is None:
+                return
             if st.latency_s:
                 time.sleep(st.latency_s)
             fault = st.take_fault(prompt, (*_HTTP_FAULTS, "drop"))
@@ -458,9 +581,15 @@ class _Handler(BaseHTTPRequestHandler):
             if not params.get("model") or not params.get("messages") or not params.get("max_tokens"):
                 return self._error(400, "invalid_request_error", "model, messages and max_tokens are required")
             malformed = bool(params.get("tools")) and st.take_fault(prompt, ("malformed",)) is not None
+            message = st.answer(params, malformed)
+            usage = message["usage"]
             with st.lock:
                 st.endpoints["messages_ok"] += 1
-            self._send(200, st.answer(params, malformed), self._ratelimit_headers())
+                if charge:
+                    st.limits.settle("input-tokens", charge["input-tokens"],
+                                     usage["input_tokens"] + usage["cache_creation_input_tokens"])
+                    st.limits.settle("output-tokens", charge["output-tokens"], usage["output_tokens"])
+            self._send(200, message, self._ratelimit_headers())
         finally:
             with st.lock:
                 st.in_flight -= 1
@@ -477,6 +606,10 @@ class _Handler(BaseHTTPRequestHandler):
             for key in ("latency_s", "batch_latency_s", "answer_chars"):
                 if key in body:
                     setattr(st, key, body[key])
+            if "rate_limits" in body:  # new limits, full buckets
+                limits = _RateLimits(body["rate_limits"] or {})
+                with st.lock:
+                    st.limits = limits
         else:
             return self._error(404, "not_found_error", f"no control {path}")
         return self._send(200, {"ok": True})
@@ -494,9 +627,9 @@ class FakeAnthropic:
 
     def __init__(self, latency_s: float = 0.0, batch_latency_s: float = 0.05,
                  answer_chars: int = 400, api_key: str | None = None,
-                 ratelimit_requests: int = 4000, port: int = 0):
+                 rate_limits: dict[str, int] | None = None, port: int = 0):
         self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.state = _State(latency_s, batch_latency_s, answer_chars, api_key, ratelimit_requests)
+        self._server.state = _State(latency_s, batch_latency_s, answer_chars, api_key, rate_limits)
         self._thread: threading.Thread | None = None
 
     @property
@@ -538,6 +671,12 @@ class FakeAnthropic:
         """Counts per endpoint and per prompt, faults fired, in-flight maximum."""
         return self.state.stats()
 
+    def set_rate_limits(self, limits: dict[str, int] | None) -> None:
+        """Enforce these per-minute limits from now on, buckets full (None: no limits)."""
+        new = _RateLimits(limits or {})
+        with self.state.lock:
+            self.state.limits = new
+
     def reset(self) -> None:
         """Zero the counters and disarm every fault."""
         with self.state.lock:
@@ -569,17 +708,19 @@ def reset_remote(url: str) -> None:
     _post(f"{url}/_fake/reset", {})
 
 
-def configure_remote(url: str, **settings: float) -> None:
-    """Change latency_s / batch_latency_s / answer_chars of a server at url."""
+def configure_remote(url: str, **settings: Any) -> None:
+    """Change latency_s / batch_latency_s / answer_chars / rate_limits (buckets refilled) at url."""
     _post(f"{url}/_fake/config", settings)
 
 
 def spawn_server(latency_s: float = 0.0, batch_latency_s: float = 0.05,
-                 answer_chars: int = 400) -> tuple[subprocess.Popen, str]:
+                 answer_chars: int = 400, rate_limits: dict[str, int] | None = None
+                 ) -> tuple[subprocess.Popen, str]:
     """Start the server in a child process; returns (process, url). Terminate it when done."""
+    limits = [f"--limit={kind}={n}" for kind, n in (rate_limits or {}).items()]
     proc = subprocess.Popen(
         [sys.executable, "-m", "msmbuild.testing.fake_anthropic", "--latency", str(latency_s),
-         "--batch-latency", str(batch_latency_s), "--answer-chars", str(answer_chars)],
+         "--batch-latency", str(batch_latency_s), "--answer-chars", str(answer_chars), *limits],
         stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
@@ -596,8 +737,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per Messages request")
     parser.add_argument("--batch-latency", type=float, default=0.05, help="seconds until a batch ends")
     parser.add_argument("--answer-chars", type=int, default=400)
+    parser.add_argument("--limit", action="append", default=[], metavar="KIND=N",
+                        help=f"enforce a per-minute rate limit; KIND is one of {', '.join(RATE_KINDS)}")
     args = parser.parse_args(argv)
-    server = FakeAnthropic(args.latency, args.batch_latency, args.answer_chars, port=args.port)
+    limits = {}
+    for item in args.limit:
+        kind, _, n = item.partition("=")
+        if kind not in RATE_KINDS or not n.isdigit():
+            parser.error(f"--limit {item!r}: expected KIND=N with KIND one of {', '.join(RATE_KINDS)}")
+        limits[kind] = int(n)
+    server = FakeAnthropic(args.latency, args.batch_latency, args.answer_chars, rate_limits=limits,
+                           port=args.port)
     print(server.url, flush=True)
     try:
         server._server.serve_forever()

@@ -1,9 +1,21 @@
-"""One concurrency budget per API endpoint, shared by everything in the process.
+"""One concurrency budget and one rate budget per API endpoint, shared by the process.
 
 A ``SharedLimiter`` counts requests in flight across threads and event loops (every
 ``generate`` call runs its own loop, and a process may run several at once), and holds
 every new request back while the API has asked us to wait (a 429's ``retry-after``, or an
-``anthropic-ratelimit-*-remaining: 0`` header with its reset time).
+exhausted ``anthropic-ratelimit-*`` kind that the rate budget does not track).
+
+A ``RateBudget`` paces requests under the API's per-minute limits. The API keeps one
+token bucket per kind (requests, input tokens, output tokens) whose capacity is the
+per-minute limit, refilled continuously, and reports each on every answer in
+``anthropic-ratelimit-{kind}-limit/-remaining``. The budget mirrors those buckets: a
+request reserves its estimated cost before it is sent (1 request, its estimated
+uncached input tokens, its ``max_tokens`` — what the API charges up front) and waits,
+first come first served, until every bucket holds it; the answer settles the reservation
+to the tokens actually used, and its headers pull a bucket down whenever the API reports
+less than we hold (another process spending the same organization's limit). Until the
+first answer has come back, one request is in flight: it finds the limits out (an answer
+without rate-limit headers means none are paced).
 """
 
 from __future__ import annotations
@@ -12,12 +24,16 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
-__all__ = ["SharedLimiter", "limiter_for", "pause_from_headers"]
+import xxhash
+
+__all__ = ["RATE_KINDS", "RateBudget", "SharedLimiter", "budget_for", "limiter_for", "pause_from_headers"]
 
 _RATELIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+RATE_KINDS = ("requests", "input-tokens", "output-tokens")  # the buckets a RateBudget mirrors
+CACHE_FRESH_S = 240.0  # a prompt-cache entry lives 5 minutes from its last use; stay inside that
 
 
 class SharedLimiter:
@@ -110,8 +126,213 @@ class SharedLimiter:
         self.release()
 
 
+class _Bucket:
+    """One of the API's token buckets as we believe it stands."""
+
+    __slots__ = ("level", "limit", "stamp")
+
+    def __init__(self, limit: float, level: float, now: float):
+        self.limit = limit
+        self.level = level
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.limit, self.level + (now - self.stamp) * self.limit / 60.0)
+        self.stamp = now
+
+    def seconds_until(self, amount: float) -> float:
+        return max(0.0, min(amount, self.limit) - self.level) * 60.0 / self.limit
+
+
+class RateBudget:
+    """The API's per-minute token buckets, learned from its headers; see the module docstring.
+
+    ``reserve(cost)`` waits until the cost fits and returns what was taken; ``settle(taken,
+    used, headers)`` replaces the estimate by the actual use; ``refund(taken)`` gives back a
+    reservation the API never charged (a 429, a failed connection).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+        self._gate = SharedLimiter(1)  # one waiter at a time watches the clock, the rest queue
+        self._queued = 0
+        self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        self._heard = False  # has any answer come back (with or without rate-limit headers)?
+        self._probing = False  # is the first request, sent to find the limits out, in flight?
+        self._tokens_per_char = 0.3  # learned from answers; English runs 0.25-0.3 tokens a character
+        self._cached: dict[int, float] = {}  # cacheable prefix -> when an answer last touched it
+
+    # -- estimating what a request will be charged ----------------------------------------
+    def input_tokens_for(self, chars: int) -> float:
+        """Input tokens of chars characters, at the ratio answers have shown so far (+5%)."""
+        return chars * self._tokens_per_char * 1.05
+
+    def probably_cached(self, model: str, prefix: str) -> bool:
+        """Whether a cacheable prefix was written or read by an answer in the last 4 minutes
+        (the cache lives 5), so that the API will count it as a cache read, not as input."""
+        seen = self._cached.get(xxhash.xxh3_64_intdigest(f"{model}\0{prefix}".encode()))
+        return seen is not None and time.monotonic() - seen < CACHE_FRESH_S
+
+    def learn(self, model: str, prefix: str | None, chars: int, seen: tuple[int, int]) -> None:
+        """Update the token/character ratio and the cached prefixes from an answer's usage."""
+        tokens, cached = seen
+        with self._lock:
+            if chars > 0 and tokens > 0:
+                self._tokens_per_char += 0.2 * (tokens / chars - self._tokens_per_char)
+            if prefix and cached:
+                self._cached[xxhash.xxh3_64_intdigest(f"{model}\0{prefix}".encode())] = time.monotonic()
+
+    def explains(self, cost: Mapping[str, float]) -> bool:
+        """Whether some mirrored bucket is too low for cost right now (a 429 we understand)."""
+        with self._lock:
+            return bool(self._buckets) and self._wait_for(cost) > 0
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """Per-minute limits learned so far, by kind."""
+        with self._lock:
+            return {kind: b.limit for kind, b in self._buckets.items()}
+
+    def remaining(self) -> dict[str, float]:
+        """What each bucket holds now (after refilling)."""
+        now = time.monotonic()
+        with self._lock:
+            for b in self._buckets.values():
+                b.refill(now)
+            return {kind: b.level for kind, b in self._buckets.items()}
+
+    async def reserve(self, cost: Mapping[str, float]) -> dict[str, float]:
+        """Wait until every known bucket holds cost, take it, and return what was taken.
+
+        Until an answer has said what the limits are, one request goes at a time: the
+        first one finds them out (it is sent, unpaced, as the probe).
+        """
+        with self._lock:
+            if self._queued == 0 and (taken := self._try_take(cost)) is not None:
+                return taken
+            self._queued += 1
+        try:
+            async with self._gate:
+                loop = asyncio.get_running_loop()
+                while True:
+                    with self._lock:
+                        if (taken := self._try_take(cost)) is not None:
+                            return taken
+                        wait = self._wait_for(cost) if self._heard else None
+                        wake: asyncio.Future[None] = loop.create_future()
+                        self._wake = (loop, wake)
+                    # Sleep until the bucket refills, or until an answer gives tokens back.
+                    await asyncio.wait([wake], timeout=wait)
+                    with self._lock:
+                        if self._wake is not None and self._wake[1] is wake:
+                            self._wake = None
+        finally:
+            with self._lock:
+                self._queued -= 1
+
+    def _try_take(self, cost: Mapping[str, float]) -> dict[str, float] | None:
+        """Take cost if it fits now (or send the probe); None: wait (lock held)."""
+        if not self._heard:
+            if self._probing:
+                return None
+            self._probing = True
+            return {}
+        if not self._buckets:
+            return {}
+        return self._take(cost) if self._wait_for(cost) == 0 else None
+
+    def refund(self, taken: Mapping[str, float]) -> None:
+        """Give back a reservation the API did not charge (no answer: the probe goes again)."""
+        self.settle(taken, {kind: 0.0 for kind in taken}, None)
+
+    def settle(self, taken: Mapping[str, float], used: Mapping[str, float],
+               headers: Mapping[str, str] | None) -> set[str]:
+        """Replace a reservation by the use, then learn from headers; returns the kinds tracked."""
+        now = time.monotonic()
+        with self._lock:
+            for kind, amount in taken.items():
+                bucket = self._buckets.get(kind)
+                if bucket is not None:
+                    bucket.refill(now)
+                    bucket.level = min(bucket.limit, bucket.level + amount - used.get(kind, amount))
+            if headers is not None:
+                self._observe(headers, now)
+                self._heard = True
+            self._probing = False
+            if self._wake is not None:
+                loop, wake = self._wake
+                self._wake = None
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_set_done, wake)
+            return set(self._buckets)
+
+    def _observe(self, headers: Mapping[str, str], now: float) -> None:
+        """Learn limits; never believe we hold more than the API says is left (lock held).
+
+        A kind the headers stop naming, while they name another, is no longer limited."""
+        named = []
+        for kind in RATE_KINDS:
+            limit = _number(headers.get(f"anthropic-ratelimit-{kind}-limit"))
+            remaining = _number(headers.get(f"anthropic-ratelimit-{kind}-remaining"))
+            if limit is None or limit <= 0 or remaining is None:
+                continue
+            named.append(kind)
+            bucket = self._buckets.get(kind)
+            if bucket is None:
+                self._buckets[kind] = _Bucket(limit, min(remaining, limit), now)
+                continue
+            bucket.refill(now)
+            bucket.limit = limit
+            bucket.level = min(bucket.level, remaining, limit)
+        if named:
+            for kind in set(self._buckets) - set(named):
+                del self._buckets[kind]
+
+    def _wait_for(self, cost: Mapping[str, float]) -> float:
+        """Seconds until every bucket holds cost (lock held; refills first)."""
+        now = time.monotonic()
+        wait = 0.0
+        for kind, bucket in self._buckets.items():
+            bucket.refill(now)
+            wait = max(wait, bucket.seconds_until(cost.get(kind, 0.0)))
+        return wait
+
+    def _take(self, cost: Mapping[str, float]) -> dict[str, float]:
+        taken = {}
+        for kind, bucket in self._buckets.items():
+            amount = cost.get(kind, 0.0)
+            bucket.level -= amount
+            taken[kind] = amount
+        return taken
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _number(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 _LIMITERS: dict[str, SharedLimiter] = {}
+_BUDGETS: dict[str, RateBudget] = {}
 _LIMITERS_LOCK = threading.Lock()
+
+
+def budget_for(base_url: str) -> RateBudget:
+    """The process-wide rate budget of an API endpoint."""
+    with _LIMITERS_LOCK:
+        budget = _BUDGETS.get(base_url)
+        if budget is None:
+            budget = _BUDGETS[base_url] = RateBudget()
+        return budget
 
 
 def limiter_for(base_url: str, size: int) -> SharedLimiter:
@@ -133,17 +354,23 @@ def _seconds_until(stamp: str) -> float:
     return max(0.0, when.timestamp() - time.time())
 
 
-def pause_from_headers(headers: Mapping[str, str]) -> float:
+def pause_from_headers(headers: Mapping[str, str], tracked: Collection[str] = ()) -> float:
     """Seconds to hold back new requests, from ``anthropic-ratelimit-*`` headers (0: none).
 
-    A kind whose ``-remaining`` is 0 is exhausted until its ``-reset`` time (RFC 3339).
+    A kind whose ``-remaining`` is 0 is exhausted until its ``-reset`` time (RFC 3339),
+    unless a RateBudget tracks it (``tracked``; "tokens" counts as tracked when both token
+    kinds are): the budget then paces exactly, where waiting for ``-reset`` (the time the
+    bucket is *full* again) would idle for up to a minute.
     """
     raw = getattr(headers, "raw", None)  # httpx.Headers: one pass over the bytes first
     if raw is not None and not any(value == b"0" for _name, value in raw):
         return 0.0  # nothing exhausted: the common case, on every response
+    skip = set(tracked)
+    if {"input-tokens", "output-tokens"} <= skip:
+        skip.add("tokens")
     wait = 0.0
     for kind in _RATELIMIT_KINDS:
-        if headers.get(f"anthropic-ratelimit-{kind}-remaining") == "0":
+        if kind not in skip and headers.get(f"anthropic-ratelimit-{kind}-remaining") == "0":
             reset = headers.get(f"anthropic-ratelimit-{kind}-reset")
             wait = max(wait, _seconds_until(reset) if reset else 1.0)
     return wait

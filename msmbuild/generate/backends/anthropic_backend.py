@@ -1,9 +1,12 @@
 """The ``anthropic`` backend: Claude through the official SDK, fast, cheap and resumable.
 
-- Messages with bounded concurrency: one ``SharedLimiter`` per base URL for the whole
-  process (``_ratelimit``), paused by 429 ``retry-after`` and by exhausted
-  ``anthropic-ratelimit-*`` headers. The SDK's own retries are off (``max_retries=0``)
-  so that a request waiting out a backoff gives its slot back.
+- Messages with bounded concurrency and paced to the API's rate limits: one
+  ``SharedLimiter`` and one ``RateBudget`` per base URL for the whole process
+  (``_ratelimit``). The budget mirrors the requests / input-token / output-token buckets
+  that ``anthropic-ratelimit-*`` headers describe and holds each request back until its
+  estimated cost fits, so a low rate-limit tier gets its whole limit without 429 storms.
+  The SDK's own retries are off (``max_retries=0``) so that a request waiting out a
+  backoff gives its slot back.
 - Retries with backoff for 408/409/429/5xx/529 and dropped connections. Errors that
   will not heal either stop the run (401/403, an exhausted spend limit or credit: a
   BackendError) or fail only their item (400/404/413/422: an ItemError).
@@ -37,7 +40,13 @@ from msmbuild.config import AnthropicConfig, Price
 from msmbuild.errors import BackendError, StoreError
 from msmbuild.generate.backends import _structured
 from msmbuild.generate.backends._batches import BatchLedger, PendingBatch
-from msmbuild.generate.backends._ratelimit import SharedLimiter, limiter_for, pause_from_headers
+from msmbuild.generate.backends._ratelimit import (
+    RateBudget,
+    SharedLimiter,
+    budget_for,
+    limiter_for,
+    pause_from_headers,
+)
 from msmbuild.generate.backends.base import (
     Backend,
     GenRequest,
@@ -184,6 +193,10 @@ class AnthropicBackend(Backend):
         """This process's limiter for this API endpoint."""
         return limiter_for(self.base_url, self.max_concurrency)
 
+    def budget(self) -> RateBudget:
+        """This process's rate budget for this API endpoint."""
+        return budget_for(self.base_url)
+
 
 class _Run:
     """One generate() call: its client, its requests grouped by digest, what is done."""
@@ -201,6 +214,7 @@ class _Run:
         self.done: set[str] = set()
         self.errors: list[ItemError] = []
         self.limiter = backend.limiter()
+        self.budget = backend.budget()
         self.client: Any = None
 
     # -- outcomes ---------------------------------------------------------------------
@@ -311,19 +325,41 @@ class _Run:
             raw = await self.client.messages.with_raw_response.create(**body, extra_body=extra or None)
             return raw, await raw.parse()
 
-        _raw, message = await self._retrying(call, limited=True)
+        chars, prefix = _input_chars(params)
+        cost = {"requests": 1.0, "output-tokens": float(params["max_tokens"]),
+                "input-tokens": self.budget.input_tokens_for(
+                    chars - (len(prefix) if prefix and self.budget.probably_cached(self.cfg.model, prefix) else 0))}
+        _raw, message = await self._retrying(call, limited=True, cost=cost)
+        self.budget.learn(self.cfg.model, prefix, chars, _input_tokens_seen(message.usage))
         return message
 
-    async def _retrying(self, call: Callable[[], Any], limited: bool) -> Any:
-        """Await call() with retries; honours retry-after and rate-limit headers."""
+    async def _retrying(self, call: Callable[[], Any], limited: bool,
+                        cost: dict[str, float] | None = None) -> Any:
+        """Await call() with retries; honours retry-after and rate-limit headers.
+
+        A limited call holds a concurrency slot and, when ``cost`` is given, waits for the
+        rate budget to hold that cost before it is sent.
+        """
         sdk = self.anthropic
         attempt = 0
         while True:
+            taken: dict[str, float] = {}
             if limited:
                 await self.limiter.acquire()
+                if cost is not None:
+                    try:
+                        taken = await self.budget.reserve(cost)
+                    except BaseException:
+                        self.limiter.release()
+                        raise
             try:
                 response = await call()
             except sdk.APIStatusError as exc:
+                headers = exc.response.headers
+                # First, before anything can raise. A 429 was not admitted, so it cost nothing;
+                # other errors keep their reservation (whether they were charged is not said).
+                used = dict.fromkeys(taken, 0.0) if exc.status_code == 429 else {}
+                tracked = self.budget.settle(taken, used, headers) if cost is not None else set()
                 status = exc.status_code
                 text = _error_text(exc)
                 if status in _FATAL_STATUSES or any(p in text.lower() for p in _FATAL_PHRASES):
@@ -334,19 +370,30 @@ class _Run:
                         f"set backends.anthropic.temperature: 1.0 in params.yaml") from None
                 if status not in _RETRY_STATUSES and status < 500:
                     raise _ItemFailure(text) from None
-                delay = _retry_after(exc.response.headers)
+                delay = _retry_after(headers)
                 if delay is None:
                     delay = _backoff(attempt)
-                if status == 429:
-                    self.limiter.pause(max(delay, pause_from_headers(exc.response.headers)))
+                if status == 429 and not (cost is not None and self.budget.explains(cost)):
+                    # A limit the budget does not mirror: hold every new request back.
+                    self.limiter.pause(max(delay, pause_from_headers(headers, tracked)))
                 last = text
             except sdk.APIConnectionError as exc:
+                if cost is not None:
+                    self.budget.refund(taken)
                 delay = _backoff(attempt)
                 last = f"{type(exc).__name__}: {exc}"
+            except BaseException:
+                if cost is not None:
+                    self.budget.refund(taken)
+                raise
             else:
-                head = response[0] if isinstance(response, tuple) else response
+                head, message = response if isinstance(response, tuple) else (response, None)
                 headers = getattr(head, "headers", None)
-                if headers is not None and (wait := pause_from_headers(headers)) > 0:
+                tracked: set[str] = set()
+                if cost is not None:
+                    used = rate_use(message.usage) if message is not None else {}
+                    tracked = self.budget.settle(taken, used, headers)
+                if headers is not None and (wait := pause_from_headers(headers, tracked)) > 0:
                     self.limiter.pause(wait)
                 return response
             finally:
@@ -457,6 +504,36 @@ class _Run:
         if retry:
             log.info("anthropic: resubmitting %d errored/expired items of batch %s", len(retry), entry.batch_id)
             tg.create_task(self._submit(tg, retry, submissions, fallback))
+
+
+def _input_chars(params: dict[str, Any]) -> tuple[int, str | None]:
+    """(characters of a request's input, the cacheable system prefix or None)."""
+    chars = 0
+    for message in params["messages"]:
+        content = message.get("content")
+        chars += len(content) if isinstance(content, str) else len(str(content))
+    prefix = None
+    for block in params.get("system") or ():
+        text = block.get("text", "")
+        chars += len(text)
+        if block.get("cache_control"):
+            prefix = text
+    if params.get("tools"):
+        chars += len(str(params["tools"]))
+    return chars, prefix
+
+
+def _input_tokens_seen(usage: Any) -> tuple[int, int]:
+    """(all input tokens of an answer, of which written to or read from the prompt cache)."""
+    cached = (getattr(usage, "cache_creation_input_tokens", 0) or 0) + (getattr(usage, "cache_read_input_tokens", 0) or 0)
+    return (usage.input_tokens or 0) + cached, cached
+
+
+def rate_use(usage: Any) -> dict[str, float]:
+    """What a Messages answer's usage counts against the rate limits."""
+    return {"requests": 1.0,
+            "input-tokens": float((usage.input_tokens or 0) + (getattr(usage, "cache_creation_input_tokens", 0) or 0)),
+            "output-tokens": float(usage.output_tokens or 0)}
 
 
 def _retry_after(headers: Any) -> float | None:
