@@ -18,7 +18,9 @@ minute bind, input tokens close behind). Each run gets a fresh server: buckets f
 Reported per side: requests that succeeded, share of answers that were 429, seconds, the
 time the limit allows (for the binding kind k, (charged_k - limit_k) / (limit_k / 60) +
 one latency: what was charged beyond a full bucket, at the refill rate, and the last
-answer), and throughput as a fraction of the binding limit (allowed / seconds).
+answer; for output tokens plus max_tokens less one answer, since the API admits a request
+only when its max_tokens fit), and throughput as a fraction of the binding limit
+(allowed / seconds).
 
     python bench/ratelimit.py                 # both settings, ~60 s each per side
     python bench/ratelimit.py --seconds 20    # a quick look
@@ -121,7 +123,12 @@ def measure(side: str, limits: dict[str, int], n: int, root: Path, latency: floa
         proc.wait()
     charged = st["rate_charged"]
     # the binding kind: the most charged beyond its full bucket, relative to its rate
-    allowed = {k: max(0.0, charged.get(k, 0) - lim) * 60 / lim + latency for k, lim in limits.items()}
+    ok = max(1, n - failed)
+    # The API admits a request only when max_tokens output tokens are in the bucket, so the
+    # last request needs (max_tokens - its answer) more than it finally uses.
+    upfront = {"output-tokens": max(0.0, MAX_TOKENS - charged.get("output-tokens", 0) / ok)}
+    allowed = {k: max(0.0, charged.get(k, 0) + upfront.get(k, 0.0) - lim) * 60 / lim + latency
+               for k, lim in limits.items()}
     binding = max(allowed, key=allowed.__getitem__)
     sent = st["endpoints"].get("messages", 0)
     return {"side": side, "n": n, "ok": n - failed, "failed": failed, "sent": sent,

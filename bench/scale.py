@@ -1,0 +1,111 @@
+"""Local work at corpus scale: what a build, a one-section edit and the no-ops cost.
+
+For a synthetic workspace (bench/noop.py's shape: one subdomain per 100 offline documents,
+deduplication off) this times, at each size:
+
+- first build: ``snakemake --cores all`` limited to documents.parquet;
+- edit: one subdomain's text changed (its 100 documents change), the same build again;
+- no-op ``snakemake --cores all`` (same target) and no-op ``dvc repro``, each beside the
+  tool's one-rule floor (bench/noop.py's floor workflow);
+- ``msmbuild status``, ``msmbuild catalog``, ``msmbuild store verify``, ``msmbuild store gc``;
+
+with the peak RSS of the largest process of each step. Every document is made by the
+offline backend through the real workflow (no synthetic writes into the store).
+
+Targets (at 1M documents): edit local work <= 5 s + the changed documents' own cost;
+no-op Snakemake and DVC within 1.5x of each floor; peak RSS <= 2 GB; status <= 2 s.
+
+    python bench/scale.py --docs 10000
+    python bench/scale.py --docs 10000 100000
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from bench.noop import make_floor, make_workspace, timed  # noqa: E402
+
+TARGET = "build/corpora/synthetic/documents.parquet"
+# Runs a command and prints its wall seconds and the peak RSS (kB) of its largest descendant.
+_PROBE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+          "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
+          "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc.returncode); "
+          "sys.stderr.write(rc.stderr[-2000:] if rc.returncode else '')")
+
+
+def probe(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one run of cmd; raise if it fails."""
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *cmd], cwd=cwd, capture_output=True, text=True)
+    seconds, rss_kb, rc = proc.stdout.split()
+    if rc != "0":
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stderr}")
+    return float(seconds), int(rss_kb) / 1024
+
+
+def edit_one_section(ws: Path) -> None:
+    """Change the text of the first topic (one subdomain, its 100 documents)."""
+    spec = ws / "specs" / "synthetic.md"
+    text = spec.read_text()
+    old = "Topic 0.0 says the assistant should weigh option 0"
+    assert old in text, "synthetic spec changed shape"
+    spec.write_text(text.replace(old, "Topic 0.0 says the assistant should carefully weigh option 0"))
+
+
+def measure(root: Path, n_docs: int, floor: Path) -> dict[str, tuple[float, float]]:
+    """step -> (seconds, peak RSS MB); floors as (seconds, 0)."""
+    ws = make_workspace(root, n_docs)
+    out: dict[str, tuple[float, float]] = {}
+    smk = ["snakemake", "--cores", "all", "-q", TARGET]
+    out["first build"] = probe(smk, ws)
+    out["first dvc repro (store hits)"] = probe(["dvc", "repro", "-q"], ws)
+    edit_one_section(ws)
+    out["one-section edit rebuild"] = probe(smk, ws)
+    probe(["dvc", "repro", "-q"], ws)  # dvc catches up with the edit
+    out["no-op snakemake"] = probe(smk, ws)
+    out["no-op snakemake floor"] = (timed(["snakemake", "--cores", "all", "-q"], floor, 3), 0.0)
+    out["no-op dvc repro"] = probe(["dvc", "repro", "-q"], ws)
+    out["no-op dvc repro floor"] = (timed(["dvc", "repro", "-q"], floor, 3), 0.0)
+    out["msmbuild status"] = probe(["msmbuild", "status"], ws)
+    out["msmbuild catalog"] = probe(["msmbuild", "catalog", "--quiet"], ws)
+    out["msmbuild store verify"] = probe(["msmbuild", "store", "verify"], ws)
+    out["msmbuild store gc"] = probe(["msmbuild", "store", "gc"], ws)
+    import pyarrow.parquet as pq
+
+    out["documents"] = (float(pq.read_metadata(ws / TARGET).num_rows), 0.0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure each size and print one table row per step."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, nargs="+", default=[10_000])
+    args = ap.parse_args(argv)
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    with tempfile.TemporaryDirectory(prefix="msmbuild-scale-") as tmp:
+        root = Path(os.environ.get("MSMBUILD_BENCH_DIR") or tmp)
+        floor = make_floor(root)
+        results = {}
+        for n in args.docs:
+            start = time.perf_counter()
+            results[n] = measure(root, n, floor)
+            print(f"# {n}: {json.dumps(results[n])} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    steps = [s for s in next(iter(results.values())) if s != "documents"]
+    print("| step | " + " | ".join(f"{int(r['documents'][0]):,} docs: s / peak RSS MB" for r in results.values()) + " |")
+    print("| --- |" + " ---: |" * len(results))
+    for step in steps:
+        cells = [f"{r[step][0]:.2f}" + (f" / {r[step][1]:.0f}" if r[step][1] else "") for r in results.values()]
+        print(f"| {step} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
