@@ -43,11 +43,11 @@ _PROBE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
           "sys.stderr.write(rc.stderr[-2000:] if rc.returncode else '')")
 
 
-def probe(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one run of cmd; raise if it fails."""
+def probe(cmd: list[str], cwd: Path, ok: tuple[str, ...] = ("0",)) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one run of cmd; raise if it exits with a code not in ok."""
     proc = subprocess.run([sys.executable, "-c", _PROBE, *cmd], cwd=cwd, capture_output=True, text=True)
     seconds, rss_kb, rc = proc.stdout.split()
-    if rc != "0":
+    if rc not in ok:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{proc.stderr}")
     return float(seconds), int(rss_kb) / 1024
 
@@ -65,7 +65,7 @@ def measure(root: Path, n_docs: int, floor: Path) -> dict[str, tuple[float, floa
     """step -> (seconds, peak RSS MB); floors as (seconds, 0)."""
     ws = make_workspace(root, n_docs)
     out: dict[str, tuple[float, float]] = {}
-    smk = ["snakemake", "--cores", "all", "-q", TARGET]
+    smk = ["snakemake", TARGET, "--cores", "all", "-q"]
     out["first build"] = probe(smk, ws)
     out["first dvc repro (store hits)"] = probe(["dvc", "repro", "-q"], ws)
     edit_one_section(ws)
@@ -75,7 +75,8 @@ def measure(root: Path, n_docs: int, floor: Path) -> dict[str, tuple[float, floa
     out["no-op snakemake floor"] = (timed(["snakemake", "--cores", "all", "-q"], floor, 3), 0.0)
     out["no-op dvc repro"] = probe(["dvc", "repro", "-q"], ws)
     out["no-op dvc repro floor"] = (timed(["dvc", "repro", "-q"], floor, 3), 0.0)
-    out["msmbuild status"] = probe(["msmbuild", "status"], ws)
+    # exit 1: stale (only documents.parquet is built here; shards and the rest are not)
+    out["msmbuild status"] = probe(["msmbuild", "status"], ws, ok=("0", "1"))
     out["msmbuild catalog"] = probe(["msmbuild", "catalog", "--quiet"], ws)
     out["msmbuild store verify"] = probe(["msmbuild", "store", "verify"], ws)
     out["msmbuild store gc"] = probe(["msmbuild", "store", "gc"], ws)
