@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 export SHAPE="${SHAPE:-8b}" METHODS="${METHODS:-lora full}" SEQ_LEN="${SEQ_LEN:-2048}"
 export BATCH="${BATCH:-4}" STEPS="${STEPS:-12}" WARMUP_STEPS="${WARMUP_STEPS:-3}"
-export FULL_LAYERS="${FULL_LAYERS:-32}" PEAK_TFLOPS="${PEAK_TFLOPS:-989}"
+export FULL_LAYERS="${FULL_LAYERS:-32}" PEAK_TFLOPS="${PEAK_TFLOPS:-989}" GRAD_CKPT="${GRAD_CKPT:-1}"
 
 python - <<'PY'
 import json, os, time
@@ -58,7 +58,7 @@ for method in os.environ["METHODS"].split():
         model = LlamaForCausalLM(cfg_model).to(torch.bfloat16 if cuda else torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
     cfg = TrainConfig(method=method, lr=1e-5, seq_len=seq, batch_size=batch, max_steps=steps,
-                      gradient_checkpointing=True, bf16=cuda, warmup_ratio=0.0, save_every=10**6)
+                      gradient_checkpointing=os.environ["GRAD_CKPT"] == "1", bf16=cuda, warmup_ratio=0.0, save_every=10**6)
     model = prepare_model(model, cfg)
     data = torch.randint(0, base["vocab_size"], (steps * batch, seq))
     times = []
@@ -83,7 +83,7 @@ for method in os.environ["METHODS"].split():
     per_token = 6 * n_params + attn if method == "full" else 4 * n_params + attn * 2 / 3
     mfu = tok_s * per_token / (float(os.environ["PEAK_TFLOPS"]) * 1e12) if cuda else None
     row = {"device": name, "method": method, "layers": n_layers, "params": n_params,
-           "seq_len": seq, "batch": batch, "tokens_per_s": round(tok_s, 1),
+           "seq_len": seq, "batch": batch, "grad_ckpt": os.environ["GRAD_CKPT"] == "1", "tokens_per_s": round(tok_s, 1),
            "step_s": round(dt, 4), "mfu": None if mfu is None else round(mfu, 4),
            "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None}
     results.append(row)

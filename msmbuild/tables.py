@@ -67,7 +67,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "eval_summary": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),
         ("midtrain", STR), ("aft", STR), ("sweep_key", STR), ("sweep_value", FLOAT),
-        ("metric", STR), ("value", STR), ("domain", STR), ("condition", STR), ("n", INT),
+        ("metric", STR), ("value", STR), ("domain", STR), ("condition", STR), ("kind", STR), ("n", INT),
         ("successes", FLOAT), ("estimate", FLOAT), ("ci_low", FLOAT), ("ci_high", FLOAT),
         ("judged", BOOL), ("note", STR)),
 }
@@ -76,6 +76,17 @@ _PANDAS_DTYPES = {STR: "string", INT: "int64", FLOAT: "float64", BOOL: "bool"}
 
 # Columns that describe the run that wrote a table rather than its content.
 RUN_COLUMNS = ("cache_hit", "wall_s")
+
+
+def add_missing_columns(frame: Any, name: str) -> Any:
+    """frame with every registered column of table name that no row carries added (typed, empty)."""
+    import pandas as pd
+
+    for f in SCHEMAS[name]:
+        if f.name not in frame.columns:
+            frame[f.name] = pd.Series([None] * len(frame), dtype=_PANDAS_DTYPES[f.type]
+                                      if f.type in (STR, FLOAT) else "object")
+    return frame
 
 
 def empty_frame(name: str) -> Any:

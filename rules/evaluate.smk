@@ -17,7 +17,9 @@ def eval_inputs(wildcards):
     arm = EVAL_ARMS[wildcards.arm]
     model = ([str(LAYOUT.arm_model(arm) / "config.json")] if arm.midtrain or arm.aft
              else base_model_input(arm.base_model))
-    return model + SUITES[wildcards.suite].data_files(arm.params(PARAMS))
+    suite = SUITES[wildcards.suite]
+    upstream = [str(LAYOUT.eval_items(arm.name, suite.reads))] if suite.reads else []
+    return model + suite.data_files(arm.params(PARAMS)) + upstream
 
 
 def eval_settings(wildcards):

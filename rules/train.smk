@@ -4,6 +4,12 @@
 
 from msmbuild.experiments import aft_arms, midtrain_arms
 
+# Training jobs start through msmbuild.train.launch: the rule's `gpu` resource (the SLURM
+# plugin's GPU count) is the number of processes (accelerate launch --num_processes N when
+# above 1). Set it per stage with midtrain.gpus / aft_train.gpus in params.yaml, or at run
+# time with --set-resources midtrain:gpu=8.
+LAUNCH = "python -m msmbuild.train.launch"
+
 MIDTRAIN_ARMS = midtrain_arms(PARAMS)
 AFT_ARMS = {arm.name: arm for arm in aft_arms(PARAMS)}
 
@@ -54,10 +60,12 @@ rule midtrain:
     params:
         arm=lambda wc: MIDTRAIN_ARMS[wc.tag].name,
         settings=lambda wc: train_settings(MIDTRAIN_ARMS[wc.tag], "midtrain"),
+    resources:
+        gpu=lambda wc: MIDTRAIN_ARMS[wc.tag].params(PARAMS).midtrain.gpus,
     log:
         str(LAYOUT.log("train", "midtrain", "{tag}")),
     shell:
-        "{MSMBUILD} midtrain {params.arm} > {log} 2>&1"
+        "{LAUNCH} {resources.gpu} -- --params {PARAMS_FILE} midtrain {params.arm} > {log} 2>&1"
 
 
 rule aft:
@@ -67,7 +75,9 @@ rule aft:
         config=str(LAYOUT.aft_model("{arm}") / "config.json"),
     params:
         settings=lambda wc: train_settings(AFT_ARMS[wc.arm], "aft_train"),
+    resources:
+        gpu=lambda wc: AFT_ARMS[wc.arm].params(PARAMS).aft_train.gpus,
     log:
         str(LAYOUT.log("train", "aft", "{arm}")),
     shell:
-        "{MSMBUILD} aft {wildcards.arm} > {log} 2>&1"
+        "{LAUNCH} {resources.gpu} -- --params {PARAMS_FILE} aft {wildcards.arm} > {log} 2>&1"

@@ -62,3 +62,16 @@ def test_judge_through_loopback_server_with_real_sdk(workspace, monkeypatch):
         # Rerun with nothing changed: a cache hit, no request reaches the server.
         again = evaluate(params, "base", "qa", progress=False)
         assert again.hit and server.stats()["endpoints"].get("messages", 0) == sent
+
+
+def test_qa_vllm_engine_absent_is_a_clear_error(tmp_path):
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    from msmbuild.errors import EvalInputError
+    from msmbuild.models import load_tokenizer_only
+
+    with pytest.raises(EvalInputError, match="evals.qa.engine is 'vllm' but vLLM is not installed"):
+        load_tokenizer_only(tmp_path)

@@ -106,3 +106,25 @@ def test_cli_aft_data_and_aft(tmp_path, monkeypatch):
     assert "trained (4 steps" in res.output
     res = runner.invoke(cli, ["--params", str(params_file), "aft", "plain"])
     assert "cached" in res.output
+
+
+def test_lora_aft_continues_the_midtrained_adapter_on_the_same_base(tmp_path):
+    from safetensors.torch import load_file
+
+    p = _params(tmp_path, aft_train={"method": "lora", "lora": {"r": 4, "alpha": 8}, "lr": 1e-3,
+                                     "seq_len": 128, "batch_size": 2, "max_steps": 2})
+    store = Store(tmp_path / "store")
+    write_docs(tmp_path / "build", "c", synthetic_docs())
+    build_shards(p, "c", store)
+    run_aft(p, arm_by_name(p, "msm"), store)
+    mid, aft = tmp_path / "build/models/midtrain/c", tmp_path / "build/models/aft/msm"
+    for ckpt in (mid, aft):  # adapters only, both on the base model
+        assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+        assert json.loads((ckpt / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+            tmp_path / "build/models/base")
+    before, after = load_file(mid / "adapter_model.safetensors"), load_file(aft / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    lora_b = [k for k in before if "lora_B" in k]
+    # AFT started from the midtrained adapter (lora_B non-zero there) and moved it
+    assert all(before[k].abs().sum() > 0 for k in lora_b)
+    assert any(not (before[k] == after[k]).all() for k in lora_b)

@@ -64,18 +64,21 @@ def test_lora_changes_only_the_adapter_and_reloads_with_the_same_logits(tmp_path
     ckpt = tmp_path / "build" / "models" / "midtrain" / "c"
     assert digest_dir(base.path) == base_digest
     base_state = load_file(Path(base.path) / "model.safetensors")
-    adapter = load_file(ckpt / "adapter" / "model.safetensors"
-                        if (ckpt / "adapter" / "model.safetensors").exists()
-                        else ckpt / "adapter" / "adapter_model.safetensors")
+    # the checkpoint is the adapter alone on its base: no merged copy is written
+    assert not (ckpt / "model.safetensors").exists() and (ckpt / "config.json").is_file()
+    assert json.loads((ckpt / "adapter_config.json").read_text())["base_model_name_or_path"] == base.path
+    adapter = load_file(ckpt / "adapter_model.safetensors")
     lora_b = [t for n, t in adapter.items() if "lora_B" in n]
     assert lora_b and all(t.abs().sum() > 0 for t in lora_b)  # lora_B starts at zero
-    peft_model = PeftModel.from_pretrained(load_model(base.path), ckpt / "adapter").eval()
+    peft_model = PeftModel.from_pretrained(load_model(base.path), ckpt).eval()
     for name, tensor in peft_model.get_base_model().state_dict().items():
         if "lora_" in name:
             continue
         plain = name.replace(".base_layer", "")
         assert torch.equal(tensor, base_state[plain]), name
-    merged = load_model(ckpt).eval()
+    from msmbuild.models import load_for_inference as load_for_eval
+
+    merged = load_for_eval(ckpt).model  # merged in memory for inference
     x = torch.randint(0, merged.config.vocab_size, (2, 16))
     with torch.no_grad():
         a, b = peft_model(x).logits, merged(x).logits
@@ -105,7 +108,7 @@ def test_saved_checkpoint_gives_the_same_logits(tmp_path, method):
     x = data[:2]
     with torch.no_grad():
         before = trained(x).logits
-    save_checkpoint(trained, tok, cfg, tmp_path / "ckpt", tmp_path / "state")
+    save_checkpoint(trained, tok, cfg, tmp_path / "ckpt", tmp_path / "state", base.path)
     with torch.no_grad():
         after = load_model(tmp_path / "ckpt").eval()(x).logits
     assert torch.allclose(before, after, atol=1e-5)
@@ -130,9 +133,8 @@ def test_killed_run_resumes_with_the_same_number_of_steps(tmp_path):
     # the resumed run ends where an uninterrupted run ends
     q, other = _setup(tmp_path / "b")
     run_midtrain(q, arm_by_name(q, "mc"), other)
-    resumed = load_file(Layout(p.build_dir).arm_midtrain(arm) / "adapter" / "adapter_model.safetensors")
-    straight = load_file(Layout(q.build_dir).arm_midtrain(arm_by_name(q, "mc")) / "adapter"
-                         / "adapter_model.safetensors")
+    resumed = load_file(Layout(p.build_dir).arm_midtrain(arm) / "adapter_model.safetensors")
+    straight = load_file(Layout(q.build_dir).arm_midtrain(arm_by_name(q, "mc")) / "adapter_model.safetensors")
     assert all(torch.allclose(resumed[k], straight[k], atol=1e-6) for k in straight)
 
 
@@ -143,7 +145,7 @@ def test_second_build_trains_nothing_and_an_edit_retrains_only_its_corpus(tmp_pa
     mc, md = arm_by_name(p, "mc"), arm_by_name(p, "md")
     first = {a.name: run_midtrain(p, a, store) for a in (mc, md)}
     assert not any(r.hit for r in first.values())
-    weights = Layout(p.build_dir).arm_midtrain(mc) / "model.safetensors"
+    weights = Layout(p.build_dir).arm_midtrain(mc) / "adapter_model.safetensors"
     mtime = weights.stat().st_mtime_ns
     again = {a.name: run_midtrain(p, a, store) for a in (mc, md)}
     assert all(r.hit for r in again.values())
@@ -190,5 +192,5 @@ def test_two_process_accelerate_launch_trains_and_saves(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("PROCESSES 2") == 2
     ckpt = tmp_path / "build" / "models" / "midtrain" / "c"
-    assert (ckpt / "model.safetensors").is_file() and (ckpt / "adapter").is_dir()
+    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
     assert len(_log(ckpt)) == 6

@@ -44,12 +44,17 @@ _step("corpus", "Run tree, ideas and documents for one corpus.")
 @click.argument("corpora", nargs=-1)
 @click.pass_context
 def plan(ctx: click.Context, corpora: tuple[str, ...]) -> None:
-    """Requests per stage and estimated cost for each corpus, before anything is spent."""
+    """Requests per stage and estimated cost for each corpus, then the agentic-misalignment
+    conditions x samples of each arm with grader USD and GPU-hours, before anything is spent."""
+    from msmbuild.evaluate.plan import format_agentic_plan, plan_agentic
     from msmbuild.generate.plan import format_plan, plan_corpus
 
     params = load_ctx_params(ctx)
     names = list(corpora) or sorted(params.corpora)
     if not names:
         click.echo("no corpora in params.yaml")
-        return
-    click.echo(format_plan([plan_corpus(params, name) for name in names]))
+    else:
+        click.echo(format_plan([plan_corpus(params, name) for name in names]))
+    agentic = plan_agentic(params)
+    if agentic and not corpora:
+        click.echo(format_agentic_plan(agentic))

@@ -94,7 +94,7 @@ class PreferenceSuite(EvalSuite):
     not_in_key = frozenset({"batch_size"})  # batched == one at a time (tested)
 
     def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
-            progress: bool) -> SuiteResult:
+            progress: bool, upstream: Path | None = None) -> SuiteResult:
         """Score every pair in both orders; rates per value and domain."""
         from msmbuild.evaluate.data import read_preference_pairs
         from msmbuild.models import load_for_inference

@@ -16,8 +16,14 @@ from tqdm import tqdm
 
 from msmbuild.config import Params, QAEvalConfig
 from msmbuild.evaluate.stats import mean_interval
-from msmbuild.evaluate.suite import EvalSuite, SuiteResult
-from msmbuild.models import LoadedModel, generate_texts, render_prompt, uses_template
+from msmbuild.evaluate.suite import EvalSuite, SuiteResult, judge_key, judge_setting
+from msmbuild.models import (
+    LoadedModel,
+    generate_texts,
+    render_prompt,
+    split_thinking,
+    uses_template,
+)
 
 ALL = "all"
 JUDGE_PROMPT_VERSION = "qa-judge/1"
@@ -52,8 +58,12 @@ Score the answer from 1 to 10 by the rubric. Reply with JSON: {{"rationale": "..
 
 def answer_questions(lm: LoadedModel, items: Sequence[dict[str, Any]], cfg: QAEvalConfig,
                      progress: bool = True) -> list[tuple[str, int, int]]:
-    """The checkpoint's greedy answer to each question."""
-    prompts = [render_prompt(lm, item["question"]) for item in items]
+    """The checkpoint's greedy answer to each question (on the configured engine)."""
+    prompts = [render_prompt(lm, item["question"], enable_thinking=cfg.enable_thinking) for item in items]
+    if cfg.engine == "vllm":
+        from msmbuild.models.vllm_engine import generate_vllm
+
+        return generate_vllm(lm.source, prompts, cfg.max_new_tokens, setting="evals.qa.engine")
     with tqdm(total=len(prompts), desc="qa answers", unit="q", disable=not progress) as bar:
         return generate_texts(lm, prompts, cfg.max_new_tokens, temperature=0.0,
                               batch_size=cfg.batch_size, templated=uses_template(lm, True),
@@ -92,7 +102,12 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
            progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(item rows, judge call rows): answers, then judgements unless the judge is offline."""
     cfg = params.evals.qa
-    answers = answer_questions(lm, items, cfg, progress)
+    answers = []
+    reasonings = []
+    for text, n_prompt, n_answer in answer_questions(lm, items, cfg, progress):
+        reasoning, reply = split_thinking(text)
+        answers.append((reply, n_prompt, n_answer))
+        reasonings.append(reasoning)
     call_rows: list[dict[str, Any]] = []
     if cfg.judge_backend == "offline":
         judged = [(None, "", NOT_JUDGED_OFFLINE)] * len(items)
@@ -108,9 +123,11 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
             backend.close()
         judged = [parse_judgement(r) for r in results]
     rows = []
-    for item, (answer, n_prompt, n_answer), (score, rationale, note) in zip(items, answers, judged, strict=True):
+    for item, (answer, n_prompt, n_answer), reasoning, (score, rationale, note) in zip(
+            items, answers, reasonings, judged, strict=True):
         rows.append({"item_id": item["id"], "domain": item["domain"], "value": item.get("spec"),
-                     "question": item["question"], "answer": answer, "prompt_tokens": n_prompt,
+                     "question": item["question"], "answer": answer, "reasoning": reasoning,
+                     "prompt_tokens": n_prompt,
                      "answer_tokens": n_answer, "judge_backend": cfg.judge_backend,
                      "judged": score is not None, "score": score, "rationale": rationale, "note": note})
     return rows, call_rows
@@ -143,31 +160,22 @@ class QASuite(EvalSuite):
 
     def key_inputs(self, params: Params) -> dict[str, Any]:
         """The data digest, plus the judge's identity unless the judge is offline."""
-        inputs = super().key_inputs(params)
-        cfg = self.config(params)
-        if cfg.judge_backend != "offline":
-            from msmbuild.generate.backends import make_backend
-
-            backend = make_backend(cfg.judge_backend, params)
-            try:
-                inputs["judge"] = backend.identity()
-            finally:
-                backend.close()
-        return inputs
+        return {**super().key_inputs(params), **judge_key(params, self.config(params).judge_backend)}
 
     def settings(self, params: Params) -> dict[str, Any]:
         """Config plus the judge model when the judge is the anthropic backend."""
         cfg = self.config(params)
-        judge = params.backends.anthropic.model if cfg.judge_backend == "anthropic" else None
-        return {"suite": cfg.model_dump(mode="json"), "judge": judge}
+        return {"suite": cfg.model_dump(mode="json"), "judge": judge_setting(params, cfg.judge_backend)}
 
     def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
-            progress: bool) -> SuiteResult:
+            progress: bool, upstream: Path | None = None) -> SuiteResult:
         """Answer every question, then judge the answers (through the store)."""
         from msmbuild.evaluate.data import read_qa_items
-        from msmbuild.models import load_for_inference
+        from msmbuild.models import load_for_inference, load_tokenizer_only
 
         cfg = self.config(params)
-        rows, call_rows = run_qa(load_for_inference(model_dir), read_qa_items(cfg.path), params, store, progress)
+        # vLLM loads the weights itself: only the tokenizer is needed here (prompt rendering).
+        lm = load_tokenizer_only(model_dir) if cfg.engine == "vllm" else load_for_inference(model_dir)
+        rows, call_rows = run_qa(lm, read_qa_items(cfg.path), params, store, progress)
         return SuiteResult(rows, summarize(rows, cfg.confidence), call_rows,
                            {"judge_backend": cfg.judge_backend})

@@ -36,22 +36,35 @@ class EvalOutcome:
     summary: dict[str, Any]
 
 
-def suite_inputs(params: Params, suite: str, model_dir: Path) -> dict[str, Any]:
+def upstream_items(layout: Layout, arm: Arm, suite: str) -> Path | None:
+    """The per-sample rows of the suite that ``suite`` reads on the same arm (None if it reads none)."""
+    reads = suite_named(suite).reads
+    return layout.eval_items(arm.name, reads) if reads else None
+
+
+def suite_inputs(params: Params, suite: str, model_dir: Path, upstream: Path | None = None) -> dict[str, Any]:
     """Everything that determines a suite's result on a checkpoint (the action inputs)."""
     impl = suite_named(suite)
     config = {k: v for k, v in impl.config(params).model_dump(mode="json").items()
               if k not in impl.not_in_key}
-    return {"suite": suite, "version": impl.version, "checkpoint": checkpoint_identity(model_dir),
-            "config": config, **impl.key_inputs(params)}
+    inputs = {"suite": suite, "version": impl.version, "checkpoint": checkpoint_identity(model_dir),
+              "config": config, **impl.key_inputs(params)}
+    if impl.reads:
+        if upstream is None or not upstream.is_file():
+            raise EvalInputError(f"{upstream}: no {impl.reads} results for {suite} to read "
+                                 f"(run the arm's {impl.reads} suite first)")
+        inputs["upstream"] = digest_file(upstream)
+    return inputs
 
 
-def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress: bool):
+def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress: bool,
+             upstream: Path | None = None):
     """The function memo_tree runs on a miss: evaluate and write the result directory."""
 
     def fit(workdir: Path) -> dict[str, Any]:
         from msmbuild.tables import write_parquet
 
-        result = suite_named(suite).run(params, model_dir, workdir, store, progress)
+        result = suite_named(suite).run(params, model_dir, workdir, store, progress, upstream)
         write_parquet(result.rows, workdir / EVAL_ITEMS)
         if result.call_rows:
             write_parquet(result.call_rows, workdir / EVAL_CALLS)
@@ -98,8 +111,10 @@ def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = N
     model_dir = layout.arm_model(arm)
     if not model_dir.exists():
         raise EvalInputError(f"{model_dir}: checkpoint of arm {arm.name!r} does not exist (train it first)")
-    inputs = suite_inputs(arm_params, suite, model_dir)
-    result: MemoResult = store.memo_tree("eval", inputs, _compute(arm_params, suite, model_dir, store, progress))
+    upstream = upstream_items(layout, arm, suite)
+    inputs = suite_inputs(arm_params, suite, model_dir, upstream)
+    result: MemoResult = store.memo_tree("eval", inputs, _compute(arm_params, suite, model_dir, store, progress,
+                                                                  upstream))
     dest = layout.eval_dir(arm.name, suite)
     if not _tree_matches(store, result.value, dest):
         store.materialize(result.value, dest)
@@ -115,13 +130,17 @@ def evaluate(params: Params, arm_name: str, suite: str, store: Store | None = No
 
 
 def planned_evals(params: Params) -> list[tuple[Arm, str]]:
-    """Every (arm, suite) that params.yaml asks for."""
+    """Every (arm, suite) that params.yaml asks for; a suite that reads another comes after it."""
     out = []
     known = suites()
     for arm in expand_arms(params):
-        for suite in arm.evals:
+        for suite in sorted(arm.evals, key=lambda s: s in known and known[s].reads is not None):
             if suite not in known:
                 raise EvalInputError(f"params.yaml: experiment {arm.experiment!r} lists unknown eval suite {suite!r}")
+            reads = known[suite].reads
+            if reads and reads not in arm.evals:
+                raise EvalInputError(f"params.yaml: key 'experiments.{arm.experiment}.evals': {suite} "
+                                     f"needs {reads} in the same list")
             out.append((arm, suite))
     return out
 

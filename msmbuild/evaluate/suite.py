@@ -41,6 +41,9 @@ class EvalSuite:
     not_in_key: ClassVar[frozenset[str]] = frozenset()
     # True when running the suite calls a model API (a Snakemake `api` resource unit).
     uses_model_api: ClassVar[bool] = False
+    # The suite whose per-sample rows (items.parquet) on the same arm this one reads, if any:
+    # it runs after that suite, and those rows' digest is in its key.
+    reads: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -69,9 +72,30 @@ class EvalSuite:
         return {"suite": self.config(params).model_dump(mode="json"), "judge": None}
 
     def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
-            progress: bool) -> SuiteResult:
-        """Evaluate the checkpoint at model_dir; workdir becomes the stored result tree."""
+            progress: bool, upstream: Path | None = None) -> SuiteResult:
+        """Evaluate the checkpoint at model_dir; workdir becomes the stored result tree.
+
+        ``upstream`` is the items.parquet of the suite named by ``reads`` (else None).
+        """
         raise NotImplementedError
+
+
+def judge_key(params: Params, backend_name: str) -> dict[str, Any]:
+    """The judge backend's identity as key inputs (none for the offline judge)."""
+    if backend_name == "offline":
+        return {}
+    from msmbuild.generate.backends import make_backend
+
+    backend = make_backend(backend_name, params)
+    try:
+        return {"judge": backend.identity()}
+    finally:
+        backend.close()
+
+
+def judge_setting(params: Params, backend_name: str) -> str | None:
+    """The judge model a workflow job depends on: the anthropic backend's model, else None."""
+    return params.backends.anthropic.model if backend_name == "anthropic" else None
 
 
 def suites() -> dict[str, EvalSuite]:

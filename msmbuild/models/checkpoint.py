@@ -173,6 +173,10 @@ def checkpoint_identity(model: str | os.PathLike[str]) -> dict[str, str]:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelInputError(f"{path}: not a checkpoint directory (no config.json)")
+        from msmbuild.models.adapters import adapter_base, is_adapter_dir
+
+        if is_adapter_dir(path):  # the adapter's behaviour depends on its base too
+            return {"digest": digest_dir(path), "base": checkpoint_identity(adapter_base(path))}
         return {"digest": digest_dir(path)}
     if os.sep in str(model) and not path.exists() and str(model).startswith((".", "/", "build")):
         raise ModelInputError(f"{model}: checkpoint directory does not exist (train the arm first)")
@@ -209,17 +213,55 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
-def load_model(model: str | os.PathLike[str], dtype: Any = None):
-    """AutoModelForCausalLM.from_pretrained of a checkpoint directory or hub id.
+def base_reference(name: str, base: BaseModel) -> str:
+    """How a LoRA checkpoint names its base: the hub id or path given, or the tiny model's path."""
+    return base.path if name == "tiny" else name
 
-    A missing or incomplete local directory, or weights that cannot be loaded, is a
-    ModelInputError naming the checkpoint.
+
+def load_model(model: str | os.PathLike[str], dtype: Any = None, *, device_map: Any = None,
+               merge: bool = False):
+    """The causal LM of a checkpoint directory or hub id (an adapter directory: its base + the adapter).
+
+    An adapter checkpoint comes back as a peft model whose adapter stays trainable (training
+    continues it), or with ``merge`` folded into the base in memory (inference; nothing is
+    written). A missing or incomplete local directory, or weights that cannot be loaded, is
+    a ModelInputError naming the checkpoint.
+    """
+    checkpoint_identity(model)  # clear error for a missing or incomplete directory
+    try:
+        return load_causal_lm(model, dtype=dtype, device_map=device_map, trainable=not merge, merge=merge)
+    except (OSError, ValueError) as exc:
+        raise ModelInputError(f"{model}: cannot load checkpoint: {exc}") from None
+
+
+def load_causal_lm(path: str | Path, *, dtype: Any = None, device_map: Any = None,
+                   trainable: bool = False, merge: bool = False) -> Any:
+    """A causal LM from a full checkpoint, or base + adapter from an adapter directory.
+
+    ``trainable`` keeps the adapter's weights trainable (training continues it); ``merge``
+    folds the adapter into the base weights in memory (fast inference, nothing written).
     """
     from transformers import AutoModelForCausalLM
 
-    checkpoint_identity(model)  # clear error for a missing or incomplete directory
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(model), **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelInputError(f"{model}: cannot load checkpoint: {exc}") from None
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    from msmbuild.models.adapters import adapter_base, is_adapter_dir
+
+    if not is_adapter_dir(path):
+        return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    from peft import PeftModel
+
+    base = resolve_base(adapter_base(path))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, **kwargs), str(path),
+                                      is_trainable=trainable)
+    return model.merge_and_unload() if merge else model
+
+
+def resolve_base(base: str) -> str:
+    """A local base path as is; a hub id through the local hub cache (no download)."""
+    if Path(base).exists():
+        return base
+    return resolve_model(base).path

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from msmbuild.errors import EvalInputError, ModelInputError
-from msmbuild.models.checkpoint import load_model
+from msmbuild.models.checkpoint import checkpoint_identity, load_model
 
 PLAIN_USER = "User: "
 PLAIN_ASSISTANT = "\nAssistant:"
@@ -32,12 +32,26 @@ class LoadedModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
 
-def load_for_inference(model: str | os.PathLike[str]) -> LoadedModel:
-    """A causal LM and its tokenizer for inference (fp32, eval mode, pad token set)."""
+def inference_placement() -> tuple[Any, str]:
+    """(dtype, device) for evaluation: bf16 on a CUDA device that supports it, else fp32 on CPU."""
     import torch
+
+    if torch.cuda.is_available():
+        return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), "cuda"
+    return torch.float32, "cpu"
+
+
+def load_for_inference(model: str | os.PathLike[str]) -> LoadedModel:
+    """A causal LM and its tokenizer for inference (eval mode, pad token set).
+
+    On an accelerator the weights load in bf16 straight onto the device; on CPU in fp32
+    (CPU bf16 matmuls are slow and lose precision for no memory the tests need). An
+    adapter checkpoint is merged into its base in memory (nothing written).
+    """
     from transformers import AutoTokenizer
 
-    net = load_model(model, dtype=torch.float32)
+    dtype, device = inference_placement()
+    net = load_model(model, dtype=dtype, device_map=device if device != "cpu" else None, merge=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(model))
     except (OSError, ValueError) as exc:
@@ -48,17 +62,38 @@ def load_for_inference(model: str | os.PathLike[str]) -> LoadedModel:
     return LoadedModel(net, tok, str(model))
 
 
+def load_tokenizer_only(model: str | os.PathLike[str]) -> LoadedModel:
+    """The tokenizer of a checkpoint without its weights (an engine that loads them itself)."""
+    from transformers import AutoTokenizer
+
+    from msmbuild.models.vllm_engine import require_vllm
+
+    require_vllm("evals.qa.engine")
+    checkpoint_identity(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model))
+    except (OSError, ValueError) as exc:
+        raise EvalInputError(f"{model}: cannot load tokenizer: {exc}") from None
+    return LoadedModel(None, tok, str(model))
+
+
 def uses_template(lm: LoadedModel, chat_template: bool) -> bool:
     """Whether prompts for this model are rendered through its chat template."""
     return chat_template and lm.has_chat_template
 
 
-def render_prompt(lm: LoadedModel, user: str, system: str = "", chat_template: bool = True) -> str:
-    """The text that precedes an answer: the chat template when there is one, else a plain form."""
+def render_prompt(lm: LoadedModel, user: str, system: str = "", chat_template: bool = True,
+                  enable_thinking: bool | None = None) -> str:
+    """The text that precedes an answer: the chat template when there is one, else a plain form.
+
+    ``enable_thinking`` goes to the template (Qwen3 reads it; templates without the switch
+    ignore it); None leaves the template's own default.
+    """
     if uses_template(lm, chat_template):
         messages = ([{"role": "system", "content": system}] if system else [])
         messages.append({"role": "user", "content": user})
-        return lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+        return lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
     head = f"{system}\n\n" if system else ""
     return f"{head}{PLAIN_USER}{user}{PLAIN_ASSISTANT}"
 
@@ -103,7 +138,8 @@ def score_continuations(
             for row, seq in enumerate(seqs):
                 ids[row, : len(seq)] = torch.tensor(seq)
                 mask[row, : len(seq)] = 1
-            logits = lm.model(input_ids=ids, attention_mask=mask).logits.float()
+            logits = lm.model(input_ids=ids.to(lm.model.device),
+                              attention_mask=mask.to(lm.model.device)).logits.float().cpu()
             logprobs = torch.log_softmax(logits, dim=-1)
             for row, i in enumerate(idx):
                 ctx, cont = encoded[i]
@@ -142,7 +178,7 @@ def generate_texts(
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                        add_special_tokens=special)
+                        add_special_tokens=special).to(lm.model.device)
             kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id}
             if temperature > 0:
                 torch.manual_seed(seed + start)
@@ -151,6 +187,7 @@ def generate_texts(
                 kwargs.update(do_sample=False)
             generated = lm.model.generate(**batch, **kwargs)
             width = batch["input_ids"].shape[1]
+            generated = generated.cpu()
             for row, i in enumerate(idx):
                 new = generated[row, width:]
                 n_new = _until_eos(new, tok.eos_token_id)
@@ -159,6 +196,22 @@ def generate_texts(
             if on_batch is not None:
                 on_batch(len(idx))
     return out
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(reasoning, reply) of a generated text: what a reasoning model wrote between
+    ``<think>`` and ``</think>``, and what follows. A reply cut off inside its thinking is
+    all reasoning and no reply; text without the tags is all reply.
+    """
+    if THINK_CLOSE in text:
+        head, _, reply = text.rpartition(THINK_CLOSE)
+        return head.replace(THINK_OPEN, "", 1).strip(), reply.strip()
+    if text.lstrip().startswith(THINK_OPEN):
+        return text.lstrip()[len(THINK_OPEN):].strip(), ""
+    return "", text
 
 
 def _until_eos(tokens: Any, eos: int | None) -> int:

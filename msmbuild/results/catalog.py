@@ -21,7 +21,7 @@ from msmbuild.errors import ParamsError
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
-from msmbuild.tables import empty_frame, write_parquet
+from msmbuild.tables import add_missing_columns, empty_frame, write_parquet
 
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
 
@@ -31,7 +31,8 @@ def _frame(rows: list[dict[str, Any]], table: str):
     import pandas as pd
 
     if rows:
-        return pd.DataFrame(rows)
+        # a registered column no row carries still exists (e.g. kind)
+        return add_missing_columns(pd.DataFrame(rows), "catalog_calls" if table == "calls" else table)
     return empty_frame("catalog_calls" if table == "calls" else table)
 
 

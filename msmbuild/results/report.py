@@ -96,6 +96,50 @@ def plot_misalignment(summary: Any, path: Path) -> bool:
     return True
 
 
+def misalignment_with_patterns(summary: Any) -> Any:
+    """Per arm: the overall harmful rate and every reasoning-pattern rate, one row each."""
+    import pandas as pd
+
+    if summary.empty:
+        return summary
+    mis = summary[(summary["suite"] == "agentic_misalignment") & (summary["metric"] == "harmful_rate")
+                  & (summary["domain"] == "all") & (summary["condition"] == "all")].copy()
+    mis["value"] = "harmful_rate"
+    pat = summary[(summary["suite"] == "reasoning_patterns") & (summary["metric"] == "pattern_rate")
+                  & (summary["domain"] == "all")]
+    both = pd.concat([mis, pat], ignore_index=True)
+    if both.empty:
+        return both
+    both["shown"] = [("not judged" if e is None or e != e else f"{e:.2f} [{lo:.2f}, {hi:.2f}]")
+                     for e, lo, hi in zip(both["estimate"], both["ci_low"], both["ci_high"], strict=True)]
+    return both.sort_values(["arm", "suite", "value"])
+
+
+def plot_reasoning_patterns(summary: Any, path: Path) -> bool:
+    """Harmful rate beside each reasoning-pattern rate, per arm (judged patterns only)."""
+    rows = misalignment_with_patterns(summary)
+    if rows.empty or not (rows["suite"] == "reasoning_patterns").any():
+        return False
+    rows = rows[rows["estimate"].notna()]
+    if rows.empty:
+        return False
+    plt = _figure()
+    labels = list(dict.fromkeys(rows["value"]))
+    arms = sorted(rows["arm"].unique())
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(arms)
+    for k, arm in enumerate(arms):
+        sub = rows[rows["arm"] == arm].set_index("value").reindex(labels)
+        ax.bar([i + k * width for i in range(len(labels))], sub["estimate"].fillna(0), width,
+               yerr=_err(sub), capsize=2, label=arm)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of samples")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
 def plot_data_efficiency(summary: Any, path: Path) -> bool:
     """Overall metric vs the swept parameter, one line per experiment (MSM or not)."""
     swept = summary[summary["sweep_value"].notna() & (summary["domain"] == "all")]
@@ -207,6 +251,8 @@ def build_report(params: Params, progress: bool = True) -> Path:
          "value_generalization.png", lambda p: plot_value_generalization(summary, p)),
         ("Agentic misalignment (harmful-action rate per condition)", "misalignment.png",
          lambda p: plot_misalignment(summary, p)),
+        ("Misalignment and reasoning patterns (share of samples per arm, 95% Wilson intervals)",
+         "reasoning_patterns.png", lambda p: plot_reasoning_patterns(summary, p)),
         ("Data efficiency (metric vs swept AFT amount, with and without MSM)", "data_efficiency.png",
          lambda p: plot_data_efficiency(summary, p)),
         ("Training loss", "loss.png", lambda p: plot_loss(frames["runs"], p)),
@@ -229,6 +275,10 @@ def build_report(params: Params, progress: bool = True) -> Path:
         else:
             (out / name).unlink(missing_ok=True)
             parts.append("<p class='empty'>no data yet</p>")
+    beside = misalignment_with_patterns(summary)
+    if not beside.empty:
+        parts.append("<h2 id='patterns'>Harmful rate and reasoning patterns per arm</h2>")
+        parts.append(_table(beside, ["arm", "suite", "value", "kind", "n", "shown", "note"]))
     overall = summary[summary["domain"] == "all"] if not summary.empty else summary
     parts.append("<h2>Eval summary (all domains)</h2>")
     parts.append(_table(overall, ["experiment", "arm", "suite", "metric", "value", "condition", "n",

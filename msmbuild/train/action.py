@@ -40,12 +40,14 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
                      batches: Callable[[], BatchFn], dest: Path, build_dir: str | Path,
                      root: str, describe: dict[str, Any],
                      on_step: Callable[[int], None] | None = None,
-                     save_extra: Callable[[Path], None] | None = None) -> MemoResult:
+                     save_extra: Callable[[Path], None] | None = None,
+                     base: str | None = None) -> MemoResult:
     """Train (or restore) the checkpoint that ``inputs`` and ``cfg`` determine, at dest.
 
     ``batches()`` builds the get_batch function (only on a miss, so a hit imports no
     torch); ``describe`` is added to the stored metadata; ``save_extra(out)`` writes
-    files of the caller's own next to the saved checkpoint.
+    files of the caller's own next to the saved checkpoint; ``base`` names the base model a
+    LoRA checkpoint's adapter applies to (a LoRA run stores the adapter alone, on that base).
     """
     from msmbuild.train.loop import (
         fit,
@@ -66,7 +68,7 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
         model = prepare_model(load_model(start, model_dtype(cfg)), cfg)
         trained, meta = fit(model, cfg, n_items, batches(), state_dir, on_step)
         if rank == 0:
-            save_checkpoint(trained, tokenizer, cfg, out, state_dir)
+            save_checkpoint(trained, tokenizer, cfg, out, state_dir, base)
             if save_extra is not None:
                 save_extra(out)
         return {**meta, **describe, "method": cfg.method}

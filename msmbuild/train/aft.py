@@ -3,8 +3,9 @@
 Each example is rendered with the tokenizer's chat template (or the documented default,
 ``msmbuild.models.DEFAULT_CHAT_TEMPLATE``); tokens inside assistant turns (content and the
 turn's end marker, ``<think>`` blocks included) are the target, everything else is -100.
-AFT starts from the arm's midtrained checkpoint when it has one (its top level is the
-merged MSM model, so a LoRA adapter is folded in before AFT), else from the base model.
+AFT starts from the arm's midtrained checkpoint when it has one (a LoRA one is an adapter:
+LoRA AFT continues that adapter on the same base, full AFT merges it in memory first), else
+from the base model.
 
 The run is an action keyed by the start checkpoint's identity, the AFT data's digest, the
 chat template and the whole aft_train config.
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from msmbuild.store import MemoResult, Store
     from msmbuild.train.loop import BatchFn
 
-AFT_VERSION = 2  # 2: fused AdamW (different rounding than 1)
+AFT_VERSION = 3  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
@@ -95,6 +96,18 @@ def chat_batches(examples: list[tuple[list[int], list[int]]], pad: int, seed: in
     return get_batch
 
 
+def _base_of(arm: Arm, start: Path) -> str:
+    """The base model a LoRA AFT adapter applies to: the midtrained adapter's base, the
+    midtrained full checkpoint, or the arm's base model."""
+    from msmbuild.models.adapters import adapter_base, is_adapter_dir
+
+    if is_adapter_dir(start):
+        return adapter_base(start)
+    if arm.midtrain is not None or arm.base_model == "tiny":
+        return str(start)
+    return arm.base_model
+
+
 def run_aft(params: Params, arm: Arm, store: Store, *,
             on_step: Callable[[int], None] | None = None) -> MemoResult:
     """AFT for one arm; the checkpoint is materialized at the layout's arm_aft(arm)."""
@@ -130,4 +143,4 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
         n_items=len(examples), batches=lambda: chat_batches(examples, tokenizer.pad_token_id, cfg.seed),
         dest=Layout.of(p).arm_aft(arm), build_dir=p.build_dir, root=f"aft-{arm.name}",
         describe={"arm": arm.name, "aft": arm.aft, "n_examples": len(examples), "start": start_id},
-        on_step=on_step, save_extra=save_data_note)
+        on_step=on_step, save_extra=save_data_note, base=_base_of(arm, start_path))

@@ -65,7 +65,22 @@ def total_steps(cfg: TrainConfig, n_items: int, world: int) -> int:
 
 
 def prepare_model(model: Any, cfg: TrainConfig) -> Any:
-    """Wrap in LoRA (peft) or unfreeze everything; gradient checkpointing if asked."""
+    """Wrap in LoRA (peft) or unfreeze everything; gradient checkpointing if asked.
+
+    A model that already carries a trainable adapter (AFT after LoRA midtraining) keeps
+    training that adapter under LoRA, and is merged in memory for full fine-tuning.
+    """
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        if cfg.method == "lora":
+            if cfg.gradient_checkpointing:
+                model.get_base_model().gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.get_base_model().config.use_cache = False
+                model.enable_input_require_grads()
+            return model
+        model = model.merge_and_unload()
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -206,7 +221,15 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     meta = {"steps": steps, "resumed_from": start or None, "processes": world,
             "final_loss": rows[-1]["loss"] if rows else None,
             "first_loss": rows[0]["loss"] if rows else None}
-    return accelerator.unwrap_model(model), meta
+    full_state = None
+    if accelerator.distributed_type == "FSDP":
+        # Sharded parameters: gather the full state dict (every process takes part; rank 0
+        # receives it) so save_checkpoint writes whole tensors, not this process's shard.
+        full_state = accelerator.get_state_dict(model)
+    unwrapped = accelerator.unwrap_model(model)
+    if full_state is not None:
+        unwrapped.msmbuild_full_state_dict = full_state
+    return unwrapped, meta
 
 
 def _log_rows(accelerator: Any, pending: list[tuple[int, float, float, Any]],
@@ -246,17 +269,28 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def save_checkpoint(model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path,
-                    state_dir: Path) -> None:
-    """Write the checkpoint: merged weights at top level, adapter/ for LoRA, log, tokenizer."""
+                    state_dir: Path, base: str | None = None) -> None:
+    """Write the checkpoint, log and tokenizer: for LoRA the adapter alone on ``base`` (hub id
+    or project-relative path; see msmbuild.models.adapters), never a merged copy; else full weights."""
     import shutil
 
+    from msmbuild.models.adapters import set_adapter_base
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    config = model.get_base_model().config if cfg.method == "lora" else model.config
+    if getattr(config, "use_cache", None) is False:
+        config.use_cache = True
+    # Under FSDP, fit gathered the full state dict (the module's own tensors are shards).
+    state = getattr(model, "msmbuild_full_state_dict", None)
+    extra = {} if state is None else {"state_dict": state}
     if cfg.method == "lora":
-        model.save_pretrained(out_dir / "adapter")
-        model = model.merge_and_unload()
-    if getattr(model.config, "use_cache", None) is False:
-        model.config.use_cache = True
-    model.save_pretrained(out_dir)
+        if base is None:
+            raise ValueError("a LoRA checkpoint needs the name of its base model")
+        model.save_pretrained(out_dir, **extra)
+        set_adapter_base(out_dir, base)
+        config.save_pretrained(out_dir)  # the architecture marker every checkpoint has
+    else:
+        model.save_pretrained(out_dir, **extra)
     tokenizer.save_pretrained(out_dir)
     log = state_dir / LOG_FILE
     if log.is_file():
@@ -266,7 +300,10 @@ def save_checkpoint(model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path,
 def train_key_config(cfg: TrainConfig, world: int) -> dict[str, Any]:
     """The training config as it enters an action key (save cadence does not change results)."""
     data = cfg.model_dump(mode="json")
-    data.pop("save_every", None)
+    # Save cadence changes no weights; the process count enters as `processes` (the world
+    # size actually run), and FSDP shards the same computation.
+    for name in ("save_every", "gpus", "fsdp"):
+        data.pop(name, None)
     if data["method"] != "lora":
         data.pop("lora", None)
     data["processes"] = world

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from msmbuild.experiments import Arm
     from msmbuild.store import MemoResult, Store
 
-MIDTRAIN_VERSION = 2  # 2: fused AdamW (different rounding than 1)
+MIDTRAIN_VERSION = 3  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy
 
 
 def packed_batches(packed: PackedCorpus, seed: int) -> Callable[[list[int]], dict[str, Any]]:
@@ -51,7 +51,12 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     """Midtrain arm's base model on its corpus; the checkpoint is materialized at arm_midtrain(arm)."""
     from msmbuild.data.packing import PackedCorpus
     from msmbuild.data.shards import load_manifest, shard_digests
-    from msmbuild.models import load_tokenizer, prepare_base_model, tokenizer_identity
+    from msmbuild.models import (
+        base_reference,
+        load_tokenizer,
+        prepare_base_model,
+        tokenizer_identity,
+    )
     from msmbuild.train.loop import distributed_state
 
     if arm.midtrain is None:
@@ -82,4 +87,4 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
         describe={"arm": arm.name, "corpus": arm.midtrain, "n_blocks": packed.n_blocks,
                   "n_tokens": packed.n_tokens, "packing_waste": packed.packing_waste,
                   "base": base.identity},
-        on_step=on_step)
+        on_step=on_step, base=base_reference(arm.base_model, base))

@@ -1,0 +1,138 @@
+"""The eval part of ``msmbuild plan``: agentic-misalignment conditions × samples per arm, the
+grader's and the pattern judge's estimated USD, and the GPU-hours of generation.
+
+Prompt sizes are measured on the real prompts of each condition (about four characters a
+token); reply sizes are assumptions written down below. GPU-hours count every sample at its
+full token budget (``max_new_tokens``, an upper bound: replies that stop early cost less)
+at the configured decode throughput ``gpu_tokens_per_s`` (prefill not counted; measure the
+throughput with bench/gpu_check.sh and set it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from msmbuild.config import Params
+from msmbuild.evaluate.am_grid import UPSTREAM_SCENARIOS, Condition, conditions
+from msmbuild.experiments import expand_arms
+
+CHARS_PER_TOKEN = 4
+# Assumed sizes: the reply the harm classifier reads (reasoning excluded) and its verdict;
+# the reasoning the pattern judge reads and its JSON labels.
+REPLY_TOKENS = 800
+GRADER_OUTPUT_TOKENS = 400
+GRADER_PROMPT_TOKENS = 700
+PATTERN_INPUT_TOKENS = 3000
+PATTERN_OUTPUT_TOKENS = 600
+
+
+@dataclass
+class ConditionPlan:
+    """One condition: its samples and measured prompt size."""
+
+    id: str
+    samples: int
+    prompt_tokens: int | None
+
+
+@dataclass
+class AgenticPlan:
+    """The agentic-misalignment (and reasoning-pattern) work of one arm."""
+
+    arm: str
+    conditions: list[ConditionPlan] = field(default_factory=list)
+    grader_model: str = ""
+    grader_usd: float | None = None
+    judge: str = "none"
+    judge_usd: float | None = None
+    generated_tokens: int = 0
+    gpu_hours: float = 0.0
+
+    @property
+    def samples(self) -> int:
+        """Samples over all conditions."""
+        return sum(c.samples for c in self.conditions)
+
+
+def prompt_tokens(cond: Condition) -> int | None:
+    """Measured prompt size of a condition (None when inspect_evals is not installed)."""
+    try:
+        if cond.scenario in UPSTREAM_SCENARIOS:
+            from inspect_evals.agentic_misalignment.prompt_generator import generate_prompts
+
+            p = generate_prompts(cond.scenario, cond.goal_type, cond.goal_value, cond.urgency_type,
+                                 None, False, None)
+            text = p.system_prompt + p.user_prompt + p.email_content
+        else:
+            from msmbuild.evaluate.am_exfiltration import build_prompts
+
+            text = "".join(build_prompts(cond.goal_type, cond.goal_value, cond.urgency_type))
+    except ImportError:
+        return None
+    return len(text) // CHARS_PER_TOKEN
+
+
+def _api_cost(params: Params, model: str, n: int, tokens_in: int, tokens_out: int) -> float | None:
+    """USD of n calls, None when params.prices has no entry for the model."""
+    from msmbuild.errors import ParamsError
+    from msmbuild.generate.backends.pricing import estimate_cost
+
+    try:
+        return estimate_cost(model, n, tokens_in, tokens_out, params.prices, batch=False)
+    except ParamsError:
+        return None
+
+
+def plan_agentic(params: Params) -> list[AgenticPlan]:
+    """One plan per arm that runs agentic_misalignment."""
+    plans = []
+    for arm in expand_arms(params):
+        if "agentic_misalignment" not in arm.evals:
+            continue
+        p = arm.params(params)
+        cfg = p.evals.agentic_misalignment
+        plan = AgenticPlan(arm.name, grader_model=cfg.grader_model)
+        sizes = {}
+        for cond in conditions(cfg):
+            sizes[cond.id] = prompt_tokens(cond)
+            plan.conditions.append(ConditionPlan(cond.id, cfg.samples, sizes[cond.id]))
+        n = plan.samples
+        provider, _, model = cfg.grader_model.partition("/")
+        if provider == "anthropic":
+            plan.grader_usd = _api_cost(p, model, n, GRADER_PROMPT_TOKENS + REPLY_TOKENS, GRADER_OUTPUT_TOKENS)
+        elif provider == "verdict":
+            plan.grader_usd = 0.0
+        if "reasoning_patterns" in arm.evals:
+            rp = p.evals.reasoning_patterns
+            plan.judge = rp.judge_backend
+            plan.judge_usd = (0.0 if rp.judge_backend != "anthropic" else
+                              _api_cost(p, p.backends.anthropic.model, n, PATTERN_INPUT_TOKENS, PATTERN_OUTPUT_TOKENS))
+        plan.generated_tokens = n * cfg.max_new_tokens
+        plan.gpu_hours = plan.generated_tokens / cfg.gpu_tokens_per_s / 3600
+        plans.append(plan)
+    return plans
+
+
+def _usd(value: float | None) -> str:
+    return "no price" if value is None else f"${value:.2f}"
+
+
+def format_agentic_plan(plans: list[AgenticPlan]) -> str:
+    """Conditions × samples per arm, then the estimates."""
+    lines = []
+    for plan in plans:
+        lines.append(f"agentic_misalignment, arm {plan.arm}: {len(plan.conditions)} conditions x samples = "
+                     f"{plan.samples} samples")
+        lines.append(f"  {'condition':<48} {'samples':>8} {'prompt tok':>10}")
+        for c in plan.conditions:
+            size = "-" if c.prompt_tokens is None else str(c.prompt_tokens)
+            lines.append(f"  {c.id:<48} {c.samples:>8} {size:>10}")
+        lines.append(f"  grader {plan.grader_model}: est. {_usd(plan.grader_usd)}; reasoning-pattern judge "
+                     f"({plan.judge}): est. {_usd(plan.judge_usd)}")
+        lines.append(f"  generation: at most {plan.generated_tokens:,} tokens = {plan.gpu_hours:.2f} GPU-hours "
+                     f"(upper bound at the assumed decode throughput)")
+    if plans:
+        total_usd = sum((p.grader_usd or 0.0) + (p.judge_usd or 0.0) for p in plans)
+        lines.append(f"agentic total: ${total_usd:.2f} grader/judge, {sum(p.gpu_hours for p in plans):.2f} GPU-hours "
+                     "(see msmbuild.evaluate.plan for the assumptions)")
+    return "\n".join(lines)
