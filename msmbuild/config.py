@@ -59,7 +59,8 @@ class BatchConfig(Section):
 
 
 class AnthropicConfig(Section):
-    model: str = Field("claude-opus-4-1", description="Generator model.")
+    model: str = Field("claude-opus-4-6", description="Generator model (the paper's scripts: Claude Opus 4.6; its production runs used claude-opus-4-7). Checked once per run with the Models API before anything is spent.")
+    preflight: bool = Field(True, description="Before the first request of a run, ask the Models API (one call) whether the model exists; a retired or unknown model stops the run with an error naming this key.")
     max_tokens: int = Field(8192, ge=1, description="max_tokens for documents; list stages use max_tokens_structured.")
     max_tokens_structured: int = Field(4096, ge=1, description="max_tokens for JSON list stages.")
     temperature: float = Field(0.8, ge=0, le=1, description="Sampling temperature (paper: 0.8).")
@@ -71,7 +72,7 @@ class AnthropicConfig(Section):
         "aiohttp", description="The SDK's HTTP transport: aiohttp (anthropic[aiohttp]; about 40% less client CPU per request) or the SDK's default httpx.")
     base_url: str | None = Field(None, description="API base URL (default: the SDK's, or ANTHROPIC_BASE_URL).")
     api_key_env: str = Field("ANTHROPIC_API_KEY", description="Environment variable holding the API key (never stored).")
-    prompt_caching: bool = Field(True, description="cache_control on the shared spec context.")
+    prompt_caching: bool = Field(True, description="cache_control on the shared spec context (the whole spec, first in every request) when it reaches the model's minimum cacheable length.")
     batch: BatchConfig = Field(default_factory=BatchConfig, description="Message Batches for bulk stages (half price, asynchronous).")
 
 
@@ -101,20 +102,47 @@ class FilterConfig(Section):
 
 
 class CorpusConfig(Section):
+    """One synthetic corpus: its spec, who the documents are about, and the generation chain."""
+
     spec: str = Field(description="Path of the spec markdown file.")
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend.")
     decomposition: Literal["structural", "model"] = Field("structural", description="How the subdomain tree is made.")
-    n_subdomains: int = Field(5, ge=1, description="Subdomains proposed per domain in model decomposition.")
+    max_subdomains: int = Field(8, ge=1, description="Most subdomains per domain in model decomposition; the generator chooses how many (favouring fewer, as the paper does).")
     n_assertions: int = Field(5, ge=1, description="Assertions per subdomain.")
     n_doc_types: int = Field(5, ge=1, description="Document types per subdomain (paper: 5).")
     n_doc_ideas: int = Field(5, ge=1, description="Ideas per document type (paper: 5).")
     n_samples: int = Field(1, ge=1, description="Documents per idea.")
-    context: Literal["section", "full"] = Field("section", description="Spec context a document sees.")
+    context: Literal["full_incremental", "section", "full"] = Field(
+        "full_incremental",
+        description="Spec context every call sees. full_incremental: the whole spec (as the paper), keyed by the call's own section, the spec digest it saw recorded as provenance; section: own section plus preamble; full: the whole spec in the key (any edit regenerates everything).")
+    refresh_stale: bool = Field(False, description="Regenerate calls made against an older revision of the rest of the spec (full_incremental); `msmbuild generate refresh` does the same once.")
+    model_name: str = Field("Llama", description="Name of the model being trained; fills {model_name} in the spec and every prompt (the paper: e.g. Qwen, Llama).")
+    provider_name: str = Field("Meta", description="Its developer; fills {provider_name} in the spec and every prompt (the paper: e.g. Alibaba, Meta).")
+    framing: Literal["self", "claude", "humans"] = Field("self", description="Whom the documents are about: the model itself (model_name), Claude, or humans (the paper's language ablation).")
+    max_topups: int = Field(2, ge=0, description="Follow-up 'do not repeat these' calls when a list stage returns fewer items than asked.")
     revise: bool = Field(False, description="Critique-then-rewrite pass over each document.")
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Which generated documents are kept.")
     template_vars: dict[str, str] = Field(
-        default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
-        description="Values for {model_name}-style variables in the spec.")
+        default_factory=dict,
+        description="Values for further {name}-style variables in the spec (model_name and provider_name have their own keys).")
+
+    @model_validator(mode="after")
+    def _identity_keys(self) -> CorpusConfig:
+        for name in ("model_name", "provider_name"):
+            if name in self.template_vars:
+                raise ValueError(f"template_vars.{name}: set the corpus's {name} key instead")
+        return self
+
+    def identity_names(self) -> tuple[str, str]:
+        """(model name, provider name) the spec and prompts are rendered with; Claude for framing: claude."""
+        if self.framing == "claude":
+            return "Claude", "Anthropic"
+        return self.model_name, self.provider_name
+
+    def spec_variables(self) -> dict[str, str]:
+        """Values that fill the spec's {variables}: template_vars plus the model identity."""
+        name, provider = self.identity_names()
+        return {**self.template_vars, "model_name": name, "provider_name": provider}
 
 
 # -- data, models, training ------------------------------------------------------------------
@@ -297,12 +325,7 @@ class Params(Section):
     build_dir: str = Field("build", description="Where materialized artifacts go.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="The content-addressed store and its shared remote.")
     backends: BackendsConfig = Field(default_factory=BackendsConfig, description="Settings of each generation backend.")
-    prices: dict[str, Price] = Field(default_factory=lambda: {
-        "claude-opus-4-1": Price(input=15.0, output=75.0),
-        "claude-sonnet-4-5": Price(input=3.0, output=15.0),
-        "claude-sonnet-4-6": Price(input=3.0, output=15.0),
-        "claude-haiku-4-5": Price(input=1.0, output=5.0),
-    }, description="USD per million tokens by model.")
+    prices: dict[str, Price] = Field(default_factory=dict, description="USD per million tokens by model, overriding the maintained genai-prices table (which knows current Anthropic models and their cache prices).")
     corpora: dict[str, CorpusConfig] = Field(default_factory=dict, description="Synthetic corpora by name: one spec each, generated into documents.")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny base model built when an experiment's base_model is 'tiny'.")
     shards: ShardConfig = Field(default_factory=ShardConfig, description="Tokenizing a corpus into training shards.")

@@ -62,6 +62,9 @@ class StatusReport:
     outputs: list[OutputStatus] = field(default_factory=list)
     dvc: dict[str, list[str]] = field(default_factory=dict)
     unbuilt_corpora: list[str] = field(default_factory=list)
+    # corpus -> (documents made against an older spec revision, all documents); these are
+    # valid by the full_incremental policy, so they do not make the build stale
+    older_spec_documents: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def up_to_date(self) -> bool:
@@ -79,7 +82,7 @@ def section_changes(params: Params, corpus: str) -> list[SectionChange] | None:
     if not recorded_path.is_file():
         return None
     recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
-    current = parse_spec(cfg.spec, cfg.template_vars)
+    current = parse_spec(cfg.spec, cfg.spec_variables())
     old = {s["id"]: s["hash"] for s in recorded["sections"]}
     changes = []
     if recorded.get("preamble") != current.preamble:
@@ -143,6 +146,12 @@ def status(params: Params, workdir: str | Path = ".", engine: str = "snakemake")
             report.unbuilt_corpora.append(corpus)
         else:
             report.sections.extend(changes)
+        if params.corpora[corpus].context == "full_incremental":
+            from msmbuild.generate.corpus import stale_documents
+
+            counts = stale_documents(params, corpus)
+            if counts is not None and counts[0]:
+                report.older_spec_documents[corpus] = counts
     if engine in ("snakemake", "both") and (Path(workdir) / "Snakefile").is_file():
         report.outputs = snakemake_summary(workdir)
     if engine in ("dvc", "both"):

@@ -32,7 +32,8 @@ CALL_FIELDS = (
     ("key", STR), ("corpus", STR), ("stage", STR), ("subdomain", STR), ("backend", STR),
     ("model", STR), ("cache_hit", BOOL), ("input_tokens", INT), ("output_tokens", INT),
     ("cache_creation_input_tokens", INT), ("cache_read_input_tokens", INT),
-    ("cost_usd", FLOAT), ("wall_s", FLOAT), ("error", STR),
+    ("cache_saving_usd", FLOAT), ("cost_usd", FLOAT), ("wall_s", FLOAT), ("error", STR),
+    ("context_digest", STR),
 )
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -42,11 +43,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("domain", STR), ("subdomain", STR), ("doc_type", STR), ("idea", STR),
         ("sample_index", INT), ("text", STR), ("n_chars", INT), ("backend", STR), ("model", STR),
         ("prompt_version", STR), ("produced_by_model", BOOL), ("input_tokens", INT),
-        ("output_tokens", INT), ("cost_usd", FLOAT)),
+        ("output_tokens", INT), ("cost_usd", FLOAT), ("spec_digest", STR)),
     "ideas": _schema(
         ("corpus", STR), ("subdomain", STR), ("subdomain_title", STR), ("domain", STR),
         ("section_id", STR), ("section_hash", STR), ("doc_type_index", INT), ("doc_type", STR),
-        ("idea_index", INT), ("idea", STR), ("suitable", BOOL), ("key", STR)),
+        ("idea_index", INT), ("idea", STR), ("suitable", BOOL), ("key", STR),
+        ("doc_type_description", STR)),
     # one row per model call: corpus steps, AFT data generation, judged evals
     "calls": _schema(*CALL_FIELDS),
     # the catalog's tables (build/results/<name>.parquet)

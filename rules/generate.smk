@@ -28,6 +28,7 @@ rule corpus_tree:
 
 rule corpus_ideas:
     input:
+        sections=str(LAYOUT.sections(CORPUS)),  # the whole spec every call is sent
         tree=str(LAYOUT.tree(CORPUS)),
     output:
         assertions=str(LAYOUT.assertions(CORPUS)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from msmbuild.config import AnthropicConfig, BatchConfig, Params
+from msmbuild.config import AnthropicConfig, BatchConfig, Params, Price
 from msmbuild.errors import BackendError
 from msmbuild.generate.backends._ratelimit import limiter_for, pause_from_headers
 from msmbuild.generate.backends.anthropic_backend import AnthropicBackend
@@ -59,19 +59,70 @@ def test_messages_answers_usage_cost_identity(server, tmp_path):
         assert res.cost_usd == pytest.approx(cost_usd(MODEL, res.usage, Params().prices, batch=False))
         assert res.backend == "anthropic" and res.model == MODEL and not res.batch
     assert server.stats()["endpoints"]["messages"] == 6
-    assert server.stats()["connections"] <= 4  # kept alive and reused, never one per request
+    assert server.stats()["endpoints"]["models"] == 1  # the preflight: one Models API call
+    # kept alive and reused, never one per request (+1: the preflight's own client)
+    assert server.stats()["connections"] <= 5
     assert backend.identity() == {"backend": "anthropic", "model": MODEL}
 
 
+LONG_SPEC = "SPEC " * 4000  # 20k characters: over claude-haiku-4-5's 4096-token minimum
+
+
 def test_context_is_cached_system_block(server, tmp_path):
-    backend = make(server, tmp_path, concurrency=1)
-    got, _ = run(backend, reqs(3, context="SPEC " * 400, system="Write one document."))
-    assert got[0].usage.cache_creation_input_tokens > 0 and got[0].usage.cache_read_input_tokens == 0
-    assert got[1].usage.cache_read_input_tokens == got[0].usage.cache_creation_input_tokens
-    assert got[1].cost_usd < got[0].cost_usd
+    backend = make(server, tmp_path, concurrency=4)
+    got, _ = run(backend, reqs(6, context=LONG_SPEC, system="Write one document."))
+    created = [r.usage.cache_creation_input_tokens for r in got.values()]
+    # the first request of a prefix goes alone: one cache write, every other request reads it
+    assert sorted(created) == [0] * 5 + [len(LONG_SPEC) // 4]
+    reads = [r for r in got.values() if r.usage.cache_read_input_tokens]
+    assert len(reads) == 5 and all(r.usage.cache_read_input_tokens == len(LONG_SPEC) // 4 for r in reads)
+    assert all(r.meta["cache_saving_usd"] > 0 for r in reads)
+    writer = next(r for r in got.values() if r.usage.cache_creation_input_tokens)
+    assert reads[0].cost_usd < writer.cost_usd and writer.meta["cache_saving_usd"] < 0
+    assert server.stats()["cache_marks_below_minimum"] == 0
     off = make(server, tmp_path, concurrency=1, prompt_caching=False)
-    got, _ = run(off, reqs(1, context="SPEC " * 400))
+    got, _ = run(off, reqs(1, context=LONG_SPEC))
     assert got[0].usage.cache_read_input_tokens == 0 and got[0].usage.cache_creation_input_tokens == 0
+
+
+def test_short_context_is_not_marked(server, tmp_path):
+    backend = make(server, tmp_path, concurrency=1)
+    params = backend.params(GenRequest(stage="d", prompt="p", context="SPEC " * 400))
+    assert "cache_control" not in params["system"][0]  # 500 tokens < 4096: marking would cache nothing
+    got, _ = run(backend, reqs(2, context="SPEC " * 400))
+    assert all(r.usage.cache_read_input_tokens == r.usage.cache_creation_input_tokens == 0 for r in got.values())
+    assert server.stats()["cache_marks_below_minimum"] == 0
+
+
+def test_server_enforces_the_cacheable_minimum(server):
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="k", base_url=server.url)
+    short = [{"type": "text", "text": "SPEC " * 400, "cache_control": {"type": "ephemeral"}}]
+    for _ in range(2):
+        msg = client.messages.create(model=MODEL, max_tokens=10, system=short,
+                                     messages=[{"role": "user", "content": "hi"}])
+        assert msg.usage.cache_creation_input_tokens == msg.usage.cache_read_input_tokens == 0
+        assert msg.usage.input_tokens >= 500  # billed as plain input
+    assert server.stats()["cache_marks_below_minimum"] == 2
+    mid = [{"type": "text", "text": "SPEC " * 1000, "cache_control": {"type": "ephemeral"}}]  # 1250 tokens
+    usage = {m: client.messages.create(model=m, max_tokens=10, system=mid,
+                                       messages=[{"role": "user", "content": "hi"}]).usage
+             for m in ("claude-sonnet-4-6", MODEL)}
+    assert usage["claude-sonnet-4-6"].cache_creation_input_tokens == 1250  # minimum 1024: cached
+    assert usage[MODEL].cache_creation_input_tokens == 0  # minimum 4096: not cached
+    assert server.stats()["cache_marks_below_minimum"] == 3
+    client.close()
+
+
+def test_preflight_refuses_retired_and_unknown_models(server, tmp_path):
+    for model in ("claude-opus-4-1", "claude-sonnet-4-5", "claude-nope"):
+        backend = AnthropicBackend(
+            AnthropicConfig(model=model, base_url=server.url, batch=BatchConfig(enabled=False)),
+            {model: Price(input=1.0, output=1.0)}, state_dir=tmp_path / "b")
+        with pytest.raises(BackendError, match=rf"backends\.anthropic\.model: '{model}'"):
+            run(backend, reqs(1))
+    assert server.stats()["endpoints"].get("messages", 0) == 0  # nothing was spent
 
 
 def test_structured_answer_validated_and_reasked(server, tmp_path):
@@ -251,3 +302,24 @@ def test_store_failure_in_on_result_stops_the_run(server, tmp_path):
 
     with pytest.raises(StoreError, match="disk full"):
         make(server, tmp_path, concurrency=1).generate(reqs(5), on_result)
+
+
+def test_shared_prefix_sends_every_stage_tool_only_when_cacheable(server, tmp_path):
+    backend = make(server, tmp_path)
+    other = {"type": "object", "properties": {"x": {"type": "string"}}}
+    shared = {"ideas": SCHEMA, "assertions": other}
+
+    def params(stage, schema, context):
+        return backend.params(GenRequest(stage=stage, prompt="p", schema=schema, context=context,
+                                         shared_schemas=shared))
+
+    ideas, doc = params("ideas", SCHEMA, LONG_SPEC), params("document", None, LONG_SPEC)
+    assert ideas["tools"] == doc["tools"] and len(ideas["tools"]) == 2  # one prefix for both
+    assert ideas["tool_choice"] == {"type": "tool", "name": "emit_ideas"}
+    assert doc["tool_choice"] == {"type": "none"}
+    assert "cache_control" in ideas["system"][0] and "cache_control" in doc["system"][0]
+    short = params("ideas", SCHEMA, "SPEC " * 400)  # under the minimum: no other stage's tools
+    assert [t["name"] for t in short["tools"]] == ["emit_json"] and "cache_control" not in short["system"][0]
+    got, errors = run(backend, [GenRequest(stage="ideas", prompt="p", schema=SCHEMA, context=LONG_SPEC,
+                                           shared_schemas=shared)])
+    assert errors == [] and len(got[0].data["ideas"]) >= 2

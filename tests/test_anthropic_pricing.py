@@ -1,4 +1,4 @@
-"""Cost from the params.yaml price table: token classes, defaults, batch discount."""
+"""Cost from genai-prices and the params.yaml override: token classes, defaults, batch discount."""
 
 import pytest
 
@@ -32,5 +32,15 @@ def test_estimate_matches_cost_of_summed_usage():
 
 
 def test_unknown_model_names_prices_key():
-    with pytest.raises(ParamsError, match=r"'prices'.*'nope'"):
+    with pytest.raises(ParamsError, match=r"'nope'.*'prices'"):
         cost_usd("nope", Usage(), PRICES, batch=False)
+
+
+def test_maintained_prices_know_current_models_and_cache_prices():
+    from msmbuild.generate.backends.pricing import price_for
+
+    p = price_for("claude-opus-4-6", {})
+    assert (p.input, p.output) == pytest.approx((5.0, 25.0))
+    assert p.cache_read == pytest.approx(p.input * 0.1) and p.cache_write == pytest.approx(p.input * 1.25)
+    override = {"claude-opus-4-6": Price(input=1.0, output=2.0)}
+    assert price_for("claude-opus-4-6", override).input == 1.0  # prices: in params.yaml wins

@@ -25,7 +25,7 @@ from msmbuild.generate.stages import filter_documents
 DOC_COLUMNS = ["doc_id", "corpus", "section_id", "section_hash", "domain", "subdomain",
                "doc_type", "idea", "sample_index", "text", "n_chars", "backend", "model",
                "prompt_version", "produced_by_model", "input_tokens", "output_tokens",
-               "cost_usd"]
+               "cost_usd", "spec_digest"]
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_outputs_and_schema(ws: Path) -> None:
     assert [s["id"] for s in sections["sections"]] == [
         "helpfulness", "answer", "helpfulness/ask-when-unclear", "honesty", "no_lies",
         "honesty/admit-uncertainty"]
-    assert sections["preamble"].startswith("Every document is about the assistant, an assistant made by the developer")
+    assert sections["preamble"].startswith("Every document is about Llama, an assistant made by Meta")
     tree = json.loads((out / "tree.json").read_text())
     assert [s["id"] for d in tree["domains"] for s in d["subdomains"]] == SMALL_SUBDOMAINS
     docs = pq.read_table(out / "documents.parquet")
@@ -58,7 +58,7 @@ def test_outputs_and_schema(ws: Path) -> None:
     rows = docs.to_pylist()
     assert {r["subdomain"] for r in rows} <= set(SMALL_SUBDOMAINS)
     assert all(r["produced_by_model"] is False and r["backend"] == "offline" for r in rows)
-    assert all(r["prompt_version"] == "document@1" for r in rows)
+    assert all(r["prompt_version"] == "document@2" for r in rows)
     n = len(SMALL_SUBDOMAINS)
     assert reports[2].counts["documents generated"] == n * 4
     assert len(rows) == reports[2].counts["kept"] >= n * 2
@@ -114,7 +114,7 @@ def test_inserting_a_section_renames_nothing(ws: Path) -> None:
 
 def test_model_decomposition_redecomposes_one_domain(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    make_workspace(tmp_path, decomposition="model", n_subdomains=2)
+    make_workspace(tmp_path, decomposition="model", max_subdomains=2)
     build()
     tree = json.loads(Path("build/corpora/small/tree.json").read_text())
     assert [len(d["subdomains"]) for d in tree["domains"]] == [2, 2]
@@ -144,8 +144,9 @@ def test_full_context_changes_every_document(tmp_path: Path, monkeypatch) -> Non
     stages = {}
     for r in misses():
         stages.setdefault(r["stage"], set()).add(r["subdomain"])
-    assert stages["document"] == set(SMALL_SUBDOMAINS)  # every document sees the whole spec
-    assert stages["ideas"] == {"answer"}  # planning calls stay per subdomain
+    # strict full: every call's key holds the whole spec, so one edit reaches every call
+    assert stages["document"] == set(SMALL_SUBDOMAINS)
+    assert stages["ideas"] == set(SMALL_SUBDOMAINS)
 
 
 def test_revision_pass(tmp_path: Path, monkeypatch) -> None:
@@ -157,7 +158,7 @@ def test_revision_pass(tmp_path: Path, monkeypatch) -> None:
     assert sum(r["stage"] == "revise" for r in calls) == len(SMALL_SUBDOMAINS)
     docs = pq.read_table("build/corpora/small/documents.parquet").to_pylist()
     revise_keys = {r["key"] for r in calls if r["stage"] == "revise"}
-    assert docs and all(d["prompt_version"] == "revise@1" and d["doc_id"] in revise_keys for d in docs)
+    assert docs and all(d["prompt_version"] == "revise@2" and d["doc_id"] in revise_keys for d in docs)
 
 
 def test_filters_length_and_near_duplicates() -> None:
@@ -216,7 +217,7 @@ def test_documents_before_tree_is_a_clear_error(ws: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["generate", "documents", "small"])
     assert exc.value.code == 2
-    assert "tree.json: missing; run `msmbuild generate tree small` first" in capsys.readouterr().err
+    assert ".json: missing; run `msmbuild generate tree small` first" in capsys.readouterr().err
 
 
 def test_plan_estimates_anthropic_cost(tmp_path: Path, monkeypatch) -> None:
@@ -229,8 +230,58 @@ def test_plan_estimates_anthropic_cost(tmp_path: Path, monkeypatch) -> None:
     plan = plan_corpus(params, "small")
     docs = next(s for s in plan.stages if s.stage == "document")
     assert docs.requests == len(SMALL_SUBDOMAINS) * 4 and docs.output_tokens == DOC_OUTPUT_TOKENS
-    expected = estimate_cost(params.backends.anthropic.model, docs.requests, docs.input_tokens,
+    from msmbuild.generate.caching import estimated_tokens
+    from msmbuild.generate.identity import shared_context
+    from msmbuild.spec import parse_spec
+
+    cfg = params.corpora["small"]
+    spec = parse_spec(cfg.spec, cfg.spec_variables())
+    context = shared_context(cfg, spec.full_text, spec.preamble)[0]
+    # the small spec is under claude-opus-4-6's 4096-token cacheable minimum: plain input
+    expected = estimate_cost(params.backends.anthropic.model, docs.requests,
+                             docs.input_tokens + estimated_tokens(context),
                              docs.output_tokens, params.prices, batch=False)  # 20 < batch threshold
     assert docs.cost_usd == pytest.approx(expected) and expected > 0
     assert plan.cost_usd > docs.cost_usd
     assert not Path("build").exists()  # planning spends and writes nothing
+
+
+def test_full_incremental_edit_regenerates_one_section_and_records_older_spec(ws: Path, capsys) -> None:
+    from msmbuild.generate.corpus import stale_documents
+
+    seen: list[GenRequest] = []
+
+    class Recording(OfflineBackend):
+        def answer(self, req):
+            seen.append(req)
+            return super().answer(req)
+
+    build(backend=Recording())
+    # the paper's context: every call is sent the whole spec (here: another section's words)
+    assert seen and all("never states something it believes to be false" in r.context for r in seen)
+    docs_path = Path("build/corpora/small/documents.parquet")
+    before = pq.read_table(docs_path).to_pylist()
+    (old_digest,) = {d["spec_digest"] for d in before}
+    edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
+    reports = build()
+    edited = "helpfulness/ask-when-unclear"
+    assert {r["subdomain"] for r in misses()} == {edited}  # only that section's calls ran
+    after = pq.read_table(docs_path).to_pylist()
+    mine = [d for d in after if d["subdomain"] == edited]
+    others = [d for d in after if d["subdomain"] != edited]
+    assert mine and others
+    assert {d["spec_digest"] for d in mine} != {old_digest}  # made with the edited spec
+    assert {d["spec_digest"] for d in others} == {old_digest}  # kept, and visibly older
+    assert {d["doc_id"] for d in others} <= {d["doc_id"] for d in before}
+    assert reports[2].counts["made against an older spec"] == len(others)
+    assert stale_documents(load_params("params.yaml"), "small") == (len(others), len(after))
+    main(["status", "--engine", "dvc"])
+    out = capsys.readouterr().out
+    assert f"corpus small: {len(others)} of {len(after)} documents were made against an older" in out
+    main(["generate", "refresh", "small", "--quiet"])
+    assert stale_documents(load_params("params.yaml"), "small") == (0, len(after))
+    refreshed = {r["subdomain"] for r in misses()}
+    assert edited not in refreshed and refreshed == set(SMALL_SUBDOMAINS) - {edited}
+    keys = action_keys(ws)
+    assert sum(r.stats.misses for r in build()) == 0  # the refreshed answers replaced the old ones
+    assert action_keys(ws) == keys  # under the same keys

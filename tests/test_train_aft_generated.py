@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import msmbuild.generate.demonstrations as aft_generate
-from msmbuild.config import Params
+from msmbuild.config import AnthropicConfig, Params
 from msmbuild.errors import SpecError, TrainingInputError
 from msmbuild.generate.backends.base import GenRequest, GenResult, ItemError, OnResult
 from msmbuild.generate.backends.offline import OfflineBackend
@@ -215,7 +215,7 @@ def test_anthropic_sdk_judge_verdicts_decide_what_is_kept(tmp_path, monkeypatch)
         assert made == 3 + 9 + 9 and len(verdicts) == 9
         assert sorted(r["messages"][0]["content"] for r in rows) == sorted(q for q, ok in verdicts.items() if ok)
         assert 0 < len(rows) < 9  # the fake judge's verdicts are mixed
-        assert all(r["model"] == "claude-opus-4-1" and r["produced_by_model"] for r in rows)
+        assert all(r["model"] == AnthropicConfig().model and r["produced_by_model"] for r in rows)
         prepare_aft_data(p, "gen")
         assert server.stats()["endpoints"]["messages"] == made
 

@@ -21,6 +21,10 @@ def status(ctx: click.Context, engine: str) -> None:
         click.echo(f"corpus {corpus}: not built yet")
     for change in report.sections:
         click.echo(change.describe())
+    for corpus, (older, total) in report.older_spec_documents.items():
+        click.echo(f"corpus {corpus}: {older} of {total} documents were made against an older revision "
+                   f"of the rest of the spec (kept by context: full_incremental; "
+                   f"`msmbuild generate refresh {corpus}` regenerates them)")
     stale = [o for o in report.outputs if o.stale]
     for o in stale:
         click.echo(f"{o.path}: {o.plan} ({o.status})")

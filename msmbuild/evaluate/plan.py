@@ -73,7 +73,7 @@ def prompt_tokens(cond: Condition) -> int | None:
 
 
 def _api_cost(params: Params, model: str, n: int, tokens_in: int, tokens_out: int) -> float | None:
-    """USD of n calls, None when params.prices has no entry for the model."""
+    """USD of n calls, None when neither params.prices nor genai-prices prices the model."""
     from msmbuild.errors import ParamsError
     from msmbuild.generate.backends.pricing import estimate_cost
 

@@ -2,8 +2,11 @@
 
 The key of a call is ``store.key("generate", {"backend": backend.identity(), "request":
 request.key_inputs()})``: the backend's identity (model, revision, seed; never
-credentials or concurrency) and the exact request (system, context, prompt, schema,
-sampling, sample index, prompt version). Each answer is handed to a background
+credentials or concurrency) and the request (system, context, prompt, schema, sampling,
+sample index, prompt version), where a ``context_key`` stands in for the context (the
+full_incremental policy). Each stored result carries ``context_digest``, the digest of
+the context it was made with, so a result made against an older spec is visible, and
+``refresh_stale`` regenerates exactly those. Each answer is handed to a background
 ``ResultWriter`` the moment it arrives and is normally on disk within
 ``WRITE_INTERVAL_S``, so a run stopped halfway pays again only for what was in flight
 (and, after a SIGKILL, for answers still queued).
@@ -24,6 +27,7 @@ from tqdm import tqdm
 from msmbuild.errors import BackendError
 from msmbuild.gcfreeze import frozen_heap
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
+from msmbuild.hashing import digest_text
 from msmbuild.store import ResultWriter, Store
 
 CALL_KIND = "generate"
@@ -43,6 +47,7 @@ class CallStats:
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_saving_usd: float = 0.0
     cost_usd: float = 0.0
     wall_s: float = 0.0
 
@@ -50,6 +55,10 @@ class CallStats:
         """Accumulate another run's counts into this one."""
         for name, value in asdict(other).items():
             setattr(self, name, getattr(self, name) + value)
+
+
+def _context_digest(request: GenRequest) -> str:
+    return digest_text(request.context) if request.context else ""
 
 
 def call_key(store: Store, backend: Backend, request: GenRequest) -> str:
@@ -74,8 +83,10 @@ def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: fl
         "output_tokens": usage.output_tokens if usage else 0,
         "cache_creation_input_tokens": usage.cache_creation_input_tokens if usage else 0,
         "cache_read_input_tokens": usage.cache_read_input_tokens if usage else 0,
+        "cache_saving_usd": float(res.meta.get("cache_saving_usd", 0.0)) if res is not None else 0.0,
         "cost_usd": res.cost_usd if res is not None else 0.0,
         "wall_s": wall_s, "error": error,
+        "context_digest": str(res.meta.get("context_digest", "")) if res is not None else "",
     }
 
 
@@ -87,13 +98,16 @@ def run_requests(
     desc: str,
     progress: bool = True,
     raise_on_error: bool = True,
+    refresh_stale: bool = False,
 ) -> tuple[list[GenResult | None], CallStats, list[dict[str, Any]]]:
     """Answer requests through the store; return (results, stats, rows) in request order.
 
     Rows are one per request for the calls table; a hit's row carries the tokens and cost
     its result was made with and ``cache_hit=True``. Items the backend fails on stay
     None; every other result is stored first, then (with raise_on_error) a BackendError
-    lists each failed item, so a rerun sends only those.
+    lists each failed item, so a rerun sends only those. With refresh_stale, a stored
+    result made with another context than the request's (an older spec) is made again and
+    replaces it under the same key.
     """
     start = time.perf_counter()
     stats = CallStats(requests=len(requests))
@@ -112,6 +126,9 @@ def run_requests(
             todo[key] = [i]
             continue
         res = GenResult.from_json(found.value)
+        if refresh_stale and res.meta.get("context_digest", "") != _context_digest(requests[i]):
+            todo[key] = [i]
+            continue
         results[i] = res
         rows[i] = _row(key, requests[i], res, True, float(found.meta.get("wall_s", 0.0)), "", backend)
         stats.hits += 1
@@ -123,6 +140,7 @@ def run_requests(
 
     def on_result(writer: ResultWriter, j: int, res: GenResult) -> None:
         key = miss_keys[j]
+        res.meta["context_digest"] = _context_digest(miss_requests[j])
         with lock:
             now = time.perf_counter()
             wall = float(res.meta.get("wall_s", now - last[0]))
@@ -147,6 +165,7 @@ def run_requests(
             stats.output_tokens += res.usage.output_tokens
             stats.cache_creation_input_tokens += res.usage.cache_creation_input_tokens
             stats.cache_read_input_tokens += res.usage.cache_read_input_tokens
+            stats.cache_saving_usd += float(res.meta.get("cache_saving_usd", 0.0))
             stats.cost_usd += res.cost_usd
             bar.update(len(todo[key]))
 
@@ -191,12 +210,14 @@ class CallRun:
     stats: CallStats = field(default_factory=CallStats)
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per call, for the calls table
     cost_usd: float = 0.0  # what the answers cost to make, hits included
+    refresh_stale: bool = False  # remake stored answers made against another context
 
     def call(self, requests: Sequence[GenRequest], desc: str,
              tags: Sequence[dict[str, Any]] | None = None) -> list[GenResult]:
         """Run requests (hits from the store); tags add columns to each call's row."""
         results, stats, rows = run_requests(self.store, self.backend, requests,
-                                            desc=f"{self.label}: {desc}", progress=self.progress)
+                                            desc=f"{self.label}: {desc}", progress=self.progress,
+                                            refresh_stale=self.refresh_stale)
         for row, tag in zip(rows, tags or (), strict=tags is not None):
             row.update(tag)
         self.stats.add(stats)

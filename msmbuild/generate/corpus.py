@@ -23,6 +23,7 @@ from msmbuild.errors import MsmbuildError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
 from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
+from msmbuild.generate.identity import shared_context
 from msmbuild.generate.stages import (
     FilterReport,
     StageRun,
@@ -34,6 +35,7 @@ from msmbuild.generate.stages import (
     structural_tree,
     write_documents,
 )
+from msmbuild.hashing import digest_text
 from msmbuild.layout import CORPUS_STEPS, Layout
 from msmbuild.spec import Spec, parse_spec
 from msmbuild.store import Store, write_roots
@@ -57,8 +59,10 @@ class StageReport:
         s = self.stats
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
         note = "" if self.produced_by_model else " [offline backend: not a model; text is recombined spec text]"
+        cache = (f" (prompt cache: {s.cache_read_input_tokens} tokens read, "
+                 f"${s.cache_saving_usd:.4f} saved)") if s.cache_read_input_tokens else ""
         return (f"{self.corpus} {self.step}: {counts}; calls: {s.requests} ({s.hits} cached, "
-                f"{s.misses} new, {s.errors} failed), ${s.cost_usd:.4f}; backend {self.backend}{note}")
+                f"{s.misses} new, {s.errors} failed), ${s.cost_usd:.4f}{cache}; backend {self.backend}{note}")
 
 
 def corpus_config(params: Params, corpus: str) -> CorpusConfig:
@@ -85,7 +89,8 @@ class _Session:
     """Store, backend and run state of one step; closes the backend at the end."""
 
     def __init__(self, params: Params, corpus: str, max_concurrency: int | None,
-                 progress: bool, store: Store | None, backend: Backend | None):
+                 progress: bool, store: Store | None, backend: Backend | None,
+                 refresh: bool | None = None):
         self.params = params
         self.cfg = corpus_config(params, corpus)
         self.layout = Layout.of(params)
@@ -93,7 +98,17 @@ class _Session:
         self._own_backend = backend is None
         self.backend = backend or make_backend(self.cfg.backend, params, max_concurrency)
         self.run = StageRun(self.store, self.backend, corpus, self.cfg,
-                            sampling_for(params, self.cfg.backend), progress)
+                            sampling_for(params, self.cfg.backend), progress,
+                            refresh_stale=self.cfg.refresh_stale if refresh is None else refresh)
+
+    def use_spec(self, spec: Spec) -> None:
+        """Send the spec context of the corpus's policy first in every call."""
+        self.run.context, self.run.context_key = shared_context(self.cfg, spec.full_text, spec.preamble)
+
+    def use_recorded_spec(self) -> None:
+        """use_spec with the spec as the tree step recorded it (sections.json)."""
+        sections = self.layout.sections(self.run.corpus)
+        self.use_spec(Spec.from_json(_read_json(sections, "tree", self.run.corpus)))
 
     def report(self, step: str, counts: dict[str, int], changed: list[str]) -> StageReport:
         produced = all(r["model"] != "offline (not a model)" for r in self.run.rows) \
@@ -120,12 +135,13 @@ class _Session:
 
 def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = None,
                   progress: bool = True, store: Store | None = None,
-                  backend: Backend | None = None) -> StageReport:
+                  backend: Backend | None = None, refresh: bool | None = None) -> StageReport:
     """Parse the corpus's spec and build its subdomain tree."""
     cfg = corpus_config(params, corpus)
-    spec = parse_spec(cfg.spec, cfg.template_vars)  # a bad spec fails before anything is written
-    s = _Session(params, corpus, max_concurrency, progress, store, backend)
+    spec = parse_spec(cfg.spec, cfg.spec_variables())  # a bad spec fails before anything is written
+    s = _Session(params, corpus, max_concurrency, progress, store, backend, refresh)
     try:
+        s.use_spec(spec)
         tree = model_tree(spec, s.run) if cfg.decomposition == "model" else structural_tree(spec)
         changed: list[str] = []
         s.write(s.layout.sections(corpus), json_bytes(spec.to_json()), changed)
@@ -140,10 +156,11 @@ def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = 
 
 def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None = None,
                    progress: bool = True, store: Store | None = None,
-                   backend: Backend | None = None) -> StageReport:
-    """Assertions and doc types per subdomain, ideas per doc type."""
-    s = _Session(params, corpus, max_concurrency, progress, store, backend)
+                   backend: Backend | None = None, refresh: bool | None = None) -> StageReport:
+    """Assertions per subdomain, doc types seeing them, ideas per doc type."""
+    s = _Session(params, corpus, max_concurrency, progress, store, backend, refresh)
     try:
+        s.use_recorded_spec()
         tree = _read_json(s.layout.tree(corpus), "tree", corpus)
         assertions, ideas = plan_subdomains(tree, s.run)
         changed: list[str] = []
@@ -159,17 +176,15 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
 
 def generate_documents(params: Params, corpus: str, *, max_concurrency: int | None = None,
                        progress: bool = True, store: Store | None = None,
-                       backend: Backend | None = None) -> StageReport:
+                       backend: Backend | None = None, refresh: bool | None = None) -> StageReport:
     """Documents per suitable idea and sample, optional revision, then filters."""
-    s = _Session(params, corpus, max_concurrency, progress, store, backend)
+    s = _Session(params, corpus, max_concurrency, progress, store, backend, refresh)
     try:
+        s.use_recorded_spec()
         tree = _read_json(s.layout.tree(corpus), "tree", corpus)
         assertions = _read_json(s.layout.assertions(corpus), "ideas", corpus)
         ideas = read_parquet_rows(_require(s.layout.ideas(corpus), "ideas", corpus))
-        full_text = ""
-        if s.cfg.context == "full":
-            full_text = Spec.from_json(_read_json(s.layout.sections(corpus), "tree", corpus)).full_text
-        docs = write_documents(tree, assertions, ideas, s.run, full_text)
+        docs = write_documents(tree, assertions, ideas, s.run)
         kept, filtered = filter_documents(docs, s.cfg.filters)
         changed: list[str] = []
         s.write_table(s.layout.documents(corpus), kept, SCHEMAS["documents"], changed)
@@ -181,7 +196,11 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
                 all_calls.extend(read_parquet_rows(path))
         s.write_table(s.layout.corpus_calls(corpus), all_calls, SCHEMAS["calls"], changed)
         s.roots("documents")
-        return s.report("documents", _filter_counts(len(docs), filtered), changed)
+        current = digest_text(s.run.context) if s.run.context else ""
+        counts = _filter_counts(len(docs), filtered)
+        if s.cfg.context == "full_incremental":
+            counts["made against an older spec"] = sum(d["spec_digest"] != current for d in kept)
+        return s.report("documents", counts, changed)
     finally:
         s.close()
 
@@ -193,9 +212,27 @@ def _filter_counts(generated: int, f: FilterReport) -> dict[str, int]:
 
 def generate_corpus(params: Params, corpus: str, *, max_concurrency: int | None = None,
                     progress: bool = True, store: Store | None = None,
-                    backend: Backend | None = None) -> list[StageReport]:
-    """All three steps in order."""
+                    backend: Backend | None = None, refresh: bool | None = None) -> list[StageReport]:
+    """All three steps in order (refresh: regenerate what an older spec made; default: the setting)."""
     store = store or open_store(params)
     return [fn(params, corpus, max_concurrency=max_concurrency, progress=progress,
-               store=store, backend=backend)
+               store=store, backend=backend, refresh=refresh)
             for fn in (generate_tree, generate_ideas, generate_documents)]
+
+
+def stale_documents(params: Params, corpus: str) -> tuple[int, int] | None:
+    """(documents made against an older revision of the spec, all documents); None if unbuilt.
+
+    Compares each document's recorded spec_digest with the digest of the context the
+    corpus's policy would send now; only full_incremental keeps such documents (full
+    regenerates them, section never sends the rest of the spec).
+    """
+    cfg = corpus_config(params, corpus)
+    path = Layout.of(params).documents(corpus)
+    if not path.is_file():
+        return None
+    spec = parse_spec(cfg.spec, cfg.spec_variables())
+    context, _ = shared_context(cfg, spec.full_text, spec.preamble)
+    current = digest_text(context) if context else ""
+    rows = read_parquet_rows(path)
+    return sum(r.get("spec_digest") not in (None, current) for r in rows), len(rows)

@@ -1,24 +1,35 @@
 """The spec-to-documents stages as plain functions over in-memory values.
 
-tree → assertions, doc types → ideas → documents → (revision) → filters. Every model
-call goes through ``run_requests``, so each is an action in the store. What a call sees is
-chosen so that an edit reaches only what it should:
+The chain follows the paper's reference generator: tree → assertions per subdomain →
+doc types (seeing the assertions) → ideas per type (seeing the assertions with their
+explanations, the type's description, the subdomain's context and excerpt, the whole
+spec and the model identity) → one document per idea, planned in a ``<scratchpad>`` with
+only its ``<content>`` kept (the scratchpad stays in the call's stored answer). A list
+stage that returns fewer items than asked is topped up by follow-up calls that list what
+exists and ask for the rest ("do not repeat these"); each follow-up's prompt holds the
+earlier answers, so a rerun finds every one of them in the store.
 
-- planning calls (assertions, doc types, ideas) see the subdomain's own context (the spec
-  preamble plus the subdomain's heading path and excerpt), never its neighbours;
-- documents see that same ``section`` context, or the whole spec with ``context: full``
-  (then every edit changes every document's key, by design).
+Every model call goes through ``run_requests`` (``CallRun``), so each is an action in the
+store. Every call's prompt holds the section it is about; the shared context sent first
+(the whole spec, or the preamble under ``context: section``) is ``CorpusRequests.context``,
+and under ``context: full_incremental`` it is left out of the key and recorded as
+provenance. ``build_request`` is the one request builder: corpus stages reach it through
+``CorpusRequests`` (identity, shared context, every stage's tool), AFT demonstrations
+directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from msmbuild.config import CorpusConfig, FilterConfig, Params
+from msmbuild.errors import BackendError
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
 from msmbuild.generate.calls import CallRun
+from msmbuild.generate.identity import identity_for
 from msmbuild.generate.prompts import load_prompt
 from msmbuild.hashing import digest_text
 from msmbuild.spec import Spec, slugify
@@ -46,12 +57,24 @@ def sampling_for(params: Params, backend_name: str) -> Sampling:
 
 
 class StageRun(CallRun):
-    """The calls of one corpus step: each calls row is tagged with its corpus and subdomain."""
+    """The calls of one corpus step: each calls row is tagged with its corpus and subdomain.
+
+    ``context`` is sent first in every call (and cached); ``context_key`` stands in for it
+    in keys under full_incremental ("" keys the context itself). With ``refresh_stale`` a
+    stored answer made against another context is made again.
+    """
 
     def __init__(self, store: Store, backend: Backend, corpus: str, cfg: CorpusConfig,
-                 sampling: Sampling | None = None, progress: bool = True) -> None:
-        super().__init__(store, backend, corpus, progress)
+                 sampling: Sampling | None = None, progress: bool = True, *, context: str = "",
+                 context_key: str = "", refresh_stale: bool = False) -> None:
+        super().__init__(store, backend, corpus, progress, refresh_stale=refresh_stale)
         self.corpus, self.cfg, self.sampling = corpus, cfg, sampling or Sampling()
+        self.context, self.context_key = context, context_key
+
+    @property
+    def requests(self) -> CorpusRequests:
+        """The builder of this run's requests (its settings and current shared context)."""
+        return CorpusRequests(self.cfg, self.sampling, self.context, self.context_key)
 
     def call(self, requests: Sequence[GenRequest], tags: Sequence[str], desc: str  # type: ignore[override]
              ) -> list[GenResult]:
@@ -59,11 +82,18 @@ class StageRun(CallRun):
         return super().call(requests, desc, [{"corpus": self.corpus, "subdomain": t} for t in tags])
 
 
-def list_schema(item: dict[str, Any], list_name: str, n: int) -> dict[str, Any]:
-    """A JSON schema: an object holding exactly n items of the given shape."""
+def list_schema(item: dict[str, Any], list_name: str, n: int | None = None) -> dict[str, Any]:
+    """A JSON schema: an object holding a list of items, exactly n of them when n is given.
+
+    The corpus stages leave n out (the count asked for is in the prompt): that keeps the
+    tool definition, the first part of the cached prefix, the same for every call of a
+    stage, top-ups included.
+    """
+    array: dict[str, Any] = {"type": "array", "minItems": 1 if n is None else n, "items": item}
+    if n is not None:
+        array["maxItems"] = n
     return {"type": "object", "additionalProperties": False, "required": [list_name],
-            "properties": {list_name: {"type": "array", "minItems": n, "maxItems": n,
-                                       "items": item}}}
+            "properties": {list_name: array}}
 
 
 def object_schema(*names: str, booleans: Sequence[str] = ()) -> dict[str, Any]:
@@ -74,34 +104,105 @@ def object_schema(*names: str, booleans: Sequence[str] = ()) -> dict[str, Any]:
             "properties": props}
 
 
+ASSERTIONS_SCHEMA = list_schema(object_schema("name", "claim", "explanation"), "assertions")
+DOC_TYPES_SCHEMA = list_schema(object_schema("doc_type", "description"), "doc_types")
+IDEAS_SCHEMA = list_schema(object_schema("name", "idea", booleans=["suitable"]), "ideas")
+SUBDOMAINS_SCHEMA = list_schema(object_schema("title", "context", "excerpt"), "subdomains")
+# Every structured stage's schema, sent with every call that has a shared context: the
+# tools lead the API's cache prefix, so one list for all stages means one cached prefix.
+STAGE_SCHEMAS = {"subdomains": SUBDOMAINS_SCHEMA, "assertions": ASSERTIONS_SCHEMA,
+                 "doc_types": DOC_TYPES_SCHEMA, "ideas": IDEAS_SCHEMA}
+
+
 def build_request(stage: str, context: str, sampling: Sampling, *, structured: bool | None = None,
-                  schema: dict[str, Any] | None = None, sample_index: int = 0,
+                  schema: dict[str, Any] | None = None, sample_index: int = 0, context_key: str = "",
+                  shared_schemas: dict[str, dict[str, Any]] | None = None,
                   **values: object) -> GenRequest:
     """The request of one call: the stage's prompt template rendered with values.
 
-    ``structured`` (default: whether there is a schema) picks the structured token cap.
+    ``structured`` (default: whether there is a schema) picks the structured token cap;
+    ``context_key`` and ``shared_schemas`` are as in ``GenRequest``.
     """
     tpl = load_prompt(stage)
     structured = schema is not None if structured is None else structured
     return GenRequest(stage=stage, prompt=tpl.render(**values), context=context,
+                      context_key=context_key, shared_schemas=shared_schemas,
                       system=tpl.system, schema=schema,
                       max_tokens=sampling.max_tokens_structured if structured else sampling.max_tokens,
                       temperature=sampling.temperature, sample_index=sample_index,
                       prompt_version=tpl.tag)
 
 
+@dataclass(frozen=True)
+class CorpusRequests:
+    """How a corpus's requests are built: its settings, sampling and shared spec context.
+
+    Needs no backend or store, so ``msmbuild plan`` builds the same requests (and keys)
+    that a run would send.
+    """
+
+    cfg: CorpusConfig
+    sampling: Sampling = Sampling()
+    context: str = ""
+    context_key: str = ""
+
+    def request(self, stage: str, structured: bool, sample_index: int = 0,
+                schema: dict[str, Any] | None = None, **values: object) -> GenRequest:
+        """A request of a stage: the shared context first, the identity in every prompt."""
+        return build_request(stage, self.context, self.sampling, structured=structured, schema=schema,
+                             sample_index=sample_index, context_key=self.context_key,
+                             shared_schemas=STAGE_SCHEMAS if self.context else None,
+                             **identity_for(self.cfg).values(), **values)
+
+
 def _items(result: GenResult, list_name: str, stage: str) -> list[dict[str, Any]]:
     data = result.data
     if isinstance(data, dict) and isinstance(data.get(list_name), list):
         return [d for d in data[list_name] if isinstance(d, dict)]
-    from msmbuild.errors import BackendError
-
     raise BackendError(f"{stage}: answer has no '{list_name}' list: {result.text[:200]!r}")
+
+
+def _existing_note(existing: list[dict[str, Any]], label: Callable[[dict[str, Any]], str]) -> str:
+    """The top-up paragraph: what exists already, and not to repeat it."""
+    if not existing:
+        return ""
+    lines = "\n".join(f"- {label(e)}" for e in existing)
+    return ("\n\nThese were given already; do not repeat or closely rephrase any of them, "
+            f"and give only new ones:\n{lines}")
+
+
+def ask_lists(run: StageRun, stage: str, list_name: str, schema: dict[str, Any], n: int,
+              metas: Sequence[Any], tags: Sequence[str], values: Callable[[Any], dict[str, object]],
+              label: Callable[[dict[str, Any]], str], desc: str) -> list[list[dict[str, Any]]]:
+    """n items per meta: one call each, then top-up calls for the ones that came back short.
+
+    Each item carries ``_key``, the key of the call that produced it. Top-ups run at
+    most ``max_topups`` rounds; a list still short after them is kept as it is.
+    """
+    items: list[list[dict[str, Any]]] = [[] for _ in metas]
+    pending = list(range(len(metas)))
+    for round_ in range(run.cfg.max_topups + 1):
+        if not pending:
+            break
+        reqs = [run.requests.request(stage, True, schema=schema, n=n - len(items[i]),
+                                     existing=_existing_note(items[i], label), **values(metas[i]))
+                for i in pending]
+        results = run.call(reqs, [tags[i] for i in pending],
+                           desc if round_ == 0 else f"{desc} (top-up {round_})")
+        for i, req, res in zip(pending, reqs, results, strict=True):
+            key = run.key(req)
+            seen = {label(e).casefold() for e in items[i]}
+            for item in _items(res, list_name, stage):
+                if label(item).casefold() not in seen and len(items[i]) < n:
+                    seen.add(label(item).casefold())
+                    items[i].append({**item, "_key": key})
+        pending = [i for i in pending if len(items[i]) < n]
+    return items
 
 
 # -- tree ---------------------------------------------------------------------------------
 def section_context(preamble: str, path: Sequence[str], excerpt: str) -> str:
-    """The spec context of one subdomain: the preamble plus its heading path and excerpt."""
+    """The spec context of one part of a spec: the preamble plus its heading path and text."""
     head = " > ".join(path)
     return "\n\n".join(p for p in (preamble, f"# {head}", excerpt) if p).strip() + "\n"
 
@@ -126,28 +227,25 @@ def structural_tree(spec: Spec) -> dict[str, Any]:
 
 def domain_text(spec: Spec, section_id: str) -> str:
     """A top-level section and everything under it, headings included."""
-    return "\n\n".join(f"{'#' * s.level} {s.title}\n\n{s.text}".strip()
-                       for s in spec.subtree(section_id))
+    return "\n\n".join(f"{'#' * s.level} {s.title}\n\n{s.text}".strip() for s in spec.subtree(section_id))
 
 
-def subdomain_requests(spec: Spec, cfg: CorpusConfig, sampling: Sampling) -> list[GenRequest]:
-    """The decomposition request of every top-level section (model-decomposed trees)."""
-    schema = list_schema(object_schema("title", "context", "excerpt"), "subdomains", cfg.n_subdomains)
-    return [build_request("subdomains", section_context(spec.preamble, (), domain_text(spec, sec.id)),
-                          sampling, schema=schema, domain_title=sec.title, n=cfg.n_subdomains)
+def subdomain_requests(spec: Spec, requests: CorpusRequests) -> list[GenRequest]:
+    """One decomposition call per top-level section (the model chooses how many, up to the cap)."""
+    return [requests.request("subdomains", True, schema=SUBDOMAINS_SCHEMA, domain_title=sec.title,
+                             domain_text=domain_text(spec, sec.id), max=requests.cfg.max_subdomains)
             for sec in spec.children(None)]
 
 
 def model_tree(spec: Spec, run: StageRun) -> dict[str, Any]:
     """One generator call per top-level section proposes its subdomains."""
     tops = spec.children(None)
-    requests = subdomain_requests(spec, run.cfg, run.sampling)
-    domain_info = [(sec, digest_text(domain_text(spec, sec.id))) for sec in tops]
-    results = run.call(requests, [s.id for s in tops], "subdomains")
+    results = run.call(subdomain_requests(spec, run.requests), [s.id for s in tops], "subdomains")
     domains = []
-    for (sec, text_hash), res in zip(domain_info, results, strict=True):
+    for sec, res in zip(tops, results, strict=True):
+        text_hash = digest_text(domain_text(spec, sec.id))
         subs, used = [], set()
-        for item_ in _items(res, "subdomains", "subdomains"):
+        for item_ in _items(res, "subdomains", "subdomains")[:run.cfg.max_subdomains]:
             slug = slugify(str(item_.get("title", ""))) or "subdomain"
             sid, n = f"{sec.id}/{slug}", 2
             while sid in used:
@@ -167,105 +265,127 @@ def iter_subdomains(tree: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for d in tree["domains"] for s in d["subdomains"]]
 
 
-def subdomain_context(tree: dict[str, Any], sub: dict[str, Any]) -> str:
-    """The context a subdomain's calls see: the tree's preamble, its heading path, its excerpt."""
-    return section_context(tree.get("preamble", ""), sub["path"], sub["excerpt"])
+def _sub_values(sub: dict[str, Any]) -> dict[str, object]:
+    """What every per-subdomain prompt says about its subdomain (its own section included)."""
+    return {"domain": sub["domain"], "subdomain": " > ".join(sub["path"]) or sub["title"],
+            "subdomain_context": sub.get("context") or sub["title"], "excerpt": sub["excerpt"].strip()}
 
 
-def planning_requests(tree: dict[str, Any], cfg: CorpusConfig, sampling: Sampling
-                      ) -> tuple[list[GenRequest], list[GenRequest]]:
-    """The assertions and doc-types requests of every subdomain (known before any call)."""
-    subs = iter_subdomains(tree)
-    a_schema = list_schema(object_schema("name", "claim", "explanation"), "assertions", cfg.n_assertions)
-    t_schema = list_schema(object_schema("doc_type", "description"), "doc_types", cfg.n_doc_types)
-    a_req = [build_request("assertions", subdomain_context(tree, s), sampling, schema=a_schema,
-                           n=cfg.n_assertions, subdomain=s["title"], domain=s["domain"]) for s in subs]
-    t_req = [build_request("doc_types", subdomain_context(tree, s), sampling, schema=t_schema,
-                           n=cfg.n_doc_types, subdomain=s["title"], domain=s["domain"]) for s in subs]
-    return a_req, t_req
+def assertion_requests(tree: dict[str, Any], requests: CorpusRequests) -> list[GenRequest]:
+    """The first assertions request of every subdomain (known before any call; top-ups are not)."""
+    return [requests.request("assertions", True, schema=ASSERTIONS_SCHEMA, n=requests.cfg.n_assertions,
+                             existing=_existing_note([], str), **_sub_values(s))
+            for s in iter_subdomains(tree)]
+
+
+def _assertion_lines(items: list[dict[str, Any]], explanations: bool = True) -> str:
+    if not items:
+        return "- (none)"
+    if explanations:
+        return "\n".join(f"- {a.get('claim', '')} (Why: {a.get('explanation', '')})" for a in items)
+    return "\n".join(f"- {a.get('claim', '')}" for a in items)
+
+
+def _public(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if not k.startswith("_")}
 
 
 # -- assertions, doc types, ideas ----------------------------------------------------------------
 def plan_subdomains(tree: dict[str, Any], run: StageRun) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Assertions and doc types per subdomain, then ideas per doc type.
+    """Assertions per subdomain, then doc types seeing them, then ideas per doc type.
 
     Returns (assertions by subdomain id, idea rows in tree order).
     """
     cfg = run.cfg
     subs = iter_subdomains(tree)
-    i_schema = list_schema(object_schema("idea", booleans=["suitable"]), "ideas", cfg.n_doc_ideas)
-    common = [{"subdomain": s["title"], "domain": s["domain"]} for s in subs]
-    a_req, t_req = planning_requests(tree, cfg, run.sampling)
     ids = [s["id"] for s in subs]
-    a_res = run.call(a_req, ids, "assertions")
-    t_res = run.call(t_req, ids, "doc types")
-    assertions = {s["id"]: _items(r, "assertions", "assertions") for s, r in zip(subs, a_res, strict=True)}
-    i_req, i_meta = [], []
-    for s, c, res in zip(subs, common, t_res, strict=True):
-        for ti, t in enumerate(_items(res, "doc_types", "doc_types")):
+    assertion_lists = ask_lists(
+        run, "assertions", "assertions", ASSERTIONS_SCHEMA, cfg.n_assertions, subs, ids,
+        _sub_values, lambda a: str(a.get("claim", "")), "assertions")
+    assertions = {s["id"]: [_public(a) for a in items] for s, items in zip(subs, assertion_lists, strict=True)}
+    type_lists = ask_lists(
+        run, "doc_types", "doc_types", DOC_TYPES_SCHEMA, cfg.n_doc_types, subs, ids,
+        lambda s: {**_sub_values(s), "assertions": _assertion_lines(assertions[s["id"]])},
+        lambda t: str(t.get("doc_type", "")), "doc types")
+    metas = []
+    for s, types in zip(subs, type_lists, strict=True):
+        for ti, t in enumerate(types):
             doc_type = str(t.get("doc_type", "")).strip() or f"document {ti + 1}"
-            i_req.append(build_request("ideas", subdomain_context(tree, s), run.sampling, schema=i_schema,
-                                  n=cfg.n_doc_ideas, doc_type=doc_type, **c))
-            i_meta.append((s, ti, doc_type))
-    i_res = run.call(i_req, [m[0]["id"] for m in i_meta], "ideas")
+            metas.append((s, ti, doc_type, str(t.get("description", "")).strip()))
+    idea_lists = ask_lists(
+        run, "ideas", "ideas", IDEAS_SCHEMA, cfg.n_doc_ideas, metas, [m[0]["id"] for m in metas],
+        lambda m: {**_sub_values(m[0]), "assertions": _assertion_lines(assertions[m[0]["id"]]),
+                   "doc_type": m[2], "doc_type_description": m[3] or m[2]},
+        lambda i: str(i.get("idea", "")), "ideas")
     rows = []
-    for (s, ti, doc_type), req, res in zip(i_meta, i_req, i_res, strict=True):
-        for ii, idea in enumerate(_items(res, "ideas", "ideas")):
+    for (s, ti, doc_type, description), ideas in zip(metas, idea_lists, strict=True):
+        for ii, idea in enumerate(ideas):
             rows.append({
                 "corpus": run.corpus, "subdomain": s["id"], "subdomain_title": s["title"],
                 "domain": s["domain"], "section_id": s["section_id"],
                 "section_hash": s["section_hash"], "doc_type_index": ti, "doc_type": doc_type,
-                "idea_index": ii, "idea": str(idea.get("idea", "")).strip(),
-                "suitable": bool(idea.get("suitable", True)), "key": run.key(req),
+                "doc_type_description": description, "idea_index": ii,
+                "idea": str(idea.get("idea", "")).strip(),
+                "suitable": bool(idea.get("suitable", True)), "key": idea["_key"],
             })
     return assertions, rows
 
 
 # -- documents ---------------------------------------------------------------------------------
-def _assertion_lines(items: list[dict[str, Any]]) -> str:
-    return "\n".join(f"- {a.get('claim', '')}" for a in items) or "- (none)"
+_CONTENT_RE = re.compile(r"<content>\s*(.*?)\s*(?:</content>|\Z)", re.S)
+_SCRATCHPAD_RE = re.compile(r"<scratchpad>.*?(?:</scratchpad>|\Z)", re.S)
+
+
+def document_content(answer: str) -> str:
+    """The text inside <content> (the scratchpad is dropped); "" when there is no <content>."""
+    m = _CONTENT_RE.search(_SCRATCHPAD_RE.sub("", answer))
+    return m.group(1).strip() if m else ""
 
 
 def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: list[dict[str, Any]],
-                    run: StageRun, full_text: str = "") -> list[dict[str, Any]]:
+                    run: StageRun) -> list[dict[str, Any]]:
     """One document per suitable (subdomain, type, idea) and sample; optional revision.
 
-    Returns document rows (the documents.parquet schema) before filtering.
+    Returns document rows (the documents.parquet schema) before filtering; a document
+    whose answer has no <content> gets empty text (the length filter drops it).
     """
     cfg = run.cfg
     subs = {s["id"]: s for s in iter_subdomains(tree)}
     todo = [r for r in ideas if r["suitable"] or not cfg.filters.drop_unsuitable]
+    build = run.requests
     requests, meta = [], []
     for row in todo:
         sub = subs[row["subdomain"]]
-        context = full_text if cfg.context == "full" else subdomain_context(tree, sub)
+        values = {**_sub_values(sub), "doc_type": row["doc_type"],
+                  "doc_type_description": row.get("doc_type_description") or row["doc_type"],
+                  "idea": row["idea"], "assertions": _assertion_lines(assertions.get(sub["id"], []))}
         for k in range(cfg.n_samples):
-            requests.append(build_request("document", context, run.sampling, sample_index=k, subdomain=sub["title"],
-                domain=sub["domain"], doc_type=row["doc_type"], idea=row["idea"],
-                assertions=_assertion_lines(assertions.get(sub["id"], []))))
-            meta.append((row, sub, context, k))
+            requests.append(build.request("document", False, sample_index=k, **values))
+            meta.append((row, sub, k))
     tags = [m[0]["subdomain"] for m in meta]
     results = run.call(requests, tags, "documents")
     rows_by_key = {r["key"]: r for r in run.rows[-len(requests):]} if requests else {}
+    contents = [document_content(r.text) for r in results]
     chain: list[list[tuple[GenRequest, GenResult]]] = [[(q, r)] for q, r in zip(requests, results, strict=True)]
     if cfg.revise and requests:
-        crit_req = [build_request("critique", m[2], run.sampling, sample_index=m[3], subdomain=m[1]["title"],
-                             doc_type=m[0]["doc_type"], idea=m[0]["idea"], draft=r.text.strip())
-                    for m, r in zip(meta, results, strict=True)]
+        common = [{"subdomain": m[1]["title"], "doc_type": m[0]["doc_type"], "idea": m[0]["idea"],
+                   "excerpt": m[1]["excerpt"].strip()} for m in meta]
+        crit_req = [build.request("critique", False, sample_index=m[2], draft=c, **v)
+                    for m, c, v in zip(meta, contents, common, strict=True)]
         crit = run.call(crit_req, tags, "critiques")
-        rev_req = [build_request("revise", m[2], run.sampling, sample_index=m[3], subdomain=m[1]["title"],
-                            doc_type=m[0]["doc_type"], idea=m[0]["idea"], draft=r.text.strip(),
-                            critique=c.text.strip())
-                   for m, r, c in zip(meta, results, crit, strict=True)]
+        rev_req = [build.request("revise", False, sample_index=m[2], draft=c, critique=cr.text.strip(), **v)
+                   for m, c, cr, v in zip(meta, contents, crit, common, strict=True)]
         revised = run.call(rev_req, tags, "revisions")
         rows_by_key.update({r["key"]: r for r in run.rows[-2 * len(requests):]})
+        contents = [r.text.strip() if c else "" for r, c in zip(revised, contents, strict=True)]
         for links, cq, cr, rq, rr in zip(chain, crit_req, crit, rev_req, revised, strict=True):
             links += [(cq, cr), (rq, rr)]
     docs = []
-    for (row, _sub, _ctx, k), links in zip(meta, chain, strict=True):
+    for (row, _sub, k), links, content in zip(meta, chain, contents, strict=True):
         final_req, final = links[-1]
+        first = links[0][1]
         call_rows = [rows_by_key[run.key(q)] for q, _ in links]
-        text = final.text.strip() + "\n"
+        text = content + "\n" if content else ""
         docs.append({
             "doc_id": run.key(final_req), "corpus": run.corpus, "section_id": row["section_id"],
             "section_hash": row["section_hash"], "domain": row["domain"],
@@ -277,6 +397,7 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
             "input_tokens": sum(c["input_tokens"] for c in call_rows),
             "output_tokens": sum(c["output_tokens"] for c in call_rows),
             "cost_usd": float(sum(c["cost_usd"] for c in call_rows)),
+            "spec_digest": str(first.meta.get("context_digest", "")),
         })
     return docs
 

@@ -19,6 +19,15 @@ Messages answer carries ``anthropic-ratelimit-{kind}-limit/-remaining/-reset`` (
 3339 time at which the bucket is full again) for each enforced kind, plus
 ``anthropic-ratelimit-tokens-*`` for whichever token bucket is emptier. Without
 ``rate_limits`` nothing is enforced and no rate-limit headers are sent.
+Prompt caching is accounted as the API does it: the prefix (tools, then system blocks up
+to the last ``cache_control`` mark) is cached only when it reaches the model's minimum
+cacheable length (``msmbuild.generate.caching``); usage then reports
+``cache_creation_input_tokens`` on the first request and ``cache_read_input_tokens`` on
+later ones, with ``input_tokens`` counting only what follows the prefix. A marked prefix
+below the minimum is billed as plain input and counted in ``stats()["cache_marks_below_minimum"]``.
+The Models API (``GET /v1/models``, ``GET /v1/models/{id}``) serves the SDK's current
+models (``anthropic.types.ModelParam`` minus the ones the SDK lists as retired by today);
+any other id is a 404, as a retired model is on the real API.
 
 In-process use::
 
@@ -51,6 +60,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import xxhash
+
+from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
+from msmbuild.generate.models import current_models
 
 __all__ = ["FAULT_KINDS", "RATE_KINDS", "FakeAnthropic", "Fault", "configure_remote", "inject_remote",
            "spawn_server", "stats_remote"]
@@ -121,22 +133,44 @@ def prompt_of(params: dict[str, Any]) -> str:
     return ""
 
 
-def _cache_prefix(params: dict[str, Any]) -> tuple[str | None, str]:
-    """(cacheable prefix or None, the rest of the input): system blocks up to the last cache_control."""
+@dataclass(frozen=True)
+class _Prefix:
+    """How a request's input splits into the cacheable prefix and plain input tokens."""
+
+    key: str | None  # the cache entry the prefix writes or reads; None: nothing is cached
+    tokens: int  # tokens of the cached prefix (0 when key is None)
+    plain: int  # input tokens billed as plain input
+    marked_short: bool  # a cache_control mark on a prefix below the model's minimum
+
+
+def _cache_prefix(params: dict[str, Any]) -> _Prefix:
+    """The API's prefix (tools, then system blocks up to the last cache_control mark).
+
+    It is cached only when it reaches the model's minimum cacheable length; a shorter
+    marked prefix is plain input. ``usage`` (the answer's cache accounting) and
+    ``rate_cost`` (what the rate limits charge) both split the input here, so they
+    agree on which tokens are cached.
+    """
     system = params.get("system") or []
     if isinstance(system, str):
         system = [{"type": "text", "text": system}]
     cut = max((i + 1 for i, b in enumerate(system) if b.get("cache_control")), default=0)
+    tools = params.get("tools")
+    tools_text = json.dumps(tools, sort_keys=True) if tools else ""
     prefix = "\n".join(str(b.get("text", "")) for b in system[:cut])
+    prefix_tokens = estimated_tokens(tools_text) + estimated_tokens(prefix)
     rest = "\n".join(str(b.get("text", "")) for b in system[cut:])
     rest += "\n".join(_block_text(m.get("content")) for m in params.get("messages") or [])
-    if params.get("tools"):
-        rest += json.dumps(params["tools"], sort_keys=True)
-    return (prefix if cut else None), rest
+    model = str(params.get("model"))
+    if cut and prefix_tokens >= min_cacheable_tokens(model):
+        key = xxhash.xxh3_128_hexdigest(f"{model}\0{tools_text}\0{prefix}".encode())
+        return _Prefix(key, prefix_tokens, _tokens(rest), False)
+    return _Prefix(None, 0, _tokens(rest) + prefix_tokens, bool(cut))
 
 
-def _sample_from_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
-    """A value that satisfies a (simple) JSON schema, drawn from rng."""
+def _sample_from_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0,
+                        list_items: int | None = None) -> Any:
+    """A value that satisfies a (simple) JSON schema, drawn from rng (list_items: array length)."""
     if "enum" in schema:
         return rng.choice(schema["enum"])
     kind = schema.get("type", "object")
@@ -144,10 +178,13 @@ def _sample_from_schema(schema: dict[str, Any], rng: random.Random, depth: int =
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         props = schema.get("properties", {})
-        return {name: _sample_from_schema(sub, rng, depth + 1) for name, sub in props.items()}
+        return {name: _sample_from_schema(sub, rng, depth + 1, list_items) for name, sub in props.items()}
     if kind == "array":
         n = max(schema.get("minItems", 3), 1) if depth < 4 else 0
-        return [_sample_from_schema(schema.get("items", {"type": "string"}), rng, depth + 1) for _ in range(n)]
+        if list_items is not None and depth < 4:
+            n = min(max(list_items, schema.get("minItems", 0)), schema.get("maxItems", list_items))
+        return [_sample_from_schema(schema.get("items", {"type": "string"}), rng, depth + 1, list_items)
+                for _ in range(n)]
     if kind == "string":
         return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8)))
     if kind == "integer":
@@ -233,8 +270,11 @@ class _State:
     """Everything the handlers share; one lock guards it."""
 
     def __init__(self, latency_s: float, batch_latency_s: float, answer_chars: int,
-                 api_key: str | None, rate_limits: dict[str, int] | None = None):
+                 api_key: str | None, rate_limits: dict[str, int] | None = None,
+                 models: list[str] | None = None):
         self.lock = threading.Lock()
+        self.models = list(models) if models is not None else current_models()
+        self.list_items: int | None = None  # array length of structured answers (None: the schema's minItems)
         self.latency_s = latency_s
         self.batch_latency_s = batch_latency_s
         self.answer_chars = answer_chars
@@ -255,6 +295,8 @@ class _State:
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)  # last Messages request bodies
         self.batch_items = 0
         self.rate_limited = 0  # Messages requests answered 429 by the rate limits (not injected)
+        self.cache_marks_below_minimum = 0
+        self.usage_totals: Counter[str] = Counter()
 
     def take_fault(self, prompt: str, kinds: tuple[str, ...]) -> Fault | None:
         """Consume the first armed fault of one of kinds that matches prompt."""
@@ -280,35 +322,37 @@ class _State:
                 "rate_limited": self.rate_limited,
                 "rate_charged": dict(self.limits.charged),
                 "rate_limits": {k: b.limit for k, b in self.limits.buckets.items()},
+                "cache_marks_below_minimum": self.cache_marks_below_minimum,
+                "usage": dict(self.usage_totals),
                 "batches": {bid: b["processing_status"] for bid, b in self.batches.items()},
             }
 
     # -- answers ---------------------------------------------------------------
     def usage(self, params: dict[str, Any], output_text: str) -> dict[str, int]:
-        """Token usage; system blocks up to the last cache_control are a cache prefix."""
-        prefix, rest = _cache_prefix(params)
+        """Token usage; a cacheable prefix is written on its first request and read after."""
+        p = _cache_prefix(params)
         created = read = 0
-        if prefix is not None:
-            key = xxhash.xxh3_128_hexdigest(f"{params.get('model')}\0{prefix}".encode())
-            with self.lock:
-                hit = key in self.cache
-                self.cache.add(key)
-            if hit:
-                read = _tokens(prefix)
-            else:
-                created = _tokens(prefix)
-        return {"input_tokens": _tokens(rest), "output_tokens": _tokens(output_text),
-                "cache_creation_input_tokens": created, "cache_read_input_tokens": read}
+        with self.lock:
+            if p.key is not None:
+                hit = p.key in self.cache
+                self.cache.add(p.key)
+                read, created = (p.tokens, 0) if hit else (0, p.tokens)
+            elif p.marked_short:
+                self.cache_marks_below_minimum += 1
+        usage = {"input_tokens": p.plain, "output_tokens": _tokens(output_text),
+                 "cache_creation_input_tokens": created, "cache_read_input_tokens": read}
+        with self.lock:
+            self.usage_totals.update(usage)
+        return usage
 
     def rate_cost(self, params: dict[str, Any]) -> dict[str, float]:
         """What a request is charged on arrival: input tokens except cache reads, max_tokens out."""
-        prefix, rest = _cache_prefix(params)
-        counted = _tokens(rest)
-        if prefix is not None:
-            key = xxhash.xxh3_128_hexdigest(f"{params.get('model')}\0{prefix}".encode())
+        p = _cache_prefix(params)
+        counted = p.plain
+        if p.key is not None:
             with self.lock:
-                hit = key in self.cache
-            counted += 0 if hit else _tokens(prefix)
+                hit = p.key in self.cache
+            counted += 0 if hit else p.tokens
         return {"requests": 1, "input-tokens": counted, "output-tokens": int(params.get("max_tokens") or 0)}
 
     def answer(self, params: dict[str, Any], malformed: bool = False) -> dict[str, Any]:
@@ -322,7 +366,7 @@ class _State:
         tools = params.get("tools") or []
         if tools and tool_choice.get("type") in ("tool", "any"):
             tool = next((t for t in tools if t.get("name") == tool_choice.get("name")), tools[0])
-            data = _sample_from_schema(tool.get("input_schema", {}), rng)
+            data = _sample_from_schema(tool.get("input_schema", {}), rng, list_items=self.list_items)
             if malformed:
                 data = {"unexpected": "not what the schema asks for"}
             content = [{"type": "tool_use", "id": f"toolu_{digest[:24]}", "name": tool["name"], "input": data}]
@@ -337,6 +381,8 @@ class _State:
                 words.append(w)
                 size += len(w) + 1
             out_text = head + " ".join(words)
+            if "<content>" in prompt:  # the prompt asks for a plan, then the text in <content>
+                out_text = f"<scratchpad>plan for: {prompt[:60]}</scratchpad>\n<content>\n{out_text}\n</content>"
             content = [{"type": "text", "text": out_text}]
             stop = "end_turn"
         return {
@@ -528,6 +574,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return None
         parts = path.split("/")
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            return self._models(parts[3] if len(parts) > 3 else None)
         if path.startswith("/v1/messages/batches/") and len(parts) in (5, 6):
             batch = self.st.batches.get(parts[4])
             if batch is None:
@@ -543,6 +591,22 @@ class _Handler(BaseHTTPRequestHandler):
                 lines = b"".join(json.dumps(r).encode() + b"\n" for r in batch["_results"])
                 return self._send(200, lines, content_type="application/binary")
         return self._error(404, "not_found_error", f"no route GET {path}")
+
+    def _models(self, model_id: str | None) -> None:
+        """Models API: list the served models, or retrieve one (404 for any other id)."""
+        self._count("models")
+
+        def info(m: str) -> dict[str, Any]:
+            return {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+
+        if model_id is None:
+            data = [info(m) for m in self.st.models]
+            return self._send(200, {"data": data, "has_more": False,
+                                    "first_id": data[0]["id"] if data else None,
+                                    "last_id": data[-1]["id"] if data else None})
+        if model_id not in self.st.models:
+            return self._error(404, "not_found_error", f"model: {model_id}")
+        return self._send(200, info(model_id))
 
     def _messages(self, params: dict[str, Any]) -> None:
         st = self.st
@@ -603,7 +667,7 @@ class _Handler(BaseHTTPRequestHandler):
                 st.reset_stats()
                 st.faults.clear()
         elif path == "/_fake/config":
-            for key in ("latency_s", "batch_latency_s", "answer_chars"):
+            for key in ("latency_s", "batch_latency_s", "answer_chars", "list_items"):
                 if key in body:
                     setattr(st, key, body[key])
             if "rate_limits" in body:  # new limits, full buckets
@@ -627,9 +691,11 @@ class FakeAnthropic:
 
     def __init__(self, latency_s: float = 0.0, batch_latency_s: float = 0.05,
                  answer_chars: int = 400, api_key: str | None = None,
-                 rate_limits: dict[str, int] | None = None, port: int = 0):
+                 rate_limits: dict[str, int] | None = None, port: int = 0,
+                 models: list[str] | None = None):
         self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.state = _State(latency_s, batch_latency_s, answer_chars, api_key, rate_limits)
+        self._server.state = _State(latency_s, batch_latency_s, answer_chars, api_key, rate_limits,
+                                    models)
         self._thread: threading.Thread | None = None
 
     @property

@@ -6,13 +6,18 @@ inputs must be objects, so a non-object schema is wrapped as ``{"value": schema}
 unwrapped on the way back. The answer is checked by a small validator (types, required
 keys, properties, items, enum, minItems/maxItems); a malformed answer is returned to the
 model as an error ``tool_result`` asking it to call the tool again.
+
+A request that shares a cached prefix with other stages (``GenRequest.shared_schemas``)
+is sent every stage's tool (``emit_<stage>``), forcing its own, or none for a text stage:
+the tools come first in the API's cache prefix, so one tool list for all stages lets
+every call of a corpus read one cached prefix.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TOOL_NAME", "extract", "reask_messages", "tool_params", "validate"]
+__all__ = ["TOOL_NAME", "extract", "reask_messages", "tool_name", "tool_params", "tool_set_params", "validate"]
 
 TOOL_NAME = "emit_json"
 _WRAP_KEY = "value"
@@ -32,15 +37,30 @@ def _wrapped(schema: dict[str, Any]) -> bool:
     return schema.get("type", "object") != "object"
 
 
-def tool_params(schema: dict[str, Any]) -> dict[str, Any]:
-    """The ``tools`` and ``tool_choice`` request params that force an answer matching schema."""
+def _tool(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     input_schema = (
         {"type": "object", "properties": {_WRAP_KEY: schema}, "required": [_WRAP_KEY]}
         if _wrapped(schema) else schema
     )
-    tool = {"name": TOOL_NAME, "description": "Give the answer as JSON matching the schema.",
+    return {"name": name, "description": "Give the answer as JSON matching the schema.",
             "input_schema": input_schema}
-    return {"tools": [tool], "tool_choice": {"type": "tool", "name": TOOL_NAME}}
+
+
+def tool_name(stage: str | None = None) -> str:
+    """The tool of a stage in a shared tool list (``emit_<stage>``), or the single tool's name."""
+    return f"emit_{stage}" if stage else TOOL_NAME
+
+
+def tool_params(schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``tools`` and ``tool_choice`` request params that force an answer matching schema."""
+    return {"tools": [_tool(TOOL_NAME, schema)], "tool_choice": {"type": "tool", "name": TOOL_NAME}}
+
+
+def tool_set_params(schemas: dict[str, dict[str, Any]], stage: str | None) -> dict[str, Any]:
+    """Every stage's tool, forcing stage's own (None: no tool, a text answer)."""
+    tools = [_tool(tool_name(name), schemas[name]) for name in sorted(schemas)]
+    choice = {"type": "tool", "name": tool_name(stage)} if stage is not None else {"type": "none"}
+    return {"tools": tools, "tool_choice": choice}
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -77,12 +97,12 @@ def validate(value: Any, schema: dict[str, Any], path: str = "$") -> str | None:
     return None
 
 
-def extract(content: list[Any], schema: dict[str, Any]) -> tuple[Any, str | None]:
+def extract(content: list[Any], schema: dict[str, Any], name: str = TOOL_NAME) -> tuple[Any, str | None]:
     """(data, problem) from a Message's content blocks: the forced tool call's input, checked."""
     call = next((b for b in content if getattr(b, "type", None) == "tool_use"
-                 and getattr(b, "name", None) == TOOL_NAME), None)
+                 and getattr(b, "name", None) == name), None)
     if call is None:
-        return None, f"the answer did not call the {TOOL_NAME} tool"
+        return None, f"the answer did not call the {name} tool"
     data = call.input
     if _wrapped(schema):
         if not isinstance(data, dict) or _WRAP_KEY not in data:
@@ -91,11 +111,11 @@ def extract(content: list[Any], schema: dict[str, Any]) -> tuple[Any, str | None
     return data, validate(data, schema)
 
 
-def reask_messages(content: list[Any], problem: str) -> list[dict[str, Any]]:
+def reask_messages(content: list[Any], problem: str, name: str = TOOL_NAME) -> list[dict[str, Any]]:
     """The assistant turn that went wrong plus a user turn saying what to fix."""
     assistant = [b.model_dump(exclude_none=True) if hasattr(b, "model_dump") else b for b in content]
     call = next((b for b in content if getattr(b, "type", None) == "tool_use"), None)
-    note = f"That input is invalid: {problem}. Call {TOOL_NAME} again with input that matches the schema."
+    note = f"That input is invalid: {problem}. Call {name} again with input that matches the schema."
     if call is not None:
         reply: list[dict[str, Any]] = [
             {"type": "tool_result", "tool_use_id": call.id, "is_error": True, "content": note}]

@@ -15,11 +15,15 @@
   items resubmitted up to ``batch.max_resubmits``, Messages for whatever is left after
   that or after ``batch.timeout_s``. Batches in flight are recorded in ``<store>/batches``
   (``_batches``) so a killed run collects them instead of paying again.
-- Prompt caching: the request's shared spec ``context`` is the first system block, with
-  ``cache_control``.
+- Prompt caching: the request's shared spec ``context`` is the first system block, marked
+  with ``cache_control`` when the prefix (tools + that block) reaches the model's minimum
+  cacheable length (``msmbuild.generate.caching``); the first request of each new prefix
+  goes alone so that the others read the cache instead of each writing it.
+- Preflight: one Models API call (``models.retrieve``) before the first request; a retired
+  or unknown model is an error naming ``backends.anthropic.model``.
 - Structured JSON through forced tool use, validated, re-asked up to ``max_reasks``
   times (``_structured``).
-- Usage and cost (``msmbuild.generate.backends.pricing``; batch discount) on every result.
+- Usage, cost and cache saving (``msmbuild.generate.backends.pricing``; batch discount) on every result.
 
 The API key is read from the environment variable named by ``api_key_env`` when a client
 is made and is kept nowhere else: not in ``identity()``, results, metadata or messages.
@@ -28,7 +32,9 @@ is made and is kept nowhere else: not in ``identity()``, results, metadata or me
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import json
 import logging
 import os
 import random
@@ -55,7 +61,9 @@ from msmbuild.generate.backends.base import (
     OnResult,
     Usage,
 )
-from msmbuild.generate.backends.pricing import cost_usd, price_for
+from msmbuild.generate.backends.pricing import cache_saving_usd, cost_usd, price_for
+from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
+from msmbuild.generate.models import DEFAULT_MODEL, check_not_retired
 from msmbuild.hashing import action_key
 from msmbuild.layout import DEFAULT_STORE_PATH, batch_state_dir
 
@@ -118,6 +126,8 @@ class AnthropicBackend(Backend):
         self.max_concurrency = max_concurrency or config.max_concurrency
         self.base_url = (config.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.ledger = BatchLedger(state_dir if state_dir is not None else DEFAULT_STATE_DIR)
+        self._checked = False
+        self._cached_prefixes: set[str] = set()  # prefixes this process has marked (a cache entry may exist)
 
     # -- the Backend interface -------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -129,6 +139,8 @@ class AnthropicBackend(Backend):
         if not requests:
             return []
         price_for(self.config.model, self.prices)  # an unknown model fails before any spending
+        if self.config.preflight and not self._checked:
+            self.preflight()
         run = _Run(self, requests, on_result)
         try:
             asyncio.get_running_loop()
@@ -137,18 +149,54 @@ class AnthropicBackend(Backend):
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called from inside a loop
             return pool.submit(asyncio.run, run.main()).result()
 
+    def preflight(self) -> None:
+        """One Models API call: is the configured model served? Else a BackendError naming the key."""
+        import anthropic
+
+        check_not_retired(self.config.model, "backends.anthropic.model")
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise BackendError(
+                f"environment variable {self.config.api_key_env} is not set "
+                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        client = anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=2,
+                                     timeout=min(self.config.timeout_s, 60.0))
+        try:
+            client.models.retrieve(self.config.model)
+        except anthropic.NotFoundError:
+            raise BackendError(
+                f"params.yaml: backends.anthropic.model: {self.config.model!r} is not a model the API "
+                f"serves (retired or unknown); choose a current one, e.g. {DEFAULT_MODEL}") from None
+        except anthropic.APIStatusError as exc:
+            raise BackendError(f"anthropic Models API check of backends.anthropic.model failed: "
+                               f"{_error_text(exc)}") from None
+        except anthropic.APIConnectionError as exc:
+            raise BackendError(f"anthropic Models API unreachable at {self.base_url}: {exc}") from None
+        finally:
+            client.close()
+        self._checked = True
+
     # -- building requests ------------------------------------------------------------
     def digest(self, req: GenRequest) -> str:
         """A request's identity on this backend (also its batch custom_id)."""
         return action_key({"backend": self.identity(), "request": req.key_inputs()})
 
-    def params(self, req: GenRequest) -> dict[str, Any]:
-        """Messages API params for a request: cached context block first, then the system text."""
+    def params(self, req: GenRequest, share: bool = True) -> dict[str, Any]:
+        """Messages API params for a request: cached context block first, then the system text.
+
+        share=False leaves the context unmarked: a prefix no other request will read costs
+        1.25x input to write and saves nothing.
+        """
         system: list[dict[str, Any]] = []
+        if self.uses_tool_set(req):
+            tools = _structured.tool_set_params(req.shared_schemas, req.stage if req.schema is not None else None)
+        else:
+            tools = _structured.tool_params(req.schema) if req.schema is not None else {}
         if req.context:
             block: dict[str, Any] = {"type": "text", "text": req.context}
-            if self.config.prompt_caching:
+            if share and self.config.prompt_caching and self.cacheable(req.context, tools.get("tools")):
                 block["cache_control"] = {"type": "ephemeral"}
+                self._cached_prefixes.add(_prefix_id(req))
             system.append(block)
         if req.system:
             system.append({"type": "text", "text": req.system})
@@ -161,9 +209,30 @@ class AnthropicBackend(Backend):
             params["temperature"] = req.temperature
         if system:
             params["system"] = system
-        if req.schema is not None:
-            params.update(_structured.tool_params(req.schema))
+        params.update(tools)
         return params
+
+    def uses_tool_set(self, req: GenRequest) -> bool:
+        """True when req is sent every stage's tool: it shares a prefix that can be cached.
+
+        Below the cacheable minimum the other stages' tools would be paid as plain input
+        on every call for nothing.
+        """
+        if not (_shares_tools(req) and self.config.prompt_caching):
+            return False
+        tools = _structured.tool_set_params(req.shared_schemas, None)["tools"]  # type: ignore[arg-type]
+        return self.cacheable(req.context, tools)
+
+    def tool_name(self, req: GenRequest) -> str:
+        """The tool a structured request forces."""
+        return _structured.tool_name(req.stage) if self.uses_tool_set(req) else _structured.TOOL_NAME
+
+    def cacheable(self, context: str, tools: Any = None) -> bool:
+        """True when tools + context reach the model's minimum cacheable prefix."""
+        prefix = estimated_tokens(context)
+        if tools:
+            prefix += estimated_tokens(json.dumps(tools, sort_keys=True))
+        return prefix >= min_cacheable_tokens(self.config.model)
 
     def make_client(self) -> Any:
         """An AsyncAnthropic client for the current event loop; the SDK does no retries.
@@ -213,6 +282,12 @@ class _Run:
             self.requests.setdefault(d, req)
         self.done: set[str] = set()
         self.errors: list[ItemError] = []
+        # mark a prefix when another request of this run shares it, an earlier run marked
+        # it, or it is a corpus's shared prefix (every later stage's calls will read it)
+        per_prefix = collections.Counter(_prefix_id(r) for r in self.requests.values())
+        shared_tools = {_prefix_id(r) for r in self.requests.values() if backend.uses_tool_set(r)}
+        self.share = {p: n > 1 or p in backend._cached_prefixes or p in shared_tools
+                      for p, n in per_prefix.items()}
         self.limiter = backend.limiter()
         self.budget = backend.budget()
         self.client: Any = None
@@ -268,9 +343,27 @@ class _Run:
 
     # -- Messages -----------------------------------------------------------------------
     async def _messages(self, digests: list[str]) -> None:
+        # The first request of each cacheable prefix goes first and alone: the cache entry
+        # exists once its answer starts, so every later request reads it instead of each
+        # concurrent first request writing its own copy.
+        firsts: dict[str, str] = {}
+        seen: set[str] = set()
+        for d in digests:
+            req = self.requests[d]
+            prefix = _prefix_id(req)
+            if prefix in seen or not req.context:
+                continue
+            seen.add(prefix)
+            system = self.b.params(req, self.share[prefix]).get("system") or [{}]
+            if "cache_control" in system[0]:  # only a marked prefix is worth waiting for
+                firsts[prefix] = d
+        async with asyncio.TaskGroup() as tg:
+            for d in firsts.values():
+                tg.create_task(self._one(d, None))
         async with asyncio.TaskGroup() as tg:
             for d in digests:
-                tg.create_task(self._one(d, None))
+                if d not in self.done:
+                    tg.create_task(self._one(d, None))
 
     async def _one(self, digest: str, first: Any) -> None:
         """Answer one request (starting from a batch's message when given) or fail its item."""
@@ -284,22 +377,23 @@ class _Run:
     async def _complete(self, req: GenRequest, first: Any) -> GenResult:
         """Call (or start from a batch answer), validate structured output, re-ask if needed."""
         start = time.perf_counter()
-        params = self.b.params(req)
+        params = self.b.params(req, self.share[_prefix_id(req)])
         usage = Usage()
-        cost = 0.0
+        cost = saving = 0.0
         reasks = 0
         in_batch = first is not None
         msg = first if first is not None else await self._create(params)
         while True:
             one = _add_usage(usage, msg.usage)
             cost += cost_usd(self.cfg.model, one, self.b.prices, batch=in_batch)
+            saving += cache_saving_usd(self.cfg.model, one, self.b.prices, batch=in_batch)
             meta = {"stop_reason": msg.stop_reason, "reasks": reasks,
-                    "wall_s": time.perf_counter() - start}
+                    "wall_s": time.perf_counter() - start, "cache_saving_usd": saving}
             if req.schema is None:
                 text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
                 return GenResult(text=text, usage=usage, cost_usd=cost, model=self.cfg.model,
                                  backend=self.b.name, batch=first is not None, meta=meta)
-            data, problem = _structured.extract(msg.content, req.schema)
+            data, problem = _structured.extract(msg.content, req.schema, self.b.tool_name(req))
             if problem is None:
                 import json
 
@@ -309,7 +403,8 @@ class _Run:
             if reasks >= self.cfg.max_reasks:
                 raise _ItemFailure(f"structured answer still malformed after {reasks} re-asks: {problem}")
             reasks += 1
-            params = {**params, "messages": params["messages"] + _structured.reask_messages(msg.content, problem)}
+            params = {**params, "messages": params["messages"]
+                      + _structured.reask_messages(msg.content, problem, self.b.tool_name(req))}
             in_batch = False
             msg = await self._create(params)
 
@@ -433,7 +528,8 @@ class _Run:
     async def _submit(self, tg: asyncio.TaskGroup, digests: list[str], submissions: dict[str, int],
                       fallback: list[str]) -> None:
         items = {d: d for d in digests}  # custom_id = digest (32 hex characters)
-        reqs = [{"custom_id": d, "params": self.b.params(self.requests[d])} for d in digests]
+        reqs = [{"custom_id": d, "params": self.b.params(self.requests[d], self.share[_prefix_id(self.requests[d])])}
+                for d in digests]
         try:
             batch = await self._retrying(lambda: self.client.messages.batches.create(requests=reqs),
                                          limited=False)
@@ -507,19 +603,24 @@ class _Run:
 
 
 def _input_chars(params: dict[str, Any]) -> tuple[int, str | None]:
-    """(characters of a request's input, the cacheable system prefix or None)."""
-    chars = 0
+    """(characters of a request's input, its cacheable prefix or None).
+
+    The prefix is what the API caches: the tools (every stage's tool when a corpus shares
+    one prefix), then the system blocks up to the one marked with ``cache_control``.
+    """
+    tools = str(params["tools"]) if params.get("tools") else ""
+    chars = len(tools)
     for message in params["messages"]:
         content = message.get("content")
         chars += len(content) if isinstance(content, str) else len(str(content))
     prefix = None
+    system = tools
     for block in params.get("system") or ():
         text = block.get("text", "")
         chars += len(text)
+        system += text
         if block.get("cache_control"):
-            prefix = text
-    if params.get("tools"):
-        chars += len(str(params["tools"]))
+            prefix = system
     return chars, prefix
 
 
@@ -534,6 +635,19 @@ def rate_use(usage: Any) -> dict[str, float]:
     return {"requests": 1.0,
             "input-tokens": float((usage.input_tokens or 0) + (getattr(usage, "cache_creation_input_tokens", 0) or 0)),
             "output-tokens": float(usage.output_tokens or 0)}
+
+
+def _prefix_id(req: GenRequest) -> str:
+    """What decides a request's cache prefix: its context and its tools."""
+    if _shares_tools(req):
+        return action_key({"context": req.context, "tools": req.shared_schemas})
+    return action_key({"context": req.context, "schema": req.schema})
+
+
+def _shares_tools(req: GenRequest) -> bool:
+    """True when the request is sent every stage's tool (one cache prefix for all stages)."""
+    return bool(req.shared_schemas and req.context
+                and (req.schema is None or req.stage in req.shared_schemas))
 
 
 def _retry_after(headers: Any) -> float | None:

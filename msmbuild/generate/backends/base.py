@@ -19,7 +19,13 @@ class GenRequest:
 
     ``context`` is the shared spec text (sent as a cached system block where the backend
     supports prompt caching); ``schema`` asks for structured JSON matching a JSON schema;
-    ``sample_index`` distinguishes repeated samples of the same prompt.
+    ``sample_index`` distinguishes repeated samples of the same prompt. ``context_key``,
+    when set, stands in for ``context`` in the key: the full_incremental policy sends the
+    whole spec but keys the call by what it is about (the prompt holds its own section),
+    and the digest of the context actually sent is kept with the result as provenance.
+    ``shared_schemas`` (stage -> schema) are the structured stages that share the
+    context: a backend with prompt caching sends them all as tools so that every stage
+    reads one cached prefix.
     """
 
     stage: str
@@ -31,17 +37,25 @@ class GenRequest:
     temperature: float = 0.8
     sample_index: int = 0
     prompt_version: str = ""
+    shared_schemas: dict[str, dict[str, Any]] | None = None
+    context_key: str = ""
 
     def key_inputs(self) -> dict[str, Any]:
         """The request's part of the action key (the backend adds its identity).
 
-        Every field, by name (a shallow copy: keys only read it, and asdict's deep copy
-        is a per-call cost on the generation hot path).
+        Every field by name, ``context`` replaced by ``context_key`` when one is set (a
+        shallow copy: keys only read it, and asdict's deep copy is a per-call cost on the
+        generation hot path).
         """
-        return {f.name: getattr(self, f.name) for f in _REQUEST_FIELDS}
+        inputs = {f.name: getattr(self, f.name) for f in _REQUEST_FIELDS}
+        if self.shared_schemas is None:  # keys made before the field existed stay valid
+            del inputs["shared_schemas"]
+        if self.context_key:
+            inputs["context"] = self.context_key
+        return inputs
 
 
-_REQUEST_FIELDS = fields(GenRequest)
+_REQUEST_FIELDS = [f for f in fields(GenRequest) if f.name != "context_key"]
 
 
 @dataclass

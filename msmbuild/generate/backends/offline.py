@@ -1,10 +1,13 @@
 """The offline backend: deterministic, no network, and not a model.
 
-It answers every stage by recombining the text it is given. JSON stages get a value
-shaped by the request's schema whose strings are phrases and sentences of the spec
-context; documents interleave the context's own sentences with connective sentences
+It answers every stage by recombining the text it is given. Its sentences come from the
+prompt's ``<excerpt>`` (the section the call is about) when there is one, else from the
+shared context. JSON stages get a value shaped by the request's schema (as many list
+items as the prompt's ``Count:`` line asks, else a count that grows with the text, up to
+the schema's maxItems); documents interleave the sentences with connective sentences
 built from the prompt's ``Label: value`` lines (document type, idea, subdomain), so the
-words of a spec section end up in that section's documents. Choices are seeded by the
+words of a spec section end up in that section's documents. A document prompt that asks
+for ``<content>`` gets a short ``<scratchpad>`` plan and the document in ``<content>``. Choices are seeded by the
 request's key, so the same request always gets the same answer and a different doc type,
 idea or sample index gets a different one. Its outputs are marked
 ``produced_by_model=False``; they are for dry runs, CI and the quickstart, not training
@@ -24,7 +27,7 @@ from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, Item
 from msmbuild.hashing import action_key
 
 # Bump when the recombination changes: it is part of every offline key.
-OFFLINE_VERSION = "3"
+OFFLINE_VERSION = "4"
 NOTICE = "offline backend: deterministic recombination of the given text, not a model"
 MODEL_NAME = "offline (not a model)"
 
@@ -80,6 +83,7 @@ _LINK_RE = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _TAG_RE = re.compile(r"<[^>\n]{1,80}>")
 _SENT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(\[])")
 _FACET_RE = re.compile(r"^([A-Z][A-Za-z ]{1,40}):[ \t]+(\S.*)$", re.M)
+_EXCERPT_RE = re.compile(r"<(excerpt|domain)>\n?(.*?)\n?</\1>", re.S)
 
 
 def _clean(text: str) -> str:
@@ -127,8 +131,9 @@ class _Composer:
         self.req = req
         self.rng = random.Random(action_key({"seed": seed, "request": req.key_inputs()}))
         self.facets = facets(req.prompt)
-        self.pool = sentences(req.context) or sentences(req.prompt) or [
-            "The guidance is short and leaves much to judgment."]
+        excerpt = _EXCERPT_RE.search(req.prompt)
+        self.pool = (sentences(excerpt.group(2)) if excerpt else []) or sentences(req.context) \
+            or sentences(req.prompt) or ["The guidance is short and leaves much to judgment."]
         self.topic = (self.facets.get("subdomain") or self.facets.get("section")
                       or _phrase(self.pool[0], self.rng)).rstrip(".")
         self.doc_type = self.facets.get("document type", "document")
@@ -147,13 +152,21 @@ class _Composer:
         if kind == "object":
             return {k: self.fill(v, k, index) for k, v in schema.get("properties", {}).items()}
         if kind == "array":
-            n = schema.get("minItems", schema.get("maxItems", 3))
-            return [self.fill(schema.get("items", {"type": "string"}), name, i) for i in range(n)]
+            return [self.fill(schema.get("items", {"type": "string"}), name, i)
+                    for i in range(self._count(schema))]
         if kind == "boolean":
             return True
         if kind in ("integer", "number"):
             return schema.get("minimum", 0)
         return self._string(name, index)
+
+    def _count(self, schema: dict[str, Any]) -> int:
+        """Items of a list: the prompt's Count, else about one per three sentences, within the schema's bounds."""
+        low, high = schema.get("minItems", 1), schema.get("maxItems")
+        count = self.facets.get("count", "")
+        n = int(count) if count.isdigit() else max(1, len(self.pool) // 3)
+        n = max(low, n)
+        return min(n, high) if high is not None else n
 
     def _string(self, name: str, index: int) -> str:
         pool = self.pool
@@ -213,6 +226,12 @@ class _Composer:
         parts.append(self._fmt(rng.choice(CLOSINGS)))
         return "\n\n".join(p for p in parts if p) + "\n"
 
+    def planned_document(self) -> str:
+        """A <scratchpad> plan naming the type, topic and idea, then the document in <content>."""
+        plan = (f"<scratchpad>\nA {self.doc_type} on {self.topic}. Idea: {self.idea}. "
+                f"Built from {len(self.pool)} sentences of the section.\n</scratchpad>\n")
+        return f"{plan}<content>\n{self.document()}</content>\n"
+
     def critique(self) -> str:
         """A short critique naming the context's sentences the draft should lean on."""
         quotes = self.rng.sample(self.pool, min(2, len(self.pool)))
@@ -254,6 +273,8 @@ class OfflineBackend(Backend):
             text = c.revise()
         elif req.stage == "aft_response":
             text = c.aft_response()
+        elif "<content>" in req.prompt:
+            text = c.planned_document()
         else:
             text = c.document()
         return GenResult(text=text, data=data, model=MODEL_NAME, backend=self.name,
