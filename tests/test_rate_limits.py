@@ -141,3 +141,48 @@ def test_backend_fills_the_limit_without_429(tmp_path, limits):
     assert errors == [] and sorted(got) == list(range(n))
     assert stats["rate_limited"] == 0 and stats["endpoints"]["messages"] == n
     assert stats["max_in_flight"] > 1  # paced, not serialized
+
+
+def _corpus_request(prompt: str) -> GenRequest:
+    """A corpus call: the whole spec shared as context, every structured stage's tool."""
+    from msmbuild.generate.stages import STAGE_SCHEMAS
+
+    spec = "The model is honest and explains its reasons. " * 600  # ~7k tokens: over the minimum
+    return GenRequest(stage="document", prompt=prompt, context=spec, shared_schemas=STAGE_SCHEMAS,
+                      max_tokens=100)
+
+
+def test_server_charges_cached_prefix_only_when_written(tmp_path):
+    """usage and the input-token bucket agree: the shared prefix (tools + spec) is charged
+    when a request writes it, not when one reads it."""
+    with FakeAnthropic(rate_limits={"input-tokens": 1_000_000}, answer_chars=20) as server:
+        backend = _backend(server, tmp_path, concurrency=1)
+        usages = []
+        for prompt in ("first document", "second document"):
+            params = backend.params(_corpus_request(prompt))
+            assert "cache_control" in params["system"][0] and len(params["tools"]) > 1
+            answer = httpx.post(f"{server.url}/v1/messages", headers=HEADERS, json=params)
+            assert answer.status_code == 200
+            usages.append(answer.json()["usage"])
+        charged = server.stats()["rate_charged"]["input-tokens"]
+    written, read = usages
+    assert written["cache_creation_input_tokens"] > 0 and written["cache_read_input_tokens"] == 0
+    assert read["cache_read_input_tokens"] == written["cache_creation_input_tokens"]
+    assert charged == (written["input_tokens"] + written["cache_creation_input_tokens"]
+                       + read["input_tokens"])
+
+
+def test_budget_does_not_count_a_cached_shared_prefix(tmp_path):
+    """The client's input-token estimate leaves out the cached prefix, tools included."""
+    from msmbuild.generate.backends.anthropic_backend import _input_chars
+
+    with FakeAnthropic() as server:
+        backend = _backend(server, tmp_path, concurrency=1)
+        req = _corpus_request("a document")
+        params = backend.params(req)
+    chars, prefix = _input_chars(params)
+    assert prefix is not None and prefix.startswith(str(params["tools"])) and prefix.endswith(req.context)
+    budget = RateBudget()
+    budget.learn(MODEL, prefix, chars, (chars // 4, len(prefix) // 4))
+    assert budget.probably_cached(MODEL, prefix)
+    assert chars - len(prefix) == len(req.prompt)  # what is charged on a cache read
