@@ -12,13 +12,16 @@ from msmbuild.cli import load_ctx_params
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here (required for parquet).")
+@click.option("--allow-external-access", is_flag=True,
+              help="Full DuckDB: read and write any file, ATTACH, INSTALL/LOAD extensions. "
+                   "Without it a query is read-only over the catalog.")
 @click.pass_context
-def query(ctx: click.Context, sql: str, fmt: str, output: str | None) -> None:
-    """Run SQL over the results views: documents, calls, corpora, shards, runs,
+def query(ctx: click.Context, sql: str, fmt: str, output: str | None, allow_external_access: bool) -> None:
+    """Run read-only SQL over the results views: documents, calls, corpora, shards, runs,
     checkpoints, eval_items, eval_summary (see docs/query.md)."""
     from msmbuild.results.query import query as run
 
-    click.echo(run(load_ctx_params(ctx), sql, fmt, output), nl=False)
+    click.echo(run(load_ctx_params(ctx), sql, fmt, output, allow_external_access), nl=False)
 
 
 @click.command()

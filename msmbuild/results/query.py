@@ -29,25 +29,64 @@ def ensure_catalog(params: Params, progress: bool = False) -> Path:
     return layout.results_dir
 
 
-def connect(params: Params):
-    """An in-memory DuckDB connection with one view per catalog table."""
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+"""Statement types a default query may run: everything else (COPY, ATTACH, INSTALL, LOAD,
+SET, PRAGMA, CREATE, ...) can write, reach outside the catalog or change the sandbox."""
+
+
+def connect(params: Params, allow_external_access: bool = False):
+    """An in-memory DuckDB connection with one view per catalog table.
+
+    By default the connection is sandboxed with DuckDB's own settings: external access
+    is off except for reading the catalog's parquet files (``allowed_paths``), extensions
+    are neither installed nor auto-loaded, and ``lock_configuration`` refuses any SET
+    that would undo this. ``allow_external_access`` gives the full DuckDB (files, ATTACH,
+    extensions), for a trusted user who asks for it.
+    """
     import duckdb
 
     ensure_catalog(params)
     layout = Layout.of(params)
-    con = duckdb.connect()
-    for table in TABLES:
-        path = layout.table(table).resolve().as_posix().replace("'", "''")
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
+    paths = {t: layout.table(t).resolve().as_posix() for t in TABLES}
+    if allow_external_access:
+        con = duckdb.connect()
+    else:
+        con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
+        con.execute("SET allowed_paths = $paths", {"paths": sorted(paths.values())})
+        con.execute("SET enable_external_access = false")
+    for table, path in paths.items():
+        quoted = path.replace("'", "''")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{quoted}')")
+    if not allow_external_access:
+        con.execute("SET lock_configuration = true")
     return con
 
 
-def run_query(params: Params, sql: str):
+def _check_read_only(con: Any, sql: str) -> None:
+    """Refuse any statement that is not a query (allowed_paths would let COPY overwrite a table)."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            raise QueryError(
+                f"msmbuild query is read-only: a {kind} statement is not allowed "
+                f"({statement.query.strip()[:60]!r}); pass --allow-external-access to run it")
+
+
+def run_query(params: Params, sql: str, allow_external_access: bool = False):
     """The query's result as a DataFrame; bad SQL raises QueryError with DuckDB's message."""
     import duckdb
 
-    con = connect(params)
+    con = connect(params, allow_external_access)
     try:
+        if not allow_external_access:
+            _check_read_only(con, sql)
         return con.execute(sql).df()
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
@@ -78,11 +117,15 @@ def format_result(frame: Any, fmt: str) -> str:
     return frame.to_string(index=False, max_colwidth=60) + f"\n({len(frame)} rows)\n"
 
 
-def query(params: Params, sql: str, fmt: str = "table", output: str | None = None) -> str:
-    """Run sql and return the rendered text; with parquet, write output and return a note."""
+def query(params: Params, sql: str, fmt: str = "table", output: str | None = None,
+          allow_external_access: bool = False) -> str:
+    """Run sql and return the rendered text; with parquet, write output and return a note.
+
+    Read-only over the catalog unless allow_external_access (see ``connect``).
+    """
     if fmt not in FORMATS:
         raise QueryError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    frame = run_query(params, sql)
+    frame = run_query(params, sql, allow_external_access)
     if fmt == "parquet":
         if not output:
             raise QueryError("--format parquet needs --output FILE")

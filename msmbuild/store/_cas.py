@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -126,6 +127,54 @@ def _walk_files(root: str, prefix: str) -> Iterator[tuple[str, str]]:
                 yield from _walk_files(entry.path, rel + "/")
             elif entry.is_file(follow_symlinks=False):
                 yield rel, entry.path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _swap_in(staging: Path, dest: Path, attempts: int = 20) -> None:
+    """Rename staging to dest, moving whatever is at dest aside first and removing it.
+
+    Tolerates another process doing the same concurrently (without the lock, e.g. on a
+    filesystem where flock is a no-op): a dest that vanished is fine, one that reappeared
+    between the two renames is moved aside again.
+    """
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
+    for _ in range(attempts):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(dest, old)
+        try:
+            os.replace(staging, dest)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
+                raise
+    else:
+        raise StoreError(f"could not place {dest}: another process keeps replacing it")
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
+
+
+class _FileLock:
+    """An exclusive advisory lock (flock) on a file, held inside a with block."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> _FileLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
 
 
 class ObjectStore:
@@ -419,22 +468,53 @@ class ObjectStore:
     def materialize_file(
         self, digest: str, dest: str | os.PathLike[str], verified: bool = False
     ) -> Path:
-        """Place the object at dest (atomically replacing what was there)."""
+        """Place the object at dest (atomically replacing what was there).
+
+        A dest that already is a hardlink of the object is left alone: renaming one link
+        of an inode over another is a no-op that would leave the temp name behind.
+        """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        src = self.path(digest)
+        with contextlib.suppress(OSError):
+            if os.path.samefile(src, dest) and not dest.is_symlink():
+                if not verified and not self.verify_object(digest):
+                    raise CorruptObjectError(f"object {digest} is corrupt or missing: {src}")
+                return dest
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{next(self._tmp_counter)}")
         tmp.unlink(missing_ok=True)
-        self._link_or_copy(digest, tmp, verified=verified)
-        os.replace(tmp, dest)
+        try:
+            self._link_or_copy(digest, tmp, verified=verified)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)  # still there only when dest was a link of the same inode
         return dest
+
+    def _swap_lock(self, dest: Path) -> Any:
+        """An exclusive lock, in the store, for the final swap of one destination.
+
+        Two processes that place a tree at the same dest (two builds started together)
+        take turns for the two renames instead of racing between them; the lock file
+        lives in the store (``locks/place/``), never beside the build output.
+        """
+        name = digest_bytes(os.fsencode(os.path.abspath(dest)))
+        lock_dir = self.root / "locks" / "place"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        return _FileLock(lock_dir / name)
 
     def materialize_tree(
         self, digest: str, dest: str | os.PathLike[str], verified: bool = False
     ) -> Path:
-        """Recreate a stored directory at dest; swaps in the new tree atomically."""
+        """Recreate a stored directory at dest; swaps in the new tree atomically.
+
+        The tree is built in a private staging directory (normal directory modes, not
+        mkdtemp's 0700) and swapped in under a per-destination lock; a concurrent placer
+        of the same dest waits for the swap, and a vanished old tree is not an error.
+        """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+        os.chmod(staging, 0o777 & ~_umask())
         try:
             for rel, obj, _size, executable in self.tree_entries(digest):
                 target = staging / rel
@@ -444,13 +524,8 @@ class ObjectStore:
                 self._link_or_copy(obj, target, executable=bool(executable), verified=verified)
                 if executable:
                     os.chmod(target, 0o555)
-            old = None
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-                os.replace(dest, old)
-            os.replace(staging, dest)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            with self._swap_lock(dest):
+                _swap_in(staging, dest)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
