@@ -78,3 +78,78 @@ def test_materialized_directories_get_normal_modes(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755
     assert stat.S_IMODE((dest / "sub").stat().st_mode) == 0o755
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from msmbuild.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _workspace(tmp_path: Path, monkeypatch, remote: Path | None = None) -> Path:
+    import yaml
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    store = {"path": str(ws / "store")}
+    if remote is not None:
+        store["remote"] = str(remote)
+    (ws / "spec.md").write_text("# Spec\n\nBuy local.\n")
+    (ws / "params.yaml").write_text(yaml.safe_dump({"store": store, "corpora": {"c": {"spec": "spec.md"}}}))
+    monkeypatch.chdir(ws)
+    monkeypatch.delenv("MSMBUILD_STORE_PATH", raising=False)
+    return ws
+
+
+def test_a_stray_file_in_objects_does_not_stop_store_commands(tmp_path, monkeypatch, capsys):
+    ws = _workspace(tmp_path, monkeypatch)
+    store = Store(ws / "store")
+    digest = store.put_bytes(b"kept\n")
+    store.save_action(Store.key("t", {"i": 1}), {"value": digest}, {"kind": "t"})
+    stray = store.cas.path(digest).parent / "not-a-digest.txt"
+    stray.write_text("copied in by hand\n")
+    code, out, _ = _run_cli(["store", "stats", "--json"], capsys)
+    assert code == 0 and '"objects": 1' in out
+    code, out, _ = _run_cli(["store", "verify"], capsys)
+    assert code == 1 and f"stray    {stray}" in out and "checked 1 objects, 1 actions" in out
+    code, out, err = _run_cli(["store", "gc", "--root", Store.key("t", {"i": 1})], capsys)
+    assert code == 0, err
+    assert not stray.exists() and len(list((ws / "store" / "quarantine").iterdir())) == 1
+    assert store.get_bytes(digest) == b"kept\n"
+    code, out, _ = _run_cli(["store", "verify"], capsys)
+    assert code == 0 and out.endswith("ok\n")
+
+
+def test_a_corrupt_remote_object_does_not_stop_pull(tmp_path, monkeypatch, capsys):
+    remote = tmp_path / "remote"
+    team = Store(tmp_path / "team", remote=str(remote))
+    keys = []
+    for i in range(5):
+        src = tmp_path / f"tree{i}"
+        src.mkdir()
+        (src / "w.bin").write_bytes(f"weights {i}\n".encode() * 100)
+        tree = team.put_tree(src)
+        keys.append(team.key("train", {"i": i}))
+        team.save_action(keys[-1], {"tree": tree}, {"kind": "train"})
+    team.push()
+    bad = team.cas.tree_entries(team.actions.get(keys[2]).outputs["tree"])[0][1]
+    bad_remote = remote / "objects" / bad[:2] / bad[2:]
+    bad_remote.write_bytes(b"tampered\n")
+    (remote / "objects" / bad[:2] / "junk").write_bytes(b"x")
+    ws = _workspace(tmp_path, monkeypatch, remote)
+    code, out, err = _run_cli(["store", "pull"], capsys)
+    assert code == 1
+    assert f"skipped  {bad}:" in err and "corrupt" in err and f"skipped  {keys[2]}:" in err
+    assert "could not be pulled" in err
+    local = Store(ws / "store")
+    assert sorted(local.actions.iter_keys()) == sorted(k for k in keys if k != keys[2])
+    assert not local.cas.has(bad)
+    assert local.lookup_tree(keys[2]) is None and local.lookup_tree(keys[0]) is not None
+    code, out, _ = _run_cli(["store", "verify"], capsys)
+    assert code == 0, out

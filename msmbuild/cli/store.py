@@ -56,6 +56,8 @@ def verify(ctx: click.Context) -> None:
         click.echo(f"bad action  {s.action_path(k)} (malformed, or an inline value that does not hash to its digest)")
     for d, why in report.bad_trees.items():
         click.echo(f"unsafe tree  {s.object_path(d)}: {why}")
+    for path in report.strays:
+        click.echo(f"stray    {path} (not an object; skipped, `msmbuild store gc` quarantines it)")
     if not report.ok:
         raise SystemExit(1)
     click.echo("ok")
@@ -92,6 +94,7 @@ def push(ctx: click.Context) -> None:
     n = s.push()
     click.echo(f"pushed {n.objects} objects ({n.bytes / 1e6:.1f} MB), {n.actions} actions; "
                f"{n.skipped} already there")
+    _report_failures(n, "pushed")
 
 
 @store.command()
@@ -102,3 +105,15 @@ def pull(ctx: click.Context) -> None:
     n = s.pull()
     click.echo(f"pulled {n.objects} objects ({n.bytes / 1e6:.1f} MB), {n.actions} actions; "
                f"{n.skipped} already here")
+    _report_failures(n, "pulled")
+
+
+def _report_failures(count, verb: str) -> None:
+    """One line per skipped object or action, then a summary and exit 1."""
+    if count.ok:
+        return
+    for name, why in sorted(count.failed.items()):
+        click.echo(f"skipped  {name}: {why}", err=True)
+    click.echo(f"{len(count.failed)} objects/actions could not be {verb} (listed above); "
+               "everything else was", err=True)
+    raise SystemExit(1)

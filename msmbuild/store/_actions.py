@@ -145,7 +145,8 @@ class ActionCache:
             if not fan.is_dir() or len(fan.name) != 2:
                 continue
             for entry in os.scandir(fan.path):
-                if entry.name.endswith(".json") and not entry.name.startswith("."):
+                if (entry.name.endswith(".json") and not entry.name.startswith(".")
+                        and is_digest(fan.name + entry.name[:-5])):
                     yield fan.name + entry.name[:-5]
 
     def remove(self, key: str) -> None:

@@ -206,15 +206,41 @@ class ObjectStore:
         return self.path(digest).is_file()
 
     def iter_digests(self) -> Iterator[str]:
-        """Every object digest present locally."""
+        """Every object digest present locally (names that are not digests are skipped)."""
         if not self.objects_dir.is_dir():
             return
         for fan in os.scandir(self.objects_dir):
             if not fan.is_dir() or len(fan.name) != 2:
                 continue
             for entry in os.scandir(fan.path):
-                if not entry.name.startswith("."):
+                if not entry.name.startswith(".") and is_digest(fan.name + entry.name):
                     yield fan.name + entry.name
+
+    def iter_strays(self) -> Iterator[Path]:
+        """Files under objects/ that are neither objects nor a writer's hidden temp files.
+
+        A stray (a file copied in by hand, a truncated name) is never read as an object;
+        ``verify`` lists strays and ``gc`` moves them to quarantine.
+        """
+        if not self.objects_dir.is_dir():
+            return
+        for fan in os.scandir(self.objects_dir):
+            if fan.name == "tmp" or fan.name.startswith("."):
+                continue
+            if not (fan.is_dir(follow_symlinks=False) and len(fan.name) == 2):
+                yield Path(fan.path)
+                continue
+            for entry in os.scandir(fan.path):
+                if not entry.name.startswith(".") and not is_digest(fan.name + entry.name):
+                    yield Path(entry.path)
+
+    def quarantine_path(self, path: Path) -> Path:
+        """Move any file (a stray, a corrupt object) to ``root/quarantine/``; return where."""
+        qdir = self.root / "quarantine"
+        qdir.mkdir(parents=True, exist_ok=True)
+        dest = qdir / f"{path.name}.{os.getpid()}.{time.time_ns()}"
+        os.replace(path, dest)
+        return dest
 
     # -- writes --------------------------------------------------------------
     # The write path is the hot loop of a corpus import (100k small files), so it works on

@@ -9,6 +9,7 @@ down, next to the code that builds them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
-from msmbuild.hashing import action_key, canonical_json, digest_bytes
+from msmbuild.hashing import action_key, canonical_json, digest_bytes, is_digest
 from msmbuild.layout import DEFAULT_STORE_PATH
 from msmbuild.store._actions import ActionCache, ActionResult
 from msmbuild.store._cas import LINK_MODES, ObjectStore
@@ -50,6 +51,12 @@ class TransferCount:
     actions: int = 0
     bytes: int = 0
     skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # object digest / action key -> why
+
+    @property
+    def ok(self) -> bool:
+        """True when every transfer succeeded."""
+        return not self.failed
 
 
 @dataclass
@@ -62,11 +69,13 @@ class VerifyReport:
     missing: list[str] = field(default_factory=list)
     bad_actions: list[str] = field(default_factory=list)
     bad_trees: dict[str, str] = field(default_factory=dict)  # digest -> why it is unsafe
+    strays: list[str] = field(default_factory=list)  # files in objects/ that are not objects
 
     @property
     def ok(self) -> bool:
         """True when nothing is wrong."""
-        return not (self.corrupt or self.missing or self.bad_actions or self.bad_trees)
+        return not (self.corrupt or self.missing or self.bad_actions or self.bad_trees
+                    or self.strays)
 
 
 class Store:
@@ -417,15 +426,25 @@ class Store:
                 count.skipped += 1
                 continue
             if not self.cas.verify_object(digest):
-                raise CorruptObjectError(f"refusing to push corrupt object {digest}")
+                count.failed[digest] = (f"local object {self.cas.path(digest)} is corrupt; not pushed "
+                                        "(msmbuild store repair)")
+                continue
             self.remote.put_object_file(digest, self.cas.path(digest))
             count.objects += 1
             count.bytes += self.cas.path(digest).stat().st_size
         remote_actions = self.remote.list_actions()
         for key in self.actions.iter_keys():
             if key not in remote_actions:
-                data = self.actions.path(key).read_bytes()
-                self._refuse_bad_inline(ActionResult.from_bytes(data, str(self.actions.path(key))), "push")
+                try:
+                    data = self.actions.path(key).read_bytes()
+                    record = ActionResult.from_bytes(data, str(self.actions.path(key)))
+                    self._refuse_bad_inline(record, "push")
+                except (StoreError, OSError) as exc:
+                    count.failed[key] = str(exc)
+                    continue
+                if any(d in count.failed for d in record.object_digests()):
+                    count.failed[key] = "an output object is corrupt; not pushed"
+                    continue
                 self.remote.put_action(key, data)
                 count.actions += 1
         return count
@@ -438,32 +457,62 @@ class Store:
                 f"its digest (msmbuild store verify lists such records; rebuilding recomputes them)")
 
     def pull(self) -> TransferCount:
-        """Download every remote object and action the local store lacks."""
+        """Download every remote object and action the local store lacks.
+
+        The remote is untrusted: a corrupt object, a name that is not a digest or a
+        malformed record is skipped and reported in ``failed`` (nothing of it is kept
+        locally), and an action that needs a failed object is not pulled; the rest is.
+        """
         if self.remote is None:
             raise StoreError("no store remote is configured (set store.remote in params.yaml)")
         count = TransferCount()
         local = set(self.cas.iter_digests())
         for digest in sorted(self.remote.list_objects()):
+            if not is_digest(digest):
+                count.failed[digest] = f"{self.remote.url}: not an object name; skipped"
+                continue
             if digest in local:
                 count.skipped += 1
                 continue
-            if self._fetch_object(digest):
+            try:
+                fetched = self._fetch_object(digest)
+            except StoreError as exc:
+                count.failed[digest] = str(exc)
+                continue
+            if fetched:
                 count.objects += 1
                 count.bytes += self.cas.path(digest).stat().st_size
         self.cas.sync()
         local_actions = set(self.actions.iter_keys())
-        for key in self.remote.list_actions() - local_actions:
+        for key in sorted(self.remote.list_actions() - local_actions):
+            if not is_digest(key):
+                count.failed[key] = f"{self.remote.url}: not an action key; skipped"
+                continue
             data = self.remote.get_action(key)
-            if data is not None:
-                self._refuse_bad_inline(ActionResult.from_bytes(data, f"{self.remote.url} action {key}"), "pull")
-                self.actions.put_bytes(key, data)
-                count.actions += 1
+            if data is None:
+                continue
+            try:
+                record = ActionResult.from_bytes(data, f"{self.remote.url} action {key}")
+                self._refuse_bad_inline(record, "pull")
+                needs = self._closure(d for d in record.object_digests() if self.cas.has(d))
+            except StoreError as exc:
+                count.failed[key] = str(exc)
+                continue
+            lacking = [d for d in list(needs) + record.object_digests() if not self.cas.has(d)]
+            if lacking or any(d in count.failed for d in needs):
+                count.failed[key] = (f"{self.remote.url} action {key}: output object "
+                                     f"{(lacking or sorted(needs & count.failed.keys()))[0]} is "
+                                     "missing or corrupt; not pulled")
+                continue
+            self.actions.put_bytes(key, data)
+            count.actions += 1
         return count
 
     # -- maintenance -----------------------------------------------------------
     def verify(self) -> VerifyReport:
         """Check every object's digest and that every action's outputs exist."""
         report = VerifyReport()
+        report.strays = [str(p) for p in self.cas.iter_strays()]
         for digest in self.cas.iter_digests():
             report.objects_checked += 1
             if not self.cas.verify_object(digest):
@@ -523,6 +572,12 @@ class Store:
                 freed += path.stat().st_size
                 self.cas.remove(digest)
                 removed_objects += 1
+        strays = 0
+        for path in list(self.cas.iter_strays()):
+            with contextlib.suppress(FileNotFoundError):
+                moved = self.cas.quarantine_path(path)
+                log.warning("moved stray file %s (not an object) to %s", path, moved)
+                strays += 1
         cutoff = time.time() - tmp_grace_s
         tmp_removed = 0
         for pattern in ("objects/*/.tmp-*", "actions/*/.tmp-*", "scratch/*"):
@@ -538,7 +593,8 @@ class Store:
                 except FileNotFoundError:
                     continue
         return {"actions_removed": removed_actions, "objects_removed": removed_objects,
-                "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed}
+                "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed,
+                "strays_quarantined": strays}
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: objects, bytes, actions by kind, recorded cost."""
