@@ -22,7 +22,8 @@ from typing import Any
 
 from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
 from msmbuild.hashing import action_key, canonical_json, digest_bytes, is_digest
-from msmbuild.layout import DEFAULT_STORE_PATH
+from msmbuild.layout import DEFAULT_STORE_PATH, resume_dir
+from msmbuild.store import _lease
 from msmbuild.store._actions import ActionCache, ActionResult
 from msmbuild.store._cas import LINK_MODES, ObjectStore
 from msmbuild.store._remote import Remote
@@ -95,6 +96,58 @@ class Store:
         self.actions = ActionCache(self.root)
         self.remote = Remote(remote, storage_options) if remote else None
         self.write_through = write_through and self.remote is not None
+        # Leases (see _lease.py): owner heartbeat, when a silent owner counts as gone,
+        # and how often a waiter looks for the owner's result.
+        self.lease_heartbeat_s = _lease.HEARTBEAT_S
+        self.lease_stale_s = _lease.STALE_S
+        self.lease_poll_s = 1.0
+
+    # -- ownership of actions being computed ------------------------------------
+    def lease_path(self, key: str) -> Path:
+        """The lease file of an action (present while some process computes it)."""
+        self.actions.path(key)  # validates the key
+        return self.root / "leases" / f"{key}.lease"
+
+    def resume_dir(self, key: str) -> Path:
+        """Private resumable state of an action (training checkpoints between steps).
+
+        Only the holder of the action's lease writes here (see ``claim``); it is removed
+        when the action's result is recorded, and ``gc`` removes abandoned ones.
+        """
+        self.actions.path(key)  # validates the key
+        return resume_dir(self.root, key)
+
+    def claim(self, key: str, lookup: Callable[[str], Any] | None = None) -> _lease.Lease | None:
+        """Become the one process that computes action key, or wait for its result.
+
+        Returns a held Lease (compute, record, then release it), or None once the action
+        has a result (computed meanwhile by the owner). A dead owner's lease (kill -9 on
+        this host, or no heartbeat for ``lease_stale_s`` on any host) is taken over, and
+        the new owner resumes from the action's ``resume_dir``.
+        """
+        lookup = lookup or self.lookup_tree
+        path = self.lease_path(key)
+        watch: _lease.StaleWatch | None = None
+        announced = False
+        while True:
+            lease = _lease.try_acquire(path, self.lease_heartbeat_s)
+            if lease is not None:
+                if lookup(key) is None:
+                    return lease
+                lease.release()  # the previous owner finished just before we got here
+                return None
+            if lookup(key) is not None:
+                return None
+            watch = watch or _lease.StaleWatch(path, self.lease_stale_s)
+            if watch.owner_gone():
+                watch.break_stale()
+                continue
+            if not announced:
+                owner = _lease.describe_owner(_lease.read_owner(path))
+                log.warning("action %s is being computed by %s; waiting for its result "
+                            "(lease %s)", key, owner, path)
+                announced = True
+            time.sleep(self.lease_poll_s)
 
     # -- keys ----------------------------------------------------------------
     @staticmethod
@@ -347,29 +400,48 @@ class Store:
         inputs: dict[str, Any],
         compute: Callable[[Path], dict[str, Any]],
         dest: str | os.PathLike[str] | None = None,
+        lease: _lease.Lease | None = None,
     ) -> MemoResult:
         """Run compute(workdir) unless cached; store workdir as a tree; materialize at dest.
 
         compute writes its outputs into the empty directory it is given and returns
-        metadata. A failing compute leaves nothing behind: not in the store, not at dest.
+        metadata. A failing compute leaves nothing behind: not in the store, not at dest
+        (only its ``resume_dir``, for the next attempt). On a miss the process first
+        claims the action (see ``claim``): a second process computing the same action
+        at the same time, on this machine or another one sharing the store, waits for
+        the first one's result instead of computing it too. A caller that claimed the
+        action itself passes its ``lease``.
         """
         key = self.key(kind, inputs)
         result = self.lookup_tree(key)  # verifies the tree and every entry
+        while result is None and lease is None:
+            lease = self.claim(key)
+            if lease is None:
+                result = self.lookup_tree(key)
         if result is None:
-            workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.scratch_dir()))
             try:
-                start = time.perf_counter()
-                meta = compute(workdir) or {}
-                meta = {"kind": kind, "wall_s": time.perf_counter() - start, **meta}
-                digest = self.put_tree(workdir)
-                self._replace_corrupt(digest, workdir)
+                result = self._compute_tree(kind, key, compute)
             finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-            record = self.save_action(key, {"tree": digest}, meta)
-            result = MemoResult(key, digest, record.meta, False, "computed")
+                if lease is not None:
+                    lease.release()
         if dest is not None:
             self._place(result.value, dest)
         return result
+
+    def _compute_tree(self, kind: str, key: str, compute: Callable[[Path], dict[str, Any]]) -> MemoResult:
+        """Run compute in a scratch workdir, store the tree, record the action (lease held)."""
+        workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.scratch_dir()))
+        try:
+            start = time.perf_counter()
+            meta = compute(workdir) or {}
+            meta = {"kind": kind, "wall_s": time.perf_counter() - start, **meta}
+            digest = self.put_tree(workdir)
+            self._replace_corrupt(digest, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        record = self.save_action(key, {"tree": digest}, meta)
+        shutil.rmtree(self.resume_dir(key), ignore_errors=True)
+        return MemoResult(key, digest, record.meta, False, "computed")
 
     def _replace_corrupt(self, tree: str, workdir: Path) -> None:
         """After put_tree: a put skips objects that already exist, so re-hash every entry

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
-from msmbuild.layout import resume_dir
 from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
     rank, world = process_info()
     inputs = {**inputs, "train": train_key_config(cfg, world)}
     key = store.key(kind, inputs)
-    state_dir = resume_dir(store.root, key)
+    state_dir = store.resume_dir(key)
 
     def compute(out: Path) -> dict[str, Any]:
         from msmbuild.models import load_model
@@ -89,12 +88,19 @@ def _run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
     from msmbuild.train.loop import distributed_state
 
     state = distributed_state()
+    # The main process claims the action first (another job on the shared store may own
+    # it: then this one waits for that result), so no process starts computing, or reads
+    # the resume state, while someone else owns it.
+    lease = store.claim(key) if rank == 0 else None
+    state.wait_for_everyone()
     hit = store.lookup_tree(key)
     state.wait_for_everyone()  # every process decides hit/miss before anyone records
     if hit is not None:
+        if lease is not None:
+            lease.release()
         return hit
     if rank == 0:
-        result = store.memo_tree(kind, inputs, compute)
+        result = store.memo_tree(kind, inputs, compute, lease=lease)
         state.wait_for_everyone()
         return result
     with tempfile.TemporaryDirectory(prefix=f"{kind}-rank{rank}-", dir=store.scratch_dir()) as tmp:

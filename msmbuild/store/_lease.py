@@ -1,0 +1,158 @@
+"""Leases: one owner per action being computed, across processes and machines.
+
+A lease is a file ``<store>/leases/<key>.lease`` created with O_CREAT|O_EXCL (atomic on
+local filesystems and on NFSv3+), holding the owner's host, pid and a random token. The
+owner touches the file every ``heartbeat_s`` from a background thread. Another process
+that finds the file held waits; it takes the lease over when the owner is gone:
+
+- the owner runs on this host and its pid no longer exists (kill -9, OOM): at once;
+- otherwise when the file's mtime has not changed for ``stale_s`` seconds *as observed
+  by the waiter's own clock* (so clock skew between machines does not matter).
+
+Taking over is a rename of the stale file to a unique name (only one waiter's rename
+can succeed) followed by a fresh exclusive create. Nothing here is trusted for
+correctness of results: the action cache still verifies every output; the lease only
+keeps two trainers out of one resume directory and stops duplicate work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 10.0
+STALE_S = 120.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+class Lease:
+    """An acquired lease; release() (or leaving the with block) gives it up."""
+
+    def __init__(self, path: Path, token: str, heartbeat_s: float):
+        self.path = path
+        self.token = token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True,
+                                        name=f"lease-{path.stem[:8]}")
+        self._thread.start()
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                log.warning("lease %s vanished while held (taken over as stale?)", self.path)
+                return
+
+    def held(self) -> bool:
+        """True while the lease file is still ours."""
+        return read_owner(self.path).get("token") == self.token
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lease file if it is still ours."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.held():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_owner(path: Path) -> dict[str, Any]:
+    """The owner record of a lease file ({} when absent or unreadable)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def describe_owner(owner: dict[str, Any]) -> str:
+    """'host:pid' of a lease owner, for messages."""
+    return f"{owner.get('host', '?')}:{owner.get('pid', '?')}"
+
+
+def try_acquire(path: Path, heartbeat_s: float = HEARTBEAT_S) -> Lease | None:
+    """Create the lease file exclusively; None when another owner holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "token": token,
+              "started": time.time()}
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return None
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    return Lease(path, token, heartbeat_s)
+
+
+class StaleWatch:
+    """Decides, from the waiter's side, when a held lease's owner is gone."""
+
+    def __init__(self, path: Path, stale_s: float = STALE_S):
+        self.path = path
+        self.stale_s = stale_s
+        self._seen: tuple[float, str] | None = None  # (mtime, token) last observed
+        self._since = time.monotonic()
+
+    def owner_gone(self) -> bool:
+        """True when the owner died on this host or its heartbeat stopped for stale_s."""
+        owner = read_owner(self.path)
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return False  # released: the next try_acquire will tell
+        if not owner:  # created but not yet written (or garbage): judge by the heartbeat
+            owner = {}
+        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+            if not _pid_alive(owner["pid"]):
+                return True
+        seen = (mtime, str(owner.get("token")))
+        if seen != self._seen:
+            self._seen, self._since = seen, time.monotonic()
+            return False
+        return time.monotonic() - self._since >= self.stale_s
+
+    def break_stale(self) -> bool:
+        """Move the stale lease file aside (one waiter wins); True if this one did."""
+        owner = read_owner(self.path)
+        aside = self.path.with_name(f".{self.path.name}.stale-{uuid.uuid4().hex}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        moved = read_owner(aside)
+        if moved.get("token") != owner.get("token"):
+            # A new owner took it between our check and the rename: give it back.
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.path)
+            os.unlink(aside)
+            return False
+        os.unlink(aside)
+        log.warning("took over the lease %s from %s (owner gone)", self.path, describe_owner(moved))
+        return True
