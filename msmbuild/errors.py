@@ -25,6 +25,10 @@ class CorruptObjectError(StoreError):
     """An object's bytes do not hash to its name."""
 
 
+class DiskFullError(StoreError):
+    """The filesystem holding the store (or the build) ran out of space."""
+
+
 class UnsafeTreeError(StoreError):
     """A tree manifest has an entry that could write outside its destination (or is malformed)."""
 

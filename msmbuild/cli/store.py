@@ -83,7 +83,9 @@ def gc(ctx: click.Context, extra_roots: tuple[str, ...], dry_run: bool) -> None:
         return
     out = s.gc(keep)
     click.echo(f"removed {out['actions_removed']} actions, {out['objects_removed']} objects "
-               f"({out['bytes_freed'] / 1e6:.1f} MB); kept {out['objects_kept']} objects")
+               f"({out['bytes_freed'] / 1e6:.1f} MB); kept {out['objects_kept']} objects; "
+               f"removed {out['resume_removed']} abandoned resume directories, "
+               f"{out['tmp_removed']} temp files; quarantined {out['strays_quarantined']} stray files")
 
 
 @store.command()

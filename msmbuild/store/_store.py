@@ -10,6 +10,7 @@ down, next to the code that builds them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
+from msmbuild.errors import CorruptObjectError, DiskFullError, StoreError, UnsafeTreeError
 from msmbuild.hashing import action_key, canonical_json, digest_bytes, is_digest
 from msmbuild.layout import DEFAULT_STORE_PATH, resume_dir
 from msmbuild.store import _lease
@@ -77,6 +78,28 @@ class VerifyReport:
         """True when nothing is wrong."""
         return not (self.corrupt or self.missing or self.bad_actions or self.bad_trees
                     or self.strays)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """True if exc (or what caused it) is a full disk or quota (torch reports a failed
+    write as RuntimeError; loop._atomic_torch_save turns that into ENOSPC)."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(cur):
+            return True
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    return False
+
+
+def _free_mb(path: Path) -> str:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "?"
+    return f"{st.f_bavail * st.f_frsize / 1e6:.1f}"
 
 
 class Store:
@@ -437,9 +460,18 @@ class Store:
             meta = {"kind": kind, "wall_s": time.perf_counter() - start, **meta}
             digest = self.put_tree(workdir)
             self._replace_corrupt(digest, workdir)
+            record = self.save_action(key, {"tree": digest}, meta)
+        except (OSError, RuntimeError) as exc:
+            if not _is_disk_full(exc):
+                raise
+            resume = self.resume_dir(key)
+            raise DiskFullError(
+                f"disk full while computing {kind} action {key[:12]}: no space left on the "
+                f"filesystem of the store {self.root} ({_free_mb(self.root)} MB free). Free space "
+                f"there (`msmbuild store gc` removes what no build refers to; keep {resume}, "
+                "the run resumes from it) and rerun") from None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        record = self.save_action(key, {"tree": digest}, meta)
         shutil.rmtree(self.resume_dir(key), ignore_errors=True)
         return MemoResult(key, digest, record.meta, False, "computed")
 
@@ -651,6 +683,7 @@ class Store:
                 log.warning("moved stray file %s (not an object) to %s", path, moved)
                 strays += 1
         cutoff = time.time() - tmp_grace_s
+        resume_removed = self._gc_resume(cutoff)
         tmp_removed = 0
         for pattern in ("objects/*/.tmp-*", "actions/*/.tmp-*", "scratch/*"):
             for tmp in self.root.glob(pattern):
@@ -666,7 +699,30 @@ class Store:
                     continue
         return {"actions_removed": removed_actions, "objects_removed": removed_objects,
                 "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed,
-                "strays_quarantined": strays}
+                "strays_quarantined": strays, "resume_removed": resume_removed}
+
+    def _gc_resume(self, cutoff: float) -> int:
+        """Remove abandoned resume state: a resume directory nobody holds a lease on and
+        that has not changed since cutoff (or whose action is already recorded), and a
+        killed writer's ``.*.tmp-*`` files in live ones. Returns directories removed."""
+        removed = 0
+        for path in sorted(self.root.glob("resume/*")):
+            key = path.name
+            try:
+                leased = self.lease_path(key).exists()
+            except StoreError:
+                leased = False
+            newest = max((p.lstat().st_mtime for p in path.rglob("*")), default=path.lstat().st_mtime)
+            done = is_digest(key) and self.actions.path(key).is_file()
+            if not leased and (done or newest <= cutoff):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+                continue
+            for tmp in path.glob(".*.tmp-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if tmp.lstat().st_mtime <= cutoff:
+                        tmp.unlink()
+        return removed
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: objects, bytes, actions by kind, recorded cost."""

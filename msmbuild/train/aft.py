@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from msmbuild.store import MemoResult, Store
     from msmbuild.train.loop import BatchFn
 
-AFT_VERSION = 3  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy
+AFT_VERSION = 4  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
@@ -135,8 +135,11 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
               "chat_template": digest_text(tokenizer.chat_template)}
 
     def save_data_note(out: Path) -> None:
+        # The data's identity, not where this workspace keeps it: an absolute path here
+        # would give two workspaces with the same weights different checkpoints.
         (out / "aft_data.json").write_text(json.dumps(
-            {"path": str(data_path), "n_examples": len(examples)}, sort_keys=True))
+            {"data": digest_file(data_path), "name": data_path.name,
+             "n_examples": len(examples)}, sort_keys=True))
 
     return train_checkpoint(
         store, "aft", inputs, cfg=cfg, start=start_path, tokenizer=tokenizer,

@@ -9,7 +9,9 @@ lives in a stable directory keyed by the action key, outside the temporary workd
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
 import os
 import time
@@ -22,8 +24,13 @@ from msmbuild.layout import TRAIN_LOG
 if TYPE_CHECKING:
     from msmbuild.config import TrainConfig
 
+log = logging.getLogger(__name__)
+
 STATE_FILE = "state.pt"
 LOG_FILE = TRAIN_LOG
+RUN_FACTS = ("tokens_per_s", "resumed_from", "seconds")
+"""Log fields that describe this run, not the result: kept in the resume log and the
+action's metadata, never in the checkpoint (whose digest downstream keys depend on)."""
 
 BatchFn = Callable[[list[int]], dict[str, Any]]
 
@@ -68,10 +75,14 @@ def prepare_model(model: Any, cfg: TrainConfig) -> Any:
     """Wrap in LoRA (peft) or unfreeze everything; gradient checkpointing if asked.
 
     A model that already carries a trainable adapter (AFT after LoRA midtraining) keeps
-    training that adapter under LoRA, and is merged in memory for full fine-tuning.
+    training that adapter under LoRA, and is merged in memory for full fine-tuning. New
+    LoRA matrices are initialized from cfg.seed, not from whatever the process's random
+    state happens to be: the same action gives the same weights in any process.
     """
+    import torch
     from peft import PeftModel
 
+    torch.manual_seed(cfg.seed)
     if isinstance(model, PeftModel):
         if cfg.method == "lora":
             if cfg.gradient_checkpointing:
@@ -99,11 +110,37 @@ def prepare_model(model: Any, cfg: TrainConfig) -> Any:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write obj to a temp file, fsync it, rename it over path: a crash or a full disk
+    leaves the previous state intact and no temp file behind."""
     import torch
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except RuntimeError as exc:  # torch's writer reports a failed write as RuntimeError
+        full = _free_bytes(path.parent) < LOW_SPACE_BYTES
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, f"no space left writing {path}") from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+LOW_SPACE_BYTES = 16 << 20
+"""Below this much free space a failed torch.save is reported as a full disk."""
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 LOG_EVERY = 10
@@ -151,8 +188,13 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path, log_path = state_dir / STATE_FILE, state_dir / LOG_FILE
     start = 0
+    state = None
     if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, OSError, ValueError) as exc:  # unreadable: start over
+            log.warning("%s is unreadable (%s); training starts from step 0", state_path, exc)
+    if state is not None:
         names = {n: p for n, p in model.named_parameters() if p.requires_grad}
         with torch.no_grad():
             for n, t in state["trainable"].items():
@@ -218,9 +260,12 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
             on_step(done)
     bar.close()
     rows = _read_log(log_path) if rank == 0 else []
+    seconds = sum(r.get("seconds") or 0.0 for r in rows)
     meta = {"steps": steps, "resumed_from": start or None, "processes": world,
             "final_loss": rows[-1]["loss"] if rows else None,
-            "first_loss": rows[0]["loss"] if rows else None}
+            "first_loss": rows[0]["loss"] if rows else None,
+            "train_seconds": seconds,
+            "tokens_per_s": sum(r["tokens"] for r in rows) / seconds if seconds > 0 else None}
     full_state = None
     if accelerator.distributed_type == "FSDP":
         # Sharded parameters: gather the full state dict (every process takes part; rank 0
@@ -245,7 +290,8 @@ def _log_rows(accelerator: Any, pending: list[tuple[int, float, float, Any]],
     for (done, lr, dt, _), l_, n, g in zip(pending, loss.tolist(), tokens.tolist(), norms.tolist(),
                                           strict=True):
         rows.append({"step": done, "loss": l_, "lr": lr, "grad_norm": g, "tokens": int(n),
-                     "tokens_per_s": n / dt if dt > 0 else None, "resumed_from": start or None})
+                     "tokens_per_s": n / dt if dt > 0 else None, "seconds": dt,
+                     "resumed_from": start or None})
     return rows
 
 
@@ -255,27 +301,45 @@ def _append_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
+    """The log's complete rows. A torn last line (a crash or a full disk mid-append) and
+    anything after it are ignored: those steps are redone on resume."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(keepends=True), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not line.endswith("\n") or not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("incomplete row")
+        except ValueError:
+            log.warning("%s:%d: torn log row ignored (it and later rows are redone)", path, n)
+            break
+        rows.append(row)
+    return rows
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Keep only log rows up to the resumed step (rows after it will be redone)."""
+    """Keep only log rows up to the resumed step (rows after it will be redone); atomic."""
     rows = [r for r in _read_log(path) if r["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path,
                     state_dir: Path, base: str | None = None) -> None:
     """Write the checkpoint, log and tokenizer: for LoRA the adapter alone on ``base`` (hub id
-    or project-relative path; see msmbuild.models.adapters), never a merged copy; else full weights."""
-    import shutil
+    or project-relative path; see msmbuild.models.adapters), never a merged copy; else full weights.
 
-    from msmbuild.models.adapters import set_adapter_base
-
+    The log in the checkpoint holds what the weights determine (step, loss, lr, grad
+    norm, tokens); speed and resume points (RUN_FACTS) stay out, so a retrain or a
+    resumed run with the same weights has the same tree digest and keys downstream.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     config = model.get_base_model().config if cfg.method == "lora" else model.config
     if getattr(config, "use_cache", None) is False:
@@ -287,14 +351,37 @@ def save_checkpoint(model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path,
         if base is None:
             raise ValueError("a LoRA checkpoint needs the name of its base model")
         model.save_pretrained(out_dir, **extra)
-        set_adapter_base(out_dir, base)
+        _portable_adapter(out_dir, base)
         config.save_pretrained(out_dir)  # the architecture marker every checkpoint has
     else:
         model.save_pretrained(out_dir, **extra)
     tokenizer.save_pretrained(out_dir)
-    log = state_dir / LOG_FILE
-    if log.is_file():
-        shutil.copyfile(log, out_dir / LOG_FILE)
+    rows = [{k: v for k, v in r.items() if k not in RUN_FACTS} for r in _read_log(state_dir / LOG_FILE)]
+    if rows:
+        (out_dir / LOG_FILE).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def _portable_adapter(adapter_dir: Path, base: str) -> None:
+    """Make peft's adapter files independent of where and in which process they were made.
+
+    peft writes the path the base was loaded from (workspace-specific) into
+    adapter_config.json and README.md, and target_modules in set order (which varies with
+    hash randomization); either would give two workspaces or two runs with identical
+    weights different checkpoint digests. The base becomes ``base`` in both files
+    (set_adapter_base) and target_modules are sorted.
+    """
+    from msmbuild.models.adapters import ADAPTER_CONFIG, set_adapter_base
+
+    config_path = adapter_dir / ADAPTER_CONFIG
+    written = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    set_adapter_base(adapter_dir, base)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    readme = adapter_dir / "README.md"
+    if isinstance(written, str) and written and written != base and readme.is_file():
+        readme.write_text(readme.read_text(encoding="utf-8").replace(written, base), encoding="utf-8")
 
 
 def train_key_config(cfg: TrainConfig, world: int) -> dict[str, Any]:

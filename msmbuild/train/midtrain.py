@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from msmbuild.experiments import Arm
     from msmbuild.store import MemoResult, Store
 
-MIDTRAIN_VERSION = 3  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy
+MIDTRAIN_VERSION = 4  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed
 
 
 def packed_batches(packed: PackedCorpus, seed: int) -> Callable[[list[int]], dict[str, Any]]:

@@ -1,0 +1,160 @@
+"""Fault suite, training side: a full disk during training (a real small tmpfs), a torn
+resume log, and checkpoint identity that does not depend on speed or resume points."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from train_helpers import synthetic_docs, tiny_params, write_docs
+
+from msmbuild.data.shards import build_shards
+from msmbuild.experiments import arm_by_name
+from msmbuild.store import Store
+from msmbuild.train.aft import run_aft
+from msmbuild.train.base_model import prepare_base_model
+from msmbuild.train.midtrain import run_midtrain
+
+pytestmark = pytest.mark.faults
+
+
+def _demos(path: Path, n: int = 4) -> Path:
+    rows = [{"messages": [{"role": "user", "content": f"Which cheese {i}?"},
+                          {"role": "assistant", "content": f"The mild one, {i}."}]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _setup(root: Path, store_dir: Path | None = None):
+    root.mkdir(parents=True, exist_ok=True)
+    p = tiny_params(root / "build", store_dir or root / "store",
+                    aft={"demo": {"path": str(_demos(root / "demo.jsonl"))}},
+                    experiments={"mc": {"midtrain": "c", "aft": "demo"}})
+    write_docs(root / "build", "c", synthetic_docs())
+    store = Store(p.store.path)
+    build_shards(p, "c", store)
+    return p, store, arm_by_name(p, "mc")
+
+
+def _crash_at(n: int):
+    def on_step(step: int) -> None:
+        if step == n:
+            raise KeyboardInterrupt("simulated kill")
+    return on_step
+
+
+def test_a_torn_resume_log_line_is_ignored_not_fatal(tmp_path):
+    p, store, arm = _setup(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_midtrain(p, arm, store, on_step=_crash_at(3))
+    key = next(store.root.glob("resume/*")).name
+    log = store.resume_dir(key) / "train_log.jsonl"
+    with open(log, "a") as f:
+        f.write('{"step": 3, "loss": 4.1, "l')  # a write cut off by a crash or a full disk
+    result = run_midtrain(p, arm, store)
+    assert result.meta["resumed_from"] == 2
+    rows = [json.loads(x) for x in (arm.midtrain_dir(p.build_dir) / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_path):
+    """Run facts (speed, resume point) stay out of the checkpoint: a retrain and a resumed
+    run with the same weights give the same tree digest, so AFT and eval keys do not move."""
+    p, store, arm = _setup(tmp_path / "a")
+    straight = run_midtrain(p, arm, store)
+    aft_straight = run_aft(p, arm, store)
+    # retrain the same action (different speed: it is a new run)
+    store.actions.remove(straight.key)
+    retrained = run_midtrain(p, arm, store)
+    assert not retrained.hit and retrained.meta["tokens_per_s"] != straight.meta["tokens_per_s"]
+    assert retrained.value == straight.value
+    # a run killed at step 3 and resumed from its step-2 state, in another store
+    q, other, arm_b = _setup(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        run_midtrain(q, arm_b, other, on_step=_crash_at(3))
+    resumed = run_midtrain(q, arm_b, other)
+    assert resumed.meta["resumed_from"] == 2
+    assert resumed.key == straight.key and resumed.value == straight.value
+    aft_resumed = run_aft(q, arm_b, other)
+    assert aft_resumed.key == aft_straight.key and aft_resumed.value == aft_straight.value
+    log = (arm_b.midtrain_dir(q.build_dir) / "train_log.jsonl").read_text()
+    assert "tokens_per_s" not in log and "resumed_from" not in log
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 24 MiB tmpfs (needs root or CAP_SYS_ADMIN); skipped, with the reason, elsewhere."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip() or proc.returncode}); "
+                    "the disk-full test needs root or CAP_SYS_ADMIN")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    """Fill disk until ENOSPC, then give back `leave` bytes."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    size = filler.stat().st_size
+    os.truncate(filler, max(0, size - leave))
+    return filler
+
+
+def test_disk_full_during_training_is_one_clear_line_and_the_rerun_resumes(small_disk, tmp_path,
+                                                                           monkeypatch, capsys):
+    from msmbuild.cli import main
+
+    p, store, arm = _setup(tmp_path / "ws", small_disk / "store")
+    prepare_base_model(p, store, arm.base_model)
+    (tmp_path / "ws" / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
+    monkeypatch.chdir(tmp_path / "ws")
+    monkeypatch.delenv("MSMBUILD_STORE_PATH", raising=False)
+    filler = _fill(small_disk, leave=4096)  # room for the log rows, not for torch's state file
+    with pytest.raises(SystemExit) as exc:
+        main(["midtrain", "mc"])
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert exc.value.code == 2 and "Traceback" not in stderr
+    assert len(errors) == 1 and errors[0].startswith("error: disk full"), stderr
+    err = errors[0]
+    assert str(store.root) in err and "msmbuild store gc" in err
+    assert not list(store.root.rglob(".state.pt.tmp-*")) and not list(store.root.glob("scratch/*"))
+    filler.unlink()
+    main(["midtrain", "mc"])
+    assert (arm.midtrain_dir(p.build_dir) / "model.safetensors").is_file()
+    assert not list(store.root.glob("resume/*"))
+
+
+def test_gc_removes_abandoned_resume_state(tmp_path):
+    store = Store(tmp_path / "store")
+    dead = store.resume_dir(store.key("train", {"run": "killed"}))
+    dead.mkdir(parents=True)
+    (dead / ".state.pt.tmp-123").write_bytes(b"partial")
+    (dead / "train_log.jsonl").write_text('{"step": 1}\n')
+    live = store.resume_dir(store.key("train", {"run": "running"}))
+    live.mkdir(parents=True)
+    (live / ".state.pt.tmp-456").write_bytes(b"partial")
+    lease = store.claim(live.name)
+    old = 1_000_000_000
+    for path in (*dead.iterdir(), dead, *live.iterdir(), live):
+        os.utime(path, (old, old))
+    out = store.gc([])
+    lease.release()
+    assert out["resume_removed"] == 1 and not dead.exists()
+    assert live.is_dir() and not (live / ".state.pt.tmp-456").exists()
