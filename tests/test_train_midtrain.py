@@ -50,8 +50,9 @@ def test_loss_falls_on_real_documents(tmp_path):
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.5, (first, last)
     assert result.meta["packing_waste"] < 64 / result.meta["n_tokens"] + 1e-9
-    assert all(r["grad_norm"] > 0 and r["tokens"] == 4 * 64 and r["tokens_per_s"] > 0
+    assert all(r["grad_norm"] > 0 and r["tokens"] == 4 * 64
                for r in _log(tmp_path / "build" / "models" / "midtrain" / "c"))
+    assert result.meta["tokens_per_s"] > 0  # a run fact: in the action's metadata, not the checkpoint
 
 
 def test_lora_changes_only_the_adapter_and_reloads_with_the_same_logits(tmp_path):
