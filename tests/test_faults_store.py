@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from msmbuild.errors import CorruptObjectError
 from msmbuild.store import Store
 
 pytestmark = pytest.mark.faults
@@ -153,3 +154,76 @@ def test_a_corrupt_remote_object_does_not_stop_pull(tmp_path, monkeypatch, capsy
     assert local.lookup_tree(keys[2]) is None and local.lookup_tree(keys[0]) is not None
     code, out, _ = _run_cli(["store", "verify"], capsys)
     assert code == 0, out
+
+
+def _placed_checkpoint(ws: Path, store: Store, name: str) -> tuple[str, str, Path]:
+    """A stored 'checkpoint' tree, recorded as an action and placed under build/ with a marker."""
+    from msmbuild.train.base_model import materialize_checkpoint
+
+    src = ws / f"src-{name}"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(name.encode() * 1000)
+    (src / "config.json").write_text('{"layers": 2}\n')
+    tree = store.put_tree(src)
+    key = store.key("midtrain", {"name": name})
+    store.save_action(key, {"tree": tree}, {"kind": "midtrain"})
+    dest = ws / "build" / "models" / "midtrain" / name
+    materialize_checkpoint(store, tree, dest)
+    return key, tree, dest
+
+
+def _truncate_object(store: Store, path: Path) -> str:
+    """Truncate the store object a build file is a hardlink of (as a disk error would)."""
+    digest = next(d for d in store.cas.iter_digests() if store.cas.path(d).samefile(path))
+    obj = store.cas.path(digest)
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:
+        f.truncate(10)
+    return digest
+
+
+@pytest.mark.parametrize("with_remote", [True, False])
+def test_verify_names_corrupt_build_paths_and_repair_fixes_them(tmp_path, monkeypatch, capsys,
+                                                                with_remote):
+    remote = tmp_path / "remote"
+    ws = _workspace(tmp_path, monkeypatch, remote if with_remote else None)
+    store = Store(ws / "store", link_modes=("hardlink", "copy"),
+                  remote=str(remote) if with_remote else None)
+    key, tree, dest = _placed_checkpoint(ws, store, "a")
+    other_key, _, other_dest = _placed_checkpoint(ws, store, "b")
+    if with_remote:
+        store.push()
+    weights = dest / "model.safetensors"
+    digest = _truncate_object(store, weights)
+    assert weights.stat().st_size == 10  # the build file is the same inode
+    assert store.check_placed(ws / "build") == [f"{weights}: 10 bytes, stored as 1000"]
+    code, out, _ = _run_cli(["store", "verify"], capsys)
+    assert code == 1
+    assert f"corrupt  {store.cas.path(digest)}" in out
+    assert f"  affects  {weights.relative_to(ws)}" in out
+    assert "repair: msmbuild store repair" in out
+    code, out, err = _run_cli(["store", "repair"], capsys)
+    assert code == 0, err
+    if with_remote:
+        assert "1 restored, 1 build paths re-placed" in out
+        assert weights.read_bytes() == b"a" * 1000 and store.lookup_tree(key) is not None
+    else:
+        assert "dropped 1 action records" in out and "snakemake --cores all" in out
+        assert not dest.exists() and store.actions.get(key) is None
+    assert (other_dest / "model.safetensors").read_bytes() == b"b" * 1000  # untouched
+    assert store.actions.get(other_key) is not None
+    code, out, _ = _run_cli(["store", "verify"], capsys)
+    assert code == 0 and out.endswith("ok\n")
+    assert store.check_placed(ws / "build") == []
+
+
+def test_a_build_replaces_a_truncated_checkpoint_instead_of_trusting_it(tmp_path, monkeypatch):
+    from msmbuild.train.base_model import materialize_checkpoint
+
+    ws = _workspace(tmp_path, monkeypatch)
+    store = Store(ws / "store", link_modes=("hardlink", "copy"))
+    _key, tree, dest = _placed_checkpoint(ws, store, "a")
+    digest = _truncate_object(store, dest / "model.safetensors")
+    with pytest.raises(CorruptObjectError, match=digest):
+        materialize_checkpoint(store, tree, dest)  # noticed by size, re-hashed, quarantined
+    assert not store.cas.has(digest) and (ws / "store" / "quarantine").is_dir()

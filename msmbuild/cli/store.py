@@ -45,11 +45,14 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-hash every object and inline value, check every action's outputs exist; exit 1 on problems."""
-    _params, s = _store(ctx)
+    params, s = _store(ctx)
     report = s.verify()
     click.echo(f"checked {report.objects_checked} objects, {report.actions_checked} actions")
+    affected = s.affected_paths(params.build_dir, report.corrupt) if report.corrupt else {}
     for d in report.corrupt:
         click.echo(f"corrupt  {s.object_path(d)}")
+        for path in affected.get(d, []):
+            click.echo(f"  affects  {path}")
     for d in report.missing:
         click.echo(f"missing  {d}")
     for k in report.bad_actions:
@@ -59,8 +62,35 @@ def verify(ctx: click.Context) -> None:
     for path in report.strays:
         click.echo(f"stray    {path} (not an object; skipped, `msmbuild store gc` quarantines it)")
     if not report.ok:
+        if report.corrupt or report.strays:
+            click.echo("repair: msmbuild store repair (restores from the remote or an intact copy; "
+                       "what has no good copy is dropped and rebuilt by the next build)")
         raise SystemExit(1)
     click.echo("ok")
+
+
+@store.command()
+@click.pass_context
+def repair(ctx: click.Context) -> None:
+    """Restore corrupt objects (remote, or an intact copy in build/) and fix the build paths
+    that hold them; what cannot be restored is dropped so the next build recomputes only it."""
+    params, s = _store(ctx)
+    report = s.repair(params.build_dir)
+    if report.strays:
+        click.echo(f"quarantined {report.strays} stray files")
+    if not report.corrupt:
+        click.echo("no corrupt objects")
+        return
+    click.echo(f"{len(report.corrupt)} corrupt objects: {len(report.restored)} restored, "
+               f"{len(report.replaced)} build paths re-placed")
+    for path in report.replaced:
+        click.echo(f"  re-placed  {path}")
+    if report.needs_rebuild:
+        for path in report.removed:
+            click.echo(f"  removed    {path}")
+        click.echo(f"{len(report.corrupt) - len(report.restored)} objects had no good copy: dropped "
+                   f"{len(report.dropped_actions)} action records; run `snakemake --cores all` "
+                   "(or the stage's msmbuild command) to recompute only those")
 
 
 @store.command()

@@ -10,13 +10,14 @@ Public surface::
 from msmbuild.layout import DEFAULT_STORE_PATH
 from msmbuild.store._actions import ActionResult
 from msmbuild.store._roots import read_roots, write_roots
-from msmbuild.store._store import MemoResult, Store, TransferCount, VerifyReport
+from msmbuild.store._store import MemoResult, RepairReport, Store, TransferCount, VerifyReport
 from msmbuild.store._writer import ResultWriter
 
 __all__ = [
     "ActionResult",
     "DEFAULT_STORE_PATH",
     "MemoResult",
+    "RepairReport",
     "ResultWriter",
     "Store",
     "TransferCount",

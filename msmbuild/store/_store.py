@@ -102,6 +102,26 @@ def _free_mb(path: Path) -> str:
     return f"{st.f_bavail * st.f_frsize / 1e6:.1f}"
 
 
+@dataclass
+class RepairReport:
+    """What ``repair`` did: objects restored, build paths re-placed or removed."""
+
+    corrupt: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)  # from the remote or a good copy in build/
+    replaced: list[Path] = field(default_factory=list)  # build paths linked to a restored object
+    dropped_actions: list[str] = field(default_factory=list)  # recorded results needing a lost object
+    removed: list[Path] = field(default_factory=list)  # build paths removed for a rebuild
+    strays: int = 0
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """True when some results must be recomputed by the next build."""
+        return bool(self.dropped_actions or self.removed)
+
+
+TREE_MARKER_GLOB = ".*.tree"  # beside a placed tree dest: the tree digest (see materialize_if_changed)
+
+
 class Store:
     """A content-addressed store with an action cache and an optional remote tier."""
 
@@ -275,12 +295,14 @@ class Store:
     def materialize_if_changed(self, tree: str, dest: str | os.PathLike[str]) -> Path:
         """Materialize a tree unless dest already holds it (no new mtimes on a no-op build).
 
-        A marker beside dest (``.<name>.tree``) records the tree last placed there.
+        A marker beside dest (``.<name>.tree``) records the tree last placed there. Sizes
+        are a cheap check: a truncated object (and its link) is placed again.
         """
         dest = Path(dest)
         marker = dest.parent / f".{dest.name}.tree"
         if dest.is_dir() and marker.is_file() and marker.read_text() == tree and all(
-                (dest / rel).is_file() for rel, *_ in self.tree_entries(tree)):
+                (dest / rel).is_file() and (dest / rel).stat().st_size == size
+                for rel, _obj, size, _x in self.tree_entries(tree)):
             return dest
         self.materialize(tree, dest)
         tmp = marker.with_name(marker.name + ".tmp")
@@ -644,6 +666,137 @@ class Store:
                         if not self.cas.has(entry[1]):
                             report.missing.append(entry[1])
         return report
+
+    # -- build directories ----------------------------------------------------
+    def placed_trees(self, build_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+        """(dest, tree digest) of every tree placed under build_dir with a marker."""
+        out = []
+        for marker in Path(build_dir).rglob(TREE_MARKER_GLOB):
+            dest = marker.parent / marker.name[1:-len(".tree")]
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                tree = marker.read_text().strip()
+                if is_digest(tree) and dest.is_dir():
+                    out.append((dest, tree))
+        return out
+
+    def affected_paths(self, build_dir: str | os.PathLike[str],
+                       digests: Iterable[str]) -> dict[str, list[Path]]:
+        """Build paths that hold the named objects: hardlinks of the object file (same
+        inode) and entries of placed trees that name it (copies, reflinks)."""
+        wanted = set(digests)
+        out: dict[str, list[Path]] = {d: [] for d in wanted}
+        inodes = {}
+        for d in wanted:
+            with contextlib.suppress(OSError):
+                st = self.cas.path(d).stat()
+                inodes[(st.st_dev, st.st_ino)] = d
+        for dirpath, _dirs, files in os.walk(build_dir):
+            for name in files:
+                path = Path(dirpath) / name
+                with contextlib.suppress(OSError):
+                    st = path.lstat()
+                    d = inodes.get((st.st_dev, st.st_ino))
+                    if d is not None and path not in out[d]:
+                        out[d].append(path)
+        for dest, tree in self.placed_trees(build_dir):
+            with contextlib.suppress(StoreError, ValueError):
+                for rel, obj, _size, _x in self.cas.tree_entries(tree):
+                    if obj in wanted and (dest / rel) not in out[obj] and (dest / rel).exists():
+                        out[obj].append(dest / rel)
+        return out
+
+    def check_placed(self, build_dir: str | os.PathLike[str]) -> list[str]:
+        """Cheap check of placed trees (stat only): entries missing or of the wrong size.
+
+        A truncated or overwritten object shows here without re-hashing anything.
+        """
+        problems = []
+        for dest, tree in self.placed_trees(build_dir):
+            try:
+                entries = self.cas.tree_entries(tree)
+            except (StoreError, ValueError) as exc:
+                problems.append(f"{dest}: its tree {tree} is unreadable ({exc})")
+                continue
+            for rel, _obj, size, _x in entries:
+                try:
+                    actual = (dest / rel).stat().st_size
+                except FileNotFoundError:
+                    problems.append(f"{dest / rel}: missing")
+                    continue
+                if actual != size:
+                    problems.append(f"{dest / rel}: {actual} bytes, stored as {size}")
+        return problems
+
+    def repair(self, build_dir: str | os.PathLike[str]) -> RepairReport:
+        """Find corrupt objects, restore them, and fix the build paths that hold them.
+
+        Each corrupt object is quarantined, then fetched again from the remote or taken
+        from an intact copy under build_dir; the build paths that held it are re-placed.
+        An object with no good copy anywhere: every action record that needs it is
+        dropped and the placed trees (or files) holding it are removed, so the next build
+        recomputes exactly those results and nothing else. Strays are quarantined.
+        """
+        report = RepairReport()
+        for path in list(self.cas.iter_strays()):
+            with contextlib.suppress(FileNotFoundError):
+                self.cas.quarantine_path(path)
+                report.strays += 1
+        report.corrupt = [d for d in self.cas.iter_digests() if not self.cas.verify_object(d)]
+        if not report.corrupt:
+            return report
+        affected = self.affected_paths(build_dir, report.corrupt)
+        roots = {dest: tree for dest, tree in self.placed_trees(build_dir)}
+        lost: set[str] = set()
+        for digest in report.corrupt:
+            self.cas.quarantine(digest)
+            try:
+                restored = self._fetch_object(digest)
+            except StoreError:
+                restored = False
+            if not restored:
+                restored = self._restore_from_copy(digest, affected[digest])
+            if not restored:
+                lost.add(digest)
+                continue
+            report.restored.append(digest)
+            for path in affected[digest]:
+                executable = bool(path.stat().st_mode & 0o111) if path.exists() else False
+                self.cas.materialize_file(digest, path, verified=True)
+                if executable:
+                    os.chmod(path, 0o555)
+                report.replaced.append(path)
+        if lost:
+            for key in list(self.actions.iter_keys()):
+                try:
+                    record = self.actions.get(key)
+                except StoreError:
+                    continue
+                if record is not None and self._closure(record.object_digests()) & lost:
+                    self.actions.remove(key)
+                    report.dropped_actions.append(key)
+            for digest in lost:
+                for path in affected[digest]:
+                    root = next((dest for dest in roots if path.is_relative_to(dest)), None)
+                    target = root or path
+                    if root is not None:
+                        (root.parent / f".{root.name}.tree").unlink(missing_ok=True)
+                        shutil.rmtree(root, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+                    if target not in report.removed:
+                        report.removed.append(target)
+        self.cas.sync()
+        return report
+
+    def _restore_from_copy(self, digest: str, paths: list[Path]) -> bool:
+        """Take the object back from a build path that still holds its exact bytes."""
+        from msmbuild.hashing import digest_file
+
+        for path in paths:
+            with contextlib.suppress(OSError):
+                if digest_file(path) == digest:
+                    return self.cas.put_file(path) == digest
+        return False
 
     def gc(
         self,
