@@ -8,11 +8,21 @@ gives one.
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from msmbuild.errors import ParamsError
 from msmbuild.layout import DEFAULT_STORE_PATH
@@ -23,10 +33,37 @@ if TYPE_CHECKING:
 DEFAULT_PARAMS = "params.yaml"
 
 
+def _numeric_kind(annotation: Any) -> type | None:
+    """int or float when a field holds that number (optionally None), else None."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
+    kinds = {a for a in args if a is not type(None)}
+    if kinds == {int}:
+        return int
+    if kinds == {float}:
+        return float
+    return None
+
+
 class Section(BaseModel):
-    """Base for every params section: unknown keys are errors."""
+    """Base for every params section: unknown keys are errors, numbers are strict.
+
+    YAML's ``true`` is not a count (pydantic would read it as 1), and neither are
+    strings or fractional numbers: a count must be written as an integer; a boolean is
+    not a number either.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        kind = _numeric_kind(field.annotation) if field is not None else None
+        if kind is int and (isinstance(value, bool | str) or (isinstance(value, float))):
+            raise ValueError(f"expected an integer, got {type(value).__name__} {value!r}")
+        if kind is float and isinstance(value, bool):  # a string stays: PyYAML reads 1e-4 as one
+            raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
+        return value
 
 
 # -- store ---------------------------------------------------------------------------

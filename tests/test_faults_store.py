@@ -227,3 +227,30 @@ def test_a_build_replaces_a_truncated_checkpoint_instead_of_trusting_it(tmp_path
     with pytest.raises(CorruptObjectError, match=digest):
         materialize_checkpoint(store, tree, dest)  # noticed by size, re-hashed, quarantined
     assert not store.cas.has(digest) and (ws / "store" / "quarantine").is_dir()
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY (SELECT 1) TO '{tmp}/written.csv'",
+    "ATTACH '{tmp}/other.duckdb' AS other",
+    "SELECT * FROM read_text('/etc/passwd')",
+    "INSTALL httpfs",
+    "SET enable_external_access = true",
+    "SELECT 1; COPY corpora TO '{tmp}/written.csv'",
+])
+def test_query_is_read_only_over_the_catalog_by_default(tmp_path, monkeypatch, capsys, sql):
+    _workspace(tmp_path, monkeypatch)
+    code, out, _ = _run_cli(["query", "SELECT count(*) AS n FROM documents"], capsys)
+    assert code == 0 and "(1 rows)" in out
+    code, out, err = _run_cli(["query", sql.format(tmp=tmp_path)], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "read-only" in err or "disabled by configuration" in err
+    assert not (tmp_path / "written.csv").exists() and not (tmp_path / "other.duckdb").exists()
+
+
+def test_query_allow_external_access_is_explicit(tmp_path, monkeypatch, capsys):
+    _workspace(tmp_path, monkeypatch)
+    target = tmp_path / "written.csv"
+    code, _, err = _run_cli(["query", "--allow-external-access", f"COPY (SELECT 1 AS a) TO '{target}'"],
+                            capsys)
+    assert code == 0, err
+    assert target.read_text().splitlines() == ["a", "1"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from msmbuild.config import CorpusConfig, Params, open_store
-from msmbuild.errors import MsmbuildError
+from msmbuild.errors import MsmbuildError, SpecError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
 from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
@@ -143,6 +143,9 @@ def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = 
     try:
         s.use_spec(spec)
         tree = model_tree(spec, s.run) if cfg.decomposition == "model" else structural_tree(spec)
+        if not iter_subdomains(tree):
+            raise SpecError(f"{cfg.spec}: the {cfg.decomposition} decomposition gave 0 subdomains; "
+                            "there is nothing to generate documents from")
         changed: list[str] = []
         s.write(s.layout.sections(corpus), json_bytes(spec.to_json()), changed)
         s.write(s.layout.tree(corpus), json_bytes(tree), changed)

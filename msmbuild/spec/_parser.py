@@ -210,6 +210,9 @@ def parse_spec_text(text: str, source: str = "<spec>",
                                 line=lineno, text=body.strip(), attrs=attrs))
         stack.append((level, sid, title))
     preamble = fill_template("\n".join(lines[: headings[0][0]]), template_vars).strip()
+    if not any(sec.text for sec in sections):
+        raise SpecError(f"{source}:{headings[0][0] + 1}: none of the {len(sections)} headings has "
+                        "any text under it; a spec of headings only gives nothing to generate from")
     return Spec(source=source, preamble=preamble, sections=tuple(sections))
 
 

@@ -42,6 +42,10 @@ def validate_row(row: Any, where: str) -> dict[str, Any]:
         if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
             raise TrainingInputError(
                 f"{where}: messages[{j}] needs a role in {sorted(ROLES)} and a string content")
+    for j, msg in enumerate(row["messages"]):
+        if msg["role"] == "assistant" and not msg["content"].strip():
+            raise TrainingInputError(
+                f"{where}: messages[{j}] is an empty assistant turn (nothing to train on)")
     if not any(m["role"] == "assistant" for m in row["messages"]):
         raise TrainingInputError(f"{where}: no assistant turn (nothing to train on)")
     return row
