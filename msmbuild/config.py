@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from msmbuild.errors import ParamsError
-from msmbuild.layout import DEFAULT_STORE_PATH
+from msmbuild.layout import DEFAULT_STORE_PATH, Layout
 
 if TYPE_CHECKING:
     from msmbuild.store import Store
@@ -439,6 +439,15 @@ def store_path(params: Params) -> str:
     import os
 
     return os.environ.get("MSMBUILD_STORE_PATH") or params.store.path
+
+
+def check_placed_trees(params: Params) -> list[str]:
+    """Stat-only check of the checkpoints placed under build/models (see
+    Store.check_placed); nothing when the store does not exist yet."""
+    models = Layout.of(params).models_dir
+    if not Path(store_path(params)).is_dir() or not models.is_dir():
+        return []
+    return open_store(params).check_placed(models)
 
 
 def open_store(params: Params) -> Store:

@@ -5,7 +5,7 @@
 import json
 import sys
 
-from msmbuild.config import validate_params
+from msmbuild.config import check_placed_trees, validate_params
 from msmbuild.layout import Layout
 
 PARAMS_FILE = "params.yaml"
@@ -14,6 +14,11 @@ PARAMS = validate_params(config, PARAMS_FILE)
 # commands use to find their inputs and outputs: a path is named once.
 LAYOUT = Layout.of(PARAMS)
 MSMBUILD = f"msmbuild --params {PARAMS_FILE}"
+
+# A cheap look (stat only) at the checkpoints placed under build/: a file whose size is not
+# its stored size is named here, even when Snakemake finds nothing to do.
+for _problem in check_placed_trees(PARAMS):
+    print(f"msmbuild: corrupt build output {_problem}; run `msmbuild store repair`", file=sys.stderr)
 
 # Each rules/*.smk adds its final outputs here; `rule all` asks for all of them.
 TARGETS = {}

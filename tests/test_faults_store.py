@@ -254,3 +254,17 @@ def test_query_allow_external_access_is_explicit(tmp_path, monkeypatch, capsys):
                             capsys)
     assert code == 0, err
     assert target.read_text().splitlines() == ["a", "1"]
+
+
+def test_snakemake_names_a_corrupt_checkpoint_even_with_nothing_to_do(tmp_path, monkeypatch):
+    from workspace_helpers import make_workflow_workspace
+
+    ws = make_workflow_workspace(tmp_path / "wf", "store: {path: store}\ncorpora: {}\n")
+    store = Store(ws / "store", link_modes=("hardlink", "copy"))
+    _key, _tree, dest = _placed_checkpoint(ws, store, "a")
+    _truncate_object(store, dest / "model.safetensors")
+    proc = subprocess.run(["snakemake", "-n", "--cores", "1"], cwd=ws, capture_output=True,
+                          text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (f"msmbuild: corrupt build output {Path('build/models/midtrain/a/model.safetensors')}: "
+            "10 bytes, stored as 1000; run `msmbuild store repair`") in proc.stderr
