@@ -158,3 +158,54 @@ def test_gc_removes_abandoned_resume_state(tmp_path):
     lease.release()
     assert out["resume_removed"] == 1 and not dead.exists()
     assert live.is_dir() and not (live / ".state.pt.tmp-456").exists()
+
+
+@pytest.mark.slow
+def test_two_workspaces_training_one_action_on_a_shared_store(tmp_path):
+    """`msmbuild midtrain` in two workspaces on one store: the second waits for the first
+    one's result (the first is paused mid-training while the second starts), trains
+    nothing and gets the same checkpoint."""
+    import signal
+    import sys
+    import time
+
+    shared = tmp_path / "shared-store"
+    workspaces = []
+    for name in ("alice", "bob"):
+        p, store, arm = _setup(tmp_path / name, shared)
+        (tmp_path / name / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
+        workspaces.append((tmp_path / name, p, arm))
+    key_dir = shared / "leases"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    env.pop("MSMBUILD_STORE_PATH", None)
+    cmd = [sys.executable, "-c", "from msmbuild.cli import main; main()", "midtrain", "mc"]
+    first = subprocess.Popen(cmd, cwd=workspaces[0][0], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (key_dir.is_dir() and any(key_dir.glob("*.lease"))):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)  # the owner is mid-run when the second one starts
+    try:
+        second = subprocess.Popen(cmd, cwd=workspaces[1][0], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        seen = []
+        for line in second.stderr:
+            seen.append(line)
+            if "waiting for its result" in line:
+                break
+        assert "waiting for its result" in "".join(seen), "".join(seen)[-3000:]
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=600)
+    out2, err2 = second.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, (err1[-2000:], err2[-2000:])
+    assert ": trained (6 steps" in out1 and ": cached (6 steps" in out2
+    store = Store(shared)
+    (key,) = [k for k in store.actions.iter_keys() if store.actions.get(k).meta["kind"] == "midtrain"]
+    assert store.actions.get(key).meta["resumed_from"] is None
+    a = (workspaces[0][2].midtrain_dir(workspaces[0][1].build_dir) / "model.safetensors").read_bytes()
+    b = (workspaces[1][2].midtrain_dir(workspaces[1][1].build_dir) / "model.safetensors").read_bytes()
+    assert a == b and not list(shared.glob("resume/*")) and not list(key_dir.glob("*.lease"))
