@@ -158,8 +158,6 @@ def test_a_corrupt_remote_object_does_not_stop_pull(tmp_path, monkeypatch, capsy
 
 def _placed_checkpoint(ws: Path, store: Store, name: str) -> tuple[str, str, Path]:
     """A stored 'checkpoint' tree, recorded as an action and placed under build/ with a marker."""
-    from msmbuild.train.base_model import materialize_checkpoint
-
     src = ws / f"src-{name}"
     src.mkdir()
     (src / "model.safetensors").write_bytes(name.encode() * 1000)
@@ -168,7 +166,7 @@ def _placed_checkpoint(ws: Path, store: Store, name: str) -> tuple[str, str, Pat
     key = store.key("midtrain", {"name": name})
     store.save_action(key, {"tree": tree}, {"kind": "midtrain"})
     dest = ws / "build" / "models" / "midtrain" / name
-    materialize_checkpoint(store, tree, dest)
+    store.materialize_if_changed(tree, dest)
     return key, tree, dest
 
 
@@ -218,14 +216,12 @@ def test_verify_names_corrupt_build_paths_and_repair_fixes_them(tmp_path, monkey
 
 
 def test_a_build_replaces_a_truncated_checkpoint_instead_of_trusting_it(tmp_path, monkeypatch):
-    from msmbuild.train.base_model import materialize_checkpoint
-
     ws = _workspace(tmp_path, monkeypatch)
     store = Store(ws / "store", link_modes=("hardlink", "copy"))
     _key, tree, dest = _placed_checkpoint(ws, store, "a")
     digest = _truncate_object(store, dest / "model.safetensors")
     with pytest.raises(CorruptObjectError, match=digest):
-        materialize_checkpoint(store, tree, dest)  # noticed by size, re-hashed, quarantined
+        store.materialize_if_changed(tree, dest)  # noticed by size, re-hashed, quarantined
     assert not store.cas.has(digest) and (ws / "store" / "quarantine").is_dir()
 
 

@@ -14,9 +14,10 @@ from train_helpers import synthetic_docs, tiny_params, write_docs
 
 from msmbuild.data.shards import build_shards
 from msmbuild.experiments import arm_by_name
+from msmbuild.layout import TRAIN_LOG, Layout
+from msmbuild.models import prepare_base_model
 from msmbuild.store import Store
 from msmbuild.train.aft import run_aft
-from msmbuild.train.base_model import prepare_base_model
 from msmbuild.train.midtrain import run_midtrain
 
 pytestmark = pytest.mark.faults
@@ -52,12 +53,12 @@ def test_a_torn_resume_log_line_is_ignored_not_fatal(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_midtrain(p, arm, store, on_step=_crash_at(3))
     key = next(store.root.glob("resume/*")).name
-    log = store.resume_dir(key) / "train_log.jsonl"
+    log = store.resume_dir(key) / TRAIN_LOG
     with open(log, "a") as f:
         f.write('{"step": 3, "loss": 4.1, "l')  # a write cut off by a crash or a full disk
     result = run_midtrain(p, arm, store)
     assert result.meta["resumed_from"] == 2
-    rows = [json.loads(x) for x in (arm.midtrain_dir(p.build_dir) / "train_log.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (Layout.of(p).arm_midtrain(arm) / TRAIN_LOG).read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
@@ -81,7 +82,7 @@ def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_p
     assert resumed.key == straight.key and resumed.value == straight.value
     aft_resumed = run_aft(q, arm_b, other)
     assert aft_resumed.key == aft_straight.key and aft_resumed.value == aft_straight.value
-    log = (arm_b.midtrain_dir(q.build_dir) / "train_log.jsonl").read_text()
+    log = (Layout.of(q).arm_midtrain(arm_b) / TRAIN_LOG).read_text()
     assert "tokens_per_s" not in log and "resumed_from" not in log
 
 
@@ -137,7 +138,7 @@ def test_disk_full_during_training_is_one_clear_line_and_the_rerun_resumes(small
     assert not list(store.root.rglob(".state.pt.tmp-*")) and not list(store.root.glob("scratch/*"))
     filler.unlink()
     main(["midtrain", "mc"])
-    assert (arm.midtrain_dir(p.build_dir) / "model.safetensors").is_file()
+    assert (Layout.of(p).arm_midtrain(arm) / "model.safetensors").is_file()
     assert not list(store.root.glob("resume/*"))
 
 
@@ -146,7 +147,7 @@ def test_gc_removes_abandoned_resume_state(tmp_path):
     dead = store.resume_dir(store.key("train", {"run": "killed"}))
     dead.mkdir(parents=True)
     (dead / ".state.pt.tmp-123").write_bytes(b"partial")
-    (dead / "train_log.jsonl").write_text('{"step": 1}\n')
+    (dead / TRAIN_LOG).write_text('{"step": 1}\n')
     live = store.resume_dir(store.key("train", {"run": "running"}))
     live.mkdir(parents=True)
     (live / ".state.pt.tmp-456").write_bytes(b"partial")
@@ -204,8 +205,9 @@ def test_two_workspaces_training_one_action_on_a_shared_store(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, (err1[-2000:], err2[-2000:])
     assert ": trained (6 steps" in out1 and ": cached (6 steps" in out2
     store = Store(shared)
-    (key,) = [k for k in store.actions.iter_keys() if store.actions.get(k).meta["kind"] == "midtrain"]
-    assert store.actions.get(key).meta["resumed_from"] is None
-    a = (workspaces[0][2].midtrain_dir(workspaces[0][1].build_dir) / "model.safetensors").read_bytes()
-    b = (workspaces[1][2].midtrain_dir(workspaces[1][1].build_dir) / "model.safetensors").read_bytes()
+    records = {k: store.get_action(k)[0] for k in store.action_keys()}
+    (key,) = [k for k, record in records.items() if record.meta["kind"] == "midtrain"]
+    assert records[key].meta["resumed_from"] is None
+    a = (Layout.of(workspaces[0][1]).arm_midtrain(workspaces[0][2]) / "model.safetensors").read_bytes()
+    b = (Layout.of(workspaces[1][1]).arm_midtrain(workspaces[1][2]) / "model.safetensors").read_bytes()
     assert a == b and not list(shared.glob("resume/*")) and not list(key_dir.glob("*.lease"))
