@@ -33,7 +33,7 @@ def _demos(path: Path, n: int = 4) -> Path:
 def _setup(root: Path, store_dir: Path | None = None):
     root.mkdir(parents=True, exist_ok=True)
     p = tiny_params(root / "build", store_dir or root / "store",
-                    aft={"demo": {"path": str(_demos(root / "demo.jsonl"))}},
+                    aft={"demo": {"path": _demos(root / "demo.jsonl").as_posix()}},
                     experiments={"mc": {"midtrain": "c", "aft": "demo"}})
     write_docs(root / "build", "c", synthetic_docs())
     store = Store(p.store.path)
@@ -62,10 +62,15 @@ def test_a_torn_resume_log_line_is_ignored_not_fatal(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
-def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_path):
+def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_path, monkeypatch):
     """Run facts (speed, resume point) stay out of the checkpoint: a retrain and a resumed
-    run with the same weights give the same tree digest, so AFT and eval keys do not move."""
-    p, store, arm = _setup(tmp_path / "a")
+    run with the same weights give the same tree digest, so AFT and eval keys do not move.
+    The two workspaces are projects as params.yaml describes them (build/ and the store
+    relative to the project root), so a LoRA adapter names its base the same way in both."""
+    for name in "ab":
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    p, store, arm = _setup(Path("."))
     straight = run_midtrain(p, arm, store)
     aft_straight = run_aft(p, arm, store)
     # retrain the same action (different speed: it is a new run)
@@ -74,7 +79,8 @@ def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_p
     assert not retrained.hit and retrained.meta["tokens_per_s"] != straight.meta["tokens_per_s"]
     assert retrained.value == straight.value
     # a run killed at step 3 and resumed from its step-2 state, in another store
-    q, other, arm_b = _setup(tmp_path / "b")
+    monkeypatch.chdir(tmp_path / "b")
+    q, other, arm_b = _setup(Path("."))
     with pytest.raises(KeyboardInterrupt):
         run_midtrain(q, arm_b, other, on_step=_crash_at(3))
     resumed = run_midtrain(q, arm_b, other)
@@ -138,7 +144,7 @@ def test_disk_full_during_training_is_one_clear_line_and_the_rerun_resumes(small
     assert not list(store.root.rglob(".state.pt.tmp-*")) and not list(store.root.glob("scratch/*"))
     filler.unlink()
     main(["midtrain", "mc"])
-    assert (Layout.of(p).arm_midtrain(arm) / "model.safetensors").is_file()
+    assert (Layout.of(p).arm_midtrain(arm) / "adapter_model.safetensors").is_file()
     assert not list(store.root.glob("resume/*"))
 
 
@@ -208,6 +214,6 @@ def test_two_workspaces_training_one_action_on_a_shared_store(tmp_path):
     records = {k: store.get_action(k)[0] for k in store.action_keys()}
     (key,) = [k for k, record in records.items() if record.meta["kind"] == "midtrain"]
     assert records[key].meta["resumed_from"] is None
-    a = (Layout.of(workspaces[0][1]).arm_midtrain(workspaces[0][2]) / "model.safetensors").read_bytes()
-    b = (Layout.of(workspaces[1][1]).arm_midtrain(workspaces[1][2]) / "model.safetensors").read_bytes()
+    a = (Layout.of(workspaces[0][1]).arm_midtrain(workspaces[0][2]) / "adapter_model.safetensors").read_bytes()
+    b = (Layout.of(workspaces[1][1]).arm_midtrain(workspaces[1][2]) / "adapter_model.safetensors").read_bytes()
     assert a == b and not list(shared.glob("resume/*")) and not list(key_dir.glob("*.lease"))
