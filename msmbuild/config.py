@@ -415,12 +415,35 @@ def validate_params(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
         raise ParamsError(msg) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
-    """Read and validate params.yaml; a missing file gives the defaults."""
+def check_input_files(params: Params, source: str = DEFAULT_PARAMS, root: str | Path = ".") -> None:
+    """Every file params.yaml names as an input exists; else an error naming the key.
+
+    Checked at start (CLI and Snakefile alike) so that a wrong ``spec:`` path stops the
+    build instead of letting it go on from outputs made from an earlier spec.
+    """
+    root = Path(root)
+    named: list[tuple[str, str]] = [(f"corpora.{name}.spec", c.spec) for name, c in params.corpora.items()]
+    for name, a in params.aft.items():
+        if a.source == "generated" and a.spec is not None:
+            named.append((f"aft.{name}.spec", a.spec))
+        if a.source == "file" and a.path is not None:
+            named.append((f"aft.{name}.path", a.path))
+    for key, value in named:
+        if not (root / value).is_file():
+            raise ParamsError(f"{source}: key '{key}': file not found: {value}")
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, check_files: bool = True) -> Params:
+    """Read and validate params.yaml (and, by default, that the input files it names exist).
+
+    A missing params file is an error, never a silent set of defaults: a command run
+    from the wrong directory must not report "up to date" or create an empty store.
+    """
     path = Path(path)
     if not path.exists():
         if str(path) == DEFAULT_PARAMS:
-            return Params()
+            raise ParamsError(f"no params.yaml found in {Path.cwd()}: run msmbuild from the "
+                              "project directory, or pass --params PATH")
         raise ParamsError(f"{path}: file not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -431,7 +454,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise ParamsError(f"{path}:{where}: invalid YAML: {problem}") from None
     except UnicodeDecodeError as exc:
         raise ParamsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    return validate_params(raw, str(path))
+    params = validate_params(raw, str(path))
+    if check_files:
+        check_input_files(params, str(path))
+    return params
 
 
 def store_path(params: Params) -> str:

@@ -1,15 +1,16 @@
 # Helpers shared by every rules/*.smk file. params.yaml is validated once, here, with the
-# same schema as the CLI (msmbuild.config), so a bad key stops the workflow at parse time
-# with the key's path in the message.
+# same schema as the CLI (msmbuild.config), so a bad key or a missing spec file stops the
+# workflow at parse time with the key's path in the message.
 
 import json
 import sys
 
-from msmbuild.config import check_placed_trees, validate_params
+from msmbuild.config import check_input_files, check_placed_trees, validate_params
 from msmbuild.layout import Layout
 
 PARAMS_FILE = "params.yaml"
 PARAMS = validate_params(config, PARAMS_FILE)
+check_input_files(PARAMS, PARAMS_FILE)
 # Every path a rule declares comes from the layout (msmbuild/layout.py), the same module the
 # commands use to find their inputs and outputs: a path is named once.
 LAYOUT = Layout.of(PARAMS)

@@ -76,3 +76,38 @@ def test_console_script_exit_code_and_stderr(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr == f"error: {path}: unknown key 'store.nonsense'\n"
+
+
+def test_missing_spec_file_names_the_key(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("corpora:\n  mine:\n    spec: specs/gone.md\n")
+    code, out, err = run_cli(["--params", str(path), "params", "check"], capsys)
+    assert code == 2 and out == ""
+    assert "key 'corpora.mine.spec': file not found: specs/gone.md" in err
+
+
+def test_missing_aft_file_names_the_key(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.md").write_text("# A\n\ntext\n")
+    Path("params.yaml").write_text("corpora:\n  c:\n    spec: s.md\naft:\n  x:\n    path: aft/none.jsonl\n")
+    code, _, err = run_cli(["params", "check"], capsys)
+    assert code == 2 and "key 'aft.x.path': file not found: aft/none.jsonl" in err
+
+
+@pytest.mark.parametrize("args", [["status"], ["report"], ["catalog"], ["store", "stats"], ["params", "check"]])
+def test_no_params_yaml_is_an_error_and_creates_nothing(args: list[str], tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MSMBUILD_PARAMS", raising=False)
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and "up to date" not in out
+    assert err.startswith("error: no params.yaml found in ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_snakemake_stops_on_a_missing_spec_naming_the_key(tmp_path: Path) -> None:
+    from tests.workspace_helpers import make_workflow_workspace
+
+    ws = make_workflow_workspace(tmp_path / "ws", "corpora:\n  mine:\n    spec: specs/gone.md\n")
+    proc = subprocess.run(["snakemake", "-n", "--cores", "1"], cwd=ws, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "corpora.mine.spec" in proc.stdout + proc.stderr and "specs/gone.md" in proc.stdout + proc.stderr
