@@ -60,7 +60,7 @@ def project(tmp_path_factory) -> Path:
                         "evals": ["preference"]},
         }}))
     build = root / "build"
-    params = load_params(root / "params.yaml")
+    params = load_params(root / "params.yaml", check_files=False)  # spec/aft paths are relative to root, not cwd
     for arm, _suite in planned_evals(params):
         if not Layout(build).arm_model(arm).exists():
             shutil.copytree(tiny, Layout(build).arm_model(arm))
