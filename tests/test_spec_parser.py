@@ -145,3 +145,51 @@ def test_real_openai_spec_matches_commonmark(name: str) -> None:
     assert by_id["follow_all_applicable_instructions"].attrs == {"authority": "root"}
     # '# functions' inside a ~~~ block with a nested ``` fence is not a section
     assert not any(s.title in ("functions", "[...] imports") for s in spec.sections)
+
+
+TITLED = """Written for {provider_name}.
+
+# The {model_name} Spec {#ignored-anchor}
+
+Intro about {model_name}.
+
+## First domain
+
+### A point
+
+Text A.
+
+## About {model_name}
+
+Text B.
+"""
+
+
+def test_lone_top_heading_is_the_document_title() -> None:
+    spec = parse_spec_text(TITLED, "t.md", {"model_name": "Qwen", "provider_name": "Alibaba"})
+    assert spec.title == "The Qwen Spec"
+    assert [s.id for s in spec.children(None)] == ["first-domain", "about-qwen"]
+    assert spec.by_id()["first-domain/a-point"].path == ("First domain", "A point")
+    assert spec.preamble == "Written for Alibaba.\n\n# The Qwen Spec\n\nIntro about Qwen."
+    assert "# The Qwen Spec" in spec.full_text and "Intro about Qwen." in spec.full_text
+    assert type(spec).from_json(spec.to_json()) == spec
+
+
+def test_template_variables_are_filled_before_slugs() -> None:
+    spec = parse_spec_text("# A\n\n## Who is {model_name}?\n\nx\n\n# B\n\ny\n", "t.md", {"model_name": "Qwen"})
+    assert spec.title is None  # two top-level headings: both are sections
+    assert [s.id for s in spec.sections] == ["a", "a/who-is-qwen", "b"]
+
+
+@pytest.mark.parametrize("name", ["pro_affordability.md", "pro_america.md", "self_preservation.md"])
+def test_demo_specs_have_the_domains_docs_demo_md_names(name: str) -> None:
+    from msmbuild.generate.stages import structural_tree
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = parse_spec(repo / "specs" / name, {"model_name": "Qwen", "provider_name": "Alibaba"})
+    tree = structural_tree(spec)
+    assert len(tree["domains"]) == 6
+    assert spec.title and "Qwen" in spec.title
+    ids = [s["id"] for d in tree["domains"] for s in d["subdomains"]]
+    assert not any("model_name" in i or "qwen" in i for i in ids)
+    assert spec.title in tree["preamble"]

@@ -11,7 +11,12 @@ Rules (CommonMark where it matters for headings):
   bare slug at the top: it depends on the heading path, never on the position, so
   inserting a section renames nothing.
 - The text of a section is its own body: the lines after its heading up to the next
-  heading of any level. The preamble is the text before the first heading.
+  heading of any level. The preamble is the text before the first section.
+- A lone heading at the top level that opens the file and has deeper headings under it
+  (``# The Thrift Spec`` above ``##`` domains) is the document's title, not a section:
+  its text joins the preamble and the ``##`` headings become the top-level sections.
+- Template variables are filled before titles are slugged, so ids never contain
+  ``model_name``.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class Spec:
     source: str
     preamble: str
     sections: tuple[Section, ...]
+    title: str | None = None  # the document title (a lone top-level heading), filled
 
     def by_id(self) -> dict[str, Section]:
         """Sections keyed by id."""
@@ -99,7 +105,7 @@ class Spec:
 
     def to_json(self) -> dict[str, Any]:
         """JSON encoding written to sections.json."""
-        return {"source": self.source, "preamble": self.preamble,
+        return {"source": self.source, "title": self.title, "preamble": self.preamble,
                 "sections": [s.to_json() for s in self.sections]}
 
     @classmethod
@@ -108,7 +114,8 @@ class Spec:
         secs = tuple(Section(id=s["id"], title=s["title"], level=s["level"], path=tuple(s["path"]),
                              parent=s["parent"], line=s["line"], text=s["text"],
                              attrs=dict(s.get("attrs", {}))) for s in raw["sections"])
-        return cls(source=raw["source"], preamble=raw["preamble"], sections=secs)
+        return cls(source=raw["source"], preamble=raw["preamble"], sections=secs,
+                   title=raw.get("title"))
 
 
 def slugify(title: str) -> str:
@@ -177,6 +184,12 @@ def parse_spec_text(text: str, source: str = "<spec>",
     headings = _heading_lines(lines)
     if not headings:
         raise SpecError(f"{source}:1: the spec has no markdown headings (# Title)")
+    doc_title, title_block = None, ""
+    if _is_document_title(headings):
+        idx0, _level0, raw0 = headings.pop(0)
+        doc_title = fill_template(_split_attrs(raw0)[0], template_vars)
+        intro = "\n".join(lines[idx0 + 1: headings[0][0]]).strip("\n")
+        title_block = f"# {doc_title}\n\n{fill_template(intro, template_vars)}".strip()
     sections: list[Section] = []
     seen: dict[str, int] = {}
     stack: list[tuple[int, str, str]] = []  # (level, id, filled title) of open ancestors
@@ -192,7 +205,7 @@ def parse_spec_text(text: str, source: str = "<spec>",
                                 "(use letters, digits, '_', '-', '.', ':'; not '.' or '..')")
             sid = anchor
         else:
-            slug = slugify(title_raw)
+            slug = slugify(fill_template(title_raw, template_vars))
             if not slug or set(slug) <= {"."}:
                 raise SpecError(f"{source}:{lineno}: heading {raw!r} gives no usable id "
                                 f"(slug {slug!r}); add an anchor such as {{#my-id}}")
@@ -209,11 +222,20 @@ def parse_spec_text(text: str, source: str = "<spec>",
         sections.append(Section(id=sid, title=title, level=level, path=path, parent=parent,
                                 line=lineno, text=body.strip(), attrs=attrs))
         stack.append((level, sid, title))
-    preamble = fill_template("\n".join(lines[: headings[0][0]]), template_vars).strip()
     if not any(sec.text for sec in sections):
         raise SpecError(f"{source}:{headings[0][0] + 1}: none of the {len(sections)} headings has "
                         "any text under it; a spec of headings only gives nothing to generate from")
-    return Spec(source=source, preamble=preamble, sections=tuple(sections))
+    before = lines[: idx0] if doc_title is not None else lines[: headings[0][0]]
+    preamble = "\n\n".join(p for p in (fill_template("\n".join(before), template_vars).strip(),
+                                        title_block) if p)
+    return Spec(source=source, preamble=preamble, sections=tuple(sections), title=doc_title)
+
+
+def _is_document_title(headings: list[tuple[int, int, str]]) -> bool:
+    """The first heading is the only one at the top level and has deeper headings after it."""
+    top = min(level for _i, level, _t in headings)
+    return (len(headings) > 1 and headings[0][1] == top
+            and sum(1 for _i, level, _t in headings if level == top) == 1)
 
 
 def parse_spec(path: str | os.PathLike[str], template_vars: dict[str, str] | None = None) -> Spec:
