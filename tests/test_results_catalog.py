@@ -190,3 +190,20 @@ def test_catalog_cli_writes_views_for_duckdb_cli(in_project):
     sql = Path("build/results/catalog.sql").read_text()
     for table in TABLES:
         assert f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('build/results/{table}.parquet')" in sql
+    # What catalog tells users to type works after the README's install.
+    assert "msmbuild query" in result.stdout
+    if "duckdb -init" in result.stdout:
+        assert shutil.which("duckdb")
+
+
+def test_interactive_query_shell_runs_statements_and_keeps_going(in_project):
+    script = ("SELECT count(*) AS n\n  FROM documents;\nSELECT nope FROM documents;\n.tables\n"
+              "SELECT count(*) AS m FROM shards;\n.quit\nSELECT 'never';\n")
+    proc = subprocess.run(["msmbuild", "query"], input=script, capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 1, proc.stderr  # one statement failed
+    assert "\n n\n 6\n(1 rows)\n" in out
+    assert "error: Binder Error" in out and '"nope"' in out
+    assert "\neval_summary\n" in out
+    assert "\n m\n 1\n(1 rows)\n" in out
+    assert "never" not in out

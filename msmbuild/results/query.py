@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,49 @@ def format_result(frame: Any, fmt: str) -> str:
     if frame.empty:
         return "(" + ", ".join(map(str, frame.columns)) + ") 0 rows\n"
     return frame.to_string(index=False, max_colwidth=60) + f"\n({len(frame)} rows)\n"
+
+
+def shell(params: Params, lines: Iterable[str], write: Callable[[str], None], prompt: bool = False,
+          allow_external_access: bool = False) -> int:
+    """An interactive SQL session over the catalog views; returns how many statements failed.
+
+    Statements end with ';' and may span lines. ``.tables`` lists the views, ``.quit`` (or
+    end of input) leaves. An error is printed and the session goes on, as in a SQL shell.
+    Read-only over the catalog, as ``query``, unless allow_external_access.
+    """
+    import duckdb
+
+    con = connect(params, allow_external_access)
+    failed, buffer = 0, []
+    write(f"views: {', '.join(TABLES)}. End statements with ';'; .tables lists views, .quit leaves.\n")
+    try:
+        if prompt:
+            write("msmbuild> ")
+        for line in lines:
+            text = line.strip()
+            if not buffer and text in (".quit", ".exit"):
+                break
+            if not buffer and text == ".tables":
+                write("\n".join(TABLES) + "\n")
+            elif text:
+                buffer.append(line.rstrip("\n"))
+                if text.endswith(";"):
+                    sql, buffer = "\n".join(buffer), []
+                    try:
+                        if not allow_external_access:
+                            _check_read_only(con, sql)
+                        write(format_result(con.execute(sql).df(), "table"))
+                    except QueryError as exc:
+                        failed += 1
+                        write(f"error: {exc}\n")
+                    except duckdb.Error as exc:
+                        failed += 1
+                        write(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}\n")
+            if prompt:
+                write("     ...> " if buffer else "msmbuild> ")
+    finally:
+        con.close()
+    return failed
 
 
 def query(params: Params, sql: str, fmt: str = "table", output: str | None = None,
