@@ -392,6 +392,48 @@ def _format_loc(loc: tuple) -> str:
     return ".".join(parts)
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The params section model that holds the key at loc (None when loc leaves the schema)."""
+    import typing
+
+    model: Any = Params
+    items = list(loc)
+    while items:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(items.pop(0)))
+        if field is None:
+            return None
+        model = field.annotation
+        if typing.get_origin(model) is dict:
+            if not items:
+                return None
+            items.pop(0)  # the user's own name (a corpus, an experiment)
+            model = typing.get_args(model)[1]
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """' (did you mean 'x'?)' for an unknown key close to a declared one, else ''."""
+    import difflib
+
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown_name_error(kind: str, name: str, known: Any, key: str, source: str = DEFAULT_PARAMS) -> ParamsError:
+    """The error for a name (corpus, experiment, arm) that params.yaml does not declare."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ParamsError(f"{source}: no {kind} named '{name}' under '{key}' "
+                       f"(declared: {', '.join(sorted(known)) or 'none'}){hint}")
+
+
 def validate_params(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
     """Validate a decoded params mapping; errors name the source and the key path."""
     if raw is None:
@@ -404,7 +446,7 @@ def validate_params(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
         err = exc.errors()[0]
         loc = _format_loc(err["loc"])
         if err["type"] == "extra_forbidden":
-            msg = f"{source}: unknown key '{loc}'"
+            msg = f"{source}: unknown key '{loc}'{_did_you_mean(err['loc'])}"
         elif loc:
             msg = f"{source}: key '{loc}': {err['msg']}"
         else:
@@ -458,6 +500,16 @@ def load_params(path: str | Path = DEFAULT_PARAMS, check_files: bool = True) -> 
     if check_files:
         check_input_files(params, str(path))
     return params
+
+
+def params_value(params: Params, key: str) -> Any:
+    """The JSON value at a dotted params path ("corpora.small.n_doc_types"); KeyError if none."""
+    node: Any = params.model_dump(mode="json")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
 
 
 def store_path(params: Params) -> str:

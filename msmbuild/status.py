@@ -9,13 +9,16 @@ Two sources, each the authority on its own level:
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
 import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from msmbuild.config import Params
+from msmbuild.config import Params, params_value
 from msmbuild.errors import MsmbuildError
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.layout import Layout
@@ -52,6 +55,17 @@ class OutputStatus:
     def stale(self) -> bool:
         """True when the engine would rebuild it."""
         return self.plan != "no update"
+
+    def describe(self) -> str:
+        """One line in words: whether it will be rebuilt, and the engine's reason."""
+        if not self.stale:
+            return f"{self.path}: up to date"
+        reason = {"ok": "an input it is made from will be rebuilt first",
+                  "missing": "not built yet",
+                  "params changed": "its settings in params.yaml changed",
+                  "updated input files": "an input file changed",
+                  }.get(self.status, self.status)
+        return f"{self.path}: will be rebuilt ({reason})"
 
 
 @dataclass
@@ -175,6 +189,59 @@ def corpora_feeding(params: Params, artifact: str) -> list[str]:
     return sorted({a.midtrain for a in arms if a.midtrain})
 
 
+def recorded_settings(workdir: str | Path, output: str) -> dict[str, Any] | None:
+    """The settings JSON Snakemake recorded for output's last run (rules' ``params.settings``)."""
+    name = base64.urlsafe_b64encode(output.encode()).decode()
+    meta = Path(workdir, ".snakemake", "metadata", name)
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8")).get("params") or []
+    except (OSError, ValueError):
+        return None
+    for value in recorded:
+        try:
+            decoded = json.loads(ast.literal_eval(value))
+        except (ValueError, SyntaxError, TypeError):
+            continue
+        if isinstance(decoded, dict):
+            return decoded
+    return None
+
+
+def _artifact_params(params: Params, artifact: str) -> Params:
+    """The params an artifact was built under: its arm's, sweep overrides applied, else params."""
+    parts = Path(artifact).parts
+    build = Path(params.build_dir).parts
+    rel = parts[len(build):] if parts[: len(build)] == build else parts
+    for arm in expand_arms(params):
+        if (rel[:3] == ("models", "aft", arm.name) or rel[:2] == ("evals", arm.name)
+                or rel[:3] == ("models", "midtrain", arm.midtrain_tag)):
+            return arm.params(params)
+    return params
+
+
+def _leaf_diff(old: Any, new: Any, key: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for k in sorted(set(old) | set(new))
+                for line in _leaf_diff(old.get(k, "(absent)"), new.get(k, "(absent)"), f"{key}.{k}")]
+    return [] if old == new else [f"{key}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def changed_settings(params: Params, artifact: str, workdir: str | Path = ".") -> list[str]:
+    """The params.yaml keys whose value differs from what artifact was last built with."""
+    recorded = recorded_settings(workdir, artifact)
+    if recorded is None:
+        return []
+    now = _artifact_params(params, artifact)
+    changes: list[str] = []
+    for key, old in sorted(recorded.items()):
+        try:
+            new = params_value(now, key)
+        except KeyError:
+            continue  # a derived value (base model name, judge), not a params.yaml key
+        changes.extend(_leaf_diff(old, new, key))
+    return changes
+
+
 def _workflow_relative(artifact: str, workdir: str | Path) -> str:
     """The artifact's path as the workflow names it: relative to workdir, normalized."""
     path = Path(os.path.normpath(artifact))
@@ -204,7 +271,9 @@ def explain(params: Params, artifact: str, workdir: str | Path = ".") -> list[st
     if rows and not stale:
         lines.append(f"{artifact}: up to date")
     for o in stale:
-        lines.append(f"{o.path}: {o.plan} (rule {o.rule}: {o.status})")
+        lines.append(f"{o.describe()} [rule {o.rule}]")
+        if o.status == "params changed":
+            lines.extend(f"  because params.yaml changed: {c}" for c in changed_settings(params, o.path, workdir))
     for corpus in corpora_feeding(params, artifact):
         changes = section_changes(params, corpus)
         if changes is None:

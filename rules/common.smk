@@ -5,7 +5,8 @@
 import json
 import sys
 
-from msmbuild.config import check_input_files, check_placed_trees, validate_params
+from msmbuild.config import (check_input_files, check_placed_trees, params_value, unknown_name_error,
+                             validate_params)
 from msmbuild.layout import Layout
 
 PARAMS_FILE = "params.yaml"
@@ -30,17 +31,38 @@ def all_targets(wildcards=None):
     return [path for paths in TARGETS.values() for path in paths]
 
 
+class NamedTable(dict):
+    """Things params.yaml declares, by name; a name it does not declare (a typo'd target) is a clean error."""
+
+    def __init__(self, items, kind, key):
+        super().__init__(items)
+        self.kind, self.key = kind, key
+
+    def __missing__(self, name):
+        raise unknown_name_error(self.kind, name, self, self.key)
+
+
 def corpus_config(name):
-    """The validated settings of one corpus."""
+    """The validated settings of one corpus; an unknown name (a typo'd target) is a clean error."""
+    if name not in PARAMS.corpora:
+        raise unknown_name_error("corpus", name, PARAMS.corpora, "corpora")
     return PARAMS.corpora[name]
 
 
+def settings_json(params, *keys, **derived):
+    """Canonical JSON of the params.yaml sections a rule depends on (a rerun trigger).
+
+    Keyed by params path ("corpora.small", "backends.offline"), so `msmbuild explain`
+    can name the key that changed; derived values (not in params.yaml) go by plain name.
+    """
+    data = {key: params_value(params, key) for key in keys}
+    return json.dumps({**data, **derived}, sort_keys=True)
+
+
 def corpus_settings(name):
-    """Canonical JSON of what a corpus's outputs depend on in params.yaml (a rerun trigger)."""
+    """What a corpus's outputs depend on in params.yaml."""
     cfg = corpus_config(name)
-    return json.dumps({"corpus": cfg.model_dump(mode="json"),
-                       "backend": getattr(PARAMS.backends, cfg.backend).model_dump(mode="json")},
-                      sort_keys=True)
+    return settings_json(PARAMS, f"corpora.{name}", f"backends.{cfg.backend}")
 
 
 def api_share(name):

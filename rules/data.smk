@@ -14,9 +14,7 @@ def base_model_input(base_name):
 
 def shard_settings(corpus):
     """What a corpus's shards depend on in params.yaml (a rerun trigger)."""
-    return json.dumps({"shards": PARAMS.shards.model_dump(mode="json"),
-                       "tiny": PARAMS.tiny.model_dump(mode="json"),
-                       "base": corpus_base_model_name(PARAMS, corpus)}, sort_keys=True)
+    return settings_json(PARAMS, "shards", "tiny", base=corpus_base_model_name(PARAMS, corpus))
 
 
 rule shards:

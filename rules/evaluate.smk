@@ -7,7 +7,7 @@ from msmbuild.evaluate import planned_evals, suites
 SUITES = suites()
 
 EVALS = {(arm.name, suite): arm for arm, suite in planned_evals(PARAMS)}
-EVAL_ARMS = {name: arm for (name, _suite), arm in EVALS.items()}
+EVAL_ARMS = NamedTable({name: arm for (name, _suite), arm in EVALS.items()}, "evaluated arm", "experiments")
 
 TARGETS["evaluate"] = [str(LAYOUT.eval_summary(name, suite)) for name, suite in EVALS]
 

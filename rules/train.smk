@@ -10,8 +10,8 @@ from msmbuild.experiments import aft_arms, midtrain_arms
 # time with --set-resources midtrain:gpu=8.
 LAUNCH = "python -m msmbuild.train.launch"
 
-MIDTRAIN_ARMS = midtrain_arms(PARAMS)
-AFT_ARMS = {arm.name: arm for arm in aft_arms(PARAMS)}
+MIDTRAIN_ARMS = NamedTable(midtrain_arms(PARAMS), "midtraining run", "experiments")
+AFT_ARMS = NamedTable({arm.name: arm for arm in aft_arms(PARAMS)}, "AFT arm", "experiments")
 
 TARGETS["train"] = (
     [str(LAYOUT.midtrain_model(tag) / "config.json") for tag in MIDTRAIN_ARMS]
@@ -21,13 +21,10 @@ TARGETS["train"] = (
 
 def train_settings(arm, step):
     """What an arm's step depends on in params.yaml (a rerun trigger)."""
-    p = arm.params(PARAMS)
-    data = {"train": getattr(p, step).model_dump(mode="json"), "tiny": p.tiny.model_dump(mode="json"),
-            "base": arm.base_model, "shards": p.shards.model_dump(mode="json")}
+    keys = [step, "tiny", "shards"]
     if step == "aft_train":
-        data["aft"] = p.aft[arm.aft].model_dump(mode="json")
-        data["midtrain"] = p.midtrain.model_dump(mode="json") if arm.midtrain else None
-    return json.dumps(data, sort_keys=True)
+        keys += [f"aft.{arm.aft}"] + (["midtrain"] if arm.midtrain else [])
+    return settings_json(arm.params(PARAMS), *keys, base=arm.base_model)
 
 
 def aft_inputs(wildcards):
@@ -44,7 +41,7 @@ rule base_model:
     output:
         config=str(LAYOUT.base_model / "config.json"),
     params:
-        settings=lambda wc: json.dumps(PARAMS.tiny.model_dump(mode="json"), sort_keys=True),
+        settings=lambda wc: settings_json(PARAMS, "tiny"),
     log:
         str(LAYOUT.log("train", "base_model")),
     shell:

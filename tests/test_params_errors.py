@@ -23,8 +23,11 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 CASES = {
-    "unknown top-level key": ("stor:\n  path: x\n", ["unknown key 'stor'"]),
-    "unknown nested key": ("store:\n  pathh: x\n", ["unknown key 'store.pathh'"]),
+    "unknown top-level key": ("stor:\n  path: x\n", ["unknown key 'stor' (did you mean 'store'?)"]),
+    "unknown nested key": ("store:\n  pathh: x\n", ["unknown key 'store.pathh' (did you mean 'path'?)"]),
+    "unknown key under a user's name": (
+        "corpora:\n  c:\n    spec: s.md\n    n_doc_type: 3\n",
+        ["unknown key 'corpora.c.n_doc_type' (did you mean 'n_doc_types'?)"]),
     "wrong type": ("store:\n  write_through: [1, 2]\n", ["'store.write_through'", "boolean"]),
     "wrong type in a list": ("store:\n  link: [copy, teleport]\n", ["'store.link[1]'"]),
     "wrong type in a mapping": (
@@ -111,3 +114,21 @@ def test_snakemake_stops_on_a_missing_spec_naming_the_key(tmp_path: Path) -> Non
     proc = subprocess.run(["snakemake", "-n", "--cores", "1"], cwd=ws, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "corpora.mine.spec" in proc.stdout + proc.stderr and "specs/gone.md" in proc.stdout + proc.stderr
+
+
+def test_typo_d_command_gets_a_suggestion(capsys) -> None:
+    code, _, err = run_cli(["genrate"], capsys)
+    assert code == 2 and "No such command 'genrate'. Did you mean 'generate'?" in err
+
+
+def test_snakemake_target_with_an_unknown_corpus_is_a_clean_error(tmp_path: Path) -> None:
+    from tests.workspace_helpers import make_workflow_workspace
+
+    ws = make_workflow_workspace(tmp_path / "ws", "corpora:\n  pro_america:\n    spec: specs/pro_america.md\n",
+                                 ("pro_america.md",))
+    proc = subprocess.run(["snakemake", "-n", "--cores", "1", "build/corpora/pro_americ/documents.parquet"],
+                          cwd=ws, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "no corpus named 'pro_americ' under 'corpora' (declared: pro_america); did you mean 'pro_america'?" in out
+    assert "KeyError" not in out

@@ -166,3 +166,20 @@ def test_section_change_descriptions() -> None:
         "section #old of specs/x.md removed"
     assert SectionChange("c", "specs/x.md", "", "preamble changed").describe().startswith(
         "preamble of specs/x.md changed")
+
+
+def test_explain_names_the_changed_params_key(ws: Path) -> None:
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["corpora"]["small"]["n_doc_ideas"] = 2
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    explained = must(["msmbuild", "explain", DOCS], ws).splitlines()
+    assert explained[0] == f"{DOCS}: will be rebuilt (its settings in params.yaml changed) [rule corpus_documents]"
+    assert explained[1:] == ["  because params.yaml changed: corpora.small.n_doc_ideas: 1 -> 2"]
+
+
+def test_status_lines_read_as_sentences(ws: Path) -> None:
+    edit_first_section(ws)
+    out = run(["msmbuild", "status"], ws).stdout
+    assert "update pending" not in out and "(ok)" not in out
+    assert f"{DOCS}: will be rebuilt (an input it is made from will be rebuilt first)" in out
+    assert "build/corpora/small/tree.json: will be rebuilt (an input file changed)" in out

@@ -27,7 +27,7 @@ def status(ctx: click.Context, engine: str) -> None:
                    f"`msmbuild generate refresh {corpus}` regenerates them)")
     stale = [o for o in report.outputs if o.stale]
     for o in stale:
-        click.echo(f"{o.path}: {o.plan} ({o.status})")
+        click.echo(o.describe())
     for stage, reasons in report.dvc.items():
         click.echo(f"dvc stage {stage}: {'; '.join(reasons) or 'changed'}")
     if report.up_to_date:
