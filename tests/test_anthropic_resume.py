@@ -123,14 +123,23 @@ def test_kill_during_messages_then_rerun(tmp_path, env):
 
 @pytest.mark.slow
 def test_sigterm_during_messages_stores_every_answer_received(tmp_path, env):
+    """Deterministic under any load: the server answers exactly 8 requests and holds the
+    next ones, so the driver can neither finish nor race ahead before the signal."""
     n, store = 40, tmp_path / "store"
-    with FakeAnthropic(latency_s=0.1) as server:
-        assert _stop_after_8_answers(env, server, store, n, signal.SIGTERM, tmp_path) == 128 + signal.SIGTERM
+    driver, environ = env
+    with FakeAnthropic(latency_s=0.01) as server:
+        server.hold_after(8)
+        proc = _start(driver, environ, server.url, store, n, "0", tmp_path / "run1.log")
+        # Both concurrency slots wait on held requests: the driver has received all 8 answers.
+        _wait_for(lambda: server.stats()["held"] == 2, "2 held requests", timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
         answered = server.stats()["endpoints"]["messages_ok"]
         kept = _stored(store, n)
-        # all but the (at most 2) answers still on the wire when the signal came are stored
-        assert answered - 2 <= len(kept) <= answered < n
+        assert answered == 8 and len(kept) == answered  # every answer received was stored
         first = sum(server.stats()["prompts"].values())
+        assert first == answered + 2  # the two held requests
+        server.release()
         out = _rerun(env, server, store, n, tmp_path)
         assert f'"hits": {len(kept)}' in out
         prompts = server.stats()["prompts"]

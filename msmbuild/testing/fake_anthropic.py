@@ -6,7 +6,8 @@ per endpoint and per prompt, tracks how many Messages requests were in flight at
 and injects faults on demand: 429 with retry-after, 529, 500, a dropped connection,
 a non-healing 400/401/402, a malformed structured answer, errored (api_error or invalid_request_error) and
 expired batch items,
-and a batch that never ends.
+and a batch that never ends; ``hold_after(n)`` holds every Messages answer after the n-th
+until ``release()``.
 
 Rate limits (``rate_limits={"requests": 120, "input-tokens": ..., "output-tokens": ...}``, per
 minute; any subset) are enforced as the API does: one token bucket per kind whose capacity
@@ -275,6 +276,9 @@ class _State:
         self.lock = threading.Lock()
         self.models = list(models) if models is not None else current_models()
         self.list_items: int | None = None  # array length of structured answers (None: the schema's minItems)
+        self.answered_cond = threading.Condition(self.lock)  # wakes requests held by hold_after
+        self.answer_limit: int | None = None  # successful Messages answers allowed; None: no limit
+        self.closing = False
         self.latency_s = latency_s
         self.batch_latency_s = batch_latency_s
         self.answer_chars = answer_chars
@@ -291,6 +295,7 @@ class _State:
         self.faults_fired: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.held = 0  # Messages requests waiting for release() (hold_after)
         self.connections = 0  # TCP connections accepted (a client that reuses them opens few)
         self.recent: deque[dict[str, Any]] = deque(maxlen=1000)  # last Messages request bodies
         self.batch_items = 0
@@ -317,6 +322,7 @@ class _State:
                 "faults_fired": dict(self.faults_fired),
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "held": self.held,
                 "connections": self.connections,
                 "batch_items": self.batch_items,
                 "rate_limited": self.rate_limited,
@@ -647,7 +653,13 @@ class _Handler(BaseHTTPRequestHandler):
             malformed = bool(params.get("tools")) and st.take_fault(prompt, ("malformed",)) is not None
             message = st.answer(params, malformed)
             usage = message["usage"]
-            with st.lock:
+            with st.answered_cond:
+                if st.answer_limit is not None and st.endpoints["messages_ok"] >= st.answer_limit:
+                    st.held += 1
+                    while (st.answer_limit is not None and st.endpoints["messages_ok"] >= st.answer_limit
+                           and not st.closing):
+                        st.answered_cond.wait()
+                    st.held -= 1
                 st.endpoints["messages_ok"] += 1
                 if charge:
                     st.limits.settle("input-tokens", charge["input-tokens"],
@@ -717,6 +729,9 @@ class FakeAnthropic:
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
+        with self.state.answered_cond:
+            self.state.closing = True
+            self.state.answered_cond.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
@@ -733,6 +748,21 @@ class FakeAnthropic:
         self.state.faults.append(fault)
         return fault
 
+    def hold_after(self, answers: int) -> None:
+        """Answer only this many Messages requests in all; hold later ones until release().
+
+        Makes "stop the client after N answers" deterministic: the client cannot finish
+        (or race ahead) however slowly the test process is scheduled.
+        """
+        with self.state.answered_cond:
+            self.state.answer_limit = answers
+
+    def release(self) -> None:
+        """Answer held requests and every later one again."""
+        with self.state.answered_cond:
+            self.state.answer_limit = None
+            self.state.answered_cond.notify_all()
+
     def stats(self) -> dict[str, Any]:
         """Counts per endpoint and per prompt, faults fired, in-flight maximum."""
         return self.state.stats()
@@ -748,6 +778,8 @@ class FakeAnthropic:
         with self.state.lock:
             self.state.reset_stats()
             self.state.faults.clear()
+            self.state.answer_limit = None
+            self.state.answered_cond.notify_all()
 
 
 # -- driving a server in another process ------------------------------------------------
