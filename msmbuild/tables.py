@@ -32,7 +32,7 @@ CALL_FIELDS = (
     ("key", STR), ("corpus", STR), ("stage", STR), ("subdomain", STR), ("backend", STR),
     ("model", STR), ("cache_hit", BOOL), ("input_tokens", INT), ("output_tokens", INT),
     ("cache_creation_input_tokens", INT), ("cache_read_input_tokens", INT),
-    ("cache_saving_usd", FLOAT), ("cost_usd", FLOAT), ("wall_s", FLOAT), ("error", STR),
+    ("cache_saving_usd", FLOAT), ("cost_usd", FLOAT), ("wall_s", FLOAT), ("made_at", FLOAT), ("error", STR),
     ("context_digest", STR),
 )
 
@@ -52,10 +52,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     # one row per model call: corpus steps, AFT data generation, judged evals
     "calls": _schema(*CALL_FIELDS),
     # the catalog's tables (build/results/<name>.parquet)
-    "catalog_calls": _schema(("source", STR), *CALL_FIELDS),
+    "catalog_calls": _schema(("source", STR), *CALL_FIELDS, ("this_build", BOOL)),
     "corpora": _schema(
         ("corpus", STR), ("spec", STR), ("backend", STR), ("n_documents", INT),
-        ("n_chars", INT), ("cost_usd", FLOAT), ("offline", BOOL)),
+        ("n_chars", INT), ("cost_usd", FLOAT), ("calls_cost_usd", FLOAT), ("spent_usd", FLOAT),
+        ("offline", BOOL)),
     "shards": _schema(
         ("corpus", STR), ("name", STR), ("digest", STR), ("n_docs", INT), ("n_tokens", INT),
         ("tokenizer", STR)),

@@ -8,6 +8,7 @@ import sys
 from msmbuild.config import (check_input_files, check_placed_trees, params_value, unknown_name_error,
                              validate_params)
 from msmbuild.layout import Layout
+from msmbuild.results.costs import mark_build_started, snakemake_executes
 
 PARAMS_FILE = "params.yaml"
 PARAMS = validate_params(config, PARAMS_FILE)
@@ -71,3 +72,10 @@ def api_share(name):
     if cfg.backend == "anthropic":
         return max(1, PARAMS.backends.anthropic.max_concurrency // 2)
     return 1
+
+
+# "Spent in this build" counts the model calls made from now on (docs/query.md). Marked
+# at parse time because `onstart` does not run when there is nothing to do, and a rerun
+# that computes nothing must report $0; dry runs, summaries and cluster jobs do not mark.
+if workflow.is_main_process and snakemake_executes(sys.argv[1:]):
+    mark_build_started()

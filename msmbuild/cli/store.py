@@ -38,7 +38,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"actions  {info['actions']}")
     for kind, n in sorted(info["actions_by_kind"].items()):
         click.echo(f"  {kind:<20} {n}")
-    click.echo(f"cost     ${info['cost_usd']:.4f}")
+    click.echo(f"cost     ${info['cost_usd']:.4f} (all calls ever recorded in this store; see docs/query.md)")
 
 
 @store.command()

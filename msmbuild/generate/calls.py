@@ -72,7 +72,7 @@ def request_key(store: Store, identity: dict[str, Any], request: GenRequest) -> 
 
 
 def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: float,
-         error: str, backend: Backend) -> dict[str, Any]:
+         error: str, backend: Backend, made_at: float = 0.0) -> dict[str, Any]:
     usage = res.usage if res is not None else None
     return {
         "key": key, "corpus": "", "stage": req.stage, "subdomain": "",
@@ -85,7 +85,7 @@ def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: fl
         "cache_read_input_tokens": usage.cache_read_input_tokens if usage else 0,
         "cache_saving_usd": float(res.meta.get("cache_saving_usd", 0.0)) if res is not None else 0.0,
         "cost_usd": res.cost_usd if res is not None else 0.0,
-        "wall_s": wall_s, "error": error,
+        "wall_s": wall_s, "made_at": made_at, "error": error,
         "context_digest": str(res.meta.get("context_digest", "")) if res is not None else "",
     }
 
@@ -130,7 +130,8 @@ def run_requests(
             todo[key] = [i]
             continue
         results[i] = res
-        rows[i] = _row(key, requests[i], res, True, float(found.meta.get("wall_s", 0.0)), "", backend)
+        rows[i] = _row(key, requests[i], res, True, float(found.meta.get("wall_s", 0.0)), "", backend,
+                       float(found.meta.get("created") or 0.0))
         stats.hits += 1
         bar.update(1)
     miss_keys = list(todo)
@@ -152,14 +153,14 @@ def run_requests(
                 "cache_creation_input_tokens": res.usage.cache_creation_input_tokens,
                 "cache_read_input_tokens": res.usage.cache_read_input_tokens,
                 "cost_usd": res.cost_usd, "batch": res.batch,
-                "produced_by_model": res.produced_by_model, "wall_s": wall}
+                "produced_by_model": res.produced_by_model, "wall_s": wall, "created": time.time()}
         # Stored by the writer thread, made durable in groups: one syncfs about every
         # second (and when the run ends) covers every result written before it.
         writer.save_json(key, res.to_json(), meta)
         with lock:
             for i in todo[key]:
                 results[i] = res
-                rows[i] = _row(key, requests[i], res, False, wall, "", backend)
+                rows[i] = _row(key, requests[i], res, False, wall, "", backend, meta["created"])
             stats.misses += 1
             stats.input_tokens += res.usage.input_tokens
             stats.output_tokens += res.usage.output_tokens

@@ -21,6 +21,7 @@ from msmbuild.errors import ParamsError
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
+from msmbuild.results.costs import build_started, mark_this_build
 from msmbuild.tables import add_missing_columns, empty_frame, write_parquet
 
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
@@ -115,14 +116,17 @@ def corpus_tables(params: Params):
     generated = sorted(name for name, cfg in params.aft.items() if cfg.source == "generated")
     call_files += [(p, {"source": f"aft:{name}"}) for name in generated
                    if (p := layout.aft_calls(name)).is_file()]
-    calls = _union_parquet(call_files, "calls")
+    calls = mark_this_build(_union_parquet(call_files, "calls"), build_started())
     rows = []
     for name, corpus in params.corpora.items():
         docs = documents[documents["corpus"] == name] if len(documents) else documents
+        mine = calls[(calls["source"] == "corpus") & (calls["corpus"] == name)] if len(calls) else calls
         rows.append({"corpus": name, "spec": corpus.spec, "backend": corpus.backend,
                      "n_documents": int(len(docs)),
                      "n_chars": int(docs["n_chars"].sum()) if len(docs) else 0,
                      "cost_usd": float(docs["cost_usd"].fillna(0).sum()) if len(docs) else 0.0,
+                     "calls_cost_usd": float(mine["cost_usd"].fillna(0).sum()) if len(mine) else 0.0,
+                     "spent_usd": float(mine.loc[mine["this_build"], "cost_usd"].fillna(0).sum()) if len(mine) else 0.0,
                      "offline": corpus.backend == "offline"})
     return documents, calls, _frame(rows, "corpora")
 

@@ -11,6 +11,7 @@ from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.layout import Layout
 from msmbuild.results.catalog import TABLES, build_catalog
+from msmbuild.results.costs import BUILD_MARKER
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -25,7 +26,8 @@ def ensure_catalog(params: Params, progress: bool = False) -> Path:
     stamp = layout.catalog_stamp  # touched by build_catalog; catalog.sql keeps its own mtime
     missing = (not stamp.is_file() or not layout.catalog_sql.is_file()
                or any(not layout.table(t).is_file() for t in TABLES))
-    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in layout.sources()):
+    marker = [BUILD_MARKER] if BUILD_MARKER.is_file() else []  # "this build" moves with it
+    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in [*layout.sources(), *marker]):
         build_catalog(params, progress=progress)
     return layout.results_dir
 

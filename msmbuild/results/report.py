@@ -9,7 +9,6 @@ carries a banner when documents came from the offline backend.
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +229,20 @@ def _provenance(params: Params, documents: Any) -> tuple[str, bool]:
     return text, offline
 
 
+def cost_line(params: Params, calls: Any, corpora: Any) -> str:
+    """The report's cost totals, each named by its definition (msmbuild.results.costs)."""
+    from msmbuild.config import open_store, store_path
+    from msmbuild.results.costs import cost_totals
+
+    ever = open_store(params).stats()["cost_usd"] if Path(store_path(params)).is_dir() else None
+    t = cost_totals(calls, corpora, ever)
+    ever_text = "no store" if t["all_calls_ever_usd"] is None else f"${t['all_calls_ever_usd']:.4f}"
+    return (f"Model-call cost: kept documents ${t['kept_documents_usd']:.4f}; "
+            f"all calls behind these results ${t['current_calls_usd']:.4f}; "
+            f"spent in the build that made this report ${t['this_build_usd']:.4f}; "
+            f"all calls ever recorded in the store {ever_text} (definitions: docs/query.md).")
+
+
 def build_report(params: Params, progress: bool = True) -> Path:
     """Render build/report/index.html and its PNGs; returns the HTML path."""
     from msmbuild.results.query import connect
@@ -257,7 +270,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
          lambda p: plot_data_efficiency(summary, p)),
         ("Training loss", "loss.png", lambda p: plot_loss(frames["runs"], p)),
         ("Document length per corpus", "doc_lengths.png", lambda p: plot_doc_lengths(frames["documents"], p)),
-        ("Cost by corpus and stage", "cost.png", lambda p: plot_cost(frames["calls"], p)),
+        ("Cost of the calls behind these results, by corpus and stage", "cost.png", lambda p: plot_cost(frames["calls"], p)),
     ]
     provenance, offline = _provenance(params, frames["documents"])
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>msmbuild report</title>",
@@ -285,8 +298,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
                                   "estimate", "ci_low", "ci_high", "note"]))
     parts.append("<h2>Corpora</h2>")
     parts.append(_table(frames["corpora"], ["corpus", "spec", "backend", "n_documents", "n_chars", "cost_usd"]))
-    total = float(frames["calls"]["cost_usd"].sum()) if "cost_usd" in frames["calls"].columns else 0.0
-    parts.append(f"<p>Total recorded model-call cost: ${0.0 if math.isnan(total) else total:.4f}</p>")
+    parts.append(f"<p id='cost'>{html.escape(cost_line(params, frames['calls'], frames['corpora']))}</p>")
     parts.append("</body></html>\n")
     index = layout.report_index
     write_bytes_if_changed(index, "\n".join(parts).encode("utf-8"))

@@ -1,0 +1,92 @@
+"""The three cost totals, each with one definition (docs/query.md, "What things cost").
+
+- kept documents: what the model calls behind the documents a corpus keeps cost
+  (``corpora.cost_usd``; a filtered-out document's call is not in it);
+- all calls behind the current results: every call the current outputs were made from,
+  cached or not, at the price it was first paid (``calls``; ``corpora.calls_cost_usd``);
+- this build: calls answered by the model (not the cache) since the latest build began
+  (``calls.this_build``; ``corpora.spent_usd``). The workflow records when each
+  ``snakemake`` run begins, so a rerun that computes nothing reports $0;
+- all calls ever: every model call recorded in the store, including those behind outputs
+  since replaced (``msmbuild store stats``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from msmbuild.fsutil import write_bytes_if_changed
+
+BUILD_MARKER = Path(".msmbuild") / "build_started.json"
+
+
+def mark_build_started(root: str | Path = ".") -> Path:
+    """Record that a build begins now (the workflow's ``onstart``)."""
+    path = Path(root) / BUILD_MARKER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_if_changed(path, json.dumps({"started": time.time()}).encode())
+    return path
+
+
+# Snakemake options under which a run executes no job (dry runs, reports on the workflow).
+_NON_EXECUTING = frozenset((
+    "--dry-run", "--dryrun", "--summary", "--detailed-summary", "--list-params-changes",
+    "--list-code-changes", "--list-input-changes", "--list-changes", "--lc", "--li", "--lp",
+    "--list-rules", "--list", "--list-target-rules", "--lt", "--dag", "--rulegraph", "--filegraph",
+    "--d3dag", "--lint", "--unlock", "--cleanup-metadata", "--cm", "--touch", "--delete-all-output",
+    "--delete-temp-output", "--report", "--containerize", "--export-cwl", "--archive",
+    "--generate-unit-tests", "--list-conda-envs", "--conda-create-envs-only", "--version", "--help",
+))
+_NON_EXECUTING_SHORT = frozenset("nSDltvh")
+
+
+def snakemake_executes(argv: list[str]) -> bool:
+    """False when Snakemake's command line asks for a dry run or a report instead of a build."""
+    for arg in argv:
+        if arg.split("=", 1)[0] in _NON_EXECUTING:
+            return False
+        if arg.startswith("-") and not arg.startswith("--") and arg[1:2] in _NON_EXECUTING_SHORT:
+            return False
+        if (arg.startswith("-") and not arg.startswith("--") and arg[1:].isalpha()
+                and set(arg[1:]) & _NON_EXECUTING_SHORT):
+            return False  # a cluster of short flags such as -np
+    return True
+
+
+def build_started(root: str | Path = ".") -> float | None:
+    """When the latest build began (epoch seconds), or None when no build was recorded."""
+    try:
+        return float(json.loads((Path(root) / BUILD_MARKER).read_text(encoding="utf-8"))["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mark_this_build(calls: Any, started: float | None) -> Any:
+    """calls with a ``this_build`` column: made by the model (not the cache) since started.
+
+    Without a recorded build start, the misses of each stage's latest run count.
+    """
+    if calls.empty:
+        return calls.assign(this_build=calls.get("cache_hit", False))
+    made_now = ~calls["cache_hit"].fillna(False).astype(bool)
+    if started is not None and "made_at" in calls.columns:
+        made_now &= calls["made_at"].fillna(0.0) >= started
+    return calls.assign(this_build=made_now)
+
+
+def cost_totals(calls: Any, corpora: Any, store_cost_usd: float | None = None) -> dict[str, float | None]:
+    """The four totals, by their documented names."""
+    def total(frame: Any, column: str, where: Any = None) -> float:
+        if frame.empty or column not in frame.columns:
+            return 0.0
+        values = frame[column] if where is None else frame.loc[where, column]
+        return float(values.fillna(0.0).sum())
+
+    this_build = calls["this_build"].astype(bool) if "this_build" in calls.columns and not calls.empty else None
+    return {"kept_documents_usd": total(corpora, "cost_usd"),
+            "current_calls_usd": total(calls, "cost_usd"),
+            "this_build_usd": total(calls, "cost_usd", this_build) if this_build is not None else 0.0,
+            "all_calls_ever_usd": store_cost_usd}
