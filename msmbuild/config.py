@@ -158,6 +158,8 @@ class CorpusConfig(Section):
     framing: Literal["self", "claude", "humans"] = Field("self", description="Whom the documents are about: the model itself (model_name), Claude, or humans (the paper's language ablation).")
     max_topups: int = Field(2, ge=0, description="Follow-up 'do not repeat these' calls when a list stage returns fewer items than asked.")
     revise: bool = Field(False, description="Critique-then-rewrite pass over each document.")
+    budget_usd: float | None = Field(
+        None, gt=0, description="Cap on new model-call spending for this corpus in one build (USD); a stage whose estimated cost would cross it is not sent (see msmbuild plan). null: no cap.")
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Which generated documents are kept.")
     template_vars: dict[str, str] = Field(
         default_factory=dict,

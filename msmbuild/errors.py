@@ -33,6 +33,10 @@ class UnsafeTreeError(StoreError):
     """A tree manifest has an entry that could write outside its destination (or is malformed)."""
 
 
+class BudgetError(MsmbuildError):
+    """Generating would cross a corpus's budget_usd; raised before the requests are sent."""
+
+
 class BackendError(MsmbuildError):
     """A generation backend failed in a way that retrying will not fix."""
 

@@ -14,6 +14,7 @@ Each writes atomically, only when bytes change, and records its action keys as g
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from msmbuild.errors import MsmbuildError, SpecError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
 from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
+from msmbuild.generate.estimate import SpendingCap
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.stages import (
     FilterReport,
@@ -40,6 +42,8 @@ from msmbuild.layout import CORPUS_STEPS, Layout
 from msmbuild.spec import Spec, parse_spec
 from msmbuild.store import Store, write_roots
 from msmbuild.tables import SCHEMAS, read_parquet_rows, write_table_if_changed
+
+_COMMAND_STARTED = time.time()
 
 
 @dataclass
@@ -73,6 +77,26 @@ def corpus_config(params: Params, corpus: str) -> CorpusConfig:
     return params.corpora[corpus]
 
 
+def spending_cap(params: Params, corpus: str, step: str | None = None) -> SpendingCap | None:
+    """The corpus's budget_usd as a cap, minus what its other steps spent in this build."""
+    cfg = corpus_config(params, corpus)
+    if cfg.budget_usd is None:
+        return None
+    from msmbuild.results.costs import build_started
+
+    started = build_started() or _COMMAND_STARTED  # without a recorded build: this command
+    layout = Layout.of(params)
+    spent = 0.0
+    for other in CORPUS_STEPS:
+        path = layout.step_calls(corpus, other)
+        if other != step and path.is_file():
+            spent += sum(r["cost_usd"] or 0.0 for r in read_parquet_rows(path)
+                         if not r["cache_hit"] and (r.get("made_at") or 0.0) >= started)
+    model = params.backends.anthropic.model if cfg.backend == "anthropic" else cfg.backend
+    batch = params.backends.anthropic.batch if cfg.backend == "anthropic" else None
+    return SpendingCap(corpus, cfg.budget_usd, model, params.prices, batch, spent)
+
+
 def _read_json(path: Path, step: str, corpus: str) -> Any:
     if not path.is_file():
         raise MsmbuildError(f"{path}: missing; run `msmbuild generate {step} {corpus}` first")
@@ -100,6 +124,7 @@ class _Session:
         self.run = StageRun(self.store, self.backend, corpus, self.cfg,
                             sampling_for(params, self.cfg.backend), progress,
                             refresh_stale=self.cfg.refresh_stale if refresh is None else refresh)
+        self.run.cap = spending_cap(params, corpus)
 
     def use_spec(self, spec: Spec) -> None:
         """Send the spec context of the corpus's policy first in every call."""

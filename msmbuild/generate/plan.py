@@ -1,54 +1,69 @@
-"""``msmbuild plan``: requests per stage and an estimated cost, before anything is spent.
+"""``msmbuild plan``: per stage, how many calls are cached, how many are new, and what the
+new ones will cost, before anything is spent.
 
-Counts follow from the spec and the corpus settings (subdomains × doc types × ideas ×
-samples). Input tokens are measured on the real prompts of the first stages (about four
-characters a token); output tokens are assumptions written down below. Prices come from
-genai-prices, or ``prices:`` in params.yaml; the shared spec context is priced as one
-cache write per stage and cache reads after it when the backend would mark it (its
-length reaches the model's minimum cacheable prefix), as plain input otherwise. A model
-the SDK lists as deprecated is named in ``warnings``; a retired one is an error. Where a stage's
-requests can be built without calling the generator (the structural tree's first
-assertions calls, the model tree's decomposition calls) the plan also counts how many are
-already in the store; later stages depend on earlier answers and show "-".
+Counts come from walking the real cascade (tree → assertions, doc types → ideas →
+documents → critique, revise) with the real request builders (CorpusRequests, the shared
+spec context of the corpus's policy), looking every request up in the store instead of
+sending it. A cached answer is read and feeds the next stage's requests, so a rebuild or a
+one-section edit is priced exactly down to the new calls; where an answer is not cached,
+the next stage is walked with a stand-in answer of the requested shape, whose requests are
+new by construction. Input tokens are measured on the real prompts (about four characters
+a token); output tokens are the mean of cached answers, else the assumptions in
+msmbuild.generate.estimate. Prices come from genai-prices, or ``prices:`` in params.yaml;
+the shared spec context is priced as one cache write per stage and cache reads after it
+when the backend would mark it (its length reaches the model's minimum cacheable prefix),
+as plain input otherwise. A model the SDK lists as deprecated is named in ``warnings``; a
+retired one is an error.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from msmbuild.config import Params, open_store
 from msmbuild.errors import MsmbuildError
-from msmbuild.generate.calls import request_key
+from msmbuild.generate.backends.base import GenRequest, GenResult
 from msmbuild.generate.corpus import corpus_config
+from msmbuild.generate.estimate import (
+    CHARS_PER_TOKEN,
+    DOC_OUTPUT_TOKENS,
+    assumed_output_tokens,
+    list_size,
+)
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.stages import (
-    CorpusRequests,
-    assertion_requests,
+    StageRun,
     iter_subdomains,
+    model_tree,
+    plan_subdomains,
     sampling_for,
     structural_tree,
-    subdomain_requests,
+    write_documents,
 )
 from msmbuild.spec import parse_spec
 
-CHARS_PER_TOKEN = 4
-# Assumed output sizes: a list item is a sentence or two; a document is ~6k characters
-# (mid-range of the paper's 0.7k-25k); a critique a paragraph.
-ITEM_OUTPUT_TOKENS = 60
-DOC_OUTPUT_TOKENS = 1500
-CRITIQUE_OUTPUT_TOKENS = 300
+__all__ = ["DOC_OUTPUT_TOKENS", "CorpusPlan", "StagePlan", "format_plan", "plan_corpus"]
 
 
 @dataclass
 class StagePlan:
-    """One stage of one corpus: requests, how many are cached (None: unknown), tokens, cost."""
+    """One stage of one corpus: requests, how many are cached (None: unknown), tokens, cost of the new ones."""
 
     stage: str
     requests: int
     cached: int | None
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int  # mean per request
+    output_tokens: int  # mean per request (measured on cached answers when there are some)
     cost_usd: float = 0.0
+    new_requests: list[GenRequest] = field(default_factory=list, repr=False)
+
+    @property
+    def new(self) -> int:
+        """Requests that would be sent to the backend."""
+        return self.requests - (self.cached or 0)
 
 
 @dataclass
@@ -64,79 +79,107 @@ class CorpusPlan:
 
     @property
     def cost_usd(self) -> float:
-        """Estimated USD of the uncached part (unknown cache counted as uncached)."""
+        """Estimated USD of the new calls (unknown cache counted as new)."""
         return sum(s.cost_usd for s in self.stages)
 
 
-def _backend_identity(params: Params, name: str) -> dict | None:
-    """The backend's identity (what its keys hold); None when it cannot be made yet."""
-    from msmbuild.generate.backends import make_backend
+class _KeyOnly:
+    """Stands in for a backend when only keys are needed (identity of the real one)."""
 
-    try:
+    def __init__(self, params: Params, name: str):
+        self.name = name
+        try:
+            self._identity: dict | None = self._lookup(params, name)
+        except MsmbuildError:  # e.g. an hf model not trained yet: cached counts unknown
+            self._identity = None
+
+    @staticmethod
+    def _lookup(params: Params, name: str) -> dict:
+        from msmbuild.generate.backends import make_backend
+
         backend = make_backend(name, params)
         try:
             return backend.identity()
         finally:
             backend.close()
-    except MsmbuildError:  # e.g. an hf model not trained yet: cached counts unknown
-        return None
+
+    def identity(self) -> dict:
+        return self._identity or {"backend": self.name, "unknown": True}
 
 
-def _tokens(requests) -> int:
-    """Mean tokens per request of system text and prompt (the shared context is counted apart)."""
-    if not requests:
-        return 0
-    chars = sum(len(r.system) + len(r.prompt) for r in requests)
-    return chars // CHARS_PER_TOKEN // len(requests)
+_STAND_IN = itertools.count()
+
+
+def _stand_in(request: GenRequest) -> GenResult:
+    """An answer of the requested shape for a call not made; its text names no real answer."""
+    n = next(_STAND_IN)
+    if request.schema is None:
+        return GenResult(text=f"(answer {n} not generated yet)", produced_by_model=False)
+    schema: dict[str, Any] = request.schema
+    list_name = next(iter(schema.get("required") or ["items"]))
+    item = schema.get("properties", {}).get(list_name, {}).get("items", {})
+    props = item.get("properties", {}) if isinstance(item, dict) else {}
+    items = [{name: True if spec.get("type") == "boolean" else f"({name} {n}.{k} not generated yet)"
+              for name, spec in props.items()} for k in range(list_size(request))]
+    return GenResult(text="", data={list_name: items}, produced_by_model=False)
+
+
+class _PlanRun(StageRun):
+    """A StageRun that looks every request up instead of sending it, and counts."""
+
+    known: bool = True  # False when the backend's identity (so every key) is unknown
+    counts: dict[str, dict[str, Any]]
+
+    def call(self, requests: Sequence[GenRequest], tags: Sequence[str], desc: str  # type: ignore[override]
+             ) -> list[GenResult]:
+        results = []
+        for request in requests:
+            c = self.counts.setdefault(request.stage, {"requests": 0, "cached": 0, "in": 0,
+                                                        "cached_out": [], "new": []})
+            c["requests"] += 1
+            c["in"] += (len(request.system) + len(request.prompt)) // CHARS_PER_TOKEN
+            key = self.key(request)
+            found = self.store.lookup_json(key) if self.known else None
+            if found is not None:
+                res = GenResult.from_json(found.value)
+                c["cached"] += 1
+                c["cached_out"].append(res.usage.output_tokens)
+            else:
+                res = _stand_in(request)
+                c["new"].append(request)
+            self.rows.append({"key": key, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0,
+                              "error": ""})
+            results.append(res)
+        return results
 
 
 def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
-    """Counts, cached counts and estimated cost of every stage of one corpus."""
+    """Per stage: requests, cached, new, tokens, estimated USD of the new calls."""
     cfg = corpus_config(params, corpus)
     spec = parse_spec(cfg.spec, cfg.spec_variables())
     store = open_store(params)
-    identity = _backend_identity(params, cfg.backend)
     context, context_key = shared_context(cfg, spec.full_text, spec.preamble)
-    build = CorpusRequests(cfg, sampling_for(params, cfg.backend), context, context_key)
+    key_backend = _KeyOnly(params, cfg.backend)
+    run = _PlanRun(store, key_backend, corpus, cfg, sampling_for(params, cfg.backend), False,  # type: ignore[arg-type]
+                   context=context, context_key=context_key)
+    run.known = key_backend._identity is not None
+    run.counts = {}
     model = params.backends.anthropic.model if cfg.backend == "anthropic" else (
         params.backends.hf.model if cfg.backend == "hf" else "offline (not a model)")
+    tree = model_tree(spec, run) if cfg.decomposition == "model" else structural_tree(spec)
+    assertions, ideas = plan_subdomains(tree, run)
+    write_documents(tree, assertions, ideas, run)
     plans: list[StagePlan] = []
     warnings: list[str] = []
-
-    def cached(reqs) -> int | None:
-        if identity is None:
-            return None
-        return sum(store.lookup_json(request_key(store, identity, r)) is not None for r in reqs)
-
-    if cfg.decomposition == "model":
-        reqs = subdomain_requests(spec, build)
-        plans.append(StagePlan("subdomains", len(reqs), cached(reqs), _tokens(reqs),
-                               ITEM_OUTPUT_TOKENS * cfg.max_subdomains))
-        # the model chooses how many; the plan assumes half the cap
-        n_sub = len(reqs) * max(1, cfg.max_subdomains // 2)
-        sample: list = []
-    else:
-        tree = structural_tree(spec)
-        n_sub = len(iter_subdomains(tree))
-        sample = assertion_requests(tree, build)
-    prompt_tokens = _tokens(sample) if sample else 500
-    docs = n_sub * cfg.n_doc_types * cfg.n_doc_ideas * cfg.n_samples
-    assertion_tokens = cfg.n_assertions * ITEM_OUTPUT_TOKENS
-    plans += [
-        StagePlan("assertions", n_sub, cached(sample) if sample else None, prompt_tokens,
-                  ITEM_OUTPUT_TOKENS * cfg.n_assertions),
-        StagePlan("doc_types", n_sub, None, prompt_tokens + assertion_tokens, ITEM_OUTPUT_TOKENS * cfg.n_doc_types),
-        StagePlan("ideas", n_sub * cfg.n_doc_types, None, prompt_tokens + assertion_tokens + 100,
-                  ITEM_OUTPUT_TOKENS * cfg.n_doc_ideas),
-        StagePlan("document", docs, None, prompt_tokens + assertion_tokens + 200, DOC_OUTPUT_TOKENS),
-    ]
-    if cfg.revise:
-        plans += [StagePlan("critique", docs, None, prompt_tokens + DOC_OUTPUT_TOKENS, CRITIQUE_OUTPUT_TOKENS),
-                  StagePlan("revise", docs, None, prompt_tokens + DOC_OUTPUT_TOKENS + CRITIQUE_OUTPUT_TOKENS,
-                            DOC_OUTPUT_TOKENS)]
+    for stage, c in run.counts.items():
+        n = c["requests"]
+        out = (sum(c["cached_out"]) / len(c["cached_out"]) if c["cached_out"]
+               else sum(assumed_output_tokens(r) for r in c["new"]) / max(1, len(c["new"])))
+        plans.append(StagePlan(stage, n, c["cached"] if run.known else None, round(c["in"] / max(1, n)),
+                               round(out), 0.0, c["new"]))
     if cfg.backend == "anthropic":
         _price(params, model, context, plans, warnings)
-    return CorpusPlan(corpus, cfg.backend, model, n_sub, plans, warnings)
+    return CorpusPlan(corpus, cfg.backend, model, len(iter_subdomains(tree)), plans, warnings)
 
 
 def _price(params: Params, model: str, context: str, plans: list[StagePlan], warnings: list[str]) -> None:
@@ -163,22 +206,23 @@ def _price(params: Params, model: str, context: str, plans: list[StagePlan], war
 
 
 def format_plan(plans: list[CorpusPlan]) -> str:
-    """A plain-text table per corpus, then the total."""
+    """A plain-text table per corpus, then the total of the new calls."""
     lines = []
     for cp in plans:
         note = " (offline backend: not a model, free)" if cp.backend == "offline" else ""
         lines.append(f"corpus {cp.corpus}: backend {cp.backend}, model {cp.model}{note}; "
                      f"{cp.subdomains} subdomains")
-        lines.append(f"  {'stage':<11} {'requests':>9} {'cached':>7} {'in tok/req':>10} "
-                     f"{'out tok/req':>11} {'est. USD':>10}")
+        lines.append(f"  {'stage':<11} {'requests':>9} {'cached':>7} {'new':>7} {'in tok/req':>10} "
+                     f"{'out tok/req':>11} {'new USD':>10}")
         for s in cp.stages:
             cached = "-" if s.cached is None else str(s.cached)
-            lines.append(f"  {s.stage:<11} {s.requests:>9} {cached:>7} {s.input_tokens:>10} "
-                         f"{s.output_tokens:>11} {s.cost_usd:>10.2f}")
-        lines.append(f"  {'total':<11} {sum(s.requests for s in cp.stages):>9} {'':>7} {'':>10} "
-                     f"{'':>11} {cp.cost_usd:>10.2f}")
+            lines.append(f"  {s.stage:<11} {s.requests:>9} {cached:>7} {s.new:>7} {s.input_tokens:>10} "
+                         f"{s.output_tokens:>11} {s.cost_usd:>10.4f}")
+        lines.append(f"  {'total':<11} {sum(s.requests for s in cp.stages):>9} "
+                     f"{sum(s.cached or 0 for s in cp.stages):>7} {sum(s.new for s in cp.stages):>7} "
+                     f"{'':>10} {'':>11} {cp.cost_usd:>10.4f}")
         lines.extend(f"  warning: {w}" for w in cp.warnings)
-    lines.append(f"estimated total: ${sum(cp.cost_usd for cp in plans):.2f} "
-                 "(uncached requests; prices from genai-prices or params.yaml prices:; "
+    lines.append(f"new calls: ${sum(cp.cost_usd for cp in plans):.4f} estimated "
+                 "(cached calls cost nothing; prices from genai-prices or params.yaml prices:; "
                  "tokens ~4 characters each; see msmbuild.generate.plan)")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from msmbuild.config import CorpusConfig, FilterConfig, Params
 from msmbuild.errors import BackendError
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
 from msmbuild.generate.calls import CallRun
+from msmbuild.generate.estimate import SpendingCap, assumed_output_tokens
 from msmbuild.generate.identity import identity_for
 from msmbuild.generate.prompts import load_prompt
 from msmbuild.hashing import digest_text
@@ -70,6 +71,7 @@ class StageRun(CallRun):
         super().__init__(store, backend, corpus, progress, refresh_stale=refresh_stale)
         self.corpus, self.cfg, self.sampling = corpus, cfg, sampling or Sampling()
         self.context, self.context_key = context, context_key
+        self.cap: SpendingCap | None = None  # the corpus's budget_usd, checked before each stage is sent
 
     @property
     def requests(self) -> CorpusRequests:
@@ -79,6 +81,10 @@ class StageRun(CallRun):
     def call(self, requests: Sequence[GenRequest], tags: Sequence[str], desc: str  # type: ignore[override]
              ) -> list[GenResult]:
         """Run requests, tag each calls row with its subdomain, accumulate stats."""
+        if self.cap is not None:
+            new = list({k: r for r in requests if self.store.lookup_json(k := self.key(r)) is None}.values())
+            out = sum(assumed_output_tokens(r) for r in new) / len(new) if new else 0.0
+            self.cap.check(new, out, self.stats.cost_usd, desc)
         return super().call(requests, desc, [{"corpus": self.corpus, "subdomain": t} for t in tags])
 
 
