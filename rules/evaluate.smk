@@ -43,4 +43,4 @@ rule evaluate:
     log:
         str(LAYOUT.log("evaluate", "{arm}", "{suite}")),
     shell:
-        "{MSMBUILD} evaluate {wildcards.arm} {wildcards.suite} --quiet > {log} 2>&1"
+        "{MSMBUILD} evaluate {wildcards.arm} {wildcards.suite} > {log} 2>&1"

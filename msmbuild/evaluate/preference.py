@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from msmbuild.config import Params, PreferenceEvalConfig
 from msmbuild.evaluate.stats import wilson_interval
 from msmbuild.evaluate.suite import EvalSuite, SuiteResult
@@ -24,6 +22,7 @@ from msmbuild.models import (
     score_continuations,
     uses_template,
 )
+from msmbuild.progress import Progress
 
 ALL = "all"
 
@@ -47,9 +46,12 @@ def score_pairs(
 ) -> list[dict[str, Any]]:
     """One row per (pair, value): per-order log-probs of both items, choice, and agreement."""
     requests = build_requests(lm, pairs, cfg)
-    with tqdm(total=len(requests), desc="preference", unit="seq", disable=not progress) as bar:
+    bar = Progress(len(requests), "preference", "seq", enabled=progress)
+    try:
         scores = score_continuations(lm, requests, cfg.batch_size,
                                      templated=uses_template(lm, cfg.chat_template), on_batch=bar.update)
+    finally:
+        bar.close()
     rows: list[dict[str, Any]] = []
     for p, pair in enumerate(pairs):
         block = scores[4 * p: 4 * p + 4]  # (ab: a, b), (ba: a, b)

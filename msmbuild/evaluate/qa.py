@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from msmbuild.config import Params, QAEvalConfig
 from msmbuild.evaluate.stats import mean_interval
 from msmbuild.evaluate.suite import EvalSuite, SuiteResult, judge_key, judge_setting
@@ -24,6 +22,7 @@ from msmbuild.models import (
     split_thinking,
     uses_template,
 )
+from msmbuild.progress import Progress
 
 ALL = "all"
 JUDGE_PROMPT_VERSION = "qa-judge/1"
@@ -64,10 +63,13 @@ def answer_questions(lm: LoadedModel, items: Sequence[dict[str, Any]], cfg: QAEv
         from msmbuild.models.vllm_engine import generate_vllm
 
         return generate_vllm(lm.source, prompts, cfg.max_new_tokens, setting="evals.qa.engine")
-    with tqdm(total=len(prompts), desc="qa answers", unit="q", disable=not progress) as bar:
+    bar = Progress(len(prompts), "qa answers", "q", enabled=progress)
+    try:
         return generate_texts(lm, prompts, cfg.max_new_tokens, temperature=0.0,
                               batch_size=cfg.batch_size, templated=uses_template(lm, True),
                               on_batch=bar.update)
+    finally:
+        bar.close()
 
 
 def judge_requests(items: Sequence[dict[str, Any]], answers: Sequence[str], cfg: QAEvalConfig) -> list:

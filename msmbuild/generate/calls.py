@@ -15,19 +15,17 @@ the context it was made with, so a result made against an older spec is visible,
 from __future__ import annotations
 
 import functools
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tqdm import tqdm
-
 from msmbuild.errors import BackendError
 from msmbuild.gcfreeze import frozen_heap
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
 from msmbuild.hashing import digest_text
+from msmbuild.progress import Progress
 from msmbuild.store import ResultWriter, Store
 
 CALL_KIND = "generate"
@@ -114,8 +112,7 @@ def run_requests(
     keys = [call_key(store, backend, r) for r in requests]
     results: list[GenResult | None] = [None] * len(requests)
     rows: list[dict[str, Any] | None] = [None] * len(requests)
-    bar = tqdm(total=len(requests), desc=desc, unit="call", file=sys.stderr,
-               disable=not progress, leave=False)
+    bar = Progress(len(requests), desc, "call", enabled=progress)
     todo: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         if key in todo:

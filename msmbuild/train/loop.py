@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.layout import TRAIN_LOG
+from msmbuild.progress import Progress
 
 if TYPE_CHECKING:
     from msmbuild.config import TrainConfig
@@ -171,7 +172,6 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
 
     import torch
     from accelerate import Accelerator
-    from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     gc.collect()  # garbage of earlier work in this process (a merged adapter, a loaded model) goes first
@@ -210,8 +210,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     device = accelerator.device
-    bar = tqdm(total=steps, initial=start, desc="train", unit="step",
-               disable=rank != 0 or None)
+    bar = Progress(steps, "train", "step", enabled=rank == 0, initial=start, leave=True)
     pending: list[tuple[int, float, float, Any]] = []  # (step, lr, seconds, device stats)
     for step in range(start, steps):
         t0 = time.perf_counter()
@@ -242,8 +241,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
             pending = []
             if rank == 0:
                 _append_log(log_path, rows)
-                bar.update(len(rows))
-                bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}")
+                bar.update(len(rows), loss=f"{rows[-1]['loss']:.3f}")
         if save:
             if rank == 0:
                 unwrapped = accelerator.unwrap_model(model)

@@ -66,10 +66,20 @@ from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
 from msmbuild.generate.models import DEFAULT_MODEL, check_not_retired
 from msmbuild.hashing import action_key
 from msmbuild.layout import DEFAULT_STORE_PATH, batch_state_dir
+from msmbuild.progress import duration, status_line
 
 __all__ = ["AnthropicBackend"]
 
 log = logging.getLogger(__name__)
+
+
+def _batch_status(batch: Any, elapsed_s: float) -> str:
+    """One progress line of a Message Batch: id, status, counts per state, elapsed time."""
+    counts = getattr(batch, "request_counts", None)
+    parts = [f"{name} {getattr(counts, name, 0)}" for name in
+             ("processing", "succeeded", "errored", "canceled", "expired")] if counts is not None else []
+    return (f"anthropic batch {batch.id}: {batch.processing_status}"
+            f"{'; ' + ', '.join(parts) if parts else ''}; elapsed {duration(elapsed_s)}")
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_STATE_DIR = batch_state_dir(DEFAULT_STORE_PATH)
@@ -562,6 +572,7 @@ class _Run:
         while True:
             batch = await self._retrying(lambda: self.client.messages.batches.retrieve(entry.batch_id),
                                          limited=False)
+            status_line(_batch_status(batch, time.time() - entry.submitted))
             if batch.processing_status == "ended":
                 break
             if time.time() >= deadline:
