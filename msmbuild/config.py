@@ -74,6 +74,7 @@ class StoreConfig(Section):
     link: list[Literal["reflink", "hardlink", "copy"]] = Field(
         ["reflink", "hardlink", "copy"], description="How artifacts are placed into build/, first that works wins.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec for the remote (e.g. endpoint_url for S3).")
+    dvc_remote: bool = Field(True, description="With remote null in a DVC project that has a default remote, use <that remote>/msmbuild-store as the remote, write-through, so dvc push/pull alone share what the store needs.")
 
 
 # -- generation backends ----------------------------------------------------------------
@@ -539,5 +540,11 @@ def open_store(params: Params) -> Store:
     from msmbuild.store import Store
 
     s = params.store
-    return Store(store_path(params), remote=s.remote, write_through=s.write_through,
+    remote, write_through = s.remote, s.write_through
+    if remote is None and s.dvc_remote:
+        from msmbuild.dvc_remote import store_remote_url
+
+        remote = store_remote_url()
+        write_through = remote is not None
+    return Store(store_path(params), remote=remote, write_through=write_through,
                  link_modes=s.link, storage_options=s.storage_options)

@@ -79,3 +79,4 @@ def api_share(name):
 # that computes nothing must report $0; dry runs, summaries and cluster jobs do not mark.
 if workflow.is_main_process and snakemake_executes(sys.argv[1:]):
     mark_build_started()
+

@@ -45,6 +45,11 @@ SUMMARY_SQL = (
 
 
 onsuccess:
+    # dvc.lock names what this build made, so `dvc push` pushes it (README, "Sharing work").
+    from msmbuild.dvc_remote import record_outputs_for_dvc
+
+    for stage in record_outputs_for_dvc(".", BUILD):
+        print(f"dvc: stage {stage} not recorded in dvc.lock (some of its inputs or outputs were not built)", file=sys.stderr)
     # The headline numbers and where the report is, after every successful build.
     if LAYOUT.table("eval_summary").is_file():
         print("\nPreference for the value-favoured item (all held-out domains):", file=sys.stderr)

@@ -1,0 +1,94 @@
+"""The project's default DVC remote, as a URL the store's remote tier can use.
+
+With only a DVC remote configured (``dvc remote add -d team s3://…``), msmbuild keeps its
+store remote in ``<that remote>/msmbuild-store``: what a build computes is written
+through there, so a teammate's ``dvc pull`` + ``snakemake`` finds every model call,
+training run and eval as a store hit instead of paying for it again.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from pathlib import Path
+
+STORE_PREFIX = "msmbuild-store"
+
+
+def _read(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    if path.is_file():
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error:
+            pass
+    return parser
+
+
+def default_remote_url(root: str | os.PathLike[str] = ".") -> str | None:
+    """URL of the DVC project's default remote (.dvc/config, then config.local), or None."""
+    dvc_dir = Path(root) / ".dvc"
+    if not dvc_dir.is_dir():
+        return None
+    name, url = None, {}
+    for cfg_file in (dvc_dir / "config", dvc_dir / "config.local"):
+        parser = _read(cfg_file)
+        name = parser.get("core", "remote", fallback=name)
+        for section in parser.sections():
+            title = section.strip("'")  # DVC writes ['remote "name"']
+            if title.startswith('remote "') and title.endswith('"') and parser.has_option(section, "url"):
+                url[title[len('remote "'):-1]] = parser.get(section, "url")
+    if not name or name not in url:
+        return None
+    remote = url[name]
+    if "://" not in remote and not os.path.isabs(remote):
+        remote = os.path.normpath(dvc_dir.resolve() / remote)  # DVC reads relative paths from .dvc/
+    return remote
+
+
+def store_remote_url(root: str | os.PathLike[str] = ".") -> str | None:
+    """``<default DVC remote>/msmbuild-store``, or None without a DVC remote."""
+    url = default_remote_url(root)
+    return None if url is None else f"{url.rstrip('/')}/{STORE_PREFIX}"
+
+
+def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = "build") -> list[str]:
+    """After a Snakemake build, record its outputs in dvc.lock (``dvc commit``).
+
+    Only ``dvc repro`` writes dvc.lock, and ``dvc push`` pushes what dvc.lock names; this
+    makes ``dvc push`` after ``snakemake`` push what was built. A stage directory the
+    build had nothing for (``build/evals`` without evals, ``build/aft`` without AFT data)
+    is recorded as the empty directory it is, so that a teammate's plain ``dvc pull``
+    finds every stage recorded. Returns the stages that still could not be recorded.
+    """
+    import shutil
+    import subprocess
+
+    root = Path(root)
+    if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file() or shutil.which("dvc") is None:
+        return []
+
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
+
+    if dvc("commit", "--force", "--quiet").returncode == 0:
+        return []
+    listed = dvc("stage", "list", "--name-only")
+    failing = listed.stdout.split() if listed.returncode == 0 else []
+    while failing:
+        still, made = [], False
+        for stage in failing:
+            proc = dvc("commit", "--force", stage)
+            if proc.returncode == 0:
+                continue
+            still.append(stage)
+            missing = re.search(r"(?:output|dependency) '([^']+)' does not exist", proc.stderr + proc.stdout)
+            rel = Path(missing.group(1)) if missing else None
+            if rel is not None and not rel.is_absolute() and not rel.suffix and rel.parts[:1] == (build_dir,):
+                (root / rel).mkdir(parents=True, exist_ok=True)  # a stage directory with nothing in it
+                made = True
+        if not made:
+            return still
+        failing = still
+    return []
