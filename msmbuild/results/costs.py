@@ -20,7 +20,7 @@ from typing import Any
 
 from msmbuild.fsutil import write_bytes_if_changed
 
-BUILD_MARKER = Path(".msmbuild") / "build_started.json"
+BUILD_MARKER = Path(".snakemake") / "msmbuild-build-started.json"  # only Snakemake runs write it
 
 
 def mark_build_started(root: str | Path = ".") -> Path:
