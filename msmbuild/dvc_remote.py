@@ -72,6 +72,40 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     def dvc(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
 
+    # `dvc commit` touches the outputs it records; Snakemake would then see every output
+    # as newer than the next and reschedule the whole build. Put the times back.
+    times = _times(root / build_dir)
+    try:
+        return _commit_all(dvc, root, build_dir)
+    finally:
+        _restore_times(times)
+
+
+def _times(top: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, atime, mtime) of every file and directory under top."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue
+            out[path] = (st.st_ino, st.st_atime_ns, st.st_mtime_ns)
+    return out
+
+
+def _restore_times(times: dict[str, tuple[int, int, int]]) -> None:
+    for path, (ino, atime, mtime) in sorted(times.items(), key=lambda kv: -kv[0].count(os.sep)):
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            if st.st_ino == ino and st.st_mtime_ns != mtime:
+                os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+        except OSError:
+            continue
+
+
+def _commit_all(dvc, root: Path, build_dir: str) -> list[str]:
     if dvc("commit", "--force", "--quiet").returncode == 0:
         return []
     listed = dvc("stage", "list", "--name-only")
