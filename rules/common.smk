@@ -8,7 +8,7 @@ import sys
 from msmbuild.config import (check_input_files, check_placed_trees, params_value, unknown_name_error,
                              validate_params)
 from msmbuild.layout import Layout
-from msmbuild.results.costs import mark_build_started, snakemake_executes
+from msmbuild.buildmark import mark_build_started, snakemake_executes
 
 PARAMS_FILE = "params.yaml"
 PARAMS = validate_params(config, PARAMS_FILE)

@@ -48,7 +48,7 @@ onsuccess:
     # dvc.lock names what this build made, so `dvc push` pushes it (README, "Sharing work").
     from msmbuild.dvc_remote import record_outputs_for_dvc
 
-    for stage in record_outputs_for_dvc(".", BUILD):
+    for stage in record_outputs_for_dvc(".", PARAMS.build_dir):
         print(f"dvc: stage {stage} not recorded in dvc.lock (some of its inputs or outputs were not built)", file=sys.stderr)
     # The headline numbers and where the report is, after every successful build.
     if LAYOUT.table("eval_summary").is_file():

@@ -74,6 +74,6 @@ def test_cost_totals_agree_and_this_build_is_zero_after_a_noop_rerun(tmp_path: P
     (["--summary", "--cores", "1"], False), (["--touch"], False), (["--list-params-changes"], False),
 ])
 def test_only_executing_snakemake_runs_mark_a_build(argv: list[str], executes: bool) -> None:
-    from msmbuild.results.costs import snakemake_executes
+    from msmbuild.buildmark import snakemake_executes
 
     assert snakemake_executes(argv) is executes

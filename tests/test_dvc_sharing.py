@@ -5,7 +5,6 @@ training runs; `dvc push` after a Snakemake build pushes what was built."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

@@ -16,7 +16,7 @@ def test_empty_catalog_calls_view_has_every_column_of_a_calls_file(tmp_path: Pat
     write_table_if_changed(path, [{"key": "k", "cache_hit": True, "cost_usd": 0.5}], SCHEMAS["calls"])
     written = pq.read_table(path).schema.names
     empty = list(empty_frame("catalog_calls").columns)
-    assert empty == ["source", *written]
+    assert empty == ["source", *written, "this_build"]  # this_build: computed by the catalog
     assert {"subdomain", "cache_creation_input_tokens", "cache_read_input_tokens"} <= set(empty)
 
 

@@ -97,6 +97,9 @@ def test_cli_aft_data_and_aft(tmp_path, monkeypatch):
     p = _params(tmp_path)
     params_file = tmp_path / "params.yaml"
     params_file.write_text(json.dumps(p.model_dump(mode="json")))
+    monkeypatch.chdir(tmp_path)  # the corpora's spec files are relative to the project
+    for name in ("c.md", "d.md"):
+        (tmp_path / name).write_text("# Spec\n\nText.\n")
     runner = CliRunner()
     res = runner.invoke(cli, ["--params", str(params_file), "aft-data", "demo"])
     assert res.exit_code == 0, res.output

@@ -82,7 +82,7 @@ def spending_cap(params: Params, corpus: str, step: str | None = None) -> Spendi
     cfg = corpus_config(params, corpus)
     if cfg.budget_usd is None:
         return None
-    from msmbuild.results.costs import build_started
+    from msmbuild.buildmark import build_started
 
     started = build_started() or _COMMAND_STARTED  # without a recorded build: this command
     layout = Layout.of(params)
