@@ -94,9 +94,9 @@ def test_batch_polling_reports_id_status_counts_and_elapsed(monkeypatch, capsys,
 @pytest.mark.slow
 def test_training_log_has_step_lines_with_loss(monkeypatch, capsys, tmp_path: Path) -> None:
     import torch
-    from msmbuild.train.base_model import load_model, prepare_base_model
     from test_train_midtrain import _setup
 
+    from msmbuild.models import load_model, prepare_base_model
     from msmbuild.train.loop import fit, prepare_model
 
     monkeypatch.setenv("MSMBUILD_PROGRESS_EVERY_S", "0")
