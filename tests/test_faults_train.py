@@ -36,6 +36,8 @@ def _setup(root: Path, store_dir: Path | None = None):
                     aft={"demo": {"path": _demos(root / "demo.jsonl").as_posix()}},
                     experiments={"mc": {"midtrain": "c", "aft": "demo"}})
     write_docs(root / "build", "c", synthetic_docs())
+    for corpus in p.corpora.values():  # the CLI checks that every spec params.yaml names exists
+        (root / corpus.spec).write_text("# Spec\n\nThe assistant is honest.\n", encoding="utf-8")
     store = Store(p.store.path)
     build_shards(p, "c", store)
     return p, store, arm_by_name(p, "mc")

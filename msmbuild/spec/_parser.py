@@ -185,6 +185,7 @@ def parse_spec_text(text: str, source: str = "<spec>",
     if not headings:
         raise SpecError(f"{source}:1: the spec has no markdown headings (# Title)")
     doc_title, title_block = None, ""
+    first_heading, n_headings = headings[0][0], len(headings)
     if _is_document_title(headings):
         idx0, _level0, raw0 = headings.pop(0)
         doc_title = fill_template(_split_attrs(raw0)[0], template_vars)
@@ -222,8 +223,8 @@ def parse_spec_text(text: str, source: str = "<spec>",
         sections.append(Section(id=sid, title=title, level=level, path=path, parent=parent,
                                 line=lineno, text=body.strip(), attrs=attrs))
         stack.append((level, sid, title))
-    if not any(sec.text for sec in sections):
-        raise SpecError(f"{source}:{headings[0][0] + 1}: none of the {len(sections)} headings has "
+    if not any(sec.text for sec in sections) and not (doc_title is not None and intro.strip()):
+        raise SpecError(f"{source}:{first_heading + 1}: none of the {n_headings} headings has "
                         "any text under it; a spec of headings only gives nothing to generate from")
     before = lines[: idx0] if doc_title is not None else lines[: headings[0][0]]
     preamble = "\n\n".join(p for p in (fill_template("\n".join(before), template_vars).strip(),
