@@ -207,3 +207,13 @@ def test_interactive_query_shell_runs_statements_and_keeps_going(in_project):
     assert "\neval_summary\n" in out
     assert "\n m\n 1\n(1 rows)\n" in out
     assert "never" not in out
+
+
+def test_interactive_query_shell_is_read_only(in_project):
+    """The shell refuses what `msmbuild query` refuses (COPY ... TO writes a file) and goes on."""
+    script = "COPY documents TO 'leak.csv';\nSELECT count(*) AS n FROM documents;\n"
+    proc = subprocess.run(["msmbuild", "query"], input=script, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "error: msmbuild query is read-only: a COPY statement is not allowed" in proc.stdout
+    assert "\n n\n 6\n(1 rows)\n" in proc.stdout
+    assert not Path("leak.csv").exists()
