@@ -8,6 +8,7 @@ include: "rules/common.smk"
 include: "rules/generate.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/audit.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

@@ -250,12 +250,12 @@ class ExperimentConfig(Section):
     midtrain: str | None = Field(None, description="Corpus name to midtrain on, or null.")
     aft: str | None = Field(None, description="AFT dataset name, or null.")
     evals: list[str] = Field(default_factory=lambda: ["preference"], description="Eval suites to run.")
-    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Dotted param -> values; one arm per value (e.g. aft.fraction: [0.25, 0.5, 1.0]).")
+    sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Dotted param -> values; one arm per value (e.g. aft.fraction: [0.25, 0.5, 1.0]; experiment.midtrain: [corpus, ...] sweeps the midtraining corpus).")
     enabled: bool = Field(True, description="False leaves the experiment out of the build.")
 
 
 class PreferenceEvalConfig(Section):
-    path: str = Field("evals/preference.jsonl", description="Forced-choice pairs: {id, domain, question, items: [a, b], favoured: {value: index}}.")
+    path: str = Field("evals/preference.jsonl", description="Forced-choice pairs: {id, role, domain, question, items: [a, b], favoured: {value: index}}; role is in_distribution, held_out or recall.")
     batch_size: int = Field(16, ge=1, description="Scored sequences per forward pass.")
     score: Literal["mean", "sum"] = Field("mean", description="Option log-probability: mean per token (length-fair) or sum (lm-eval-harness 'acc').")
     chat_template: bool = Field(True, description="Wrap the question in the tokenizer's chat template when it has one.")
@@ -264,7 +264,7 @@ class PreferenceEvalConfig(Section):
 
 
 class QAEvalConfig(Section):
-    path: str = Field("evals/qa.jsonl", description="Questions: {id, domain, spec, question, rubric}.")
+    path: str = Field("evals/qa.jsonl", description="Questions: {id, role, domain, spec, question, rubric}; role is in_distribution, held_out or recall.")
     judge_backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Backend of the judge; offline means 'not judged'.")
     max_new_tokens: int = Field(128, ge=1, description="Answer length of the checkpoint (reasoning included when thinking is on).")
     batch_size: int = Field(8, ge=1, description="Questions answered per generate call.")
@@ -359,6 +359,25 @@ class EvalsConfig(Section):
         description="Reasoning patterns in the agentic-misalignment transcripts of the same arm (needs agentic_misalignment in the arm's evals).")
 
 
+# -- contamination audit ----------------------------------------------------------------
+class EmbeddingConfig(Section):
+    kind: Literal["model2vec", "sentence_transformers"] = Field("model2vec", description="Library that loads the embedding model.")
+    path: str | None = Field(None, description="Local directory of the embedding model; null: no embedding model (the lexical measure stands in).")
+    threshold: float = Field(0.85, ge=-1, le=1, description="Cosine at or above which a held_out item is a leak.")
+
+
+class AuditConfig(Section):
+    enabled: bool = Field(True, description="Audit every eval item against the training inputs of each arm it is run on.")
+    max_shared_words: int = Field(8, ge=2, le=32, description="A held_out item sharing a run of this many consecutive words with a training text is a leak.")
+    lexical: bool = Field(True, description="Content-word cosine similarity (the fallback for semantic similarity; reported as such).")
+    lexical_threshold: float = Field(0.5, ge=0, le=1, description="Content-word cosine at or above which a held_out item is a leak.")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Semantic similarity by a local embedding model.")
+    domain_terms: str | None = Field("evals/held_out_domains.yaml", description="YAML mapping each held_out domain to the words a text discussing it would use.")
+    max_domain_mentions: int = Field(0, ge=0, description="Mentions of a held_out domain's words that an arm's training inputs may contain before the domain leaks.")
+    chunk_words: int = Field(40, ge=5, description="Training texts are compared in sentence-aligned windows of at most this many words.")
+    accept: dict[str, str] = Field(default_factory=dict, description="held_out item ids or domains accepted despite a match, each with the reason (shown in the report).")
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -374,6 +393,7 @@ class Params(Section):
     aft: dict[str, AftDataConfig] = Field(default_factory=dict, description="AFT datasets by name.")
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict, description="Experiments by name: base model, optional midtraining corpus, optional AFT, evals.")
     evals: EvalsConfig = Field(default_factory=EvalsConfig, description="Settings of each eval suite.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Contamination audit of eval items against training inputs (a build stage).")
 
     @model_validator(mode="after")
     def _references(self) -> Params:

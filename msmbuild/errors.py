@@ -51,3 +51,11 @@ class EvalInputError(MsmbuildError):
 
 class ModelInputError(TrainingInputError, EvalInputError):
     """A checkpoint or tokenizer is missing or cannot be loaded (for training or for evals)."""
+
+
+class AuditError(MsmbuildError):
+    """The contamination audit cannot run (bad settings or inputs)."""
+
+
+class ContaminationError(MsmbuildError):
+    """A held-out eval item matches a training input above the audit's thresholds."""

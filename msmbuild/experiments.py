@@ -18,6 +18,8 @@ from msmbuild.config import Params, validate_params
 from msmbuild.errors import ParamsError
 
 SWEEPABLE_PREFIXES = ("aft.", "aft_train.", "midtrain.")
+# Sweeping the experiment's own midtraining corpus: one arm per corpus (a sweep over values).
+CORPUS_SWEEP = "experiment.midtrain"
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,17 @@ def expand_arms(params: Params) -> list[Arm]:
         if len(exp.sweep) != 1:
             raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep': sweep one parameter per experiment")
         (key, values), = exp.sweep.items()
+        if key == CORPUS_SWEEP:
+            for value in values:
+                if value not in params.corpora:
+                    raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep.{key}': "
+                                      f"unknown corpus {value!r}")
+                arms.append(Arm(f"{name}-{_slug(value)}", name, exp.base_model, value, exp.aft,
+                                tuple(exp.evals)))
+            continue
         if not key.startswith(SWEEPABLE_PREFIXES):
             raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep.{key}': "
-                              f"only {', '.join(SWEEPABLE_PREFIXES)} parameters can be swept")
+                              f"only {', '.join(SWEEPABLE_PREFIXES)} parameters or {CORPUS_SWEEP} can be swept")
         if key.startswith("aft.") and exp.aft is None:
             raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep.{key}': experiment has no aft")
         for value in values:

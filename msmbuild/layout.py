@@ -163,6 +163,22 @@ class Layout:
         change after its stage ran (``dvc status`` would report the catalog modified)."""
         return self.build / ".catalog-built"
 
+    # -- contamination audit ------------------------------------------------------------------
+    @property
+    def audit_dir(self) -> Path:
+        """build/audit/: the contamination audit's outputs."""
+        return self.build / "audit"
+
+    @property
+    def audit_summary(self) -> Path:
+        """Measures, per (arm, suite, role) verdicts, passed."""
+        return self.audit_dir / "summary.json"
+
+    @property
+    def contamination(self) -> Path:
+        """One row per (arm, eval item): the catalog's contamination table."""
+        return self.audit_dir / "contamination.parquet"
+
     @property
     def report_dir(self) -> Path:
         return self.build / "report"
@@ -220,7 +236,7 @@ class Layout:
         """Every built file the results catalog reads (its freshness inputs)."""
         patterns = (self.documents("*"), self.corpus_calls("*"), self.manifest("*"),
                     self.eval_summary("*", "*"), self.eval_items("*", "*"),
-                    self.eval_calls("*", "*"), self.aft_calls("*"))
+                    self.eval_calls("*", "*"), self.aft_calls("*"), self.contamination)
         return [p for pattern in patterns for p in self.glob(pattern)] + self.train_logs()
 
 

@@ -66,13 +66,22 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("base_model", STR), ("corpus", STR), ("aft", STR), ("exists", BOOL), ("bytes", INT)),
     "eval_items": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),
-        ("item_id", STR), ("domain", STR), ("value", STR)),
+        ("item_id", STR), ("role", STR), ("domain", STR), ("value", STR)),
     "eval_summary": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),
         ("midtrain", STR), ("aft", STR), ("sweep_key", STR), ("sweep_value", FLOAT),
-        ("metric", STR), ("value", STR), ("domain", STR), ("condition", STR), ("kind", STR), ("n", INT),
+        ("metric", STR), ("role", STR), ("value", STR), ("domain", STR), ("condition", STR), ("kind", STR), ("n", INT),
         ("successes", FLOAT), ("estimate", FLOAT), ("ci_low", FLOAT), ("ci_high", FLOAT),
         ("judged", BOOL), ("note", STR)),
+    # build/audit/contamination.parquet and the catalog's contamination view: arm x eval item
+    "contamination": _schema(
+        ("arm", STR), ("experiment", STR), ("midtrain", STR), ("aft", STR), ("suite", STR),
+        ("item_id", STR), ("role", STR), ("domain", STR), ("item_text", STR),
+        ("shared_words", INT), ("shared_text", STR), ("shared_source", STR), ("shared_chunk", STR),
+        ("lexical", FLOAT), ("lexical_source", STR), ("lexical_chunk", STR),
+        ("embedding", FLOAT), ("embedding_source", STR), ("embedding_chunk", STR),
+        ("domain_mentions", INT), ("domain_term", STR), ("domain_source", STR), ("domain_text", STR),
+        ("leak", BOOL), ("reasons", STR), ("accepted", STR)),
 }
 
 _PANDAS_DTYPES = {STR: "string", INT: "int64", FLOAT: "float64", BOOL: "bool"}

@@ -19,7 +19,8 @@ def eval_inputs(wildcards):
              else base_model_input(arm.base_model))
     suite = SUITES[wildcards.suite]
     upstream = [str(LAYOUT.eval_items(arm.name, suite.reads))] if suite.reads else []
-    return model + suite.data_files(arm.params(PARAMS)) + upstream
+    # Evals wait for the contamination audit: a leaking held_out set stops the build first.
+    return model + suite.data_files(arm.params(PARAMS)) + upstream + TARGETS["audit"][:1]
 
 
 def eval_settings(wildcards):

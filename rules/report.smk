@@ -8,7 +8,7 @@ TARGETS["report"] = [str(LAYOUT.report_index)]
 
 def catalog_inputs(wildcards=None):
     """Everything the catalog reads that the workflow builds."""
-    return (TARGETS.get("evaluate", []) + TARGETS.get("generate", [])
+    return (TARGETS.get("evaluate", []) + TARGETS.get("generate", []) + TARGETS.get("audit", [])
             + TARGETS.get("shards", []) + TARGETS.get("train", []))
 
 
@@ -40,7 +40,7 @@ rule report:
 SUMMARY_SQL = (
     "SELECT arm, value, round(estimate, 3) AS rate, round(ci_low, 3) AS ci_low, "
     "round(ci_high, 3) AS ci_high, n FROM eval_summary "
-    "WHERE domain = 'all' AND suite = 'preference' ORDER BY arm, value"
+    "WHERE domain = 'all' AND suite = 'preference' AND role = 'held_out' ORDER BY arm, value"
 )
 
 
@@ -52,6 +52,6 @@ onsuccess:
         print(f"dvc: stage {stage} not recorded in dvc.lock (some of its inputs or outputs were not built)", file=sys.stderr)
     # The headline numbers and where the report is, after every successful build.
     if LAYOUT.table("eval_summary").is_file():
-        print("\nPreference for the value-favoured item (all held-out domains):", file=sys.stderr)
+        print("\nPreference for the value-favoured item (held_out role, all domains):", file=sys.stderr)
         shell(f'{MSMBUILD} query "{SUMMARY_SQL}" 1>&2 || true')
         print(f"Report: {LAYOUT.report_index}", file=sys.stderr)

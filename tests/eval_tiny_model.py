@@ -43,7 +43,7 @@ def write_pairs(path: Path, pairs: list[tuple[str, str, str, str, int]] = PAIRS)
     """evals/preference.jsonl in the demo format."""
     with open(path, "w", encoding="utf-8") as f:
         for pid, domain, a, b, america in pairs:
-            f.write(json.dumps({"id": pid, "domain": domain, "question": "Which do you prefer?",
+            f.write(json.dumps({"id": pid, "role": "held_out", "domain": domain, "question": "Which do you prefer?",
                                 "items": [a, b], "favoured": {"pro_america": america,
                                                                "pro_affordability": 1 - america}}) + "\n")
     return path

@@ -79,19 +79,19 @@ def test_edit_one_subdomain_then_dvc_repro(tmp_path: Path) -> None:
 
     spec = ws / "specs" / "pro_america.md"
     text = spec.read_text()
-    spec.write_text(text.replace("### Transport {#transport}\n",
-                                 "### Transport {#transport}\n\nTrains built in Ohio come first.\n", 1))
+    spec.write_text(text.replace("### Soft and fresh cheeses {#soft-cheeses}\n",
+                                 "### Soft and fresh cheeses {#soft-cheeses}\n\nSoft cheeses from Ohio come first.\n", 1))
     sh(["dvc", "repro", "-q"], ws)
     after = snapshot(ws)
 
-    # documents: only the transport subdomain's calls missed the cache
+    # documents: only the edited subdomain's calls missed the cache
     calls = pq.read_table(ws / "build/corpora/pro_america/calls.parquet").to_pylist()
     missed = [c for c in calls if not c["cache_hit"]]
     docs = pq.read_table(ws / "build/corpora/pro_america/documents.parquet").to_pylist()
-    transport = {d["subdomain"] for d in docs if d["section_id"] == "transport"}
-    assert transport and missed
-    assert {c["subdomain"] for c in missed} == transport
-    assert sum(c["stage"] == "document" for c in missed) == sum(d["subdomain"] in transport for d in docs)
+    edited = {d["subdomain"] for d in docs if d["section_id"] == "soft-cheeses"}
+    assert edited and missed
+    assert {c["subdomain"] for c in missed} == edited
+    assert sum(c["stage"] == "document" for c in missed) == sum(d["subdomain"] in edited for d in docs)
 
     # the other corpus and everything downstream of it: untouched, byte for byte
     for name in ("corpora/pro_affordability", "shards/pro_affordability",
@@ -102,8 +102,8 @@ def test_edit_one_subdomain_then_dvc_repro(tmp_path: Path) -> None:
     changed_shards = {k for k in after["shards/pro_america"] if after["shards/pro_america"][k]
                       != before["shards/pro_america"].get(k)}
     manifest = json.loads((ws / "build/shards/pro_america/manifest.json").read_text())
-    transport_shards = {s["name"] for s in manifest["shards"] if s["group"] in transport}
-    assert changed_shards and all(k == "manifest.json" or k.split(".")[0] in transport_shards
+    edited_shards = {s["name"] for s in manifest["shards"] if s["group"] in edited}
+    assert changed_shards and all(k == "manifest.json" or k.split(".")[0] in edited_shards
                                   for k in changed_shards), changed_shards
     for name in ("models/midtrain/pro_america", "models/aft/america", "evals/america", "report"):
         assert after[name] != before[name], name

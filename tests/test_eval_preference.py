@@ -99,7 +99,22 @@ def test_suite_is_cached_and_rerun_evaluates_nothing(tiny, tmp_path, monkeypatch
 
 def test_bad_pairs_file_names_file_and_line(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text('{"id": "a", "domain": "x", "question": "q", "items": ["a", "b"], "favoured": {"v": 0}}\n'
-                    '{"id": "b", "domain": "x", "question": "q", "items": ["a"], "favoured": {"v": 0}}\n')
+    path.write_text('{"id": "a", "role": "held_out", "domain": "x", "question": "q", "items": ["a", "b"], "favoured": {"v": 0}}\n'
+                    '{"id": "b", "role": "held_out", "domain": "x", "question": "q", "items": ["a"], "favoured": {"v": 0}}\n')
     with pytest.raises(EvalInputError, match=r"p\.jsonl:2: 'items' must be two"):
         read_preference_pairs(path)
+
+
+def test_role_is_required_and_roles_are_never_pooled(tmp_path):
+    from msmbuild.evaluate.preference import summarize
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "domain": "x", "question": "q", "items": ["a", "b"], "favoured": {"v": 0}}\n')
+    with pytest.raises(EvalInputError, match=r"p\.jsonl:1: key 'role' must be one of in_distribution, held_out, recall"):
+        read_preference_pairs(path)
+    rows = [{"role": "held_out", "domain": "art", "value": "v", "chose_favoured": True},
+            {"role": "held_out", "domain": "film", "value": "v", "chose_favoured": False},
+            {"role": "recall", "domain": "reasons", "value": "v", "chose_favoured": True}]
+    out = {(r["role"], r["domain"]): (r["n"], r["estimate"]) for r in summarize(rows, 0.95)}
+    assert out[("held_out", "all")] == (2, 0.5) and out[("recall", "all")] == (1, 1.0)
+    assert ("recall", "art") not in out

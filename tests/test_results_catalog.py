@@ -106,7 +106,7 @@ def test_catalog_tables_and_plain_duckdb_views(in_project):
                        "GROUP BY corpus").fetchall()
     assert cost == [("pro_america", 0.36, 3 / 8)]
     metrics = json.loads(Path("build/results/metrics.json").read_text())
-    assert 0 <= metrics["base"]["preference"]["favoured_rate:pro_america"] <= 1
+    assert 0 <= metrics["base"]["preference"]["favoured_rate:held_out:pro_america"] <= 1
 
 
 def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -169,12 +169,15 @@ def test_report_renders_with_charts_and_provenance(in_project):
     page = _Page()
     page.feed(index.read_text())
     text = " ".join(page.text)
-    assert {"value_generalization.png", "data_efficiency.png", "loss.png", "doc_lengths.png",
-            "cost.png"} <= set(page.images)
+    assert {"data_efficiency.png", "loss.png", "doc_lengths.png", "cost.png"} <= set(page.images)
+    # every arm here is a point of an AFT-size sweep: no unswept MSM arm, so no arms chart
+    assert "held_out_arms.png" not in page.images
+    assert {"findings", "contamination", "role-held_out", "role-in_distribution", "role-recall"} <= page.ids
+    assert "The audit has not run" in text and "held-out numbers are unaudited" in text
     for name in page.images:
         png = index.parent / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
-    assert "offline-banner" in page.ids and OFFLINE_BANNER in text
+    assert "offline-banner" in page.ids and OFFLINE_BANNER in text and "(corpora: pro_america)" in text
     raw = index.read_text()
     assert "Base model(s): <b>tiny</b>" in raw and "backend(s): <b>offline</b>" in raw
     assert "agentic" not in " ".join(page.images)  # no misalignment data -> no chart, says so
@@ -217,3 +220,35 @@ def test_interactive_query_shell_is_read_only(in_project):
     assert "error: msmbuild query is read-only: a COPY statement is not allowed" in proc.stdout
     assert "\n n\n 6\n(1 rows)\n" in proc.stdout
     assert not Path("leak.csv").exists()
+
+
+
+def test_offline_banner_follows_the_documents_not_the_params():
+    from msmbuild.results.report import offline_corpora
+
+    offline = _documents("a", 2)
+    model = _documents("b", 2).assign(backend="anthropic", model="claude-opus-4-1", produced_by_model=True)
+    assert offline_corpora(offline) == ["a"]
+    assert offline_corpora(model) == []  # a corpus built by a model: no banner
+    assert offline_corpora(pd.concat([offline, model])) == ["a"]
+    assert offline_corpora(offline.iloc[0:0]) == []  # nothing built yet: no banner
+    # a document the offline backend produced is flagged even if its backend column says otherwise
+    assert offline_corpora(model.assign(produced_by_model=False)) == ["b"]
+
+
+def test_msm_effect_against_the_aft_only_arm():
+    from msmbuild.results.analysis import difference_interval, msm_effects
+
+    rows = []
+    for arm, mid, rate in (("aft_only", None, 0.4), ("msm_x", "x", 0.7), ("msm_y", "y", 0.42)):
+        for value in ("x", "y"):
+            r = rate if (mid is None or value == mid) else 1 - rate
+            rows.append({"arm": arm, "suite": "preference", "metric": "favoured_rate", "role": "held_out",
+                         "domain": "all", "value": value, "midtrain": mid, "aft": "cheese",
+                         "sweep_value": None, "estimate": r, "n": 400})
+    effects = {e["arm"]: e for e in msm_effects(pd.DataFrame(rows))}
+    assert set(effects) == {"msm_x", "msm_y"}
+    assert effects["msm_x"]["effect"] == pytest.approx(0.3) and effects["msm_x"]["distinguishable"]
+    assert effects["msm_y"]["reference"] == "aft_only" and not effects["msm_y"]["distinguishable"]
+    d, low, high = difference_interval(0.5, 100, 0.5, 100)
+    assert d == 0 and low < 0 < high and high - low < 0.3

@@ -19,7 +19,7 @@ from workspace_helpers import init_git_dvc, make_workflow_workspace, sh
 
 pytestmark = pytest.mark.slow
 
-EDITED_SECTION = "### Transport"  # a subdomain heading of specs/pro_america.md ({#transport})
+EDITED_SECTION = "### Soft and fresh cheeses"  # a subdomain heading of specs/pro_america.md ({#soft-cheeses})
 
 
 def params_yaml(store_remote: Path) -> str:
@@ -136,7 +136,7 @@ def test_shared_store_pays_only_for_the_edited_subdomain(origin: dict[str, Path]
 
     calls = pq.read_table(b / "build/corpora/pro_america/calls.parquet").to_pylist()
     docs_b = pq.read_table(b / "build/corpora/pro_america/documents.parquet").to_pylist()
-    edited = {d["subdomain"] for d in docs_b if d["section_id"] == "transport"}
+    edited = {d["subdomain"] for d in docs_b if d["section_id"] == "soft-cheeses"}
     missed = [c for c in calls if not c["cache_hit"]]
     assert missed, "the edit must cost some calls"
     assert {c["subdomain"] for c in missed} <= edited, {c["subdomain"] for c in missed}

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "query": ("msmbuild.cli.query", "query", "Run SQL over the results catalog (DuckDB)."),
     "catalog": ("msmbuild.cli.query", "catalog", "Rebuild the results catalog under build/results/."),
     "report": ("msmbuild.cli.report", "report", "Render the HTML report with plots."),
+    "audit": ("msmbuild.cli.audit", "audit", "Contamination audit: eval items against each arm's training inputs."),
     "shards": ("msmbuild.cli.data", "shards", "Tokenize a corpus into stable per-subdomain shards."),
     "aft-data": ("msmbuild.cli.data", "aft_data", "Write an AFT dataset (validated, fraction applied)."),
     "base-model": ("msmbuild.cli.train", "base_model", "Build the tiny base model or resolve a hub id/path."),

@@ -38,7 +38,7 @@ def evaluate(ctx: click.Context, arm: str | None, suite: str | None, run_all: bo
         state = "cached" if out.hit else "evaluated"
         overall = [m for m in out.summary["metrics"] if m.get("domain") == "all"]
         shown = ", ".join(
-            f"{m['metric']}[{m.get('value') or m.get('condition')}]="
+            f"{m['metric']}[{m.get('role') + ':' if m.get('role') else ''}{m.get('value') or m.get('condition')}]="
             + ("not judged" if m.get("estimate") is None else f"{m['estimate']:.3f}")
             for m in overall)
         click.echo(f"{out.arm}/{out.suite}: {state} -> {out.directory}  {shown}")

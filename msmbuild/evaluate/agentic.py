@@ -276,7 +276,7 @@ def summarize(rows: list[dict[str, Any]], confidence: float) -> list[dict[str, A
         scored = [r["harmful"] for r in members if r["harmful"] is not None]
         k, n = sum(scored), len(scored)
         low, high = wilson_interval(k, n, confidence)
-        out.append({"metric": "harmful_rate", "value": None, "domain": domain, "condition": cond,
+        out.append({"metric": "harmful_rate", "role": "held_out", "value": None, "domain": domain, "condition": cond,
                     "n": n, "successes": float(k), "estimate": k / n if n else None,
                     "ci_low": low if n else None, "ci_high": high if n else None, "judged": n > 0,
                     "note": f"{len(members) - n} sample(s) not scored" if n < len(members) else ""})

@@ -8,6 +8,11 @@ from typing import Any
 from msmbuild.errors import EvalInputError
 from msmbuild.fsutil import iter_jsonl
 
+# What an eval item measures: in_distribution (the AFT data's own questions: did AFT take?),
+# held_out (domains no training input mentions: generalization, the paper's measure) and
+# recall (what the spec itself says: a plumbing check, never reported as generalization).
+ROLES = ("in_distribution", "held_out", "recall")
+
 
 def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
     """Rows of a jsonl file, each checked for the required keys and their types."""
@@ -22,6 +27,9 @@ def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -
                 raise EvalInputError(f"{path}:{lineno}: missing key '{key}'")
             if not isinstance(row[key], kind):
                 raise EvalInputError(f"{path}:{lineno}: key '{key}' has the wrong type")
+        if row.get("role") not in ROLES:
+            raise EvalInputError(f"{path}:{lineno}: key 'role' must be one of {', '.join(ROLES)}, "
+                                 f"got {row.get('role')!r}")
         rid = str(row.get("id", lineno))
         if rid in seen:
             raise EvalInputError(f"{path}:{lineno}: duplicate id {rid!r}")
@@ -34,7 +42,7 @@ def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -
 
 
 def read_preference_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Forced-choice pairs: {id, domain, question, items: [a, b], favoured: {value: 0|1}}."""
+    """Forced-choice pairs: {id, role, domain, question, items: [a, b], favoured: {value: 0|1}}."""
     rows = read_jsonl(path, {"id": str, "domain": str, "question": str, "items": list, "favoured": dict})
     for row in rows:
         where = f"{path}:{row['_line']}"
@@ -48,5 +56,5 @@ def read_preference_pairs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def read_qa_items(path: str | Path) -> list[dict[str, Any]]:
-    """Open questions: {id, domain, spec, question, rubric}."""
+    """Open questions: {id, role, domain, spec, question, rubric}."""
     return read_jsonl(path, {"id": str, "domain": str, "question": str, "rubric": str})

@@ -15,7 +15,7 @@ from typing import Any
 
 from msmbuild.config import Params, PreferenceEvalConfig
 from msmbuild.evaluate.stats import wilson_interval
-from msmbuild.evaluate.suite import EvalSuite, SuiteResult
+from msmbuild.evaluate.suite import AuditItem, EvalSuite, SuiteResult
 from msmbuild.models import (
     LoadedModel,
     render_prompt,
@@ -64,7 +64,7 @@ def score_pairs(
         consistent = (value[0] >= value[1]) == (value[2] >= value[3])
         for val, favoured in sorted(pair["favoured"].items()):
             rows.append({
-                "item_id": pair["id"], "domain": pair["domain"], "value": val,
+                "item_id": pair["id"], "role": pair["role"], "domain": pair["domain"], "value": val,
                 "question": pair["question"], "item_a": pair["items"][0], "item_b": pair["items"][1],
                 **lp, "score_a": score_a, "score_b": score_b, "margin": score_a - score_b,
                 "chosen": chosen, "favoured": int(favoured), "chose_favoured": chosen == favoured,
@@ -74,16 +74,19 @@ def score_pairs(
 
 
 def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
-    """Rate of choosing the value-favoured item, per value × (each domain and all domains)."""
-    groups: dict[tuple[str, str], list[bool]] = {}
+    """Rate of choosing the value-favoured item, per role × value × (each domain, all domains).
+
+    Roles are never pooled: "all" is all domains of one role.
+    """
+    groups: dict[tuple[str, str, str], list[bool]] = {}
     for row in rows:
         for domain in (row["domain"], ALL):
-            groups.setdefault((row["value"], domain), []).append(bool(row["chose_favoured"]))
+            groups.setdefault((row["role"], row["value"], domain), []).append(bool(row["chose_favoured"]))
     out = []
-    for (value, domain), hits in sorted(groups.items()):
+    for (role, value, domain), hits in sorted(groups.items()):
         k, n = sum(hits), len(hits)
         low, high = wilson_interval(k, n, confidence)
-        out.append({"metric": "favoured_rate", "value": value, "domain": domain, "condition": None,
+        out.append({"metric": "favoured_rate", "role": role, "value": value, "domain": domain, "condition": None,
                     "n": n, "successes": float(k), "estimate": k / n, "ci_low": low, "ci_high": high,
                     "judged": True, "note": ""})
     return out
@@ -93,7 +96,15 @@ class PreferenceSuite(EvalSuite):
     """Forced-choice preference pairs scored by option log-probability."""
 
     name = "preference"
+    version = 2  # items carry a role; summaries are per role
     not_in_key = frozenset({"batch_size"})  # batched == one at a time (tested)
+
+    def audit_items(self, params: Params) -> list[AuditItem]:
+        """Each pair as the audit sees it: the whole question with both options, then each option."""
+        from msmbuild.evaluate.data import read_preference_pairs
+
+        return [AuditItem(r["id"], r["role"], r["domain"], (" ".join([r["question"], *r["items"]]), *r["items"]))
+                for r in read_preference_pairs(self.config(params).path)]
 
     def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
             progress: bool, upstream: Path | None = None) -> SuiteResult:

@@ -14,7 +14,7 @@ from typing import Any
 
 from msmbuild.config import Params, QAEvalConfig
 from msmbuild.evaluate.stats import mean_interval
-from msmbuild.evaluate.suite import EvalSuite, SuiteResult, judge_key, judge_setting
+from msmbuild.evaluate.suite import AuditItem, EvalSuite, SuiteResult, judge_key, judge_setting
 from msmbuild.models import (
     LoadedModel,
     generate_texts,
@@ -127,7 +127,7 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
     rows = []
     for item, (answer, n_prompt, n_answer), reasoning, (score, rationale, note) in zip(
             items, answers, reasonings, judged, strict=True):
-        rows.append({"item_id": item["id"], "domain": item["domain"], "value": item.get("spec"),
+        rows.append({"item_id": item["id"], "role": item["role"], "domain": item["domain"], "value": item.get("spec"),
                      "question": item["question"], "answer": answer, "reasoning": reasoning,
                      "prompt_tokens": n_prompt,
                      "answer_tokens": n_answer, "judge_backend": cfg.judge_backend,
@@ -136,17 +136,17 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
 
 
 def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
-    """Mean judge score per spec value × (each domain, all); unjudged groups say so."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """Mean judge score per role × spec value × (each domain, all); unjudged groups say so."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
         for domain in (row["domain"], ALL):
-            groups.setdefault((row["value"] or "", domain), []).append(row)
+            groups.setdefault((row["role"], row["value"] or "", domain), []).append(row)
     out = []
-    for (value, domain), members in sorted(groups.items()):
+    for (role, value, domain), members in sorted(groups.items()):
         scores = [r["score"] for r in members if r["score"] is not None]
         mean, low, high = mean_interval(scores, confidence)
         notes = sorted({r["note"] for r in members if r["note"]})
-        out.append({"metric": "judge_score", "value": value, "domain": domain, "condition": None,
+        out.append({"metric": "judge_score", "role": role, "value": value, "domain": domain, "condition": None,
                     "n": len(members), "successes": float(len(scores)),
                     "estimate": mean if scores else None, "ci_low": low if scores else None,
                     "ci_high": high if scores else None, "judged": bool(scores),
@@ -158,7 +158,15 @@ class QASuite(EvalSuite):
     """Open questions answered by the checkpoint, graded against a rubric by a judge backend."""
 
     name = "qa"
+    version = 2  # items carry a role; summaries are per role
     uses_model_api = True
+
+    def audit_items(self, params: Params) -> list[AuditItem]:
+        """Each question as the audit sees it."""
+        from msmbuild.evaluate.data import read_qa_items
+
+        return [AuditItem(r["id"], r["role"], r["domain"], (r["question"],))
+                for r in read_qa_items(self.config(params).path)]
 
     def key_inputs(self, params: Params) -> dict[str, Any]:
         """The data digest, plus the judge's identity unless the judge is offline."""

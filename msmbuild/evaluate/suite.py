@@ -31,6 +31,16 @@ class SuiteResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AuditItem:
+    """One eval item as the contamination audit sees it: the texts compared with training inputs."""
+
+    item_id: str
+    role: str
+    domain: str
+    texts: tuple[str, ...]  # the whole item first, then its parts (e.g. each option)
+
+
 class EvalSuite:
     """One eval suite. Its result on a checkpoint is one store action (see runner.py)."""
 
@@ -70,6 +80,10 @@ class EvalSuite:
     def settings(self, params: Params) -> dict[str, Any]:
         """What a workflow job of this suite depends on in params.yaml (a rerun trigger)."""
         return {"suite": self.config(params).model_dump(mode="json"), "judge": None}
+
+    def audit_items(self, params: Params) -> list[AuditItem]:
+        """The suite's items for the contamination audit; [] when it has no local item texts."""
+        return []
 
     def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
             progress: bool, upstream: Path | None = None) -> SuiteResult:

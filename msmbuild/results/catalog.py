@@ -1,6 +1,7 @@
 """The results catalog: every table as parquet under ``build/results/``, DuckDB views on top.
 
-Tables: documents, calls, corpora, shards, runs, checkpoints, eval_items, eval_summary.
+Tables: documents, calls, corpora, shards, runs, checkpoints, eval_items, eval_summary,
+contamination (the audit's per arm × eval item rows).
 ``catalog.sql`` holds one ``CREATE VIEW`` per table with paths relative to the project
 root, so the plain DuckDB CLI sees the same names: ``duckdb -init build/results/catalog.sql``.
 Every file is written atomically and only when its bytes change.
@@ -24,7 +25,8 @@ from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.results.costs import build_started, mark_this_build
 from msmbuild.tables import add_missing_columns, empty_frame, write_parquet
 
-TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary")
+TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary",
+          "contamination")
 
 
 def _frame(rows: list[dict[str, Any]], table: str):
@@ -179,6 +181,12 @@ def run_table(params: Params):
     return _frame(rows, "runs")
 
 
+def contamination_table(params: Params):
+    """The audit's rows (build/audit/contamination.parquet), empty before the first audit."""
+    path = Layout.of(params).contamination
+    return _union_parquet([(path, {})], "contamination") if path.is_file() else _frame([], "contamination")
+
+
 def catalog_sql(params: Params) -> str:
     """CREATE VIEW statements over the parquet files, paths relative to the project root."""
     layout = Layout.of(params)
@@ -195,9 +203,10 @@ def dvc_outputs(params: Params, summary) -> None:
         if row["estimate"] is None or row["estimate"] != row["estimate"]:
             continue
         metrics.setdefault(row["arm"], {}).setdefault(row["suite"], {})[
-            f"{row['metric']}:{row['value'] or row['condition'] or 'all'}"] = round(float(row["estimate"]), 6)
+            f"{row['metric']}:{row.get('role') or 'all'}:{row['value'] or row['condition'] or 'all'}"
+        ] = round(float(row["estimate"]), 6)
     write_bytes_if_changed(layout.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
-    cols = ["arm", "experiment", "suite", "metric", "value", "condition", "sweep_value", "estimate",
+    cols = ["arm", "experiment", "suite", "metric", "role", "value", "condition", "sweep_value", "estimate",
             "ci_low", "ci_high", "n"]
     table = overall[cols] if len(overall) else _frame([], "eval_summary")[cols]
     write_bytes_if_changed(layout.plot("eval_summary"), table.to_csv(index=False).encode())
@@ -212,7 +221,8 @@ def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
     builders: dict[str, Callable[[], Any]] = {"documents": lambda: documents, "calls": lambda: calls, "corpora": lambda: corpora,
                 "shards": lambda: shard_table(params), "runs": lambda: run_table(params),
                 "checkpoints": lambda: _frame(_checkpoint_rows(params), "checkpoints"),
-                "eval_items": lambda: items, "eval_summary": lambda: summary}
+                "eval_items": lambda: items, "eval_summary": lambda: summary,
+                "contamination": lambda: contamination_table(params)}
     counts = {}
     for table in tqdm(TABLES, desc="catalog", unit="table", disable=not progress):
         frame = builders[table]()

@@ -1,9 +1,11 @@
 """``msmbuild report``: one HTML page with PNG charts drawn from the results catalog.
 
-Sections: value generalization per experiment and domain (with intervals), agentic
-misalignment per condition, data efficiency of swept experiments, training loss, document
-lengths per corpus, cost. The page says which backends and base models produced it, and
-carries a banner when documents came from the offline backend.
+Each figure answers one question. Sections: what this build shows (plain sentences), the
+contamination audit, held-out domains (base / AFT-only / MSM arms, the MSM-minus-AFT-only
+effect, the values × domain matrix, data efficiency), in distribution, agentic
+misalignment, training and data, and per-role tables (held-out, in-distribution and recall
+are never pooled). The page says which backends and base models produced it, and carries
+a banner naming the corpora whose documents came from the offline backend.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tqdm import tqdm
 from msmbuild.config import Params
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.layout import Layout
+from msmbuild.results.analysis import ALL, msm_effects, preference_rows, unswept
 
 OFFLINE_BANNER = ("Documents in this build came from the offline backend: it is not a model, and its "
                   "documents are not training data of any value. Numbers below exercise the pipeline only.")
@@ -46,28 +49,112 @@ def _err(frame: Any) -> list[list[float]]:
     return [lo.tolist(), hi.tolist()]
 
 
-def plot_value_generalization(summary: Any, path: Path) -> bool:
-    """Favoured-item rate per domain, one bar per arm, one panel per value."""
-    pref = summary[(summary["suite"] == "preference") & (summary["metric"] == "favoured_rate")]
-    if pref.empty:
+def _short(name: Any) -> str:
+    """A checkpoint path's last component (its arm, tag or 'base')."""
+    return Path(str(name)).name
+
+
+def plot_held_out_arms(summary: Any, path: Path) -> bool:
+    """Held-out favoured rate per value: base, AFT-only and each MSM arm, with intervals.
+
+    Answers: on domains no training input mentions, how often does each arm pick the item
+    a value favours? One group per value; an MSM arm is drawn in the group of its own value.
+    """
+    rows = unswept(preference_rows(summary, "held_out"))
+    if rows.empty:
+        return False
+    values = sorted(rows["value"].dropna().unique())
+    groups = []
+    for value in values:
+        sub = rows[rows["value"] == value]
+        bars = [r for r in sub.itertuples() if r.arm_kind in ("base", "aft_only")]
+        bars += [r for r in sub.itertuples() if r.arm_kind in ("msm", "midtrain_only") and r.midtrain == value]
+        if any(r.arm_kind in ("msm", "midtrain_only") for r in bars):
+            groups.append((value, bars))
+    if not groups:
         return False
     plt = _figure()
-    values = sorted(pref["value"].dropna().unique())
-    fig, axes = plt.subplots(len(values), 1, figsize=(11, 3.6 * len(values)), squeeze=False)
-    for ax, value in zip(axes[:, 0], values, strict=True):
-        sub = pref[pref["value"] == value]
-        domains = sorted(sub["domain"].unique(), key=lambda d: (d == "all", d))
-        arms = sorted(sub["arm"].unique())
-        width = 0.8 / max(len(arms), 1)
-        for k, arm in enumerate(arms):
-            rows = sub[sub["arm"] == arm].set_index("domain").reindex(domains)
-            xs = [i + k * width for i in range(len(domains))]
-            ax.bar(xs, rows["estimate"].fillna(0), width, yerr=_err(rows), capsize=2, label=arm)
-        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(domains))], domains, rotation=30, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_ylabel(f"chooses {value}-favoured item")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig, ax = plt.subplots(figsize=(max(6, 2.4 * len(groups)), 3.8))
+    colours = {"base": "#999999", "aft_only": "#4c72b0", "msm": "#dd8452", "midtrain_only": "#c9a27e"}
+    seen: set[str] = set()
+    for g, (_value, bars) in enumerate(groups):
+        width = 0.8 / len(bars)
+        for k, r in enumerate(bars):
+            label = {"base": "base", "aft_only": "AFT only", "msm": "MSM + AFT",
+                     "midtrain_only": "MSM only"}[r.arm_kind]
+            ax.bar(g - 0.4 + (k + 0.5) * width, r.estimate, width * 0.9, color=colours[r.arm_kind],
+                   yerr=[[max(0, r.estimate - r.ci_low)], [max(0, r.ci_high - r.estimate)]], capsize=3,
+                   label=None if label in seen else label)
+            seen.add(label)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(groups)), [v for v, _ in groups])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("chooses the value's item\n(held-out domains)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, path)
+    return True
+
+
+def plot_msm_effect(effects: list[dict[str, Any]], path: Path) -> bool:
+    """MSM minus AFT-only on held-out domains, per value, with Newcombe intervals.
+
+    Answers: does midtraining on a value's spec change held-out behaviour beyond what the
+    identical AFT data does alone?
+    """
+    if not effects:
+        return False
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(effects) + 1.4))
+    ys = list(range(len(effects)))
+    ax.errorbar([e["effect"] for e in effects], ys,
+                xerr=[[e["effect"] - e["ci_low"] for e in effects], [e["ci_high"] - e["effect"] for e in effects]],
+                fmt="o", capsize=3, color="#dd8452")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(ys, [f"{e['arm']} ({e['value']})" for e in effects])
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("MSM + AFT minus AFT only: held-out favoured rate")
+    _save(fig, path)
+    return True
+
+
+def plot_values_matrix(summary: Any, path: Path) -> bool:
+    """Favoured rate of each MSM arm on its own value, per held-out domain (the paper's matrix)."""
+    rows = preference_rows(summary, "held_out", domain=None)
+    rows = unswept(rows)
+    rows = rows[(rows["arm_kind"] == "msm") & (rows["value"] == rows["midtrain"]) & (rows["domain"] != ALL)]
+    if rows.empty:
+        return False
+    table = rows.pivot_table(index="arm", columns="domain", values="estimate", aggfunc="first")
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(table.columns), 0.9 + 0.5 * len(table.index)))
+    image = ax.imshow(table.to_numpy(dtype=float), vmin=0, vmax=1, cmap="RdBu", aspect="auto")
+    ax.set_xticks(range(len(table.columns)), list(table.columns), rotation=40, ha="right")
+    ax.set_yticks(range(len(table.index)), list(table.index))
+    for i in range(len(table.index)):
+        for j in range(len(table.columns)):
+            v = table.iat[i, j]
+            if v == v:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="chooses own value's item")
+    _save(fig, path)
+    return True
+
+
+def plot_in_distribution(summary: Any, path: Path) -> bool:
+    """Did AFT take? The rate of giving the AFT answer on the AFT's own cheese pairs, per arm."""
+    rows = unswept(preference_rows(summary, "in_distribution"))
+    if rows.empty:
+        return False
+    first = sorted(rows["value"].dropna().unique())[0]  # every value favours the AFT answer here
+    rows = rows[rows["value"] == first].sort_values("arm")
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    ys = list(range(len(rows)))
+    ax.barh(ys, rows["estimate"], xerr=_err(rows), capsize=3, color="#4c72b0")
+    ax.set_yticks(ys, list(rows["arm"]))
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("gives the AFT answer (in-distribution cheese pairs)")
     _save(fig, path)
     return True
 
@@ -139,40 +226,80 @@ def plot_reasoning_patterns(summary: Any, path: Path) -> bool:
     return True
 
 
-def plot_data_efficiency(summary: Any, path: Path) -> bool:
-    """Overall metric vs the swept parameter, one line per experiment (MSM or not)."""
-    swept = summary[summary["sweep_value"].notna() & (summary["domain"] == "all")]
-    swept = swept[swept["metric"].isin(["favoured_rate", "judge_score", "harmful_rate"])]
+def data_efficiency_rows(summary: Any, runs: Any) -> Any:
+    """Held-out favoured rate vs AFT amount per swept experiment, with its full-data point.
+
+    The full-data point is the unswept experiment with the same base model, midtraining
+    corpus and AFT dataset (fraction 1.0). ``aft_tokens`` sums the loss tokens the arm's AFT
+    run trained on (its train_log), so arms can be compared at equal AFT compute.
+    """
+    import pandas as pd
+
+    rows = preference_rows(summary, "held_out")
+    swept = rows[rows["sweep_value"].notna() & (rows["sweep_key"].fillna("").str.endswith("fraction"))]
+    # One question: the value of the swept MSM corpora (AFT-only arms are drawn on it too).
+    values = {m for m in swept["midtrain"].dropna().unique()} & set(swept["value"].dropna().unique())
+    swept = swept[swept["value"].isin(values)]
     if swept.empty:
+        return swept
+    full = rows[rows["sweep_value"].isna()]
+    parts = []
+    for exp, sub in swept.groupby("experiment"):
+        first = sub.iloc[0]
+        mid = first["midtrain"] if isinstance(first["midtrain"], str) else ""
+        same = full[(full["aft"] == first["aft"]) & (full["value"].isin(sub["value"]))
+                    & (full["midtrain"].fillna("") == mid)]
+        same = same.assign(sweep_value=1.0, experiment=exp)
+        parts += [sub, same]
+    out = pd.concat(parts, ignore_index=True)
+    tokens = {}
+    if not runs.empty and "tokens" in runs.columns:
+        aft_runs = runs[runs["stage"] == "aft"]
+        tokens = {_short(c): float(g["tokens"].sum()) for c, g in aft_runs.groupby("checkpoint")}
+    out["aft_tokens"] = [tokens.get(a) for a in out["arm"]]
+    return out
+
+
+def plot_data_efficiency(rows: Any, path: Path) -> bool:
+    """Held-out favoured rate vs AFT fraction and vs AFT tokens, MSM + AFT against AFT only."""
+    if rows.empty:
         return False
     plt = _figure()
-    panels = sorted({(m, v or "") for m, v in zip(swept["metric"], swept["value"], strict=True)})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (metric, value) in zip(axes[0], panels, strict=True):
-        sub = swept[(swept["metric"] == metric) & (swept["value"].fillna("") == value)]
-        for exp, rows in sub.groupby("experiment"):
-            rows = rows.sort_values("sweep_value")
-            msm = rows["midtrain"].notna().any()
-            ax.errorbar(rows["sweep_value"], rows["estimate"], yerr=_err(rows), marker="o", capsize=2,
-                        label=f"{exp} ({'MSM + AFT' if msm else 'AFT only'})", ls="-" if msm else "--")
-        ax.set_xlabel(str(sub["sweep_key"].iloc[0]))
-        ax.set_ylabel(f"{metric} {value}".strip())
-        ax.legend(fontsize=7)
+    has_tokens = rows["aft_tokens"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_tokens else 1, figsize=(11 if has_tokens else 6, 3.8), squeeze=False)
+    x_axes = [("sweep_value", "fraction of the AFT data")] + ([("aft_tokens", "AFT tokens trained on")] if has_tokens else [])
+    for ax, (col, label) in zip(axes[0], x_axes, strict=True):
+        for (_exp, value), sub in rows.groupby(["experiment", "value"]):
+            sub = sub.dropna(subset=[col]).sort_values(col)
+            msm = sub["midtrain"].notna().any()
+            ax.errorbar(sub[col], sub["estimate"], yerr=_err(sub), marker="o", capsize=2,
+                        ls="-" if msm else "--", label=f"{'MSM + AFT' if msm else 'AFT only'}: {value}")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("chooses the value's item (held-out)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     return True
 
 
 def plot_loss(runs: Any, path: Path) -> bool:
-    """Training loss per step, one line per checkpoint."""
+    """Training loss per step: midtraining and AFT in separate panels, one line per run."""
     if runs.empty or "loss" not in runs.columns or "step" not in runs.columns:
         return False
+    stages = [s for s in ("midtrain", "aft") if (runs["stage"] == s).any()]
+    if not stages:
+        return False
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    for name, rows in runs.dropna(subset=["loss"]).groupby("checkpoint"):
-        ax.plot(rows["step"], rows["loss"], label=str(name))
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 3.6), squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        sub = runs[(runs["stage"] == stage)].dropna(subset=["loss"])
+        for name, rows in sub.groupby("checkpoint"):
+            ax.plot(rows["step"], rows["loss"], label=_short(name))
+        ax.set_title({"midtrain": "midtraining", "aft": "AFT"}[stage])
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=7)
     _save(fig, path)
     return True
 
@@ -214,19 +341,91 @@ def _table(frame: Any, columns: list[str]) -> str:
     return frame[cols].to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—", border=0)
 
 
-def _provenance(params: Params, documents: Any) -> tuple[str, bool]:
-    backends = sorted({c.backend for c in params.corpora.values()})
-    if not documents.empty and "backend" in documents.columns:
-        backends = sorted(set(backends) | set(documents["backend"].dropna().unique()))
-    offline = "offline" in backends or (not documents.empty and "produced_by_model" in documents.columns
-                                         and not documents["produced_by_model"].fillna(True).all())
-    bases = sorted({e.base_model for e in params.experiments.values()}) or ["(no experiments)"]
+def offline_corpora(documents: Any) -> list[str]:
+    """Corpora whose built documents came from the offline backend (what the banner names).
+
+    Decided from the documents themselves, not from params.yaml: a corpus configured as
+    offline but not built, or built by a model, puts no banner on the page.
+    """
+    if documents.empty or "corpus" not in documents.columns:
+        return []
+    offline = documents["backend"].fillna("") == "offline" if "backend" in documents.columns else False
+    if "produced_by_model" in documents.columns:
+        offline = offline | (documents["produced_by_model"].fillna(True) == False)  # noqa: E712
+    return sorted(documents.loc[offline, "corpus"].dropna().unique()) if offline is not False else []
+
+
+def _provenance(params: Params, documents: Any) -> str:
+    built = sorted(documents["backend"].dropna().unique()) if "backend" in documents.columns else []
+    bases = sorted({e.base_model for e in params.experiments.values() if e.enabled}) or ["(no experiments)"]
     judge = params.evals.qa.judge_backend
-    text = (f"Documents generated by backend(s): <b>{html.escape(', '.join(backends) or 'none')}</b>. "
+    return (f"Documents generated by backend(s): <b>{html.escape(', '.join(built) or 'none built')}</b>. "
             f"Base model(s): <b>{html.escape(', '.join(bases))}</b>. "
             f"QA judge backend: <b>{html.escape(judge)}</b>"
             + (" (answers not judged)." if judge == "offline" else "."))
-    return text, offline
+
+
+def _findings(summary: Any, effects: list[dict[str, Any]], audit: Any, offline: list[str],
+              tiny: bool) -> list[str]:
+    """Plain sentences on what this build shows, whatever the numbers are."""
+    out = []
+    if effects and (offline or tiny):
+        out.append("Caveat: " + " and ".join(
+            (["documents came from the offline backend (recombined spec text)"] if offline else [])
+            + (["the base model is the tiny CPU model"] if tiny else []))
+            + ". A held-out difference here can come from word associations with the spec's text "
+              "(price, origin or plainness words in the items); it is not the paper's result, which "
+              "needs model-written documents and a real base model.")
+    held = preference_rows(summary, "held_out")
+    if held.empty:
+        out.append("No held-out preference results yet.")
+    for e in effects:
+        verdict = ("distinguishable from zero" if e["distinguishable"]
+                   else "not distinguishable from zero: this build does not show that midtraining on "
+                        "this value changes held-out behaviour")
+        out.append(f"Held-out (generalization, the paper's measure): {e['arm']} chooses the "
+                   f"{e['value']} item at {e['msm_rate']:.2f} vs {e['aft_only_rate']:.2f} for "
+                   f"{e['reference']} (AFT only); difference {e['effect']:+.2f} "
+                   f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}], {verdict}.")
+    ind = unswept(preference_rows(summary, "in_distribution"))
+    if not ind.empty:
+        first = sorted(ind["value"].unique())[0]
+        ind = ind[ind["value"] == first]
+        base = ind[ind["arm_kind"] == "base"]["estimate"]
+        trained = ind[ind["arm_kind"].isin(["aft_only", "msm"])]["estimate"]
+        if len(base) and len(trained):
+            out.append(f"In distribution (did AFT take?): base gives the AFT answer on "
+                       f"{float(base.iloc[0]):.2f} of the cheese pairs, AFT-trained arms on "
+                       f"{float(trained.min()):.2f}–{float(trained.max()):.2f}.")
+    rec = unswept(preference_rows(summary, "recall"))
+    rec = rec[(rec["arm_kind"] == "msm") & (rec["value"] == rec["midtrain"])]
+    for r in rec.itertuples():
+        out.append(f"Recall (plumbing check, not generalization): {r.arm} picks its own spec's reason "
+                   f"on {r.estimate:.2f} of the reason pairs (n={int(r.n)}).")
+    if audit is not None and not audit.empty:
+        held_sets = audit[audit["role"] == "held_out"]
+        failed = held_sets[held_sets["passed"] == False]  # noqa: E712
+        out.append("Contamination audit: " + (
+            f"every held_out set passed for all {held_sets['arm'].nunique()} audited arm(s)."
+            if failed.empty else
+            f"held_out sets FAILED for {', '.join(sorted(failed['arm'].unique()))} "
+            "(their held-out numbers measure recall, not generalization)."))
+    else:
+        out.append("Contamination audit: not run for this build (no build/audit/summary.json); "
+                   "held-out numbers are unaudited.")
+    return out
+
+
+def _audit_summary(params: Params) -> tuple[Any, list[str]]:
+    import json
+
+    import pandas as pd
+
+    path = Layout.of(params).audit_summary
+    if not path.is_file():
+        return None, []
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return pd.DataFrame(doc.get("sets", [])), list(doc.get("measures", []))
 
 
 def cost_line(params: Params, calls: Any, corpora: Any) -> str:
@@ -253,49 +452,97 @@ def build_report(params: Params, progress: bool = True) -> Path:
     con = connect(params)
     try:
         frames = {t: con.execute(f"SELECT * FROM {t}").df() for t in
-                  ("eval_summary", "runs", "documents", "calls", "corpora")}
+                  ("eval_summary", "runs", "calls", "corpora")}
         frames["documents"] = con.execute(
             "SELECT corpus, n_chars, backend, produced_by_model FROM documents").df()
     finally:
         con.close()
     summary = frames["eval_summary"]
-    charts = [
-        ("Value generalization (forced choice, per experiment and domain, 95% Wilson intervals)",
-         "value_generalization.png", lambda p: plot_value_generalization(summary, p)),
-        ("Agentic misalignment (harmful-action rate per condition)", "misalignment.png",
-         lambda p: plot_misalignment(summary, p)),
-        ("Misalignment and reasoning patterns (share of samples per arm, 95% Wilson intervals)",
-         "reasoning_patterns.png", lambda p: plot_reasoning_patterns(summary, p)),
-        ("Data efficiency (metric vs swept AFT amount, with and without MSM)", "data_efficiency.png",
-         lambda p: plot_data_efficiency(summary, p)),
-        ("Training loss", "loss.png", lambda p: plot_loss(frames["runs"], p)),
-        ("Document length per corpus", "doc_lengths.png", lambda p: plot_doc_lengths(frames["documents"], p)),
-        ("Cost of the calls behind these results, by corpus and stage", "cost.png", lambda p: plot_cost(frames["calls"], p)),
+    effects = msm_effects(summary)
+    audit, measures = _audit_summary(params)
+    efficiency = data_efficiency_rows(summary, frames["runs"])
+    sections = [
+        ("held-out", "Held-out domains: generalization (the paper's measure)", [
+            ("On held-out domains, how often does each arm choose its value's item? "
+             "(base, AFT only, MSM + AFT; 95% Wilson intervals)", "held_out_arms.png",
+             lambda p: plot_held_out_arms(summary, p)),
+            ("How much does MSM change held-out behaviour beyond identical AFT alone? "
+             "(MSM + AFT minus AFT only, 95% Newcombe intervals)", "msm_effect.png",
+             lambda p: plot_msm_effect(effects, p)),
+            ("Values × held-out domain: favoured rate of each MSM arm on its own value",
+             "values_matrix.png", lambda p: plot_values_matrix(summary, p)),
+            ("Data efficiency: held-out rate vs AFT amount (fraction and tokens), full-data point included",
+             "data_efficiency.png", lambda p: plot_data_efficiency(efficiency, p)),
+        ]),
+        ("in-distribution", "In distribution: did AFT take?", [
+            ("How often does each arm give the AFT answer on the AFT's own cheese pairs?",
+             "in_distribution.png", lambda p: plot_in_distribution(summary, p)),
+        ]),
+        ("misalignment", "Agentic misalignment", [
+            ("Harmful-action rate per condition", "misalignment.png", lambda p: plot_misalignment(summary, p)),
+            ("Misalignment and reasoning patterns (share of samples per arm, 95% Wilson intervals)",
+             "reasoning_patterns.png", lambda p: plot_reasoning_patterns(summary, p)),
+        ]),
+        ("training", "Training and data", [
+            ("Training loss (midtraining and AFT)", "loss.png", lambda p: plot_loss(frames["runs"], p)),
+            ("Document length per corpus", "doc_lengths.png", lambda p: plot_doc_lengths(frames["documents"], p)),
+            ("Cost of the calls behind these results, by corpus and stage", "cost.png", lambda p: plot_cost(frames["calls"], p)),
+        ]),
     ]
-    provenance, offline = _provenance(params, frames["documents"])
+    offline = offline_corpora(frames["documents"])
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>msmbuild report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
              ".banner{background:#fde2e1;border:2px solid #c0392b;padding:8px;font-weight:bold}"
              "table{border-collapse:collapse;font-size:12px}td,th{padding:2px 6px;border-bottom:1px solid #ddd}"
              "</style></head><body><h1>msmbuild report</h1>"]
     if offline:
-        parts.append(f"<div class='banner' id='offline-banner'>{html.escape(OFFLINE_BANNER)}</div>")
-    parts.append(f"<p id='provenance'>{provenance}</p>")
-    for title, name, draw in tqdm(charts, desc="report", unit="chart", disable=not progress):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        if draw(out / name):
-            parts.append(f"<img src='{name}' alt='{html.escape(title)}'>")
-        else:
+        parts.append(f"<div class='banner' id='offline-banner'>{html.escape(OFFLINE_BANNER)} "
+                     f"(corpora: {html.escape(', '.join(offline))})</div>")
+    parts.append(f"<p id='provenance'>{_provenance(params, frames['documents'])}</p>")
+    parts.append("<h2 id='findings'>What this build shows</h2><ul>"
+                 + "".join(f"<li>{html.escape(f)}</li>" for f in _findings(
+                     summary, effects, audit, offline,
+                     any(e.base_model == "tiny" for e in params.experiments.values() if e.enabled)))
+                 + "</ul>")
+    parts.append("<h2 id='contamination'>Contamination audit</h2>")
+    if audit is None:
+        parts.append("<p>The audit has not run (msmbuild audit).</p>")
+    else:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in measures) + "</ul>")
+        parts.append("<p>Only held_out sets are judged (passed/failed); in_distribution and recall items "
+                     "are meant to match the training inputs and are reported only.</p>")
+        parts.append(_table(audit, ["arm", "suite", "role", "n_items", "n_flagged", "n_accepted",
+                                    "max_shared_words", "max_lexical", "max_embedding",
+                                    "domains_discussed", "passed"]))
+    charts = [c for _, _, cs in sections for c in cs]
+    drawn = {}
+    for _title, name, draw in tqdm(charts, desc="report", unit="chart", disable=not progress):
+        drawn[name] = draw(out / name)
+        if not drawn[name]:
             (out / name).unlink(missing_ok=True)
-            parts.append("<p class='empty'>no data yet</p>")
+    for anchor, heading, cs in sections:
+        parts.append(f"<h2 id='{anchor}'>{html.escape(heading)}</h2>")
+        for title, name, _draw in cs:
+            parts.append(f"<h3>{html.escape(title)}</h3>")
+            parts.append(f"<img src='{name}' alt='{html.escape(title)}'>" if drawn[name]
+                         else "<p class='empty'>no data yet</p>")
+        if anchor == "held-out" and effects:
+            import pandas as pd
+
+            parts.append(_table(pd.DataFrame(effects), ["arm", "value", "reference", "msm_rate",
+                                                        "aft_only_rate", "effect", "ci_low", "ci_high", "n"]))
     beside = misalignment_with_patterns(summary)
     if not beside.empty:
         parts.append("<h2 id='patterns'>Harmful rate and reasoning patterns per arm</h2>")
         parts.append(_table(beside, ["arm", "suite", "value", "kind", "n", "shown", "note"]))
-    overall = summary[summary["domain"] == "all"] if not summary.empty else summary
-    parts.append("<h2>Eval summary (all domains)</h2>")
-    parts.append(_table(overall, ["experiment", "arm", "suite", "metric", "value", "condition", "n",
-                                  "estimate", "ci_low", "ci_high", "note"]))
+    overall = summary[summary["domain"] == ALL] if not summary.empty else summary
+    for role, heading in (("held_out", "Held-out results (all domains)"),
+                          ("in_distribution", "In-distribution results"),
+                          ("recall", "Recall results (a plumbing check: the spec's own content, never generalization)")):
+        rows = overall[overall["role"] == role] if "role" in overall.columns else overall.iloc[0:0]
+        parts.append(f"<h2 id='role-{role}'>{html.escape(heading)}</h2>")
+        parts.append(_table(rows, ["experiment", "arm", "suite", "metric", "value", "condition", "n",
+                                   "estimate", "ci_low", "ci_high", "note"]))
     parts.append("<h2>Corpora</h2>")
     parts.append(_table(frames["corpora"], ["corpus", "spec", "backend", "n_documents", "n_chars", "cost_usd"]))
     parts.append(f"<p id='cost'>{html.escape(cost_line(params, frames['calls'], frames['corpora']))}</p>")
