@@ -32,7 +32,7 @@ def test_every_dvc_path_is_a_layout_path() -> None:
     files = [lay.sections(c), lay.tree(c), lay.assertions(c), lay.ideas(c), lay.documents(c),
              lay.corpus_calls(c), *(lay.step_calls(c, s) for s in CORPUS_STEPS),
              lay.shards_dir(c), lay.base_model, lay.midtrain_models, lay.aft_models, lay.aft_dir,
-             lay.evals_dir, lay.models_dir, lay.results_dir, lay.report_dir, lay.metrics,
+             lay.evals_dir, lay.models_dir, lay.results_dir, lay.report_dir, lay.metrics, lay.audit_dir,
              lay.plot("eval_summary"), lay.plot("loss"), lay.shards_dir(c).parent,
              lay.corpus_dir(c).parent]
     allowed = {p.as_posix() for p in files}
