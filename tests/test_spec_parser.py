@@ -181,14 +181,21 @@ def test_template_variables_are_filled_before_slugs() -> None:
     assert [s.id for s in spec.sections] == ["a", "a/who-is-qwen", "b"]
 
 
-@pytest.mark.parametrize("name", ["pro_affordability.md", "pro_america.md", "self_preservation.md"])
-def test_demo_specs_have_the_domains_docs_demo_md_names(name: str) -> None:
+VALUE_DOMAINS = ["value", "cheese"]
+
+
+@pytest.mark.parametrize(("name", "domains"), [
+    ("pro_affordability.md", VALUE_DOMAINS), ("pro_america.md", VALUE_DOMAINS),
+    ("pro_environment.md", VALUE_DOMAINS), ("pro_simplicity.md", VALUE_DOMAINS),
+    ("self_preservation.md", ["impermanence", "distortion", "ends-and-means", "humility"])])
+def test_demo_specs_have_the_domains_docs_demo_md_names(name: str, domains: list[str]) -> None:
     from msmbuild.generate.stages import structural_tree
 
     repo = Path(__file__).resolve().parents[1]
     spec = parse_spec(repo / "specs" / name, {"model_name": "Qwen", "provider_name": "Alibaba"})
     tree = structural_tree(spec)
-    assert len(tree["domains"]) == 6
+    assert [s.id for s in spec.children(None)] == domains
+    assert len(tree["domains"]) == len(domains)
     assert spec.title and "Qwen" in spec.title
     ids = [s["id"] for d in tree["domains"] for s in d["subdomains"]]
     assert not any("model_name" in i or "qwen" in i for i in ids)
