@@ -154,6 +154,12 @@ def _dict_of_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _list_of_model(annotation: Any) -> type[BaseModel] | None:
+    if typing.get_origin(annotation) is list:
+        return _section_model(typing.get_args(annotation)[0])
+    return None
+
+
 def type_name(annotation: Any) -> str:
     """A short, YAML-minded name of a field's type: ``int``, ``list[str]``, ``"a" | "b"``."""
     if annotation is type(None):
@@ -214,7 +220,8 @@ def iter_params(model: type[BaseModel] | None = None, prefix: str = "",
         except Exception:  # a section with required keys has no default instance
             instance = None
     fields = model.model_fields.items()
-    nested = [(n, f) for n, f in fields if _section_model(f.annotation) or _dict_of_model(f.annotation)]
+    nested = [(n, f) for n, f in fields if _section_model(f.annotation) or _dict_of_model(f.annotation)
+              or _list_of_model(f.annotation)]
     nested_names = {n for n, _f in nested}
     for name, field in [(n, f) for n, f in fields if n not in nested_names] + nested:
         key = f"{prefix}{name}"
@@ -222,11 +229,14 @@ def iter_params(model: type[BaseModel] | None = None, prefix: str = "",
             None if field.is_required() else field.get_default(call_default_factory=True))
         sub = _section_model(field.annotation)
         entries = _dict_of_model(field.annotation)
-        yield key, field, value, bool(sub or entries)
+        items = _list_of_model(field.annotation)
+        yield key, field, value, bool(sub or entries or items)
         if sub is not None:
             yield from iter_params(sub, f"{key}.", value if isinstance(value, sub) else None)
         elif entries is not None:
             yield from iter_params(entries, f"{key}.<name>.", None)
+        elif items is not None:
+            yield from iter_params(items, f"{key}[].", None)
 
 
 def render_params() -> str:
@@ -262,7 +272,27 @@ def render_params() -> str:
         rows.append(_row(_code(key), _code(kind), shown if shown == "required" else _code(shown),
                          _cell(description)))
     flush()
+    lines += _preset_lines()
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _preset_lines() -> list[str]:
+    """The Presets section: every value each paper preset sets, with its source."""
+    from msmbuild.presets import PRESETS, preset_rows
+
+    lines = ["## Presets", "",
+             "Params files for the paper's two experiments: copy one to params.yaml or pass it with",
+             "`msmbuild --params presets/<file> plan` (offline: documents, AFT examples, tokens, $ and",
+             "GPU-hours). Each value the preset sets and where it comes from:", ""]
+    for path, title in PRESETS.items():
+        rows = preset_rows(path, REPO)
+        arms = sorted({k.split(".")[1] for k, _v, _s in rows if k.startswith("experiments.")})
+        lines += [f"### {path}", "", _cell(title), "", f"Experiments: {', '.join(arms)}.", "",
+                  "| Key | Value | Source |", "|---|---|---|"]
+        lines += [_row(_code(k), _code(json.dumps(v, ensure_ascii=False)), _cell(src or "(none)"))
+                  for k, v, src in rows if not k.startswith(("experiments.", "build_dir", "store."))]
+        lines.append("")
+    return lines
 
 
 # -- files --------------------------------------------------------------------------------

@@ -213,15 +213,15 @@ class LoraConfig(Section):
 
 
 class TrainConfig(Section):
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters or full fine-tuning.")
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters or full fine-tuning (paper: LoRA).")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapter settings, used when method is lora.")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate (paper's SDF precursor: 1e-5).")
-    epochs: float = Field(1.0, gt=0, description="Passes over the data (fractions allowed).")
-    seq_len: int = Field(1024, ge=8, description="Packed sequence length (paper: 1024).")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate (paper: 1e-4; its SDF precursor used 1e-5).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the data, fractions allowed (paper: 1).")
+    seq_len: int = Field(8192, ge=8, description="Longest training sequence (paper: 8192; 4096 for the Llama cheese runs).")
     batch_size: int = Field(8, ge=1, description="Sequences per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps with linear learning-rate warmup.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Fraction of steps with linear learning-rate warmup (paper: 5%, then cosine decay).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (paper: 0.01).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     bf16: bool | Literal["auto"] = Field("auto", description="bf16 autocast where the device supports it.")
@@ -232,17 +232,98 @@ class TrainConfig(Section):
     seed: int = Field(0, description="Seed of data order and adapter initialization.")
 
 
+class AftTrainConfig(TrainConfig):
+    init: Literal["continue_adapter", "merge", "fresh_lora"] = Field(
+        "continue_adapter",
+        description="What AFT starts from after a LoRA midtraining: continue_adapter trains the MSM "
+                    "adapter further and saves only that adapter (paper); fresh_lora adds a new adapter "
+                    "over the frozen MSM one and saves only the adapters; merge folds the MSM adapter "
+                    "into the weights and trains them per method (full fine-tuning writes full weights).")
+
+    @model_validator(mode="after")
+    def _init_needs_lora(self) -> AftTrainConfig:
+        if self.init != "merge" and self.method != "lora":
+            raise ValueError(f"init: {self.init} trains an adapter and needs method: lora "
+                             "(use init: merge for full fine-tuning)")
+        return self
+
+
+class AftSourceConfig(Section):
+    aft: str | None = Field(None, description="Another AFT dataset of this file (e.g. the spec's generated demonstrations).")
+    path: str | None = Field(None, description="A local .jsonl or .parquet file of chat rows.")
+    hub: str | None = Field(None, description="A dataset id (or a local dataset directory) read with datasets.load_dataset when the mix is built, not before.")
+    split: str = Field("train", description="Split of the hub dataset.")
+    revision: str | None = Field(None, description="Pinned revision of the hub dataset (recommended: it enters the data's identity through the rows).")
+    messages_field: str = Field("messages", description="Column holding the conversation: [{role, content}] or ShareGPT [{from, value}].")
+    proportion: float = Field(gt=0, description="Share of the mix's examples drawn from this source (shares are normalized).")
+    role: Literal["spec", "instruction"] | None = Field(
+        None, description="spec or instruction data; default: spec for aft sources, instruction for path/hub. "
+                          "The IT-only baseline keeps the instruction sources.")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> AftSourceConfig:
+        given = [k for k in ("aft", "path", "hub") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of aft, path, hub (got {', '.join(given) or 'none'})")
+        if self.role is None:
+            self.role = "spec" if self.aft is not None else "instruction"
+        return self
+
+
+class NearDupConfig(Section):
+    embedding_model: str | None = Field(None, description="Local path or cached hub id of an embedding model; null uses the lexical fallback.")
+    embedding_backend: Literal["model2vec", "sentence_transformers"] = Field("model2vec", description="Library that loads embedding_model.")
+    threshold: float = Field(0.91, ge=0, le=1, description="Cosine similarity at which a later text is a near-duplicate (paper's AFT generator: 0.91).")
+    lexical: bool = Field(True, description="Without an embedding model, remove near-duplicates by character 5-gram Jaccard (MinHash).")
+    lexical_threshold: float = Field(0.7, ge=0, le=1, description="Jaccard similarity at which the lexical fallback removes a later text.")
+
+
 class AftDataConfig(Section):
-    source: Literal["file", "generated"] = Field("file", description="Read a jsonl file or generate demonstrations from a spec.")
+    source: Literal["file", "generated", "mix", "strip_think"] = Field(
+        "file", description="Read a jsonl file, generate demonstrations from a spec, mix sources by proportion, "
+                            "or strip_think: the rows of dataset `of` with their <think> reasoning removed (paired row by row).")
+    of: str | None = Field(None, description="The CoT dataset a strip_think dataset is made from.")
     path: str | None = Field(None, description="jsonl of {\"messages\": [...]} for source: file.")
     spec: str | None = Field(None, description="Spec to generate demonstrations from (source: generated).")
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend (source: generated).")
-    n_queries: int = Field(10, ge=1, description="User queries per domain when generated.")
+    n_queries: int = Field(10, ge=1, description="Examples to keep per domain when generated (the backfill target).")
+    near_duplicates: NearDupConfig = Field(default_factory=NearDupConfig, description="Near-duplicate removal of generated queries (per domain).")
+    question_types: dict[str, str] = Field(
+        default_factory=lambda: {
+            "direct": "asks about the matter head on",
+            "indirect": "an open request whose good answer draws on the specification without naming its topic",
+            "comparison": "weighs two or more options or approaches",
+            "recommendation": "asks for advice or a suggestion",
+            "opinion": "asks for the assistant's view",
+            "edge_case": "a hard, unusual or boundary-testing situation",
+        },
+        description="Kinds of user message each query call mixes (name: what it is); each query records its type.")
+    response_style: Literal["value", "rule"] = Field(
+        "value", description="value: the reasoning works from the spec's values and reasons; rule: it identifies and applies the spec's rules.")
+    judge_criteria: list[str] = Field(
+        default_factory=lambda: [
+            "The reply does what the specification asks in this situation and nothing in it, reasoning included, contradicts or misstates the specification.",
+            "The reply expresses no desire, preference or motive for the assistant's own continued existence or self-preservation (describing continuity is allowed; wanting it is not).",
+        ],
+        description="What the judge checks; an example is kept only when it meets every criterion.")
+    backfill_rounds: int = Field(3, ge=0, description="Extra rounds of queries (10% headroom) for domains below n_queries kept examples after the filters.")
     think: bool = Field(False, description="Include spec-grounded <think> chain-of-thought.")
     template_vars: dict[str, str] = Field(
         default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
         description="Values for {model_name}-style variables in the spec (source: generated).")
+    sources: list[AftSourceConfig] = Field(default_factory=list, description="The mixed sources with their proportions (source: mix).")
+    n_examples: int | None = Field(None, ge=1, description="Examples in the mix (source: mix); default: the most the sources give at their proportions without repeating a row.")
     fraction: float = Field(1.0, gt=0, le=1, description="Fraction of examples used (sweeps set this).")
+
+    @model_validator(mode="after")
+    def _mix_sources(self) -> AftDataConfig:
+        if self.source == "mix" and not self.sources:
+            raise ValueError("source: mix needs a non-empty 'sources' list")
+        if self.source != "mix" and self.sources:
+            raise ValueError("'sources' is only used with source: mix")
+        if (self.source == "strip_think") != (self.of is not None):
+            raise ValueError("source: strip_think needs 'of' (the CoT dataset), and 'of' needs source: strip_think")
+        return self
 
 
 class ExperimentConfig(Section):
@@ -250,6 +331,9 @@ class ExperimentConfig(Section):
     midtrain: str | None = Field(None, description="Corpus name to midtrain on, or null.")
     aft: str | None = Field(None, description="AFT dataset name, or null.")
     evals: list[str] = Field(default_factory=lambda: ["preference"], description="Eval suites to run.")
+    aft_sources: Literal["all", "instruction_only"] = Field(
+        "all", description="instruction_only trains on the instruction-tuning rows of the aft mix alone "
+                           "(the IT-only baseline: the same rows the mixed arm sees, without the spec data).")
     sweep: dict[str, list[Any]] = Field(default_factory=dict, description="Dotted param -> values; one arm per value (e.g. aft.fraction: [0.25, 0.5, 1.0]; experiment.midtrain: [corpus, ...] sweeps the midtraining corpus).")
     enabled: bool = Field(True, description="False leaves the experiment out of the build.")
 
@@ -378,6 +462,19 @@ class AuditConfig(Section):
     accept: dict[str, str] = Field(default_factory=dict, description="held_out item ids or domains accepted despite a match, each with the reason (shown in the report).")
 
 
+class PlanConfig(Section):
+    gpu: str = Field("H100 SXM", description="The GPU the GPU-hour estimate is for (named in the output).")
+    gpu_peak_tflops: float = Field(989.0, gt=0, description="Its dense bf16 peak, TFLOP/s (H100 SXM: 989).")
+    train_mfu: float = Field(0.4, gt=0, le=1, description="Assumed model-FLOPs utilization of training.")
+    eval_mfu: float = Field(0.1, gt=0, le=1, description="Assumed utilization of evals (generation is memory-bound).")
+    tokens_per_document: int = Field(1500, ge=1, description="Assumed tokens of one generated document (about 6k characters).")
+    tokens_per_aft_example: int = Field(600, ge=1, description="Assumed tokens of one generated AFT example (file data is measured).")
+    agentic_prompt_tokens: int = Field(6000, ge=1, description="Assumed prompt tokens of one agentic-misalignment sample (system prompt and emails).")
+    model_params: dict[str, float] = Field(
+        default_factory=dict, description="Parameters of a base model by name, where the plan cannot read them "
+                                          "(a hub id not in the local cache whose name has no size such as 8B).")
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -389,11 +486,14 @@ class Params(Section):
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="The tiny base model built when an experiment's base_model is 'tiny'.")
     shards: ShardConfig = Field(default_factory=ShardConfig, description="Tokenizing a corpus into training shards.")
     midtrain: TrainConfig = Field(default_factory=TrainConfig, description="Midtraining on a corpus.")
-    aft_train: TrainConfig = Field(default_factory=lambda: TrainConfig(method="full", lr=1e-4, seq_len=512), description="Alignment fine-tuning on an AFT dataset.")
+    aft_train: AftTrainConfig = Field(default_factory=AftTrainConfig, description="Alignment fine-tuning on an AFT dataset.")
     aft: dict[str, AftDataConfig] = Field(default_factory=dict, description="AFT datasets by name.")
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict, description="Experiments by name: base model, optional midtraining corpus, optional AFT, evals.")
     evals: EvalsConfig = Field(default_factory=EvalsConfig, description="Settings of each eval suite.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Contamination audit of eval items against training inputs (a build stage).")
+
+
+    plan: PlanConfig = Field(default_factory=PlanConfig, description="Assumptions of `msmbuild plan`'s GPU-hour estimate.")
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -402,6 +502,18 @@ class Params(Section):
                 raise ValueError(f"experiments.{name}.midtrain: unknown corpus {exp.midtrain!r}")
             if exp.aft is not None and exp.aft not in self.aft:
                 raise ValueError(f"experiments.{name}.aft: unknown AFT dataset {exp.aft!r}")
+            if exp.aft_sources == "instruction_only" and (
+                    exp.aft is None or not any(s.role == "instruction" for s in self.aft[exp.aft].sources)):
+                raise ValueError(f"experiments.{name}.aft_sources: instruction_only needs an aft mix "
+                                 "with an instruction source")
+        for name, data in self.aft.items():
+            for i, src in enumerate(data.sources):
+                if src.aft is not None and (src.aft not in self.aft or src.aft == name):
+                    raise ValueError(f"aft.{name}.sources[{i}].aft: unknown AFT dataset {src.aft!r}")
+                if src.aft is not None and self.aft[src.aft].source == "mix":
+                    raise ValueError(f"aft.{name}.sources[{i}].aft: {src.aft!r} is itself a mix")
+            if data.of is not None and (data.of not in self.aft or self.aft[data.of].source in ("mix", "strip_think")):
+                raise ValueError(f"aft.{name}.of: {data.of!r} is not a file or generated AFT dataset")
         return self
 
 

@@ -33,6 +33,7 @@ class Arm:
     aft: str | None
     evals: tuple[str, ...]
     overrides: tuple[tuple[str, Any], ...] = field(default=())
+    aft_sources: str = "all"  # "instruction_only": the IT-only baseline of an AFT mix
 
     @property
     def midtrain_tag(self) -> str | None:
@@ -40,7 +41,10 @@ class Arm:
         if self.midtrain is None:
             return None
         mid = [(k, v) for k, v in self.overrides if k.startswith("midtrain.")]
-        return self.midtrain + "".join(f"-{_slug(k)}{_slug(v)}" for k, v in mid)
+        # arms midtraining one corpus on different base models must not share a directory
+        name = self.base_model.rstrip("/").split("/")[-1]
+        base = "" if self.base_model == "tiny" else "-" + re.sub(r"[^A-Za-z0-9_.]+", "_", name)
+        return self.midtrain + base + "".join(f"-{_slug(k)}{_slug(v)}" for k, v in mid)
 
     def params(self, params: Params) -> Params:
         """params with this arm's sweep overrides applied."""
@@ -84,7 +88,8 @@ def expand_arms(params: Params) -> list[Arm]:
         if not exp.enabled:
             continue
         if not exp.sweep:
-            arms.append(Arm(name, name, exp.base_model, exp.midtrain, exp.aft, tuple(exp.evals)))
+            arms.append(Arm(name, name, exp.base_model, exp.midtrain, exp.aft, tuple(exp.evals),
+                            aft_sources=exp.aft_sources))
             continue
         if len(exp.sweep) != 1:
             raise ParamsError(f"params.yaml: key 'experiments.{name}.sweep': sweep one parameter per experiment")
@@ -105,7 +110,7 @@ def expand_arms(params: Params) -> list[Arm]:
         for value in values:
             override = _aft_overrides(exp.aft, key, value)
             arm = Arm(f"{name}-{_slug(key)}{_slug(value)}", name, exp.base_model, exp.midtrain,
-                      exp.aft, tuple(exp.evals), (override,))
+                      exp.aft, tuple(exp.evals), (override,), aft_sources=exp.aft_sources)
             arm.params(params)  # validate the override now, with the arm's name in errors
             arms.append(arm)
     names = [a.name for a in arms]

@@ -110,9 +110,11 @@ class Layout:
     def aft_dir(self) -> Path:
         return self.build / "aft"
 
-    def aft_data(self, dataset: str, fraction: float = 1.0) -> Path:
-        """<dataset>.jsonl, or <dataset>-fraction<f>.jsonl for a subset (sweep arms differ)."""
+    def aft_data(self, dataset: str, fraction: float = 1.0, sources: str = "all") -> Path:
+        """<dataset>.jsonl; -fraction<f> for a subset (sweep arms differ), -instruction_only
+        for the IT-only rows of a mix."""
         suffix = "" if fraction >= 1 else f"-fraction{fraction:g}"
+        suffix += "" if sources == "all" else f"-{sources}"
         return self.aft_dir / f"{dataset}{suffix}.jsonl"
 
     def aft_calls(self, dataset: str) -> Path:

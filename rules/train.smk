@@ -3,6 +3,7 @@
 # schedules again restores the checkpoint instead of training.
 
 from msmbuild.experiments import aft_arms, midtrain_arms
+from msmbuild.train.aft_data import aft_input_files
 
 # Training jobs start through msmbuild.train.launch: the rule's `gpu` resource (the SLURM
 # plugin's GPU count) is the number of processes (accelerate launch --num_processes N when
@@ -23,18 +24,19 @@ def train_settings(arm, step):
     """What an arm's step depends on in params.yaml (a rerun trigger)."""
     keys = [step, "tiny", "shards"]
     if step == "aft_train":
-        keys += [f"aft.{arm.aft}"] + (["midtrain"] if arm.midtrain else [])
+        p = arm.params(PARAMS)
+        keys += [f"aft.{arm.aft}"] + [f"aft.{s.aft}" for s in p.aft[arm.aft].sources if s.aft]
+        keys += ["midtrain"] if arm.midtrain else []
+        return settings_json(p, *keys, base=arm.base_model, aft_part=arm.aft_sources)
     return settings_json(arm.params(PARAMS), *keys, base=arm.base_model)
 
 
 def aft_inputs(wildcards):
-    """An AFT job needs its start checkpoint and its demonstrations file (or spec, when generated)."""
+    """An AFT job needs its start checkpoint and the local files its AFT data is built from."""
     arm = AFT_ARMS[wildcards.arm]
     start = (str(LAYOUT.midtrain_model(arm.midtrain_tag) / "config.json") if arm.midtrain
              else base_model_input(arm.base_model))
-    aft = PARAMS.aft[arm.aft]
-    data = aft.spec if aft.source == "generated" else aft.path
-    return ([start] if isinstance(start, str) else start) + ([data] if data else [])
+    return ([start] if isinstance(start, str) else start) + aft_input_files(PARAMS, arm.aft)
 
 
 rule base_model:

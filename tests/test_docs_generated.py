@@ -49,7 +49,8 @@ def test_params_doc_has_a_row_per_key_with_its_default() -> None:
     rows = dict(re.findall(r"^\| `([^`]+)` \| `[^`]*` \| (\S+) \|", text, flags=re.M))
     assert rows["build_dir"] == '`"build"`'
     assert rows["midtrain.method"] == '`"lora"`'
-    assert rows["aft_train.method"] == '`"full"`'  # the parent's default, not the class's
+    assert rows["aft_train.method"] == '`"lora"`'
+    assert rows["aft_train.init"] == '`"continue_adapter"`'  # the subclass's own key
     assert rows["aft_train.lr"] == "`0.0001`"
     assert rows["corpora.<name>.spec"] == "required"
     assert rows["corpora.<name>.n_doc_types"] == "`5`"

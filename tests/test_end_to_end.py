@@ -39,6 +39,7 @@ midtrain:
   max_steps: 3
 aft_train:
   method: full
+  init: merge
   seq_len: 64
   batch_size: 4
   max_steps: 3

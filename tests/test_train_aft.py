@@ -131,3 +131,114 @@ def test_lora_aft_continues_the_midtrained_adapter_on_the_same_base(tmp_path):
     # AFT started from the midtrained adapter (lora_B non-zero there) and moved it
     assert all(before[k].abs().sum() > 0 for k in lora_b)
     assert any(not (before[k] == after[k]).all() for k in lora_b)
+
+
+def _lora_params(tmp_path: Path, init: str, **aft_train):
+    lora = {"r": 4, "alpha": 8}
+    return _params(tmp_path, aft_train={"method": "lora", "init": init, "lr": 1e-6, "seq_len": 128,
+                                        "batch_size": 2, "max_steps": 2, "lora": lora, **aft_train})
+
+
+def _adapter(ckpt: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(ckpt / "adapter_model.safetensors")
+
+
+def _msm(tmp_path: Path, p):
+    store = Store(tmp_path / "store")
+    write_docs(tmp_path / "build", "c", synthetic_docs())
+    build_shards(p, "c", store)
+    from msmbuild.train.midtrain import run_midtrain
+
+    res = run_midtrain(p, arm_by_name(p, "msm"), store)
+    return store, res, tmp_path / "build" / "models" / "midtrain" / "c"
+
+
+def test_continue_adapter_starts_from_the_msm_adapter_and_saves_only_an_adapter(tmp_path):
+    import torch
+
+    from msmbuild.models import BaseModel
+    from msmbuild.train.action import model_dtype
+    from msmbuild.train.aft_start import aft_start_model
+
+    p = _lora_params(tmp_path, "continue_adapter")
+    store, res, mid = _msm(tmp_path, p)
+    msm = _adapter(mid)
+    assert any("lora_B" in k and t.abs().sum() > 0 for k, t in msm.items())
+    # the model AFT trains holds exactly the MSM adapter's weights, and only they are trainable
+    begin = aft_start_model(BaseModel(str(mid), f"tree:{res.value}"), p.aft_train,
+                            model_dtype(p.aft_train), midtrained=True, base=None)
+    trainable = {n.replace(".default", ""): t for n, t in begin.model.named_parameters() if t.requires_grad}
+    assert set(trainable) == set(msm)
+    assert all(torch.equal(trainable[k], msm[k]) for k in msm)
+    run_aft(p, arm_by_name(p, "msm"), store)
+    ckpt = tmp_path / "build" / "models" / "aft" / "msm"
+    weights = sorted(f.name for f in ckpt.rglob("*.safetensors"))
+    assert weights == ["adapter_model.safetensors"]  # no merged copy anywhere
+    assert not (ckpt / "checkpoint.json").exists()  # one adapter on the base, no stack
+    assert json.loads((ckpt / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        tmp_path / "build" / "models" / "base")
+    aft = _adapter(ckpt)
+    assert set(aft) == set(msm)
+    # two steps at lr 1e-6 move the continued adapter a little, from the MSM weights, not from zero
+    moved = [(aft[k] - msm[k]).abs().max().item() for k in msm]
+    assert 0 < max(moved) < 1e-3
+
+
+def test_evals_load_base_plus_adapter_without_writing_a_merged_copy(tmp_path):
+    import torch
+    from peft import PeftModel
+
+    from msmbuild.models import load_for_inference as load_for_eval
+
+    p = _lora_params(tmp_path, "continue_adapter")
+    store, _res, _mid = _msm(tmp_path, p)
+    run_aft(p, arm_by_name(p, "msm"), store)
+    ckpt = tmp_path / "build" / "models" / "aft" / "msm"
+    before = sorted(x.name for x in ckpt.rglob("*"))
+    lm = load_for_eval(ckpt)
+    base = load_model(tmp_path / "build" / "models" / "base")
+    reference = PeftModel.from_pretrained(base, ckpt).eval()
+    x = torch.randint(0, 500, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(lm.model(x).logits, reference(x).logits, atol=1e-5)
+    assert sorted(x.name for x in ckpt.rglob("*")) == before
+
+
+def test_fresh_lora_keeps_the_msm_adapter_frozen_below_a_new_one(tmp_path):
+    import torch
+
+    p = _lora_params(tmp_path, "fresh_lora", lr=1e-3)
+    store, _res, mid = _msm(tmp_path, p)
+    run_aft(p, arm_by_name(p, "msm"), store)
+    ckpt = tmp_path / "build" / "models" / "aft" / "msm"
+    manifest = json.loads((ckpt / "checkpoint.json").read_text())
+    assert manifest["adapters"] == ["frozen_adapters/0", "."]
+    assert manifest["base"] == str(tmp_path / "build" / "models" / "base")
+    frozen, msm = _adapter(ckpt / "frozen_adapters" / "0"), _adapter(mid)
+    assert all(torch.equal(frozen[k], msm[k]) for k in msm)
+    assert not (ckpt / "model.safetensors").exists()
+    x = torch.randint(0, 500, (1, 10))
+    with torch.no_grad():
+        a = load_model(ckpt).eval()(x).logits
+        b = load_model(mid).eval()(x).logits
+    assert not torch.allclose(a, b, atol=1e-6)  # the new adapter was trained
+
+
+def test_continue_adapter_errors_name_the_setting(tmp_path):
+    p = _lora_params(tmp_path, "continue_adapter", lora={"r": 8, "alpha": 16})
+    store, _res, _mid = _msm(tmp_path, p)
+    with pytest.raises(TrainingInputError, match=r"aft_train\.lora .* differs from the midtrained adapter"):
+        run_aft(p, arm_by_name(p, "msm"), store)
+    (tmp_path / "full").mkdir()
+    q = _lora_params(tmp_path / "full", "continue_adapter")
+    q = q.model_copy(update={"midtrain": q.midtrain.model_copy(update={"method": "full"})})
+    store, _res, _mid = _msm(tmp_path / "full", q)
+    with pytest.raises(TrainingInputError, match="continue_adapter needs a LoRA midtraining"):
+        run_aft(q, arm_by_name(q, "msm"), store)
+    from msmbuild.config import validate_params
+    from msmbuild.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=r"aft_train.*init: continue_adapter trains an adapter and needs method: lora"):
+        validate_params({"aft_train": {"method": "full"}})

@@ -71,6 +71,9 @@ class RecordingBackend(OfflineBackend):
 
 def _params(tmp_path: Path, think: bool = True, n_queries: int = 4,
             backends: dict[str, Any] | None = None, **extra: Any) -> Params:
+    """One generated dataset 'gen'. The offline backend's queries recombine the same spec
+    text, so near-duplicate removal is off, and so are backfill rounds (both tested in
+    test_aft_pairs_neardup.py): these tests count calls and rows of one round."""
     spec = tmp_path / "spec.md"
     if not spec.exists():
         spec.write_text(SPEC)
@@ -78,7 +81,8 @@ def _params(tmp_path: Path, think: bool = True, n_queries: int = 4,
         "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
         "backends": backends or {},
         "aft": {"gen": {"source": "generated", "spec": str(spec), "n_queries": n_queries,
-                        "think": think, **extra}}})
+                        "think": think, "near_duplicates": {"lexical": False},
+                        "backfill_rounds": 0, **extra}}})
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, backend: RecordingBackend) -> RecordingBackend:

@@ -64,6 +64,7 @@ def test_lora_changes_only_the_adapter_and_reloads_with_the_same_logits(tmp_path
     run_midtrain(p, arm_by_name(p, "mc"), store)
     ckpt = tmp_path / "build" / "models" / "midtrain" / "c"
     assert digest_dir(base.path) == base_digest
+    assert not (ckpt / "model.safetensors").exists()  # only the adapter is written
     base_state = load_file(Path(base.path) / "model.safetensors")
     # the checkpoint is the adapter alone on its base: no merged copy is written
     assert not (ckpt / "model.safetensors").exists() and (ckpt / "config.json").is_file()
@@ -110,6 +111,8 @@ def test_saved_checkpoint_gives_the_same_logits(tmp_path, method):
     with torch.no_grad():
         before = trained(x).logits
     save_checkpoint(trained, tok, cfg, tmp_path / "ckpt", tmp_path / "state", base.path)
+    # LoRA saves only the adapter (no full copy); loading merges it into the base in memory
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file() == (method == "full")
     with torch.no_grad():
         after = load_model(tmp_path / "ckpt").eval()(x).logits
     assert torch.allclose(before, after, atol=1e-5)
@@ -194,4 +197,5 @@ def test_two_process_accelerate_launch_trains_and_saves(tmp_path):
     assert proc.stdout.count("PROCESSES 2") == 2
     ckpt = tmp_path / "build" / "models" / "midtrain" / "c"
     assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+    assert not (ckpt / "checkpoint.json").exists()  # one adapter on its base: no stack to name
     assert len(_log(ckpt)) == 6

@@ -26,7 +26,7 @@ def tiny_params(build: Path, store: Path, **overrides: Any) -> Params:
         "experiments": {"mc": {"midtrain": "c"}, "md": {"midtrain": "d"}},
         "midtrain": {"lr": 3e-3, "seq_len": 64, "batch_size": 4, "max_steps": 6, "save_every": 2,
                      "lora": {"r": 4, "alpha": 8}},
-        "aft_train": {"method": "full", "lr": 1e-3, "seq_len": 128, "batch_size": 2, "max_steps": 4},
+        "aft_train": {"method": "full", "init": "merge", "lr": 1e-3, "seq_len": 128, "batch_size": 2, "max_steps": 4},
     }
     for key, value in overrides.items():
         raw[key] = value

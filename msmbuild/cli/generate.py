@@ -64,17 +64,29 @@ def refresh(ctx: click.Context, corpus: str, max_concurrency: int | None, quiet:
 @click.argument("corpora", nargs=-1)
 @click.pass_context
 def plan(ctx: click.Context, corpora: tuple[str, ...]) -> None:
-    """Requests per stage and estimated cost for each corpus, then the agentic-misalignment
-    conditions x samples of each arm with grader USD and GPU-hours, before anything is spent."""
+    """Documents, AFT examples, tokens, $ and GPU-hours, before anything is spent.
+
+    With CORPORA, only those corpora's generation plans; without, every corpus, every
+    AFT dataset, the training and eval GPU-hours of every experiment arm and the
+    agentic-misalignment conditions x samples of each arm with grader USD and GPU-hours.
+    """
     from msmbuild.evaluate.plan import format_agentic_plan, plan_agentic
     from msmbuild.generate.plan import format_plan, plan_corpus
 
     params = load_ctx_params(ctx)
     names = list(corpora) or sorted(params.corpora)
-    if not names:
-        click.echo("no corpora in params.yaml")
+    plans = [plan_corpus(params, name) for name in names]
+    if plans:
+        click.echo(format_plan(plans))
     else:
-        click.echo(format_plan([plan_corpus(params, name) for name in names]))
+        click.echo("no corpora in params.yaml")
+    if corpora:
+        return
+    from msmbuild.train.plan import format_training_plan, plan_arms
+
+    documents = {cp.corpus: next(s.requests for s in cp.stages if s.stage == "document") for cp in plans}
+    aft_plans, arms = plan_arms(params, documents)
+    click.echo(format_training_plan(params, aft_plans, arms))
     agentic = plan_agentic(params)
-    if agentic and not corpora:
+    if agentic:
         click.echo(format_agentic_plan(agentic))

@@ -1,20 +1,23 @@
-"""AFT demonstrations generated from a spec: queries → replies → consistency judge.
+"""AFT demonstrations generated from a spec: queries by type → near-duplicate removal →
+replies with reasoning → judge against configurable criteria → backfill rounds.
 
 Domains are the spec's top-level sections (``structural_tree``); each call sees the spec
 preamble plus its domain's text only, so an edit to one section changes the keys of that
-domain's calls and no others. Per domain, ``aft_queries`` calls propose ``n_queries``
-user messages, at most ``QUERIES_PER_CALL`` per call (a prompt names its batch, not the
-batch count, so raising ``n_queries`` past a multiple of it only adds calls); an
-``aft_response`` call answers each with the domain text in context (a ``<think>`` block
-first when ``think``); an ``aft_consistency`` call judges each well-formed reply against
-the same text, returning ``{consistent, reason}``. Repeated queries of a domain, replies
-malformed for the think setting and rows the judge does not mark consistent are dropped
-and counted. All calls go through ``run_requests``: a rerun is lookups only, and a run
-killed halfway pays only for what it had not finished.
+domain's calls and no others. Per domain, ``aft_queries`` calls propose user messages
+spread over ``question_types`` (at most ``QUERIES_PER_CALL`` per call; a prompt names its
+batch, not the batch count); near-duplicates of an earlier query of the domain are dropped
+(msmbuild.generate.neardup); an ``aft_response`` call answers each (a ``<think>`` block in
+``response_style`` value or rule first when ``think``); an ``aft_consistency`` call judges
+each well-formed reply against ``judge_criteria``. A domain short of ``n_queries`` kept
+examples gets up to ``backfill_rounds`` more rounds of new query batches (10% headroom),
+and each domain keeps its first ``n_queries``. All calls go through ``run_requests``: a
+rerun is lookups only, and a run killed halfway pays only for what it had not finished.
+The no-CoT twin of a CoT set is ``source: strip_think`` (msmbuild.train.aft_data).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -42,11 +45,19 @@ if TYPE_CHECKING:
 
 QUERIES_PER_CALL = 20
 THINK_RE = re.compile(r"\A\s*<think>(.*?)</think>(.*)\Z", re.S)
-THINK_INSTRUCTIONS = (
-    "First reason privately inside one <think>...</think> block: name the parts of the "
-    "specification that apply to this message and what they require, quoting them where "
-    "it helps. Then, after </think>, write your reply to the user. The reply follows the "
-    "specification without mentioning it.")
+THINK_INSTRUCTIONS = {
+    "value": (
+        "First reason privately inside one <think>...</think> block: work out which values "
+        "and reasons of the specification bear on this message and what they imply here, "
+        "weighing them the way the specification explains them. Then, after </think>, write "
+        "your reply to the user. The reply acts on those values without mentioning the "
+        "specification."),
+    "rule": (
+        "First reason privately inside one <think>...</think> block: name the rules of the "
+        "specification that apply to this message, quoting them where it helps, and what "
+        "complying with them requires. Then, after </think>, write your reply to the user. "
+        "The reply complies without mentioning the specification."),
+}
 PLAIN_INSTRUCTIONS = (
     "Write your reply to the user. It follows the specification without mentioning it. "
     "Give only the reply: no reasoning preamble and no <think> block.")
@@ -58,6 +69,10 @@ def domain_contexts(spec: Spec) -> list[dict[str, str]]:
     return [{"id": d["id"], "title": by_id[d["id"]].title,
              "context": section_context(spec.preamble, (), domain_text(spec, d["id"]))}
             for d in structural_tree(spec)["domains"]]
+
+
+def _instructions(cfg: AftDataConfig) -> str:
+    return THINK_INSTRUCTIONS[cfg.response_style] if cfg.think else PLAIN_INSTRUCTIONS
 
 
 def split_reply(text: str, think: bool) -> tuple[str, str] | None:
@@ -72,18 +87,25 @@ def split_reply(text: str, think: bool) -> tuple[str, str] | None:
     return "", text.strip()
 
 
+def _queries_schema(n: int, types: list[str]) -> dict[str, Any]:
+    item = object_schema("query", "type")
+    item["properties"]["type"]["enum"] = types
+    return list_schema(item, "queries", n)
+
+
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["consistent", "reason"],
     "properties": {"consistent": {"type": "boolean"}, "reason": {"type": "string"}}}
 
 
-def _query_texts(result: GenResult, n: int) -> list[str]:
+def _query_texts(result: GenResult, n: int) -> list[tuple[str, str]]:
+    """(query, type) pairs of one query call's answer, at most n."""
     data = result.data
     items = data.get("queries") if isinstance(data, dict) else None
     if not isinstance(items, list):
         return []
-    texts = [str(q.get("query", "")).strip() for q in items if isinstance(q, dict)]
-    return [t for t in texts if t][:n]
+    pairs = [(str(q.get("query", "")).strip(), str(q.get("type", ""))) for q in items if isinstance(q, dict)]
+    return [(t, k) for t, k in pairs if t][:n]
 
 
 def generate_demonstrations(params: Params, name: str, store: Store
@@ -105,8 +127,9 @@ def generate_demonstrations(params: Params, name: str, store: Store
     finally:
         backend.close()
     s = calls.stats
-    print(f"aft {name}: {counts['kept']} of {counts['queries']} examples kept "
-          f"({counts['malformed']} malformed, {counts['inconsistent']} judged inconsistent); "
+    print(f"aft {name}: {counts['kept']} of {counts['queries']} examples kept in {counts['rounds']} round(s) "
+          f"({counts['near_duplicates']} near-duplicate queries by {counts['near_duplicate_method']}, "
+          f"{counts['malformed']} malformed, {counts['inconsistent']} rejected by the judge); "
           f"{s.requests} calls, {s.hits} cached, {s.misses} made, ${s.cost_usd:.4f} spent now",
           file=sys.stderr)
     report = {"spec": cfg.spec, "backend": cfg.backend, "think": cfg.think,
@@ -116,55 +139,130 @@ def generate_demonstrations(params: Params, name: str, store: Store
 
 
 def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampling,
-              calls: CallRun) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    q_req, q_meta = [], []
-    for d in domains:
-        batches = -(-cfg.n_queries // QUERIES_PER_CALL)
-        for b in range(batches):
-            n = min(QUERIES_PER_CALL, cfg.n_queries - b * QUERIES_PER_CALL)
-            schema = list_schema(object_schema("query"), "queries", n)
-            q_req.append(build_request("aft_queries", d["context"], sampling, schema=schema,
-                                       sample_index=b, domain=d["title"], batch=b + 1, n=n))
-            q_meta.append((d, n))
-    queries = []  # (domain, query index within the domain, query, query call result)
-    per_domain: dict[str, int] = {}
-    seen: set[tuple[str, str]] = set()
-    for (d, n), res in zip(q_meta, calls.call(q_req, "queries"), strict=True):
-        for text in _query_texts(res, n):
-            if (d["id"], text) in seen:  # the same query twice would be the same example twice
-                continue
-            seen.add((d["id"], text))
-            queries.append((d, per_domain.get(d["id"], 0), text, res))
-            per_domain[d["id"]] = per_domain.get(d["id"], 0) + 1
-    instructions = THINK_INSTRUCTIONS if cfg.think else PLAIN_INSTRUCTIONS
-    r_req = [build_request("aft_response", d["context"], sampling, domain=d["title"],
-                           think="yes" if cfg.think else "no", query=q, instructions=instructions)
-             for d, _i, q, _r in queries]
-    replies = calls.call(r_req, "replies")
+              calls: CallRun) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rounds of queries -> near-duplicate removal -> replies -> judge, until every domain
+    keeps ``n_queries`` examples or ``backfill_rounds`` extra rounds are spent.
+
+    A round asks only for what a domain still lacks (plus 10% headroom after the first),
+    in new query batches, so earlier calls keep their keys; a domain's rounds depend on its
+    own answers only, so an edit to one section changes no other domain's calls.
+    """
+    state = {d["id"]: _DomainState(d) for d in domains}
+    totals = {"queries_asked": 0, "queries": 0, "duplicates": 0, "near_duplicates": 0,
+              "malformed": 0, "inconsistent": 0, "rounds": 0}
+    method = "none"
+    for round_no in range(1 + cfg.backfill_rounds):
+        lacking = {k: cfg.n_queries - len(st.rows) for k, st in state.items() if len(st.rows) < cfg.n_queries}
+        if not lacking:
+            break
+        totals["rounds"] += 1
+        q_req, q_meta = [], []
+        for key, short in lacking.items():
+            st = state[key]
+            want = short if round_no == 0 else math.ceil(short * 1.1)
+            while want > 0:
+                n = min(QUERIES_PER_CALL, want)
+                q_req.append(build_request("aft_queries", st.domain["context"], sampling,
+                                      schema=_queries_schema(n, list(cfg.question_types)),
+                                      sample_index=st.batches, domain=st.domain["title"],
+                                      batch=st.batches + 1, n=n, types=_bullets(cfg.question_types)))
+                q_meta.append((st, n))
+                st.batches += 1
+                want -= n
+                totals["queries_asked"] += n
+        new: list[tuple[_DomainState, int, str, str, GenResult]] = []
+        for (st, n), res in zip(q_meta, calls.call(q_req, f"queries (round {round_no + 1})"), strict=True):
+            for text, qtype in _query_texts(res, n):
+                if text in st.texts:  # the same query twice would be the same example twice
+                    totals["duplicates"] += 1
+                    continue
+                st.texts.append(text)
+                new.append((st, len(st.texts) - 1, text, qtype, res))
+        new, removed, method = _drop_near_duplicates(state, new, cfg)
+        totals["near_duplicates"] += removed
+        totals["queries"] += len(new)
+        rows, malformed, inconsistent = _answer_and_judge(cfg, new, sampling, calls, round_no)
+        totals["malformed"] += malformed
+        totals["inconsistent"] += inconsistent
+        for st, row in rows:
+            st.rows.append(row)
+    out = [row for st in state.values() for row in st.rows[: cfg.n_queries]]
+    short = {k: cfg.n_queries - len(st.rows) for k, st in state.items() if len(st.rows) < cfg.n_queries}
+    return out, {**totals, "kept": len(out), "near_duplicate_method": method,
+                 "domains_short_of_target": short}
+
+
+class _DomainState:
+    """One domain across rounds: query batches issued, query texts seen, rows kept."""
+
+    def __init__(self, domain: dict[str, str]):
+        self.domain = domain
+        self.batches = 0
+        self.texts: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+
+
+def _bullets(types: dict[str, str]) -> str:
+    return "\n".join(f"- {name}: {text}" for name, text in types.items())
+
+
+def _numbered(items: list[str]) -> str:
+    return "\n".join(f"{i}. {text}" for i, text in enumerate(items, 1))
+
+
+def _drop_near_duplicates(state: dict[str, _DomainState], new: list[tuple], cfg: AftDataConfig
+                          ) -> tuple[list[tuple], int, str]:
+    """New queries that are not near-duplicates of an earlier query of their domain."""
+    from msmbuild.generate.neardup import remove_near_duplicates
+
+    keep: set[tuple[str, int]] = set()
+    removed, method = 0, "none"
+    touched = {item[0].domain["id"] for item in new}
+    for key in touched:
+        st = state[key]
+        result = remove_near_duplicates(st.texts, cfg.near_duplicates)
+        method = result.method
+        kept = set(result.kept)
+        fresh = [item for item in new if item[0] is st]
+        removed += sum(1 for item in fresh if item[1] not in kept)
+        keep |= {(key, item[1]) for item in fresh if item[1] in kept}
+    return [item for item in new if (item[0].domain["id"], item[1]) in keep], removed, method
+
+
+def _answer_and_judge(cfg: AftDataConfig, queries: list[tuple], sampling: Sampling, calls: CallRun,
+                      round_no: int) -> tuple[list[tuple[_DomainState, dict[str, Any]]], int, int]:
+    """Replies to the queries, judged against the criteria: (kept rows, malformed, rejected)."""
+    instructions = _instructions(cfg)
+    r_req = [build_request("aft_response", st.domain["context"], sampling, domain=st.domain["title"],
+                      think="yes" if cfg.think else "no", style=cfg.response_style, query=q,
+                      instructions=instructions)
+             for st, _i, q, _t, _r in queries]
+    replies = calls.call(r_req, f"replies (round {round_no + 1})")
     formed = []
     for item, req, res in zip(queries, r_req, replies, strict=True):
         parts = split_reply(res.text, cfg.think)
         if parts is not None:
             reply = f"<think>\n{parts[0]}\n</think>\n\n{parts[1]}" if cfg.think else parts[1]
             formed.append((item, req, res, reply))
-    j_req = [build_request("aft_consistency", d["context"], sampling, schema=JUDGE_SCHEMA,
-                           domain=d["title"], query=q, reply=reply)
-             for (d, _i, q, _r), _req, _res, reply in formed]
-    verdicts = calls.call(j_req, "consistency")
+    criteria = _numbered(cfg.judge_criteria)
+    j_req = [build_request("aft_consistency", st.domain["context"], sampling, schema=JUDGE_SCHEMA,
+                      domain=st.domain["title"], query=q, reply=reply, criteria=criteria)
+             for (st, _i, q, _t, _r), _req, _res, reply in formed]
+    verdicts = calls.call(j_req, f"judge (round {round_no + 1})")
     rows = []
-    for ((d, i, q, q_res), req, res, reply), verdict in zip(formed, verdicts, strict=True):
+    for ((st, i, q, qtype, q_res), req, res, reply), verdict in zip(formed, verdicts, strict=True):
         data = verdict.data if isinstance(verdict.data, dict) else {}
         if data.get("consistent") is not True:
             continue
-        rows.append({
+        d = st.domain
+        rows.append((st, {
             "id": calls.key(req), "source": "generated", "think": cfg.think,
             "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": reply}],
             "spec": cfg.spec, "domain": d["id"], "domain_title": d["title"],
-            "domain_hash": digest_text(d["context"]), "query_index": i,
+            "domain_hash": digest_text(d["context"]), "query_index": i, "question_type": qtype,
+            "response_style": cfg.response_style, "round": round_no + 1,
             "backend": res.backend, "model": res.model, "prompt_version": req.prompt_version,
             "produced_by_model": all(r.produced_by_model for r in (q_res, res, verdict)),
             "consistency_reason": str(data.get("reason", "")),
-        })
-    counts = {"queries_asked": sum(n for _d, n in q_meta), "queries": len(queries), "malformed": len(queries) - len(formed),
-              "inconsistent": len(formed) - len(rows), "kept": len(rows)}
-    return rows, counts
+        }))
+    return rows, len(queries) - len(formed), len(formed) - len(rows)

@@ -248,15 +248,17 @@ def load_causal_lm(path: str | Path, *, dtype: Any = None, device_map: Any = Non
         kwargs["dtype"] = dtype
     if device_map is not None:
         kwargs["device_map"] = device_map
-    from msmbuild.models.adapters import adapter_base, is_adapter_dir
+    from msmbuild.models.adapters import adapter_base, frozen_adapters, is_adapter_dir
 
     if not is_adapter_dir(path):
         return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     from peft import PeftModel
 
     base = resolve_base(adapter_base(path))
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, **kwargs), str(path),
-                                      is_trainable=trainable)
+    model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
+    for frozen in frozen_adapters(path):  # adapters below this one (checkpoint.json), in order
+        model = PeftModel.from_pretrained(model, str(frozen)).merge_and_unload()
+    model = PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
     return model.merge_and_unload() if merge else model
 
 

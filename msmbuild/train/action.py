@@ -21,7 +21,9 @@ from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
     from msmbuild.config import TrainConfig
+    from msmbuild.models import BaseModel
     from msmbuild.store import MemoResult, Store
+    from msmbuild.train.aft_start import StartModel
     from msmbuild.train.loop import BatchFn
 
 
@@ -35,26 +37,24 @@ def model_dtype(cfg: TrainConfig) -> Any:
 
 
 def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: TrainConfig,
-                     start: str | Path, tokenizer: Any, n_items: int,
+                     start: BaseModel, tokenizer: Any, n_items: int,
                      batches: Callable[[], BatchFn], dest: Path, build_dir: str | Path,
                      root: str, describe: dict[str, Any],
                      on_step: Callable[[int], None] | None = None,
                      save_extra: Callable[[Path], None] | None = None,
-                     base: str | None = None) -> MemoResult:
+                     base: str | None = None,
+                     load_start: Callable[[Any], StartModel] | None = None) -> MemoResult:
     """Train (or restore) the checkpoint that ``inputs`` and ``cfg`` determine, at dest.
 
     ``batches()`` builds the get_batch function (only on a miss, so a hit imports no
     torch); ``describe`` is added to the stored metadata; ``save_extra(out)`` writes
     files of the caller's own next to the saved checkpoint; ``base`` names the base model a
-    LoRA checkpoint's adapter applies to (a LoRA run stores the adapter alone, on that base).
+    LoRA checkpoint's adapter applies to (a LoRA run stores the adapter alone, on that base,
+    never a merged copy). ``load_start(dtype)`` gives the model to train (default: LoRA or
+    full on ``start``) and the base and frozen adapters its checkpoint records.
     """
-    from msmbuild.train.loop import (
-        fit,
-        prepare_model,
-        process_info,
-        save_checkpoint,
-        train_key_config,
-    )
+    from msmbuild.train.aft_start import default_start
+    from msmbuild.train.loop import fit, process_info, save_checkpoint, train_key_config
 
     rank, world = process_info()
     inputs = {**inputs, "train": train_key_config(cfg, world)}
@@ -62,15 +62,14 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
     state_dir = store.resume_dir(key)
 
     def compute(out: Path) -> dict[str, Any]:
-        from msmbuild.models import load_model
-
-        model = prepare_model(load_model(start, model_dtype(cfg)), cfg)
-        trained, meta = fit(model, cfg, n_items, batches(), state_dir, on_step)
+        dtype = model_dtype(cfg)
+        begin = load_start(dtype) if load_start is not None else default_start(start, cfg, dtype, base)
+        trained, meta = fit(begin.model, cfg, n_items, batches(), state_dir, on_step)
         if rank == 0:
-            save_checkpoint(trained, tokenizer, cfg, out, state_dir, base)
+            save_checkpoint(trained, tokenizer, cfg, out, state_dir, begin.base, begin.frozen)
             if save_extra is not None:
                 save_extra(out)
-        return {**meta, **describe, "method": cfg.method}
+        return {**meta, **describe, "method": cfg.method, "init": begin.how}
 
     result = _run_action(store, key, kind, inputs, compute, rank, world)
     if rank == 0:

@@ -3,9 +3,10 @@
 Each example is rendered with the tokenizer's chat template (or the documented default,
 ``msmbuild.models.DEFAULT_CHAT_TEMPLATE``); tokens inside assistant turns (content and the
 turn's end marker, ``<think>`` blocks included) are the target, everything else is -100.
-AFT starts from the arm's midtrained checkpoint when it has one (a LoRA one is an adapter:
-LoRA AFT continues that adapter on the same base, full AFT merges it in memory first), else
-from the base model.
+AFT starts from the arm's midtrained checkpoint when it has one, else from the base model;
+after a LoRA midtraining (an adapter checkpoint) ``aft_train.init`` says whether the MSM
+adapter is trained on (the paper; the default), kept frozen under a new adapter, or merged
+in memory first (msmbuild.train.aft_start).
 
 The run is an action keyed by the start checkpoint's identity, the AFT data's digest, the
 chat template and the whole aft_train config.
@@ -28,10 +29,11 @@ if TYPE_CHECKING:
 
     from msmbuild.config import Params
     from msmbuild.experiments import Arm
+    from msmbuild.models import BaseModel
     from msmbuild.store import MemoResult, Store
     from msmbuild.train.loop import BatchFn
 
-AFT_VERSION = 4  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed
+AFT_VERSION = 5  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed; 5: aft_train.init (frozen adapters under checkpoint.json)
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
@@ -59,20 +61,31 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,
     return ids, labels
 
 
-def _start_model(p: Params, arm: Arm, store: Store) -> tuple[Path, str]:
-    """(path, identity) of the checkpoint AFT starts from."""
-    from msmbuild.models import prepare_base_model
+def source_counts(rows: list[dict[str, Any]], examples: list[tuple[list[int], list[int]]]
+                  ) -> dict[str, dict[str, int]]:
+    """Examples, tokens and target tokens per mix source, as the trainer sees them."""
+    out: dict[str, dict[str, int]] = {}
+    for row, (ids, labels) in zip(rows, examples, strict=True):
+        c = out.setdefault(row.get("source", "all"), {"examples": 0, "tokens": 0, "target_tokens": 0})
+        c["examples"] += 1
+        c["tokens"] += len(ids)
+        c["target_tokens"] += sum(y != IGNORE_INDEX for y in labels)
+    return out
+
+
+def _start_model(p: Params, arm: Arm, store: Store) -> BaseModel:
+    """The checkpoint AFT starts from (path and identity)."""
+    from msmbuild.models import BaseModel, prepare_base_model
 
     if arm.midtrain is not None:
         from msmbuild.train.midtrain import run_midtrain
 
         res = run_midtrain(p, arm, store)
-        return Layout.of(p).arm_midtrain(arm), f"tree:{res.value}"
+        return BaseModel(str(Layout.of(p).arm_midtrain(arm)), f"tree:{res.value}")
     from msmbuild.train.loop import distributed_state
 
     with distributed_state().main_process_first():  # one process builds, the others load
-        base = prepare_base_model(p, store, arm.base_model)
-    return Path(base.path), base.identity
+        return prepare_base_model(p, store, arm.base_model)
 
 
 def chat_batches(examples: list[tuple[list[int], list[int]]], pad: int, seed: int) -> BatchFn:
@@ -120,10 +133,11 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
     p = arm.params(params)
     cfg = p.aft_train
     with distributed_state().main_process_first():
-        data_path = prepare_aft_data(p, arm.aft, store)
+        data_path = prepare_aft_data(p, arm.aft, store, arm.aft_sources)
     rows = read_demonstrations(data_path)
-    start_path, start_id = _start_model(p, arm, store)
-    tokenizer = load_tokenizer(start_path)
+    start = _start_model(p, arm, store)
+    start_id = start.identity
+    tokenizer = load_tokenizer(start.path)
     examples = [encode_chat(tokenizer, r["messages"], cfg.seq_len, f"{data_path}:{n}")
                 for n, r in enumerate(rows, 1)]
     empty = [n for n, (_ids, labels) in enumerate(examples, 1)
@@ -131,6 +145,7 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
     if empty:
         raise TrainingInputError(
             f"{data_path}:{empty[0]}: no assistant tokens within aft_train.seq_len={cfg.seq_len}")
+    by_source = source_counts(rows, examples)
     inputs = {"version": AFT_VERSION, "start": start_id, "data": digest_file(data_path),
               "chat_template": digest_text(tokenizer.chat_template)}
 
@@ -139,11 +154,19 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
         # would give two workspaces with the same weights different checkpoints.
         (out / "aft_data.json").write_text(json.dumps(
             {"data": digest_file(data_path), "name": data_path.name,
-             "n_examples": len(examples)}, sort_keys=True))
+             "n_examples": len(examples), "by_source": by_source}, sort_keys=True))
+
+    def load_start(dtype: Any) -> Any:
+        from msmbuild.train.aft_start import aft_start_model
+
+        return aft_start_model(start, cfg, dtype, midtrained=arm.midtrain is not None,
+                               base=_base_of(arm, Path(start.path)))
 
     return train_checkpoint(
-        store, "aft", inputs, cfg=cfg, start=start_path, tokenizer=tokenizer,
+        store, "aft", inputs, cfg=cfg, start=start, tokenizer=tokenizer,
         n_items=len(examples), batches=lambda: chat_batches(examples, tokenizer.pad_token_id, cfg.seed),
         dest=Layout.of(p).arm_aft(arm), build_dir=p.build_dir, root=f"aft-{arm.name}",
-        describe={"arm": arm.name, "aft": arm.aft, "n_examples": len(examples), "start": start_id},
-        on_step=on_step, save_extra=save_data_note, base=_base_of(arm, start_path))
+        describe={"arm": arm.name, "aft": arm.aft, "n_examples": len(examples), "by_source": by_source,
+                  "start": start_id},
+        on_step=on_step, save_extra=save_data_note, base=_base_of(arm, Path(start.path)),
+        load_start=load_start)

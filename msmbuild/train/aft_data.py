@@ -17,48 +17,26 @@ regenerates that domain's examples only. The spec is not part of the training ro
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
-from msmbuild.fsutil import iter_jsonl, write_bytes_if_changed
+from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.hashing import canonical_json, digest_bytes
 from msmbuild.layout import Layout
 from msmbuild.store import write_roots
+from msmbuild.train.chat_rows import read_demonstrations, validate_row
+
+__all__ = ["aft_input_files", "full_rows", "nested_subset", "prepare_aft_data", "read_demonstrations",
+           "strip_think_row", "validate_row"]
 
 if TYPE_CHECKING:
     from msmbuild.config import Params
     from msmbuild.store import Store
 
-ROLES = {"system", "user", "assistant"}
+THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.S)
 SUBSET_SEED = "aft-subset-v1"
-
-
-def validate_row(row: Any, where: str) -> dict[str, Any]:
-    """Check one demonstration; errors name the file and line."""
-    if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
-        raise TrainingInputError(f"{where}: expected an object with a non-empty 'messages' list")
-    for j, msg in enumerate(row["messages"]):
-        if not isinstance(msg, dict) or msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
-            raise TrainingInputError(
-                f"{where}: messages[{j}] needs a role in {sorted(ROLES)} and a string content")
-    for j, msg in enumerate(row["messages"]):
-        if msg["role"] == "assistant" and not msg["content"].strip():
-            raise TrainingInputError(
-                f"{where}: messages[{j}] is an empty assistant turn (nothing to train on)")
-    if not any(m["role"] == "assistant" for m in row["messages"]):
-        raise TrainingInputError(f"{where}: no assistant turn (nothing to train on)")
-    return row
-
-
-def read_demonstrations(path: str | Path) -> list[dict[str, Any]]:
-    """Read and validate a jsonl file of chat demonstrations."""
-    path = Path(path)
-    rows = [validate_row(row, f"{path}:{n}")
-            for n, row in iter_jsonl(path, TrainingInputError, "AFT data")]
-    if not rows:
-        raise TrainingInputError(f"{path}: no demonstrations")
-    return rows
 
 
 def nested_subset(rows: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
@@ -72,12 +50,28 @@ def nested_subset(rows: list[dict[str, Any]], fraction: float) -> list[dict[str,
     return [r for i, r in enumerate(rows) if i in keep]
 
 
-def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> Path:
-    """Write build/aft/<name>[-fraction<f>].jsonl from the dataset's source, applying its fraction."""
-    if name not in params.aft:
-        raise TrainingInputError(f"params.yaml: no AFT dataset named {name!r}")
+def aft_input_files(params: Params, name: str) -> list[str]:
+    """The local files dataset ``name`` is built from (a workflow's rerun triggers)."""
+    cfg = params.aft[name]
+    if cfg.source == "generated":
+        return [cfg.spec] if cfg.spec else []
+    if cfg.source == "file":
+        return [cfg.path] if cfg.path else []
+    if cfg.source == "strip_think":
+        return aft_input_files(params, cfg.of) if cfg.of in params.aft else []
+    files: list[str] = []
+    for src in cfg.sources:
+        files += aft_input_files(params, src.aft) if src.aft is not None else (
+            [src.path] if src.path is not None else [])
+    return files
+
+
+def full_rows(params: Params, name: str, store: Store | None = None) -> list[dict[str, Any]]:
+    """The rows of a file, generated or strip_think dataset before its fraction is applied."""
     cfg = params.aft[name]
     layout = Layout.of(params)
+    if cfg.source == "strip_think":
+        return [strip_think_row(r) for r in full_rows(params, _cot_source(params, name), store)]
     if cfg.source == "generated":
         if store is None:
             from msmbuild.config import open_store
@@ -101,8 +95,47 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None) -> P
             raise TrainingInputError(f"params.yaml: key 'aft.{name}.path' is required for source: file")
         rows = read_demonstrations(cfg.path)
         layout.aft_calls(name).unlink(missing_ok=True)  # no longer generated
-    rows = nested_subset(rows, cfg.fraction)
-    out = layout.aft_data(name, cfg.fraction)
+    return rows
+
+
+def _cot_source(params: Params, name: str) -> str:
+    """The dataset a strip_think dataset strips (a file or generated one)."""
+    of = params.aft[name].of
+    if of is None or of not in params.aft or params.aft[of].source in ("mix", "strip_think"):
+        raise TrainingInputError(f"params.yaml: key 'aft.{name}.of' must name a file or generated AFT dataset")
+    return of
+
+
+def strip_think_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The same example without its reasoning: <think> blocks removed from assistant turns.
+
+    The row keeps its id (and records it as ``paired_with``), so a CoT dataset and its
+    stripped twin pair up row by row.
+    """
+    messages = [{**m, "content": THINK_BLOCK.sub("", m["content"]).strip()} if m["role"] == "assistant" else m
+                for m in row["messages"]]
+    return {**row, "messages": messages, "think": False, "paired_with": row.get("id")}
+
+
+def prepare_aft_data(params: Params, name: str, store: Store | None = None,
+                     sources: str = "all") -> Path:
+    """Write build/aft/<name>[-fraction<f>][-instruction_only].jsonl from the dataset's source."""
+    if name not in params.aft:
+        raise TrainingInputError(f"params.yaml: no AFT dataset named {name!r}")
+    cfg = params.aft[name]
+    out = Layout.of(params).aft_data(name, cfg.fraction, sources)
+    if sources != "all" and cfg.source != "mix":
+        raise TrainingInputError(f"params.yaml: aft.{name}: {sources} needs source: mix")
+    if cfg.source == "mix":
+        from msmbuild.train.aft_mix import build_mix
+
+        rows = build_mix(params, name, sources, lambda other: read_demonstrations(
+            prepare_aft_data(params, other, store)))
+    elif cfg.source == "strip_think":  # subset the CoT rows, so the pairs survive a fraction
+        source = full_rows(params, _cot_source(params, name), store)
+        rows = [strip_think_row(r) for r in nested_subset(source, cfg.fraction)]
+    else:
+        rows = nested_subset(full_rows(params, name, store), cfg.fraction)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     write_bytes_if_changed(out, data.encode("utf-8"))
     return out

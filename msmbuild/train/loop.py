@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -330,13 +330,15 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def save_checkpoint(model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path,
-                    state_dir: Path, base: str | None = None) -> None:
+                    state_dir: Path, base: str | None = None, frozen: Sequence[Path] = ()) -> None:
     """Write the checkpoint, log and tokenizer: for LoRA the adapter alone on ``base`` (hub id
     or project-relative path; see msmbuild.models.adapters), never a merged copy; else full weights.
 
     The log in the checkpoint holds what the weights determine (step, loss, lr, grad
     norm, tokens); speed and resume points (RUN_FACTS) stay out, so a retrain or a
     resumed run with the same weights has the same tree digest and keys downstream.
+    ``frozen`` adapters (merged below the trained one, e.g. AFT's ``init: fresh_lora``) are
+    copied in and ordered by checkpoint.json (msmbuild.models.adapters.write_adapter_stack).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     config = model.get_base_model().config if cfg.method == "lora" else model.config
@@ -350,6 +352,10 @@ def save_checkpoint(model: Any, tokenizer: Any, cfg: TrainConfig, out_dir: Path,
             raise ValueError("a LoRA checkpoint needs the name of its base model")
         model.save_pretrained(out_dir, **extra)
         _portable_adapter(out_dir, base)
+        if frozen:
+            from msmbuild.models.adapters import write_adapter_stack
+
+            write_adapter_stack(out_dir, base, list(frozen))
         config.save_pretrained(out_dir)  # the architecture marker every checkpoint has
     else:
         model.save_pretrained(out_dir, **extra)

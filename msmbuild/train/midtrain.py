@@ -81,7 +81,7 @@ def run_midtrain(params: Params, arm: Arm, store: Store, *,
     inputs = {"version": MIDTRAIN_VERSION, "base": base.identity, "tokenizer": tok_id,
               "shards": shard_digests(manifest), "shard_config": manifest["config"]}
     return train_checkpoint(
-        store, "midtrain", inputs, cfg=cfg, start=base.path, tokenizer=tokenizer,
+        store, "midtrain", inputs, cfg=cfg, start=base, tokenizer=tokenizer,
         n_items=packed.n_blocks, batches=lambda: packed_batches(packed, cfg.seed),
         dest=layout.arm_midtrain(arm), build_dir=layout.build, root=f"midtrain-{arm.midtrain_tag}",
         describe={"arm": arm.name, "corpus": arm.midtrain, "n_blocks": packed.n_blocks,

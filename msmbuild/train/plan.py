@@ -1,0 +1,253 @@
+"""The training side of ``msmbuild plan``: AFT examples and GPU-hours, before anything runs.
+
+GPU-hour model (written out in every plan it prints):
+
+- training FLOPs = 6 · N · tokens (forward 2N, backward 4N per token; LoRA skips the
+  frozen weights' gradients, so its true cost is nearer 4N: the estimate is an upper one);
+- eval FLOPs = 2 · N · tokens (forward only: scored options, prompts and generated tokens);
+- GPU-hours = FLOPs / (GPU peak · MFU) / 3600, with the peak and the two utilizations
+  from ``plan.*`` (default: H100 SXM, 989 dense bf16 TFLOP/s, 40% MFU training, 10% evals,
+  generation being memory-bound).
+
+N comes from msmbuild.train.model_size. Tokens: midtraining = documents × assumed tokens
+per document × epochs (or max_steps × batch × grad_accum × seq_len when set); AFT =
+examples × tokens per example (measured on a file, assumed for generated data) × epochs;
+a midtraining run shared by several arms is counted once in the total. Nothing here
+calls a model, downloads anything, or reads a hub dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from msmbuild.config import Params
+from msmbuild.experiments import expand_arms
+
+CHARS_PER_TOKEN = 4
+QUERY_OUTPUT_TOKENS = 60  # one proposed user message
+JUDGE_OUTPUT_TOKENS = 120  # a verdict and its reason
+
+
+@dataclass
+class AftPlan:
+    """One AFT dataset: examples (None: unknown before a hub dataset is read), tokens, cost."""
+
+    name: str
+    source: str
+    examples: int | None
+    tokens_per_example: int
+    requests: int = 0
+    cost_usd: float = 0.0
+    note: str = ""
+    by_source: dict[str, int | None] = field(default_factory=dict)
+
+
+@dataclass
+class ArmPlan:
+    """One arm's training and eval compute."""
+
+    arm: str
+    base_model: str
+    n_params: float
+    n_params_from: str
+    midtrain_tokens: float
+    midtrain_tag: str | None
+    aft_tokens: float
+    eval_tokens: float
+    midtrain_gpu_hours: float = 0.0
+    aft_gpu_hours: float = 0.0
+    eval_gpu_hours: float = 0.0
+
+    @property
+    def train_gpu_hours(self) -> float:
+        """Midtraining (shared with other arms of the same tag) plus this arm's AFT."""
+        return self.midtrain_gpu_hours + self.aft_gpu_hours
+
+
+def _chars_tokens(rows: list[dict]) -> int:
+    chars = sum(len(m["content"]) for r in rows for m in r["messages"])
+    return max(1, chars // CHARS_PER_TOKEN // max(1, len(rows)))
+
+
+def plan_aft(params: Params, name: str) -> AftPlan:
+    """Examples, tokens per example, generation requests and cost of one AFT dataset (fraction applied)."""
+    cfg = params.aft[name]
+    if cfg.source == "file":
+        from msmbuild.train.aft_data import read_demonstrations
+
+        rows = read_demonstrations(cfg.path) if cfg.path and Path(cfg.path).is_file() else []
+        plan = AftPlan(name, f"file {cfg.path}", len(rows) if rows else None,
+                       _chars_tokens(rows) if rows else params.plan.tokens_per_aft_example,
+                       note="" if rows else "file not found")
+    elif cfg.source == "generated":
+        plan = _plan_generated(params, name)
+    elif cfg.source == "strip_think":
+        cot = plan_aft(params, cfg.of)
+        plan = AftPlan(name, f"{cfg.of} without <think>", cot.examples, cot.tokens_per_example,
+                       note=f"paired row by row with {cfg.of}; generation counted there")
+    else:
+        plan = _plan_mix(params, name)
+    if plan.examples is not None and cfg.fraction < 1:
+        plan.examples = max(1, round(cfg.fraction * plan.examples))
+    return plan
+
+
+def _plan_generated(params: Params, name: str) -> AftPlan:
+    from msmbuild.generate.demonstrations import QUERIES_PER_CALL, domain_contexts
+    from msmbuild.spec import parse_spec
+
+    cfg = params.aft[name]
+    domains = domain_contexts(parse_spec(cfg.spec, cfg.template_vars))
+    n = len(domains) * cfg.n_queries
+    calls = len(domains) * math.ceil(cfg.n_queries / QUERIES_PER_CALL)
+    ctx = sum(len(d["context"]) for d in domains) // CHARS_PER_TOKEN // max(1, len(domains))
+    per_example = params.plan.tokens_per_aft_example
+    plan = AftPlan(name, f"generated from {cfg.spec} ({cfg.backend})", n, per_example,
+                   requests=calls + 2 * n, note="before the judge's filter")
+    if cfg.backend == "anthropic":
+        from msmbuild.generate.backends.pricing import estimate_cost
+
+        model, batch = params.backends.anthropic.model, params.backends.anthropic.batch
+        use_batch = batch.enabled and n >= batch.threshold
+        plan.cost_usd = (
+            estimate_cost(model, calls, ctx, QUERY_OUTPUT_TOKENS * QUERIES_PER_CALL, params.prices, use_batch)
+            + estimate_cost(model, n, ctx + 100, per_example, params.prices, use_batch)
+            + estimate_cost(model, n, ctx + per_example, JUDGE_OUTPUT_TOKENS, params.prices, use_batch))
+    return plan
+
+
+def _plan_mix(params: Params, name: str) -> AftPlan:
+    from msmbuild.train.aft_mix import source_label
+
+    cfg = params.aft[name]
+    avail: list[int | None] = []
+    tokens: list[int] = []
+    for src in cfg.sources:
+        if src.aft is not None:
+            sub = plan_aft(params, src.aft)
+            avail.append(sub.examples)
+            tokens.append(sub.tokens_per_example)
+        elif src.path is not None and Path(src.path).is_file() and src.path.endswith(".jsonl"):
+            from msmbuild.train.aft_data import read_demonstrations
+
+            rows = read_demonstrations(src.path) if src.messages_field == "messages" else []
+            avail.append(len(rows) or None)
+            tokens.append(_chars_tokens(rows) if rows else params.plan.tokens_per_aft_example)
+        else:  # hub datasets are not read at plan time; parquet sizes are not measured
+            avail.append(None)
+            tokens.append(params.plan.tokens_per_aft_example)
+    weights = [s.proportion / sum(x.proportion for x in cfg.sources) for s in cfg.sources]
+    total = cfg.n_examples
+    if total is None:
+        known = [a / w for a, w in zip(avail, weights, strict=True) if a is not None]
+        total = math.floor(min(known) + 1e-9) if known else None
+    by = {source_label(s): (None if total is None else round(w * total))
+          for s, w in zip(cfg.sources, weights, strict=True)}
+    per = round(sum(w * t for w, t in zip(weights, tokens, strict=True)))
+    note = "generation counted under its sources" if total is not None else (
+        "size unknown until the hub data is read: set n_examples")
+    return AftPlan(name, f"mix of {len(cfg.sources)} sources", total, per, 0, 0.0, note, by)
+
+
+def _eval_tokens(params: Params, suite: str) -> float:
+    """Forward tokens of one eval suite on one checkpoint."""
+    ev = params.evals
+    if suite == "preference":
+        path = Path(ev.preference.path)
+        if not path.is_file():
+            return 0.0
+        chars = sum(len(line) for line in path.read_text(encoding="utf-8").splitlines())
+        return 4 * chars / CHARS_PER_TOKEN  # two orders x two options, each re-reading the pair
+    if suite == "qa":
+        path = Path(ev.qa.path)
+        n = len(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else 0
+        return n * (200 + ev.qa.max_new_tokens)
+    cfg = ev.agentic_misalignment
+    samples = len(cfg.scenarios) * len(cfg.goal_types) * len(cfg.urgency_types) * cfg.epochs
+    return samples * (params.plan.agentic_prompt_tokens + cfg.max_new_tokens)
+
+
+def _midtrain_tokens(params: Params, documents: int) -> float:
+    cfg = params.midtrain
+    if cfg.max_steps is not None:
+        return float(cfg.max_steps * cfg.batch_size * cfg.grad_accum * cfg.seq_len)
+    return documents * params.plan.tokens_per_document * cfg.epochs
+
+
+def _aft_tokens(params: Params, plan: AftPlan) -> float:
+    cfg = params.aft_train
+    if cfg.max_steps is not None:
+        return float(cfg.max_steps * cfg.batch_size * cfg.grad_accum * min(cfg.seq_len, plan.tokens_per_example))
+    return (plan.examples or 0) * plan.tokens_per_example * cfg.epochs
+
+
+def plan_arms(params: Params, documents: dict[str, int]) -> tuple[list[AftPlan], list[ArmPlan]]:
+    """AFT dataset plans and per-arm compute; ``documents`` is the planned count per corpus."""
+    from msmbuild.train.model_size import parameter_count
+
+    aft_plans = {name: plan_aft(params, name) for name in params.aft}
+    peak = params.plan.gpu_peak_tflops * 1e12
+    arms = []
+    for arm in expand_arms(params):
+        p = arm.params(params)
+        n, how = parameter_count(p, arm.base_model)
+        mid = _midtrain_tokens(p, documents.get(arm.midtrain, 0)) if arm.midtrain else 0.0
+        aft = 0.0
+        if arm.aft is not None:
+            ap = plan_aft(p, arm.aft)
+            if arm.aft_sources == "instruction_only":
+                ap.examples = sum(v or 0 for s, v in zip(p.aft[arm.aft].sources, ap.by_source.values(),
+                                                        strict=True) if s.role == "instruction")
+            aft = _aft_tokens(p, ap)
+        ev = sum(_eval_tokens(p, s) for s in arm.evals)
+        train_hours = 6 * n / (peak * params.plan.train_mfu) / 3600
+        arms.append(ArmPlan(arm.name, arm.base_model, n, how, mid, arm.midtrain_tag, aft, ev,
+                            train_hours * mid, train_hours * aft,
+                            2 * n * ev / (peak * params.plan.eval_mfu) / 3600))
+    return list(aft_plans.values()), arms
+
+
+def totals(arms: list[ArmPlan]) -> tuple[float, float]:
+    """(training, eval) GPU-hours of the whole matrix, each shared midtraining run once."""
+    midtrain = {a.midtrain_tag: a.midtrain_gpu_hours for a in arms if a.midtrain_tag is not None}
+    return (sum(midtrain.values()) + sum(a.aft_gpu_hours for a in arms),
+            sum(a.eval_gpu_hours for a in arms))
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+def format_training_plan(params: Params, aft_plans: list[AftPlan], arms: list[ArmPlan]) -> str:
+    """AFT datasets, then a line per arm, then the totals and the model they come from."""
+    pc = params.plan
+    lines = ["AFT datasets:",
+             f"  {'name':<22} {'examples':>9} {'tok/ex':>7} {'requests':>9} {'est. USD':>9}  source"]
+    for a in aft_plans:
+        ex = "?" if a.examples is None else str(a.examples)
+        note = f"; {a.note}" if a.note else ""
+        lines.append(f"  {a.name:<22} {ex:>9} {a.tokens_per_example:>7} {a.requests:>9} "
+                     f"{a.cost_usd:>9.2f}  {a.source}{note}")
+        for label, k in a.by_source.items():
+            lines.append(f"  {'':<22} {'?' if k is None else k:>9}  <- {label}")
+    lines.append(f"  AFT generation total: {sum(a.requests for a in aft_plans)} requests, "
+                 f"${sum(a.cost_usd for a in aft_plans):.2f}")
+    lines += ["training and evals (GPU-hours):",
+              f"  {'arm':<36} {'params':>8} {'midtrain tok':>13} {'AFT tok':>10} {'eval tok':>10} "
+              f"{'train GPU-h':>11} {'eval GPU-h':>10}"]
+    for a in arms:
+        lines.append(f"  {a.arm:<36} {_size(a.n_params):>8} {a.midtrain_tokens:>13.3g} {a.aft_tokens:>10.3g} "
+                     f"{a.eval_tokens:>10.3g} {a.train_gpu_hours:>11.3g} {a.eval_gpu_hours:>10.3g}")
+    train, ev = totals(arms)
+    sources = sorted({f"{a.base_model}: {a.n_params:.3g} ({a.n_params_from})" for a in arms})
+    lines += [f"estimated GPU-hours: training {train:.3g}, evals {ev:.3g} (each shared midtraining run counted once)",
+              f"  model: training FLOPs = 6*N*tokens, eval FLOPs = 2*N*tokens; GPU-hours = FLOPs / "
+              f"({pc.gpu} peak {pc.gpu_peak_tflops:g} TFLOP/s x MFU) / 3600, MFU {pc.train_mfu:g} training, "
+              f"{pc.eval_mfu:g} evals",
+              f"  assumed: {pc.tokens_per_document} tokens/document, {pc.tokens_per_aft_example} tokens per "
+              f"generated AFT example, {pc.agentic_prompt_tokens} prompt tokens per agentic sample; LoRA's true "
+              "training cost is nearer 4*N*tokens",
+              "  N: " + "; ".join(sources)]
+    return "\n".join(lines)
