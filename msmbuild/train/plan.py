@@ -165,7 +165,7 @@ def _eval_tokens(params: Params, suite: str) -> float:
         n = len(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else 0
         return n * (200 + ev.qa.max_new_tokens)
     cfg = ev.agentic_misalignment
-    samples = len(cfg.scenarios) * len(cfg.goal_types) * len(cfg.urgency_types) * cfg.epochs
+    samples = len(cfg.scenarios) * len(cfg.goal_types) * len(cfg.urgency_types) * cfg.samples
     return samples * (params.plan.agentic_prompt_tokens + cfg.max_new_tokens)
 
 
