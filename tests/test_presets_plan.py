@@ -41,7 +41,7 @@ def test_plan_on_a_preset_runs_offline_and_prints_the_estimate(preset, expect, t
     res = CliRunner().invoke(cli, ["--params", preset, "plan"])
     assert res.exit_code == 0, res.output
     out = res.output
-    for text in ["estimated total: $", "AFT datasets:", "AFT generation total:",
+    for text in ["new calls: $", "AFT datasets:", "AFT generation total:",
                  "estimated GPU-hours: training", "6*N*tokens", "989 TFLOP/s", "MFU 0.4", *expect]:
         assert text in out, text
     assert not any(tmp_path.glob("**/*.jsonl"))  # plan writes no AFT data
