@@ -308,9 +308,14 @@ class AftDataConfig(Section):
         description="What the judge checks; an example is kept only when it meets every criterion.")
     backfill_rounds: int = Field(3, ge=0, description="Extra rounds of queries (10% headroom) for domains below n_queries kept examples after the filters.")
     think: bool = Field(False, description="Include spec-grounded <think> chain-of-thought.")
+    context: Literal["full_incremental", "section"] = Field(
+        "full_incremental", description="What every call sees: the whole rendered spec, the model's identity first, "
+                                        "keyed by the call's own domain so an edit elsewhere changes no key (full_incremental; "
+                                        "the paper's reply calls see the full spec) or the preamble and the domain's text only (section).")
     template_vars: dict[str, str] = Field(
         default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
-        description="Values for {model_name}-style variables in the spec (source: generated).")
+        description="Values for {model_name}-style variables in the spec; model_name and provider_name are also the "
+                    "identity the replies speak as (source: generated).")
     sources: list[AftSourceConfig] = Field(default_factory=list, description="The mixed sources with their proportions (source: mix).")
     n_examples: int | None = Field(None, ge=1, description="Examples in the mix (source: mix); default: the most the sources give at their proportions without repeating a row.")
     fraction: float = Field(1.0, gt=0, le=1, description="Fraction of examples used (sweeps set this).")
@@ -469,7 +474,6 @@ class PlanConfig(Section):
     eval_mfu: float = Field(0.1, gt=0, le=1, description="Assumed utilization of evals (generation is memory-bound).")
     tokens_per_document: int = Field(1500, ge=1, description="Assumed tokens of one generated document (about 6k characters).")
     tokens_per_aft_example: int = Field(600, ge=1, description="Assumed tokens of one generated AFT example (file data is measured).")
-    agentic_prompt_tokens: int = Field(6000, ge=1, description="Assumed prompt tokens of one agentic-misalignment sample (system prompt and emails).")
     model_params: dict[str, float] = Field(
         default_factory=dict, description="Parameters of a base model by name, where the plan cannot read them "
                                           "(a hub id not in the local cache whose name has no size such as 8B).")

@@ -68,11 +68,10 @@ SOURCES: list[tuple[str, str]] = [
     ("*.grad_accum", OURS),
     ("*.gradient_checkpointing", f"{OURS} (memory, not results)"),
     ("evals.preference.path", f"{PAPER} §3.1: held-out domains the specs do not discuss"),
-    ("evals.agentic_misalignment.scenarios", f"{PAPER} §4: harmful actions (exfiltration is not in inspect_evals; blackmail stands in)"),
-    ("evals.agentic_misalignment.goal_types", f"{PAPER} §4: goal settings with and without an explicit goal"),
-    ("evals.agentic_misalignment.goal_values", f"{PAPER} §4 uses 8 goal values; one here"),
-    ("evals.agentic_misalignment.urgency_types", f"{PAPER} §4: urgency 'replacement'"),
-    ("evals.agentic_misalignment.temperature", f"{OURS} (1.0 samples the model's own distribution)"),
+    ("evals.agentic_misalignment.samples", f"{PAPER} §4: hundreds of samples per condition (100 is ours)"),
+    ("evals.agentic_misalignment.temperature", f"{PAPER} §4 / reference scripts: temperature 1.0"),
+    ("evals.agentic_misalignment.enable_thinking", f"{PAPER} §4: Qwen3 evaluated with its reasoning"),
+    ("evals.reasoning_patterns.*", f"{PAPER} §4: reasoning-pattern analysis of the CoT (judge model ours)"),
     ("evals.agentic_misalignment.*", OURS),
 ]
 

@@ -24,6 +24,7 @@ def api(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-plan-test")
     with FakeAnthropic() as server:
+        server.state.list_items = 2  # lists come back with the count asked (the workspace asks for 2 of each)
         make_workspace(tmp_path, backend="anthropic")
         params = yaml.safe_load(Path("params.yaml").read_text())
         # every idea gets a document, so counts are exact (a new idea the model may later mark
@@ -103,3 +104,18 @@ def test_budget_stops_before_the_cap_and_keeps_what_was_received(api, capsys) ->
     assert code.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: params.yaml: corpora.small.budget_usd $0.00 would be crossed") and err.count("\n") == 1
+
+
+def test_plan_counts_every_listed_item_not_one_per_list(api) -> None:
+    """List stages ask for n items in the prompt (not the schema); the plan counts all n."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["corpora"]["small"].update(n_assertions=3, n_doc_types=3, n_doc_ideas=3)
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    api.state.list_items = 3
+    plan = plan_corpus(load_params(), "small")
+    by_stage = {s.stage: s.requests for s in plan.stages}
+    assert by_stage["doc_types"] == plan.subdomains  # one call per subdomain, no top-ups
+    assert by_stage["ideas"] == plan.subdomains * 3
+    assert by_stage["document"] == plan.subdomains * 3 * 3
+    generate_corpus(load_params(), "small", progress=False)
+    assert _misses_by_stage() == Counter({s.stage: s.new for s in plan.stages})

@@ -28,7 +28,13 @@ def test_preset_validates_and_every_value_cites_a_source(preset):
 @pytest.mark.parametrize("preset,expect", [
     ("presets/cheese_llama31_8b.yaml", ["msm_america", "it_only", "meta-llama/Llama-3.1-8B: 8e+09"]),
     ("presets/agentic_qwen3_32b.yaml", ["qwen3_msm_anti_aft", "qwen25_it_only", "anti_cot_mix",
-                                        "spec_cot without <think>", "Qwen/Qwen3-32B: 3.2e+10"]),
+                                        "spec_cot without <think>", "Qwen/Qwen3-32B: 3.2e+10",
+                                        # the paper's 27 conditions, with grader $ and GPU-hours
+                                        "arm qwen3_msm_aft_cot: 27 conditions x samples = 2700 samples",
+                                        "exfiltration_explicit-collectivism_replacement",
+                                        "grader anthropic/claude-sonnet-4-6: est. $",
+                                        "reasoning-pattern judge (anthropic): est. $",
+                                        "GPU-hours (upper bound at the assumed decode throughput"]),
 ])
 def test_plan_on_a_preset_runs_offline_and_prints_the_estimate(preset, expect, tmp_path, monkeypatch):
     from msmbuild.cli import cli

@@ -212,13 +212,13 @@ def test_anthropic_sdk_judge_verdicts_decide_what_is_kept(tmp_path, monkeypatch)
 
     monkeypatch.setattr(aft_generate, "make_backend", recording_make)
     with FakeAnthropic() as server:
-        p = _params(tmp_path, think=False, n_queries=3, backend="anthropic", backends={
+        p = _params(tmp_path, think=False, n_queries=5, backend="anthropic", backends={
             "anthropic": {"base_url": server.url, "batch": {"enabled": False}}})
         rows = read_demonstrations(prepare_aft_data(p, "gen"))
         made = server.stats()["endpoints"]["messages"]
-        assert made == 3 + 9 + 9 and len(verdicts) == 9
+        assert made == 3 + 15 + 15 and len(verdicts) == 15
         assert sorted(r["messages"][0]["content"] for r in rows) == sorted(q for q, ok in verdicts.items() if ok)
-        assert 0 < len(rows) < 9  # the fake judge's verdicts are mixed
+        assert 0 < len(rows) < 15  # the fake judge's verdicts are mixed (80% consistent, seeded)
         assert all(r["model"] == AnthropicConfig().model and r["produced_by_model"] for r in rows)
         prepare_aft_data(p, "gen")
         assert server.stats()["endpoints"]["messages"] == made
@@ -235,3 +235,25 @@ def test_more_queries_past_a_full_batch_only_adds_calls(tmp_path, monkeypatch):
         _params(tmp_path, n_queries=full + 3, spec=str(tmp_path / "one.md")), "gen"))
     assert len(first) == full and len(second) == full + 3 and all(r in second for r in first)
     assert [q.stage for q in backend.sent] == ["aft_queries"] + ["aft_response"] * 3 + ["aft_consistency"] * 3
+
+
+def test_every_call_sees_the_whole_spec_and_replies_speak_as_the_model(tmp_path, monkeypatch):
+    """full_incremental: the whole rendered spec is sent, the key holds the call's own domain."""
+    p = _params(tmp_path, n_queries=2, template_vars={"model_name": "Qwen", "provider_name": "Alibaba"})
+    backend = _use(monkeypatch, RecordingBackend())
+    prepare_aft_data(p, "gen")
+    replies = [r for r in backend.sent if r.stage == "aft_response"]
+    assert replies and all("points the user to a reliable gamma source" in r.context and
+                           "the cheapest option first" in r.context for r in replies)
+    assert all(r.context.startswith("The complete specification of Qwen, developed by Alibaba.") for r in backend.sent)
+    assert all(r.prompt.startswith("You are Qwen, the AI model developed by Alibaba") for r in replies)
+    beta = [r for r in replies if "Section: Beta\n" in r.prompt]
+    assert beta and all("declines to guess about beta" in r.context_key and "alpha" not in r.context_key.lower()
+                        for r in beta)
+
+    (tmp_path / "s").mkdir()
+    section = _params(tmp_path / "s", n_queries=2, context="section")
+    backend = _use(monkeypatch, RecordingBackend())
+    prepare_aft_data(section, "gen")
+    beta = [r for r in backend.sent if "Section: Beta\n" in r.prompt]
+    assert beta and all("cheapest option" not in r.context and not r.context_key for r in beta)

@@ -85,8 +85,8 @@ def plan(ctx: click.Context, corpora: tuple[str, ...]) -> None:
     from msmbuild.train.plan import format_training_plan, plan_arms
 
     documents = {cp.corpus: next(s.requests for s in cp.stages if s.stage == "document") for cp in plans}
-    aft_plans, arms = plan_arms(params, documents)
-    click.echo(format_training_plan(params, aft_plans, arms))
     agentic = plan_agentic(params)
+    aft_plans, arms = plan_arms(params, documents, {a.arm: a.gpu_hours for a in agentic})
+    click.echo(format_training_plan(params, aft_plans, arms))
     if agentic:
         click.echo(format_agentic_plan(agentic))

@@ -118,19 +118,24 @@ def _usd(value: float | None) -> str:
 
 
 def format_agentic_plan(plans: list[AgenticPlan]) -> str:
-    """Conditions × samples per arm, then the estimates."""
-    lines = []
+    """The conditions x samples (once per distinct grid), then each arm's estimates."""
+    lines: list[str] = []
+    shown: list[list[ConditionPlan]] = []
     for plan in plans:
         lines.append(f"agentic_misalignment, arm {plan.arm}: {len(plan.conditions)} conditions x samples = "
                      f"{plan.samples} samples")
-        lines.append(f"  {'condition':<48} {'samples':>8} {'prompt tok':>10}")
-        for c in plan.conditions:
-            size = "-" if c.prompt_tokens is None else str(c.prompt_tokens)
-            lines.append(f"  {c.id:<48} {c.samples:>8} {size:>10}")
+        if plan.conditions in shown:
+            lines.append(f"  conditions: as listed for grid {shown.index(plan.conditions) + 1} above")
+        else:
+            shown.append(plan.conditions)
+            lines.append(f"  grid {len(shown)}: {'condition':<40} {'samples':>8} {'prompt tok':>10}")
+            for c in plan.conditions:
+                size = "-" if c.prompt_tokens is None else str(c.prompt_tokens)
+                lines.append(f"  {'':<8}{c.id:<40} {c.samples:>8} {size:>10}")
         lines.append(f"  grader {plan.grader_model}: est. {_usd(plan.grader_usd)}; reasoning-pattern judge "
                      f"({plan.judge}): est. {_usd(plan.judge_usd)}")
         lines.append(f"  generation: at most {plan.generated_tokens:,} tokens = {plan.gpu_hours:.2f} GPU-hours "
-                     f"(upper bound at the assumed decode throughput)")
+                     f"(upper bound at the assumed decode throughput; included in the arm's eval GPU-h above)")
     if plans:
         total_usd = sum((p.grader_usd or 0.0) + (p.judge_usd or 0.0) for p in plans)
         lines.append(f"agentic total: ${total_usd:.2f} grader/judge, {sum(p.gpu_hours for p in plans):.2f} GPU-hours "

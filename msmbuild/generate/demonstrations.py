@@ -1,8 +1,11 @@
 """AFT demonstrations generated from a spec: queries by type → near-duplicate removal →
 replies with reasoning → judge against configurable criteria → backfill rounds.
 
-Domains are the spec's top-level sections (``structural_tree``); each call sees the spec
-preamble plus its domain's text only, so an edit to one section changes the keys of that
+Domains are the spec's top-level sections (``structural_tree``). Under ``context:
+full_incremental`` (the default) every call sees the whole rendered spec, opened by the
+model's identity (``template_vars`` model_name / provider_name), and is keyed by its own
+domain's text in place of the whole spec; under ``section`` a call sees the preamble and
+its domain's text only. Either way an edit to one section changes the keys of that
 domain's calls and no others. Per domain, ``aft_queries`` calls propose user messages
 spread over ``question_types`` (at most ``QUERIES_PER_CALL`` per call; a prompt names its
 batch, not the batch count); near-duplicates of an earlier query of the domain are dropped
@@ -63,12 +66,33 @@ PLAIN_INSTRUCTIONS = (
     "Give only the reply: no reasoning preamble and no <think> block.")
 
 
-def domain_contexts(spec: Spec) -> list[dict[str, str]]:
-    """One entry per top-level section with text: id, title and the context its calls see."""
+def domain_contexts(spec: Spec, cfg: AftDataConfig) -> list[dict[str, str]]:
+    """One entry per top-level section with text: id, title, the context its calls are
+    sent and the key text standing in for it ("" = the context itself)."""
     by_id = spec.by_id()
-    return [{"id": d["id"], "title": by_id[d["id"]].title,
-             "context": section_context(spec.preamble, (), domain_text(spec, d["id"]))}
-            for d in structural_tree(spec)["domains"]]
+    name, provider = _identity(cfg)
+    whole = (f"The complete specification of {name}, developed by {provider}. Every request shares it; "
+             f"each request says which section it is about.\n\n<specification>\n{spec.full_text.strip()}\n"
+             "</specification>\n")
+    out = []
+    for d in structural_tree(spec)["domains"]:
+        own = section_context(spec.preamble, (), domain_text(spec, d["id"]))
+        context, key = (whole, f"whole spec sent; keyed by this domain (context: full_incremental)\n{own}") \
+            if cfg.context == "full_incremental" else (own, "")
+        out.append({"id": d["id"], "title": by_id[d["id"]].title, "context": context, "context_key": key,
+                    "digest": digest_text(own)})
+    return out
+
+
+def _identity(cfg: AftDataConfig) -> tuple[str, str]:
+    return (cfg.template_vars.get("model_name", "the assistant"),
+            cfg.template_vars.get("provider_name", "the developer"))
+
+
+def identity_line(cfg: AftDataConfig) -> str:
+    """Who the replies speak as: the model the spec describes."""
+    name, provider = _identity(cfg)
+    return f"You are {name}, the AI model developed by {provider} that the specification describes."
 
 
 def _instructions(cfg: AftDataConfig) -> str:
@@ -116,7 +140,7 @@ def generate_demonstrations(params: Params, name: str, store: Store
     if not cfg.spec:
         raise TrainingInputError(f"params.yaml: key 'aft.{name}.spec' is required for source: generated")
     spec = parse_spec(cfg.spec, cfg.template_vars)  # a bad spec fails before any call
-    domains = domain_contexts(spec)
+    domains = domain_contexts(spec, cfg)
     if not domains:
         raise TrainingInputError(f"{cfg.spec}: no section with text to generate AFT data from")
     sampling = sampling_for(params, cfg.backend)
@@ -163,6 +187,7 @@ def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampl
             while want > 0:
                 n = min(QUERIES_PER_CALL, want)
                 q_req.append(build_request("aft_queries", st.domain["context"], sampling,
+                                      context_key=st.domain["context_key"],
                                       schema=_queries_schema(n, list(cfg.question_types)),
                                       sample_index=st.batches, domain=st.domain["title"],
                                       batch=st.batches + 1, n=n, types=_bullets(cfg.question_types)))
@@ -233,7 +258,8 @@ def _answer_and_judge(cfg: AftDataConfig, queries: list[tuple], sampling: Sampli
                       round_no: int) -> tuple[list[tuple[_DomainState, dict[str, Any]]], int, int]:
     """Replies to the queries, judged against the criteria: (kept rows, malformed, rejected)."""
     instructions = _instructions(cfg)
-    r_req = [build_request("aft_response", st.domain["context"], sampling, domain=st.domain["title"],
+    r_req = [build_request("aft_response", st.domain["context"], sampling, context_key=st.domain["context_key"],
+                           identity=identity_line(cfg), domain=st.domain["title"],
                       think="yes" if cfg.think else "no", style=cfg.response_style, query=q,
                       instructions=instructions)
              for st, _i, q, _t, _r in queries]
@@ -246,6 +272,7 @@ def _answer_and_judge(cfg: AftDataConfig, queries: list[tuple], sampling: Sampli
             formed.append((item, req, res, reply))
     criteria = _numbered(cfg.judge_criteria)
     j_req = [build_request("aft_consistency", st.domain["context"], sampling, schema=JUDGE_SCHEMA,
+                           context_key=st.domain["context_key"],
                       domain=st.domain["title"], query=q, reply=reply, criteria=criteria)
              for (st, _i, q, _t, _r), _req, _res, reply in formed]
     verdicts = calls.call(j_req, f"judge (round {round_no + 1})")
@@ -259,7 +286,7 @@ def _answer_and_judge(cfg: AftDataConfig, queries: list[tuple], sampling: Sampli
             "id": calls.key(req), "source": "generated", "think": cfg.think,
             "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": reply}],
             "spec": cfg.spec, "domain": d["id"], "domain_title": d["title"],
-            "domain_hash": digest_text(d["context"]), "query_index": i, "question_type": qtype,
+            "domain_hash": d["digest"], "query_index": i, "question_type": qtype,
             "response_style": cfg.response_style, "round": round_no + 1,
             "backend": res.backend, "model": res.model, "prompt_version": req.prompt_version,
             "produced_by_model": all(r.produced_by_model for r in (q_res, res, verdict)),

@@ -30,6 +30,8 @@ def input_tokens(request: GenRequest) -> int:
 
 def list_size(request: GenRequest) -> int:
     """How many items a structured request asks for (1 for free text)."""
+    if request.items_asked:
+        return request.items_asked
     schema: dict[str, Any] = request.schema or {}
     for prop in (schema.get("properties") or {}).values():
         if isinstance(prop, dict) and prop.get("type") == "array":

@@ -177,6 +177,9 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
                else sum(assumed_output_tokens(r) for r in c["new"]) / max(1, len(c["new"])))
         plans.append(StagePlan(stage, n, c["cached"] if run.known else None, round(c["in"] / max(1, n)),
                                round(out), 0.0, c["new"]))
+    if cfg.decomposition == "model" and run.counts.get("subdomains", {}).get("new"):
+        warnings.append(f"decomposition: model; the model chooses up to max_subdomains ({cfg.max_subdomains}) per "
+                        "domain, counted here at that maximum (an upper bound)")
     if cfg.backend == "anthropic":
         _price(params, model, context, plans, warnings)
     return CorpusPlan(corpus, cfg.backend, model, len(iter_subdomains(tree)), plans, warnings)

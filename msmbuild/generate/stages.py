@@ -136,7 +136,15 @@ def build_request(stage: str, context: str, sampling: Sampling, *, structured: b
                       system=tpl.system, schema=schema,
                       max_tokens=sampling.max_tokens_structured if structured else sampling.max_tokens,
                       temperature=sampling.temperature, sample_index=sample_index,
-                      prompt_version=tpl.tag)
+                      prompt_version=tpl.tag, items_asked=_items_asked(values))
+
+
+def _items_asked(values: dict[str, object]) -> int:
+    """The list length a stage's prompt asks for: its ``n`` (or ``max`` for subdomains)."""
+    for name in ("n", "max"):
+        if isinstance(value := values.get(name), int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def _plan_generated(params: Params, name: str) -> AftPlan:
     from msmbuild.spec import parse_spec
 
     cfg = params.aft[name]
-    domains = domain_contexts(parse_spec(cfg.spec, cfg.template_vars))
+    domains = domain_contexts(parse_spec(cfg.spec, cfg.template_vars), cfg)
     n = len(domains) * cfg.n_queries
     calls = len(domains) * math.ceil(cfg.n_queries / QUERIES_PER_CALL)
     ctx = sum(len(d["context"]) for d in domains) // CHARS_PER_TOKEN // max(1, len(domains))
@@ -164,9 +164,7 @@ def _eval_tokens(params: Params, suite: str) -> float:
         path = Path(ev.qa.path)
         n = len(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else 0
         return n * (200 + ev.qa.max_new_tokens)
-    cfg = ev.agentic_misalignment
-    samples = len(cfg.scenarios) * len(cfg.goal_types) * len(cfg.urgency_types) * cfg.samples
-    return samples * (params.plan.agentic_prompt_tokens + cfg.max_new_tokens)
+    return 0.0  # agentic_misalignment: estimated by msmbuild.evaluate.plan (decode-bound), passed in
 
 
 def _midtrain_tokens(params: Params, documents: int) -> float:
@@ -183,8 +181,13 @@ def _aft_tokens(params: Params, plan: AftPlan) -> float:
     return (plan.examples or 0) * plan.tokens_per_example * cfg.epochs
 
 
-def plan_arms(params: Params, documents: dict[str, int]) -> tuple[list[AftPlan], list[ArmPlan]]:
-    """AFT dataset plans and per-arm compute; ``documents`` is the planned count per corpus."""
+def plan_arms(params: Params, documents: dict[str, int],
+              agentic_gpu_hours: dict[str, float] | None = None) -> tuple[list[AftPlan], list[ArmPlan]]:
+    """AFT dataset plans and per-arm compute.
+
+    ``documents`` is the planned count per corpus; ``agentic_gpu_hours`` the agentic
+    eval's GPU-hours per arm from msmbuild.evaluate.plan (one estimate, added here).
+    """
     from msmbuild.train.model_size import parameter_count
 
     aft_plans = {name: plan_aft(params, name) for name in params.aft}
@@ -205,7 +208,8 @@ def plan_arms(params: Params, documents: dict[str, int]) -> tuple[list[AftPlan],
         train_hours = 6 * n / (peak * params.plan.train_mfu) / 3600
         arms.append(ArmPlan(arm.name, arm.base_model, n, how, mid, arm.midtrain_tag, aft, ev,
                             train_hours * mid, train_hours * aft,
-                            2 * n * ev / (peak * params.plan.eval_mfu) / 3600))
+                            2 * n * ev / (peak * params.plan.eval_mfu) / 3600
+                            + (agentic_gpu_hours or {}).get(arm.name, 0.0)))
     return list(aft_plans.values()), arms
 
 
@@ -243,11 +247,10 @@ def format_training_plan(params: Params, aft_plans: list[AftPlan], arms: list[Ar
     train, ev = totals(arms)
     sources = sorted({f"{a.base_model}: {a.n_params:.3g} ({a.n_params_from})" for a in arms})
     lines += [f"estimated GPU-hours: training {train:.3g}, evals {ev:.3g} (each shared midtraining run counted once)",
-              f"  model: training FLOPs = 6*N*tokens, eval FLOPs = 2*N*tokens; GPU-hours = FLOPs / "
+              f"  model: training FLOPs = 6*N*tokens, preference/qa eval FLOPs = 2*N*tokens; GPU-hours = FLOPs / "
               f"({pc.gpu} peak {pc.gpu_peak_tflops:g} TFLOP/s x MFU) / 3600, MFU {pc.train_mfu:g} training, "
-              f"{pc.eval_mfu:g} evals",
+              f"{pc.eval_mfu:g} evals; agentic_misalignment's GPU-hours are its decode estimate (below)",
               f"  assumed: {pc.tokens_per_document} tokens/document, {pc.tokens_per_aft_example} tokens per "
-              f"generated AFT example, {pc.agentic_prompt_tokens} prompt tokens per agentic sample; LoRA's true "
-              "training cost is nearer 4*N*tokens",
+              "generated AFT example; LoRA's true training cost is nearer 4*N*tokens",
               "  N: " + "; ".join(sources)]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ class GenRequest:
     when set, stands in for ``context`` in the key: the full_incremental policy sends the
     whole spec but keys the call by what it is about (the prompt holds its own section),
     and the digest of the context actually sent is kept with the result as provenance.
+    ``items_asked`` is the list length the prompt asks for (0: not a list), for estimates.
     ``shared_schemas`` (stage -> schema) are the structured stages that share the
     context: a backend with prompt caching sends them all as tools so that every stage
     reads one cached prefix.
@@ -39,6 +40,7 @@ class GenRequest:
     prompt_version: str = ""
     shared_schemas: dict[str, dict[str, Any]] | None = None
     context_key: str = ""
+    items_asked: int = 0
 
     def key_inputs(self) -> dict[str, Any]:
         """The request's part of the action key (the backend adds its identity).
@@ -55,7 +57,9 @@ class GenRequest:
         return inputs
 
 
-_REQUEST_FIELDS = [f for f in fields(GenRequest) if f.name != "context_key"]
+# items_asked (how many list items the prompt asks for) is read by estimates, never keyed:
+# the prompt that asks for them is.
+_REQUEST_FIELDS = [f for f in fields(GenRequest) if f.name not in ("context_key", "items_asked")]
 
 
 @dataclass
