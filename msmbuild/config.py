@@ -238,10 +238,13 @@ class AftTrainConfig(TrainConfig):
         description="What AFT starts from after a LoRA midtraining: continue_adapter trains the MSM "
                     "adapter further and saves only that adapter (paper); fresh_lora adds a new adapter "
                     "over the frozen MSM one and saves only the adapters; merge folds the MSM adapter "
-                    "into the weights and trains them per method (full fine-tuning writes full weights).")
+                    "into the weights and trains them per method (full fine-tuning writes full weights). "
+                    "Left unset with method: full, it is merge (the only start full fine-tuning has).")
 
     @model_validator(mode="after")
     def _init_needs_lora(self) -> AftTrainConfig:
+        if self.method != "lora" and "init" not in self.model_fields_set:
+            self.init = "merge"
         if self.init != "merge" and self.method != "lora":
             raise ValueError(f"init: {self.init} trains an adapter and needs method: lora "
                              "(use init: merge for full fine-tuning)")

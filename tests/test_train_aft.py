@@ -241,4 +241,14 @@ def test_continue_adapter_errors_name_the_setting(tmp_path):
     from msmbuild.errors import ParamsError
 
     with pytest.raises(ParamsError, match=r"aft_train.*init: continue_adapter trains an adapter and needs method: lora"):
-        validate_params({"aft_train": {"method": "full"}})
+        validate_params({"aft_train": {"method": "full", "init": "continue_adapter"}})
+
+
+def test_full_fine_tuning_without_an_init_starts_from_merged_weights():
+    from msmbuild.config import AftTrainConfig
+    from msmbuild.errors import ParamsError
+
+    assert AftTrainConfig.model_validate({"method": "full"}).init == "merge"
+    assert AftTrainConfig.model_validate({}).init == "continue_adapter"
+    with pytest.raises((ValueError, ParamsError), match="needs method: lora"):
+        AftTrainConfig.model_validate({"method": "full", "init": "continue_adapter"})
