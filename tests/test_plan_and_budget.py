@@ -119,3 +119,23 @@ def test_plan_counts_every_listed_item_not_one_per_list(api) -> None:
     assert by_stage["document"] == plan.subdomains * 3 * 3
     generate_corpus(load_params(), "small", progress=False)
     assert _misses_by_stage() == Counter({s.stage: s.new for s in plan.stages})
+
+
+def test_budget_prices_a_cached_spec_context_as_the_plan_does(api) -> None:
+    """A spec above the cache minimum is read from the prompt cache: the cap must not price it as plain input."""
+    from msmbuild.generate.estimate import stage_cost
+
+    spec = Path("specs/small.md")
+    long_preamble = "The assistant weighs each request with care and says why it acts. " * 300
+    spec.write_text(long_preamble + "\n\n" + spec.read_text())
+    params = load_params()
+    plan = plan_corpus(params, "small")
+    acfg = params.backends.anthropic
+    plain = sum(stage_cost(acfg.model, s.new_requests, s.output_tokens, params.prices, acfg.batch)
+                for s in plan.stages)
+    assert plan.cost_usd < 0.6 * plain  # the context is priced at the cache-read rate
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["corpora"]["small"]["budget_usd"] = round(plan.cost_usd * 1.05, 6)
+    Path("params.yaml").write_text(yaml.safe_dump(raw))
+    generate_corpus(load_params(), "small", progress=False)  # fits the cap the plan priced
+    assert _sent(api) == sum(s.new for s in plan.stages)

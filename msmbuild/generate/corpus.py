@@ -93,8 +93,10 @@ def spending_cap(params: Params, corpus: str, step: str | None = None) -> Spendi
             spent += sum(r["cost_usd"] or 0.0 for r in read_parquet_rows(path)
                          if not r["cache_hit"] and (r.get("made_at") or 0.0) >= started)
     model = params.backends.anthropic.model if cfg.backend == "anthropic" else cfg.backend
-    batch = params.backends.anthropic.batch if cfg.backend == "anthropic" else None
-    return SpendingCap(corpus, cfg.budget_usd, model, params.prices, batch, spent)
+    anthropic = cfg.backend == "anthropic"
+    batch = params.backends.anthropic.batch if anthropic else None
+    caching = anthropic and params.backends.anthropic.prompt_caching
+    return SpendingCap(corpus, cfg.budget_usd, model, params.prices, batch, spent, caching)
 
 
 def _read_json(path: Path, step: str, corpus: str) -> Any:

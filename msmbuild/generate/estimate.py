@@ -14,6 +14,7 @@ from typing import Any
 from msmbuild.config import BatchConfig, Price
 from msmbuild.generate.backends.base import GenRequest
 from msmbuild.generate.backends.pricing import estimate_cost
+from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
 
 CHARS_PER_TOKEN = 4
 # Assumed output sizes: a list item is a sentence or two; a document is ~6k characters
@@ -46,14 +47,35 @@ def assumed_output_tokens(request: GenRequest) -> int:
     return CRITIQUE_OUTPUT_TOKENS if request.stage == "critique" else DOC_OUTPUT_TOKENS
 
 
+def cached_context_tokens(model: str, request: GenRequest, prompt_caching: bool) -> int:
+    """Tokens of the request's shared context that are read from the prompt cache (0: none).
+
+    The backend marks the context for caching when ``prompt_caching`` is on and it reaches
+    the model's minimum cacheable length; below it, the context is plain input.
+    """
+    if not prompt_caching or not request.context:
+        return 0
+    tokens = estimated_tokens(request.context)
+    return tokens if tokens >= min_cacheable_tokens(model) else 0
+
+
 def stage_cost(model: str, new: Sequence[GenRequest], output_tokens: float, prices: Mapping[str, Price],
-               batch: BatchConfig | None) -> float:
-    """Estimated USD of the new requests of one stage (batch price when they would be batched)."""
+               batch: BatchConfig | None, prompt_caching: bool = False) -> float:
+    """Estimated USD of the new requests of one stage (batch price when they would be batched).
+
+    With a cacheable shared context, one request writes it to the cache and every request
+    reads it at the cache-read price; the rest of each request is plain input.
+    """
     if not new:
         return 0.0
     use_batch = batch is not None and batch.enabled and len(new) >= batch.threshold
     mean_in = sum(input_tokens(r) for r in new) / len(new)
-    return estimate_cost(model, len(new), round(mean_in), round(output_tokens), prices, use_batch)
+    ctx = cached_context_tokens(model, new[0], prompt_caching)
+    if not ctx:
+        return estimate_cost(model, len(new), round(mean_in), round(output_tokens), prices, use_batch)
+    return (estimate_cost(model, len(new), round(mean_in) - ctx, round(output_tokens), prices, use_batch,
+                          cache_read_tokens=ctx, cache_write_tokens=ctx)
+            - estimate_cost(model, 1, 0, 0, prices, use_batch, cache_read_tokens=ctx))
 
 
 class SpendingCap:
@@ -66,9 +88,9 @@ class SpendingCap:
     """
 
     def __init__(self, corpus: str, cap_usd: float, model: str, prices: Mapping[str, Price],
-                 batch: BatchConfig | None, spent_before_usd: float = 0.0):
+                 batch: BatchConfig | None, spent_before_usd: float = 0.0, prompt_caching: bool = False):
         self.corpus, self.cap_usd, self.model = corpus, cap_usd, model
-        self.prices, self.batch = prices, batch
+        self.prices, self.batch, self.prompt_caching = prices, batch, prompt_caching
         self.spent_before_usd = spent_before_usd
 
     def check(self, new: Sequence[GenRequest], output_tokens: float, spent_now_usd: float, what: str) -> None:
@@ -76,7 +98,7 @@ class SpendingCap:
         from msmbuild.errors import BudgetError
 
         spent = self.spent_before_usd + spent_now_usd
-        estimate = stage_cost(self.model, new, output_tokens, self.prices, self.batch)
+        estimate = stage_cost(self.model, new, output_tokens, self.prices, self.batch, self.prompt_caching)
         if new and spent + estimate > self.cap_usd:
             raise BudgetError(
                 f"params.yaml: corpora.{self.corpus}.budget_usd ${self.cap_usd:.2f} would be crossed: "

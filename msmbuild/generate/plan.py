@@ -32,6 +32,7 @@ from msmbuild.generate.estimate import (
     DOC_OUTPUT_TOKENS,
     assumed_output_tokens,
     list_size,
+    stage_cost,
 )
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.stages import (
@@ -181,31 +182,20 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
         warnings.append(f"decomposition: model; the model chooses up to max_subdomains ({cfg.max_subdomains}) per "
                         "domain, counted here at that maximum (an upper bound)")
     if cfg.backend == "anthropic":
-        _price(params, model, context, plans, warnings)
+        _price(params, model, plans, warnings)
     return CorpusPlan(corpus, cfg.backend, model, len(iter_subdomains(tree)), plans, warnings)
 
 
-def _price(params: Params, model: str, context: str, plans: list[StagePlan], warnings: list[str]) -> None:
-    """Fill each stage's estimated USD (genai-prices or prices:) and the model's deprecation warning."""
-    from msmbuild.generate.backends.anthropic_backend import AnthropicBackend
-    from msmbuild.generate.backends.pricing import estimate_cost
-    from msmbuild.generate.caching import estimated_tokens
+def _price(params: Params, model: str, plans: list[StagePlan], warnings: list[str]) -> None:
+    """Fill each stage's estimated USD (the spending cap's estimate) and the model's deprecation warning."""
     from msmbuild.generate.models import check_not_retired
 
     acfg = params.backends.anthropic
     if (note := check_not_retired(model, "backends.anthropic.model")) is not None:
         warnings.append(note)
-    marks = acfg.prompt_caching and AnthropicBackend(acfg, params.prices).cacheable(context)
-    ctx = estimated_tokens(context)
     for p in plans:
-        todo = p.requests - (p.cached or 0)
-        batch = acfg.batch.enabled and todo >= acfg.batch.threshold
-        if marks and todo:
-            p.cost_usd = estimate_cost(model, todo, p.input_tokens, p.output_tokens, params.prices, batch,
-                                       cache_read_tokens=ctx, cache_write_tokens=ctx) \
-                - estimate_cost(model, 1, 0, 0, params.prices, batch, cache_read_tokens=ctx)
-        else:
-            p.cost_usd = estimate_cost(model, todo, p.input_tokens + ctx, p.output_tokens, params.prices, batch)
+        p.cost_usd = stage_cost(model, p.new_requests, p.output_tokens, params.prices, acfg.batch,
+                                acfg.prompt_caching)
 
 
 def format_plan(plans: list[CorpusPlan]) -> str:
