@@ -54,14 +54,30 @@ class Layout:
     def ideas(self, corpus: str) -> Path:
         return self.corpus_dir(corpus) / "ideas.parquet"
 
-    def documents(self, corpus: str) -> Path:
-        return self.corpus_dir(corpus) / "documents.parquet"
+    def documents_index(self, corpus: str) -> Path:
+        """documents.json: the partitions of the documents dataset, with digests and counts.
+
+        Rewritten whenever a partition changes, so it is what a downstream step depends on.
+        """
+        return self.corpus_dir(corpus) / "documents.json"
+
+    def documents_dir(self, corpus: str) -> Path:
+        """documents/: the documents dataset, one parquet file per subdomain."""
+        return self.corpus_dir(corpus) / "documents"
+
+    def document_partition(self, corpus: str, partition: str) -> Path:
+        return self.documents_dir(corpus) / f"{partition}.parquet"
 
     def step_calls(self, corpus: str, step: str) -> Path:
+        """The calls ledger of the tree and ideas steps (the documents step's is partitioned)."""
         return self.corpus_dir(corpus) / "calls" / f"{step}.parquet"
 
-    def corpus_calls(self, corpus: str) -> Path:
-        return self.corpus_dir(corpus) / "calls.parquet"
+    def document_calls_dir(self, corpus: str) -> Path:
+        """calls/documents/: the documents step's calls ledger, one parquet file per subdomain."""
+        return self.corpus_dir(corpus) / "calls" / "documents"
+
+    def document_calls_partition(self, corpus: str, partition: str) -> Path:
+        return self.document_calls_dir(corpus) / f"{partition}.parquet"
 
     # -- shards ----------------------------------------------------------------------------
     def shards_dir(self, corpus: str) -> Path:
@@ -227,7 +243,7 @@ class Layout:
         return None
 
     def glob(self, path: Path) -> list[Path]:
-        """Existing files matching a layout path built with "*" parts, e.g. documents("*")."""
+        """Existing files matching a layout path built with "*" parts, e.g. documents_index("*")."""
         return sorted(self.build.glob(path.relative_to(self.build).as_posix()))
 
     def train_logs(self) -> list[Path]:
@@ -236,7 +252,7 @@ class Layout:
 
     def sources(self) -> list[Path]:
         """Every built file the results catalog reads (its freshness inputs)."""
-        patterns = (self.documents("*"), self.corpus_calls("*"), self.manifest("*"),
+        patterns = (self.documents_index("*"), self.step_calls("*", "*"), self.manifest("*"),
                     self.eval_summary("*", "*"), self.eval_items("*", "*"),
                     self.eval_calls("*", "*"), self.aft_calls("*"), self.contamination)
         return [p for pattern in patterns for p in self.glob(pattern)] + self.train_logs()

@@ -19,7 +19,7 @@ def shard_settings(corpus):
 
 rule shards:
     input:
-        documents=str(LAYOUT.documents("{corpus}")),
+        documents=str(LAYOUT.documents_index("{corpus}")),
         base=lambda wc: base_model_input(corpus_base_model_name(PARAMS, wc.corpus)),
     output:
         manifest=str(LAYOUT.manifest("{corpus}")),

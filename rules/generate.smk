@@ -6,7 +6,7 @@
 
 CORPUS = "{corpus}"  # the wildcard, placed by the layout
 
-TARGETS["generate"] = [str(LAYOUT.documents(name)) for name in PARAMS.corpora]
+TARGETS["generate"] = [str(LAYOUT.documents_index(name)) for name in PARAMS.corpora]
 
 
 rule corpus_tree:
@@ -52,10 +52,11 @@ rule corpus_documents:
         ideas=str(LAYOUT.ideas(CORPUS)),
         tree_calls=str(LAYOUT.step_calls(CORPUS, "tree")),
         ideas_calls=str(LAYOUT.step_calls(CORPUS, "ideas")),
+    # documents.json indexes the per-subdomain partitions (documents/, calls/documents/)
+    # the command writes only where they changed. `update`: Snakemake keeps the index it
+    # would otherwise delete before the job, so unchanged partitions are recognised by it.
     output:
-        documents=str(LAYOUT.documents(CORPUS)),
-        calls=str(LAYOUT.step_calls(CORPUS, "documents")),
-        all_calls=str(LAYOUT.corpus_calls(CORPUS)),
+        index=update(str(LAYOUT.documents_index(CORPUS))),
     params:
         settings=lambda wc: corpus_settings(wc.corpus),
     resources:

@@ -62,10 +62,20 @@ def make_workspace(root: Path, spec_text: str = SMALL_SPEC, **corpus: Any) -> Pa
 
 
 def action_keys(root: Path) -> set[str]:
-    """Keys of every action in the workspace's store."""
+    """Keys of every model-call action in the workspace's store (not the partition records)."""
+    return {k for k, kind in _action_kinds(root).items() if kind != "documents-partition"}
+
+
+def partition_keys(root: Path) -> set[str]:
+    """Keys of the per-subdomain documents partition actions in the workspace's store."""
+    return {k for k, kind in _action_kinds(root).items() if kind == "documents-partition"}
+
+
+def _action_kinds(root: Path) -> dict[str, str]:
     from msmbuild.store import Store
 
-    return set(Store(root / ".msmbuild" / "store").action_keys())
+    store = Store(root / ".msmbuild" / "store")
+    return {k: store.get_action(k)[0].meta.get("kind", "") for k in store.action_keys()}
 
 
 def edit_spec(root: Path, old: str, new: str) -> None:

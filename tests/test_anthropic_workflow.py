@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from msmbuild.generate.partitions import read_calls
+from msmbuild.layout import Layout
 from msmbuild.testing import FakeAnthropic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +57,7 @@ corpora:
 """
 LIMIT = 4
 # the corpora's documents (rule all may also ask for shards, models and evals)
-TARGETS = [f"build/corpora/{name}/documents.parquet" for name in ("alpha", "beta")]
+TARGETS = [f"build/corpora/{name}/documents.json" for name in ("alpha", "beta")]
 
 
 def _workspace(tmp_path: Path, url: str) -> Path:
@@ -80,7 +82,7 @@ def _run(ws: Path, *cmd: str) -> None:
 
 
 def _calls(ws: Path, corpus: str) -> pd.DataFrame:
-    return pd.read_parquet(ws / "build" / "corpora" / corpus / "calls.parquet")
+    return read_calls(Layout(ws / "build"), corpus).to_pandas()
 
 
 def _assert_only_misses(ws: Path, corpus: str, subdomain: str, new_requests: int) -> None:

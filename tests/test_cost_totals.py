@@ -13,7 +13,7 @@ import pytest
 from msmbuild.testing import FakeAnthropic
 from tests.test_anthropic_workflow import KEY, SPEC, _edit, _workspace
 
-TARGET = "build/corpora/alpha/documents.parquet"
+TARGET = "build/corpora/alpha/documents.json"
 
 
 def _cli(ws: Path, *args: str) -> str:

@@ -27,9 +27,9 @@ def spy(monkeypatch):
     calls: list[list[str]] = []
     real = shards_mod._tokenize_groups
 
-    def wrapper(path, by, todo, *args, **kwargs):
+    def wrapper(by, todo, *args, **kwargs):
         calls.append(sorted(todo))
-        return real(path, by, todo, *args, **kwargs)
+        return real(by, todo, *args, **kwargs)
 
     monkeypatch.setattr(shards_mod, "_tokenize_groups", wrapper)
     return calls
@@ -104,9 +104,13 @@ def test_editing_one_subdomain_retokenizes_only_its_shard(tmp_path, store_dir, s
 def test_missing_documents_and_columns_are_clear_errors(tmp_path, store_dir):
     p = tiny_params(tmp_path / "build", store_dir)
     store = Store(store_dir)
-    with pytest.raises(TrainingInputError, match="documents.parquet: does not exist"):
+    with pytest.raises(TrainingInputError, match="documents.json: missing"):
         build_shards(p, "c", store)
-    rows = [{k: v for k, v in r.items() if k != "subdomain"} for r in synthetic_docs(1, 1)]
-    write_docs(tmp_path / "build", "c", rows)
-    with pytest.raises(TrainingInputError, match=r"missing column\(s\) \['subdomain'\]"):
+    write_docs(tmp_path / "build", "c", synthetic_docs(1, 1))
+    partition = tmp_path / "build" / "corpora" / "c" / "documents" / "sub0.parquet"
+    partition.write_bytes(b"not parquet")
+    with pytest.raises(TrainingInputError, match="sub0.parquet: not a readable parquet file"):
+        build_shards(p, "c", store)
+    partition.unlink()
+    with pytest.raises(TrainingInputError, match="sub0.parquet: listed in .*documents.json but missing"):
         build_shards(p, "c", store)

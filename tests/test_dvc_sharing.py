@@ -81,7 +81,7 @@ def test_dvc_remote_alone_shares_everything(tmp_path: Path) -> None:
         b = tmp_path / "b"
         sh(["git", "clone", "-q", str(a), str(b)], tmp_path)
         sh(["dvc", "pull"], b)
-        assert (b / "build/corpora/pro_america/documents.parquet").is_file()
+        assert (b / "build/corpora/pro_america/documents.json").is_file()
         sh(["snakemake", "--cores", "2"], b, env)
         assert server.stats()["endpoints"].get("messages", 0) == paid  # not one new request
         assert trained(b) == 0  # every checkpoint restored, none retrained

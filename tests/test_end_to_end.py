@@ -13,9 +13,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from workspace_helpers import init_git_dvc, make_workflow_workspace, sh
+
+from msmbuild.generate.partitions import read_calls, read_documents
+from msmbuild.layout import Layout
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +88,9 @@ def test_edit_one_subdomain_then_dvc_repro(tmp_path: Path) -> None:
     after = snapshot(ws)
 
     # documents: only the edited subdomain's calls missed the cache
-    calls = pq.read_table(ws / "build/corpora/pro_america/calls.parquet").to_pylist()
+    calls = read_calls(Layout(ws / "build"), "pro_america").to_pylist()
     missed = [c for c in calls if not c["cache_hit"]]
-    docs = pq.read_table(ws / "build/corpora/pro_america/documents.parquet").to_pylist()
+    docs = read_documents(Layout(ws / "build"), "pro_america").to_pylist()
     edited = {d["subdomain"] for d in docs if d["section_id"] == "soft-cheeses"}
     assert edited and missed
     assert {c["subdomain"] for c in missed} == edited

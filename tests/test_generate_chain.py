@@ -15,6 +15,8 @@ from msmbuild.config import Params, load_params
 from msmbuild.generate.backends.offline import OfflineBackend
 from msmbuild.generate.corpus import generate_corpus
 from msmbuild.generate.models import current_models
+from msmbuild.generate.partitions import read_calls, read_documents
+from msmbuild.layout import Layout
 from msmbuild.testing import FakeAnthropic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ def test_each_stage_sees_what_the_chain_gives_it(tmp_path: Path, monkeypatch) ->
         r.prompt for r in by_stage["ideas"] if f"Document type: {row['doc_type']}" in r.prompt
         and "Answer the question" in r.prompt)  # ... and the type's description
     # documents are planned in a scratchpad; only the content is kept
-    docs = pq.read_table("build/corpora/small/documents.parquet").to_pylist()
+    docs = read_documents(Layout("build"), "small").to_pylist()
     assert docs and all("<scratchpad>" not in d["text"] and "<content>" not in d["text"] for d in docs)
     from msmbuild.store import Store
 
@@ -141,7 +143,7 @@ def test_full_spec_context_is_cached_and_the_ledger_shows_the_saving(api, tmp_pa
     assert "prompt cache:" in reports[2].summary() and reports[2].stats.cache_saving_usd > 0
     stats = api.stats()
     assert stats["cache_marks_below_minimum"] == 0  # never marks a prefix the API would not cache
-    calls = pq.read_table("build/corpora/small/calls.parquet").to_pylist()
+    calls = read_calls(Layout("build"), "small").to_pylist()
     # every stage is sent the same tools and spec: one cache write for the corpus, reads after
     assert sum(c["cache_creation_input_tokens"] > 0 for c in calls) == 1
     assert all(c["cache_read_input_tokens"] > 0 for c in calls if not c["cache_creation_input_tokens"])

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from generate_helpers import (
     SMALL_SUBDOMAINS,
@@ -13,6 +13,7 @@ from generate_helpers import (
     calls_per_subdomain,
     edit_spec,
     make_workspace,
+    partition_keys,
 )
 
 from msmbuild.cli import main
@@ -20,7 +21,10 @@ from msmbuild.config import FilterConfig, load_params
 from msmbuild.generate.backends import GenRequest
 from msmbuild.generate.backends.offline import OfflineBackend
 from msmbuild.generate.corpus import generate_corpus
+from msmbuild.generate.partitions import read_calls, read_documents
 from msmbuild.generate.stages import filter_documents
+from msmbuild.layout import Layout
+from msmbuild.store import Store
 
 DOC_COLUMNS = ["doc_id", "corpus", "section_id", "section_hash", "domain", "subdomain",
                "doc_type", "idea", "sample_index", "text", "n_chars", "backend", "model",
@@ -34,13 +38,18 @@ def ws(tmp_path: Path, monkeypatch) -> Path:
     return make_workspace(tmp_path)
 
 
+_LAST_BUILD = [0.0]
+
+
 def build(**kw) -> list:
+    _LAST_BUILD[0] = time.time()
     return generate_corpus(load_params("params.yaml"), "small", progress=False, **kw)
 
 
 def misses() -> list[dict]:
-    rows = pq.read_table("build/corpora/small/calls.parquet").to_pylist()
-    return [r for r in rows if not r["cache_hit"]]
+    """Calls the latest build made (an unchanged partition's ledger keeps its first build's rows)."""
+    rows = read_calls(Layout("build"), "small").to_pylist()
+    return [r for r in rows if not r["cache_hit"] and r["made_at"] >= _LAST_BUILD[0]]
 
 
 def test_outputs_and_schema(ws: Path) -> None:
@@ -53,7 +62,7 @@ def test_outputs_and_schema(ws: Path) -> None:
     assert sections["preamble"].startswith("Every document is about Llama, an assistant made by Meta")
     tree = json.loads((out / "tree.json").read_text())
     assert [s["id"] for d in tree["domains"] for s in d["subdomains"]] == SMALL_SUBDOMAINS
-    docs = pq.read_table(out / "documents.parquet")
+    docs = read_documents(Layout("build"), "small")
     assert docs.column_names == DOC_COLUMNS
     rows = docs.to_pylist()
     assert {r["subdomain"] for r in rows} <= set(SMALL_SUBDOMAINS)
@@ -63,11 +72,15 @@ def test_outputs_and_schema(ws: Path) -> None:
     assert reports[2].counts["documents generated"] == n * 4
     assert len(rows) == reports[2].counts["kept"] >= n * 2
     assert len(action_keys(ws)) == n * calls_per_subdomain()
-    calls = pq.read_table(out / "calls.parquet").to_pylist()
+    calls = read_calls(Layout("build"), "small").to_pylist()
     assert len(calls) == n * calls_per_subdomain()
     assert "not a model" in reports[2].summary()
     refs = json.loads((ws / "build" / "refs" / "corpus-small-documents.json").read_text())
-    assert set(refs["actions"]) == {r["key"] for r in calls if r["stage"] == "document"}
+    # the documents step's gc roots are its partitions, each keeping its document calls
+    assert set(refs["actions"]) == partition_keys(ws) and len(refs["actions"]) == n
+    store = Store(ws / ".msmbuild" / "store")
+    kept = {k for key in refs["actions"] for k in store.get_action(key)[0].meta["keeps"]}
+    assert kept == {r["key"] for r in calls if r["stage"] == "document"}
     # the spec's words reach its documents
     answer = " ".join(r["text"] for r in rows if r["subdomain"] == "answer")
     assert "bury the answer under caveats" in answer
@@ -95,7 +108,7 @@ def test_edit_one_subdomain_misses_exactly_its_actions(ws: Path) -> None:
 def test_inserting_a_section_renames_nothing(ws: Path) -> None:
     build()
     tree_before = json.loads(Path("build/corpora/small/tree.json").read_text())
-    docs_before = {r["doc_id"] for r in pq.read_table("build/corpora/small/documents.parquet").to_pylist()}
+    docs_before = {r["doc_id"] for r in read_documents(Layout("build"), "small").to_pylist()}
     before = action_keys(ws)
     edit_spec(ws, "# Honesty {#honesty}", "## Keep it short\n\nThe assistant prefers brevity when the "
               "person is busy. It cuts filler words and repeated summaries.\n\n# Honesty {#honesty}")
@@ -108,7 +121,7 @@ def test_inserting_a_section_renames_nothing(ws: Path) -> None:
     assert all(new_subs[k] == v for k, v in old_subs.items())
     assert {r["subdomain"] for r in misses()} == {"helpfulness/keep-it-short"}
     assert len(action_keys(ws) - before) == calls_per_subdomain()
-    docs_after = {r["doc_id"] for r in pq.read_table("build/corpora/small/documents.parquet").to_pylist()}
+    docs_after = {r["doc_id"] for r in read_documents(Layout("build"), "small").to_pylist()}
     assert docs_before <= docs_after
 
 
@@ -153,10 +166,10 @@ def test_revision_pass(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     make_workspace(tmp_path, revise=True, n_doc_types=1, n_doc_ideas=1)
     build()
-    calls = pq.read_table("build/corpora/small/calls.parquet").to_pylist()
+    calls = read_calls(Layout("build"), "small").to_pylist()
     assert sum(r["stage"] == "critique" for r in calls) == len(SMALL_SUBDOMAINS)
     assert sum(r["stage"] == "revise" for r in calls) == len(SMALL_SUBDOMAINS)
-    docs = pq.read_table("build/corpora/small/documents.parquet").to_pylist()
+    docs = read_documents(Layout("build"), "small").to_pylist()
     revise_keys = {r["key"] for r in calls if r["stage"] == "revise"}
     assert docs and all(d["prompt_version"] == "revise@2" and d["doc_id"] in revise_keys for d in docs)
 
@@ -261,14 +274,13 @@ def test_full_incremental_edit_regenerates_one_section_and_records_older_spec(ws
     build(backend=Recording())
     # the paper's context: every call is sent the whole spec (here: another section's words)
     assert seen and all("never states something it believes to be false" in r.context for r in seen)
-    docs_path = Path("build/corpora/small/documents.parquet")
-    before = pq.read_table(docs_path).to_pylist()
+    before = read_documents(Layout("build"), "small").to_pylist()
     (old_digest,) = {d["spec_digest"] for d in before}
     edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
     reports = build()
     edited = "helpfulness/ask-when-unclear"
     assert {r["subdomain"] for r in misses()} == {edited}  # only that section's calls ran
-    after = pq.read_table(docs_path).to_pylist()
+    after = read_documents(Layout("build"), "small").to_pylist()
     mine = [d for d in after if d["subdomain"] == edited]
     others = [d for d in after if d["subdomain"] != edited]
     assert mine and others

@@ -6,15 +6,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from generate_helpers import action_keys, calls_per_subdomain, edit_spec, make_workspace
 
+from msmbuild.generate.partitions import read_calls
+from msmbuild.layout import Layout
+
 REPO = Path(__file__).resolve().parents[1]
 EDITED = "helpfulness/ask-when-unclear"
 # Only this area's outputs: `rule all` also asks for shards and models of experiments.
-TARGET = "build/corpora/small/documents.parquet"
+TARGET = "build/corpora/small/documents.json"
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +28,7 @@ def run(cmd: list[str], cwd: Path) -> str:
 
 
 def missed_subdomains(ws: Path) -> set[str]:
-    rows = pq.read_table(ws / "build/corpora/small/calls.parquet").to_pylist()
+    rows = read_calls(Layout(ws / "build"), "small").to_pylist()
     return {r["subdomain"] for r in rows if not r["cache_hit"]}
 
 
@@ -35,7 +37,7 @@ def test_snakemake_rebuilds_one_subdomain(tmp_path: Path) -> None:
     shutil.copy(REPO / "Snakefile", ws)
     shutil.copytree(REPO / "rules", ws / "rules")
     run(["snakemake", TARGET, "--cores", "2", "-q", "--resources", "api=4"], ws)
-    assert (ws / "build/corpora/small/documents.parquet").is_file()
+    assert (ws / "build/corpora/small/documents.json").is_file()
     assert (ws / "logs/generate/small/documents.log").read_text().count("not a model") == 1
     before = action_keys(ws)
     edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
@@ -57,7 +59,7 @@ def test_dvc_repro_rebuilds_one_subdomain(tmp_path: Path) -> None:
     run(["git", "init", "-q"], ws)
     run(["dvc", "init", "-q"], ws)
     run(["dvc", "repro"], ws)
-    assert (ws / "build/corpora/small/documents.parquet").is_file()
+    assert (ws / "build/corpora/small/documents.json").is_file()
     before = action_keys(ws)
     edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
     out = run(["dvc", "repro"], ws)
@@ -69,9 +71,9 @@ def test_dvc_repro_rebuilds_one_subdomain(tmp_path: Path) -> None:
     assert "Running stage" not in out
     assert action_keys(ws) == after
     # an unrelated params edit reruns the stages as lookups; outputs keep their bytes
-    docs = (ws / "build/corpora/small/documents.parquet").read_bytes()
+    docs = (ws / "build/corpora/small/documents.json").read_bytes()
     with open(ws / "params.yaml", "a") as f:
         f.write("tiny:\n  seed: 1\n")
     assert "Running stage 'corpus_tree@small'" in run(["dvc", "repro"], ws)
     assert action_keys(ws) == after
-    assert (ws / "build/corpora/small/documents.parquet").read_bytes() == docs
+    assert (ws / "build/corpora/small/documents.json").read_bytes() == docs

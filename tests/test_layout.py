@@ -29,8 +29,8 @@ def _strings(node):
 def test_every_dvc_path_is_a_layout_path() -> None:
     lay = Layout("build")
     c = "C"
-    files = [lay.sections(c), lay.tree(c), lay.assertions(c), lay.ideas(c), lay.documents(c),
-             lay.corpus_calls(c), *(lay.step_calls(c, s) for s in CORPUS_STEPS),
+    files = [lay.sections(c), lay.tree(c), lay.assertions(c), lay.ideas(c), lay.documents_index(c),
+             lay.documents_dir(c), lay.document_calls_dir(c), *(lay.step_calls(c, s) for s in CORPUS_STEPS[:-1]),
              lay.shards_dir(c), lay.base_model, lay.midtrain_models, lay.aft_models, lay.aft_dir,
              lay.evals_dir, lay.models_dir, lay.results_dir, lay.report_dir, lay.metrics, lay.audit_dir,
              lay.plot("eval_summary"), lay.plot("loss"), lay.shards_dir(c).parent,
@@ -44,7 +44,8 @@ def test_every_dvc_path_is_a_layout_path() -> None:
 
 def test_paths_follow_build_dir_and_owner_reads_them_back() -> None:
     lay = Layout("out/b")
-    assert lay.documents("x") == Path("out/b/corpora/x/documents.parquet")
+    assert lay.documents_index("x") == Path("out/b/corpora/x/documents.json")
+    assert lay.document_partition("x", "a%2Fb") == Path("out/b/corpora/x/documents/a%2Fb.parquet")
     assert lay.ref("eval-a-qa") == Path("out/b/refs/eval-a-qa.json")
     assert lay.log("train", "aft", "a1") == Path("logs/train/aft/a1.log")
     assert lay.owner(lay.manifest("x")) == ("shards", "x")

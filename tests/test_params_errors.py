@@ -126,7 +126,7 @@ def test_snakemake_target_with_an_unknown_corpus_is_a_clean_error(tmp_path: Path
 
     ws = make_workflow_workspace(tmp_path / "ws", "corpora:\n  pro_america:\n    spec: specs/pro_america.md\n",
                                  ("pro_america.md",))
-    proc = subprocess.run(["snakemake", "-n", "--cores", "1", "build/corpora/pro_americ/documents.parquet"],
+    proc = subprocess.run(["snakemake", "-n", "--cores", "1", "build/corpora/pro_americ/documents.json"],
                           cwd=ws, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0

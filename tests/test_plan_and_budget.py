@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from generate_helpers import edit_spec, make_workspace
@@ -15,7 +14,9 @@ from msmbuild.cli import main
 from msmbuild.config import load_params
 from msmbuild.errors import BudgetError
 from msmbuild.generate.corpus import generate_corpus
+from msmbuild.generate.partitions import read_calls
 from msmbuild.generate.plan import plan_corpus
+from msmbuild.layout import Layout
 from msmbuild.testing import FakeAnthropic
 
 
@@ -37,7 +38,7 @@ def api(tmp_path: Path, monkeypatch):
 
 
 def _misses_by_stage() -> Counter:
-    rows = pq.read_table("build/corpora/small/calls.parquet").to_pylist()
+    rows = read_calls(Layout("build"), "small").to_pylist()
     return Counter(r["stage"] for r in rows if not r["cache_hit"])
 
 
@@ -89,7 +90,7 @@ def test_budget_stops_before_the_cap_and_keeps_what_was_received(api, capsys) ->
     assert "corpora.small.budget_usd" in message and "document" in message and "Nothing was sent" in message
     sent = _sent(api)
     assert sent == sum(s.requests for s in plan.stages if s.stage != "document")  # no document call went out
-    assert not Path("build/corpora/small/documents.parquet").exists()
+    assert not Path("build/corpora/small/documents.json").exists()
     # nothing lost: with the cap raised, every earlier answer is a hit
     params["corpora"]["small"]["budget_usd"] = None
     Path("params.yaml").write_text(yaml.safe_dump(params))

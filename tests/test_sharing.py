@@ -13,9 +13,11 @@ import hashlib
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from workspace_helpers import init_git_dvc, make_workflow_workspace, sh
+
+from msmbuild.generate.partitions import read_calls, read_documents
+from msmbuild.layout import Layout
 
 pytestmark = pytest.mark.slow
 
@@ -134,8 +136,8 @@ def test_shared_store_pays_only_for_the_edited_subdomain(origin: dict[str, Path]
     spec.write_text(head + EDITED_SECTION + heading_line + "\n\nA sentence clone B added. " + body)
     sh(["snakemake", "--cores", "2", "-q"], b)
 
-    calls = pq.read_table(b / "build/corpora/pro_america/calls.parquet").to_pylist()
-    docs_b = pq.read_table(b / "build/corpora/pro_america/documents.parquet").to_pylist()
+    calls = read_calls(Layout(b / "build"), "pro_america").to_pylist()
+    docs_b = read_documents(Layout(b / "build"), "pro_america").to_pylist()
     edited = {d["subdomain"] for d in docs_b if d["section_id"] == "soft-cheeses"}
     missed = [c for c in calls if not c["cache_hit"]]
     assert missed, "the edit must cost some calls"
@@ -144,15 +146,15 @@ def test_shared_store_pays_only_for_the_edited_subdomain(origin: dict[str, Path]
     assert sum(1 for c in missed if c["stage"] == "document") == n_edited_docs
 
     # pro_affordability: every document and shard byte-identical to A's
-    for rel in ("build/corpora/pro_affordability/documents.parquet",):
+    for rel in ("build/corpora/pro_affordability/documents.json",):
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
     assert file_digests(a / "build/shards/pro_affordability") == \
         file_digests(b / "build/shards/pro_affordability")
-    afford_calls = pq.read_table(b / "build/corpora/pro_affordability/calls.parquet").to_pylist()
+    afford_calls = read_calls(Layout(b / "build"), "pro_affordability").to_pylist()
     assert all(c["cache_hit"] for c in afford_calls)
 
     # pro_america: the other subdomains' documents and shards are identical too
-    docs_a = {d["doc_id"]: d for d in pq.read_table(a / "build/corpora/pro_america/documents.parquet").to_pylist()}
+    docs_a = {d["doc_id"]: d for d in read_documents(Layout(a / "build"), "pro_america").to_pylist()}
     for d in docs_b:
         if d["subdomain"] not in edited:
             assert docs_a[d["doc_id"]]["text"] == d["text"]

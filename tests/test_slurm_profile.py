@@ -13,9 +13,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from workspace_helpers import make_workflow_workspace
+
+from msmbuild.generate.partitions import read_documents
+from msmbuild.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +63,7 @@ def test_generation_runs_as_slurm_jobs(workspace: Path, tmp_path: Path) -> None:
     for jobid in submitted:
         info = subprocess.run(["scontrol", "show", "job", jobid], capture_output=True, text=True).stdout
         assert "JobState=COMPLETED" in info, info
-    docs = pq.read_table(workspace / "build/corpora/pro_america/documents.parquet")
+    docs = read_documents(Layout(workspace / "build"), "pro_america")
     assert docs.num_rows > 0
     # the jobs wrote into the shared store named by the environment, not the workspace's
     assert (shared_store / "actions").is_dir()

@@ -15,7 +15,7 @@ from msmbuild.status import SectionChange, corpora_feeding
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "specs/pro_america.md"
-DOCS = "build/corpora/small/documents.parquet"
+DOCS = "build/corpora/small/documents.json"
 CORPUS = {"spec": SPEC, "backend": "offline", "n_assertions": 1, "n_doc_types": 1,
           "n_doc_ideas": 1}
 
@@ -152,7 +152,7 @@ def test_corpora_feeding_follows_the_build_layout() -> None:
         "aft": {"cheese": {"path": "aft/cheese.jsonl"}},
         "experiments": {"msm_a": {"midtrain": "a", "aft": "cheese"}, "aft_only": {"aft": "cheese"}},
     })
-    assert corpora_feeding(params, "build/corpora/b/documents.parquet") == ["b"]
+    assert corpora_feeding(params, "build/corpora/b/documents.json") == ["b"]
     assert corpora_feeding(params, "build/shards/a") == ["a"]
     assert corpora_feeding(params, "build/models/aft/msm_a") == ["a"]
     assert corpora_feeding(params, "build/models/aft/aft_only") == []

@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from msmbuild.config import Params
+from msmbuild.generate.partitions import write_dataset
+from msmbuild.layout import Layout
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 SPEC = CORPORA / "openai-model-spec" / "model_spec_2025-12-18.md"
@@ -59,8 +58,7 @@ def doc(subdomain: str, doc_id: str, text: str) -> dict[str, Any]:
 
 
 def write_docs(build: Path, corpus: str, rows: list[dict[str, Any]]) -> Path:
-    """Write build/corpora/<corpus>/documents.parquet."""
-    path = build / "corpora" / corpus / "documents.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
+    """Write the corpus's documents dataset (partitions and documents.json); the index path."""
+    layout = Layout(build)
+    write_dataset(layout, corpus, rows)
+    return layout.documents_index(corpus)

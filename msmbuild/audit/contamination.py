@@ -37,6 +37,7 @@ from msmbuild.errors import AuditError, ContaminationError
 from msmbuild.evaluate.suite import EvalSuite, suite_named, suites
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
+from msmbuild.generate.partitions import read_documents, read_index
 from msmbuild.hashing import canonical_json, digest_bytes, digest_text
 from msmbuild.layout import Layout
 from msmbuild.store import Store, write_roots
@@ -122,13 +123,11 @@ def corpus_units(params: Params, corpus: str) -> list[TrainingUnit]:
     if spec.preamble.strip():
         units.append(TrainingUnit("spec", f"{corpus} preamble", spec.preamble))
     units += [TrainingUnit("spec", f"{corpus} §{s.id}", f"{s.title}\n\n{s.text}") for s in spec.sections]
-    docs_path = Layout.of(params).documents(corpus)
-    if not docs_path.is_file():
-        raise AuditError(f"{docs_path}: documents of corpus {corpus!r} are not built yet "
-                         f"(run `msmbuild generate documents {corpus}` first)")
-    import pandas as pd
-
-    docs = pd.read_parquet(docs_path, columns=["section_id", "doc_id", "text"])
+    layout = Layout.of(params)
+    if read_index(layout, corpus) is None:
+        raise AuditError(f"{layout.documents_index(corpus)}: documents of corpus {corpus!r} are not built "
+                         f"yet (run `msmbuild generate documents {corpus}` first)")
+    docs = read_documents(layout, corpus, ["section_id", "doc_id", "text"]).to_pandas()
     for section_id, group in sorted(docs.groupby("section_id"), key=lambda kv: str(kv[0])):
         group = group.sort_values("doc_id")
         units.append(TrainingUnit("documents", f"{corpus} documents of {section_id}",
@@ -455,7 +454,7 @@ def audit_input_files(params: Params) -> list[str]:
     for arm in arms:
         if arm.midtrain:
             files.add(params.corpora[arm.midtrain].spec)
-            files.add(str(Layout.of(params).documents(arm.midtrain)))
+            files.add(str(Layout.of(params).documents_index(arm.midtrain)))
         if arm.aft and params.aft[arm.aft].source == "file" and params.aft[arm.aft].path:
             files.add(str(params.aft[arm.aft].path))
         for suite in arm.evals:

@@ -2,15 +2,16 @@
 
 Sharding is by a stable key (``shards.by``: subdomain or domain), never by position, so
 an edit to one subdomain changes only the shard that holds its documents. Each shard is
-an action keyed by the tokenizer's identity, the shard config and the (doc_id, text
-digest) of its documents in order; a hit costs a lookup. Files per shard::
+an action keyed by the tokenizer's identity, the shard config and the content digests
+of its document partitions (documents.json), so an unchanged shard costs one lookup and
+no document is read. Files per shard::
 
     <name>.bin   tokens, uint16 when the vocabulary fits, else uint32
     <name>.idx   .npy int64 array (n_docs, 3): start offset, length, no-loss prefix length
 
 The prefix is the DOCTAG (``shards.doctag``), whose tokens carry no loss. Tokenization
-streams parquet row batches and appends to per-shard files: memory stays flat as the
-corpus grows.
+streams the changed shards' partitions in row batches and appends to per-shard files:
+memory stays flat as the corpus grows.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import json
 import re
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from msmbuild.errors import TrainingInputError
+from msmbuild.errors import MsmbuildError, TrainingInputError
 from msmbuild.fsutil import write_bytes_if_changed
+from msmbuild.generate.partitions import document_files, require_index
 from msmbuild.hashing import digest_text
 from msmbuild.layout import Layout
 from msmbuild.store import write_roots
@@ -54,63 +57,83 @@ def token_dtype(vocab_size: int) -> np.dtype:
 @dataclass
 class _Group:
     name: str
-    docs: list[tuple[str, str]]  # (doc_id, text digest)
+    files: list[Path]  # its document partitions, in tree order
+    digests: list[str]  # their content digests (documents.json)
+    n_docs: int
     key: str = ""
 
 
-def _scan(path: Path, by: str) -> OrderedDict[str, _Group]:
-    """Group documents by the sharding column, keeping file order; only digests are kept."""
+def _groups(layout: Layout, corpus: str, by: str) -> OrderedDict[str, _Group]:
+    """Shards from the documents index: a subdomain is one partition, a domain several.
+
+    Only the index is read: a group's documents are named by its partitions' digests.
+    """
+    try:
+        index = require_index(layout, corpus)
+        files = document_files(layout, corpus)
+    except MsmbuildError as exc:
+        raise TrainingInputError(f"{exc} (build the corpus first)") from None
+    groups: OrderedDict[str, _Group] = OrderedDict()
+    for entry, path in zip(index["partitions"], files, strict=True):
+        if not entry["n_docs"]:
+            continue
+        value = entry["subdomain"] if by == "subdomain" else entry.get("domain")
+        if value is None:
+            raise TrainingInputError(f"{layout.documents_index(corpus)}: partition {entry['partition']!r} "
+                                     f"has no {by}")
+        g = groups.get(value)
+        if g is None:
+            g = groups[value] = _Group(shard_name(value), [], [], 0)
+        g.files.append(path)
+        g.digests.append(entry["documents"]["digest"])
+        g.n_docs += entry["n_docs"]
+    return groups
+
+
+def _texts(path: Path) -> Iterator[list[str]]:
+    """Batches of a partition's document texts; a bad file or row is a TrainingInputError."""
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
         raise TrainingInputError(f"{path}: not a readable parquet file ({exc})") from None
-    missing = {"doc_id", by, "text"} - set(pf.schema_arrow.names)
-    if missing:
-        raise TrainingInputError(f"{path}: missing column(s) {sorted(missing)}")
-    groups: OrderedDict[str, _Group] = OrderedDict()
+    if "text" not in pf.schema_arrow.names:
+        raise TrainingInputError(f"{path}: missing column(s) ['text']")
     row = 0
-    for batch in pf.iter_batches(batch_size=READ_BATCH, columns=["doc_id", by, "text"]):
-        for doc_id, group, text in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
-            row += 1
-            if group is None or text is None:
-                raise TrainingInputError(f"{path}: row {row} has no {by if group is None else 'text'}")
-            g = groups.get(group)
-            if g is None:
-                g = groups[group] = _Group(shard_name(group), [])
-            g.docs.append((str(doc_id), digest_text(text)))
-    return groups
+    for batch in pf.iter_batches(batch_size=READ_BATCH, columns=["text"]):
+        texts = batch.column(0).to_pylist()
+        for i, text in enumerate(texts):
+            if text is None:
+                raise TrainingInputError(f"{path}: row {row + i + 1} has no text")
+        row += len(texts)
+        yield texts
 
 
-def _tokenize_groups(path: Path, by: str, todo: dict[str, _Group], tokenizer: Any,
+def _tokenize_groups(by: str, todo: dict[str, _Group], tokenizer: Any,
                      prefix_ids: list[int], eos_id: int | None, dtype: np.dtype,
                      tmpdir: Path) -> dict[str, dict[str, Any]]:
     """One streaming pass: tokenize the documents of the groups in todo into tmp files."""
-    import pyarrow.parquet as pq
     from tqdm import tqdm
 
     backend = tokenizer.backend_tokenizer
     files = {g: open(tmpdir / f"{todo[g].name}.bin", "wb") for g in todo}  # noqa: SIM115
     index: dict[str, list[tuple[int, int, int]]] = {g: [] for g in todo}
     offsets = dict.fromkeys(todo, 0)
-    total = sum(len(g.docs) for g in todo.values())
+    total = sum(g.n_docs for g in todo.values())
     tail = [eos_id] if eos_id is not None else []
     try:
         with tqdm(total=total, desc="tokenize", unit="doc", disable=None) as bar:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH, columns=[by, "text"]):
-                groups, texts = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-                keep = [i for i, g in enumerate(groups) if g in todo]
-                if not keep:
-                    continue
-                encs = backend.encode_batch_fast([texts[i] for i in keep], add_special_tokens=False)
-                for i, enc in zip(keep, encs, strict=True):
-                    g = groups[i]
-                    ids = prefix_ids + enc.ids + tail
-                    files[g].write(np.asarray(ids, dtype=dtype).tobytes())
-                    index[g].append((offsets[g], len(ids), len(prefix_ids)))
-                    offsets[g] += len(ids)
-                bar.update(len(keep))
+            for g, group in todo.items():
+                for path in group.files:
+                    for texts in _texts(path):
+                        encs = backend.encode_batch_fast(texts, add_special_tokens=False)
+                        for enc in encs:
+                            ids = prefix_ids + enc.ids + tail
+                            files[g].write(np.asarray(ids, dtype=dtype).tobytes())
+                            index[g].append((offsets[g], len(ids), len(prefix_ids)))
+                            offsets[g] += len(ids)
+                        bar.update(len(texts))
     finally:
         for f in files.values():
             f.close()
@@ -135,9 +158,7 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
     if base is None:
         base = prepare_base_model(params, store, corpus_base_model_name(params, corpus))
     layout = Layout.of(params)
-    src = layout.documents(corpus)
-    if not src.is_file():
-        raise TrainingInputError(f"{src}: does not exist (build the corpus first)")
+    groups = _groups(layout, corpus, params.shards.by)
     cfg = params.shards
     tokenizer = load_tokenizer(base.path)
     tok_id = tokenizer_identity(tokenizer)
@@ -147,11 +168,10 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
     # What determines a shard's bytes: tokenizer, shard settings, and its documents in order.
     shard_cfg = {"format": SHARD_FORMAT, "doctag": cfg.doctag, "append_eos": cfg.append_eos,
                  "by": cfg.by, "dtype": dtype.name}
-    groups = _scan(src, cfg.by)
     records: dict[str, Any] = {}
     todo: dict[str, _Group] = {}
     for group, g in groups.items():
-        g.key = store.key("shard", {"tokenizer": tok_id, "config": shard_cfg, "docs": g.docs})
+        g.key = store.key("shard", {"tokenizer": tok_id, "config": shard_cfg, "partitions": g.digests})
         found = store.get_action(g.key)
         if found is None:
             todo[group] = g
@@ -160,7 +180,7 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
     out_dir = layout.shards_dir(corpus)
     if todo:
         with tempfile.TemporaryDirectory(prefix="shards-", dir=store.scratch_dir()) as tmp:
-            made = _tokenize_groups(src, cfg.by, todo, tokenizer, prefix_ids, eos_id, dtype, Path(tmp))
+            made = _tokenize_groups(cfg.by, todo, tokenizer, prefix_ids, eos_id, dtype, Path(tmp))
             for group, info in made.items():
                 outputs = {"bin": store.put_file(info["bin"]), "idx": store.put_file(info["idx"])}
                 meta = {"kind": "shard", "corpus": corpus, "group": group,

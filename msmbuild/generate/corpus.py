@@ -4,11 +4,13 @@ Three steps, each one Snakemake rule / DVC stage and one CLI command:
 
 - ``generate_tree``: spec → sections.json, tree.json, calls/tree.parquet
 - ``generate_ideas``: tree → assertions.json, ideas.parquet, calls/ideas.parquet
-- ``generate_documents``: tree + ideas → documents.parquet, calls/documents.parquet and
-  calls.parquet (the three call tables together)
+- ``generate_documents``: tree + ideas → documents/<subdomain>.parquet,
+  calls/documents/<subdomain>.parquet and documents.json (the partitions' index; see
+  msmbuild.generate.partitions)
 
 Each writes atomically, only when bytes change, and records its action keys as gc roots
-(``build/refs/corpus-<corpus>-<step>.json``).
+(``build/refs/corpus-<corpus>-<step>.json``; the documents step records its partition
+actions, each of which keeps its calls).
 """
 
 from __future__ import annotations
@@ -26,9 +28,18 @@ from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
 from msmbuild.generate.estimate import SpendingCap
 from msmbuild.generate.identity import shared_context
+from msmbuild.generate.partitions import (
+    partition_name,
+    place,
+    read_index,
+    remove_stale,
+    write_index,
+)
+from msmbuild.generate.prompts import load_prompt
 from msmbuild.generate.stages import (
-    FilterReport,
     StageRun,
+    document_request,
+    documents_to_write,
     filter_documents,
     iter_subdomains,
     model_tree,
@@ -40,10 +51,15 @@ from msmbuild.generate.stages import (
 from msmbuild.hashing import digest_text
 from msmbuild.layout import CORPUS_STEPS, Layout
 from msmbuild.spec import Spec, parse_spec
-from msmbuild.store import Store, write_roots
-from msmbuild.tables import SCHEMAS, read_parquet_rows, write_table_if_changed
+from msmbuild.store import ActionResult, Store, write_roots
+from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows, write_table_if_changed
 
 _COMMAND_STARTED = time.time()
+PARTITION_FORMAT = 1  # bump when a partition's content changes for the same inputs
+# What documents.json says of each partition (from its action's meta): counts for status,
+# the catalog's corpora row and the report, without reading a partition.
+INDEX_META = ("n_docs", "n_chars", "cost_usd", "n_calls", "calls_cost_usd", "new_cost_usd", "made_at",
+              "spec_digests")
 
 
 @dataclass
@@ -87,9 +103,11 @@ def spending_cap(params: Params, corpus: str, step: str | None = None) -> Spendi
     started = build_started() or _COMMAND_STARTED  # without a recorded build: this command
     layout = Layout.of(params)
     spent = 0.0
-    for other in CORPUS_STEPS:
-        path = layout.step_calls(corpus, other)
-        if other != step and path.is_file():
+    files = [layout.step_calls(corpus, other) for other in CORPUS_STEPS[:-1] if other != step]
+    if step != "documents":
+        files += sorted(layout.document_calls_dir(corpus).glob("*.parquet"))
+    for path in files:
+        if path.is_file():
             spent += sum(r["cost_usd"] or 0.0 for r in read_parquet_rows(path)
                          if not r["cache_hit"] and (r.get("made_at") or 0.0) >= started)
     model = params.backends.anthropic.model if cfg.backend == "anthropic" else cfg.backend
@@ -207,37 +225,134 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
 def generate_documents(params: Params, corpus: str, *, max_concurrency: int | None = None,
                        progress: bool = True, store: Store | None = None,
                        backend: Backend | None = None, refresh: bool | None = None) -> StageReport:
-    """Documents per suitable idea and sample, optional revision, then filters."""
+    """Documents per suitable idea and sample, optional revision, then filters; per subdomain.
+
+    Each subdomain is one partition action whose key covers everything its documents
+    depend on (``partition_key``): an unchanged subdomain costs one store lookup and its
+    partition files are not touched. Only the changed subdomains' documents are keyed,
+    sent (their calls together, so they share the backend's concurrency) and filtered.
+    """
     s = _Session(params, corpus, max_concurrency, progress, store, backend, refresh)
     try:
         s.use_recorded_spec()
         tree = _read_json(s.layout.tree(corpus), "tree", corpus)
         assertions = _read_json(s.layout.assertions(corpus), "ideas", corpus)
         ideas = read_parquet_rows(_require(s.layout.ideas(corpus), "ideas", corpus))
-        docs = write_documents(tree, assertions, ideas, s.run)
-        kept, filtered = filter_documents(docs, s.cfg.filters)
-        changed: list[str] = []
-        s.write_table(s.layout.documents(corpus), kept, SCHEMAS["documents"], changed)
-        s.write_table(s.layout.step_calls(corpus, "documents"), s.run.rows, SCHEMAS["calls"], changed)
-        all_calls = []
-        for step in CORPUS_STEPS:
-            path = s.layout.step_calls(corpus, step)
-            if path.is_file():
-                all_calls.extend(read_parquet_rows(path))
-        s.write_table(s.layout.corpus_calls(corpus), all_calls, SCHEMAS["calls"], changed)
-        s.roots("documents")
-        current = digest_text(s.run.context) if s.run.context else ""
-        counts = _filter_counts(len(docs), filtered)
+        subs = iter_subdomains(tree)
+        by_sub: dict[str, list[dict[str, Any]]] = {sub["id"]: [] for sub in subs}
+        for row in ideas:
+            by_sub.setdefault(row["subdomain"], []).append(row)
+        keys = {sub["id"]: partition_key(s.run, sub, assertions, by_sub[sub["id"]]) for sub in subs}
+        records: dict[str, ActionResult] = {}
+        for sid, key in keys.items():
+            found = s.store.get_action(key)
+            if found is not None:
+                records[sid] = found[0]
+        todo = [sub for sub in subs if sub["id"] not in records]
+        if todo:
+            docs = write_documents(tree, assertions, [r for sub in todo for r in by_sub[sub["id"]]], s.run)
+            records.update(_save_partitions(s, todo, keys, docs))
+        changed = _place_partitions(s.store, s.layout, corpus, subs, keys, records)
+        write_roots(params.build_dir, f"corpus-{corpus}-documents", list(keys.values()))
+        metas = [records[sub["id"]].meta for sub in subs]
+        counts = {"documents generated": sum(m["n_generated"] for m in metas),
+                  "kept": sum(m["n_docs"] for m in metas),
+                  "too short": sum(m["too_short"] for m in metas),
+                  "too long": sum(m["too_long"] for m in metas),
+                  "near-duplicates": sum(m["near_duplicate"] for m in metas),
+                  "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo)}
         if s.cfg.context == "full_incremental":
-            counts["made against an older spec"] = sum(d["spec_digest"] != current for d in kept)
+            current = digest_text(s.run.context) if s.run.context else ""
+            counts["made against an older spec"] = sum(n for m in metas for d, n in m["spec_digests"].items()
+                                                       if d != current)
         return s.report("documents", counts, changed)
     finally:
         s.close()
 
 
-def _filter_counts(generated: int, f: FilterReport) -> dict[str, int]:
-    return {"documents generated": generated, "kept": f.kept, "too short": f.too_short,
-            "too long": f.too_long, "near-duplicates": f.near_duplicate}
+def partition_key(run: StageRun, sub: dict[str, Any], assertions: dict[str, Any],
+                  ideas: list[dict[str, Any]]) -> str:
+    """The action key of one subdomain's documents: everything they depend on.
+
+    The subdomain (its section text and hash), its assertions and idea rows, the sample
+    count, revision and filter settings, and the key of its first document request, which
+    covers the prompt version, the model and backend, the sampling settings, the identity
+    and the spec context as the corpus's policy keys it. With refresh_stale the current
+    context is in the key too (stale answers are remade). The key of every document
+    request is not computed: that is the per-document work an unchanged subdomain skips.
+    """
+    cfg = run.cfg
+    todo = documents_to_write(ideas, cfg.filters)
+    first = run.key(document_request(run.requests, sub, todo[0], assertions)) if todo else None
+    revision = {stage: load_prompt(stage).tag for stage in ("critique", "revise")} if cfg.revise else None
+    return run.store.key("documents-partition", {
+        "format": PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
+        "assertions": assertions.get(sub["id"], []), "ideas": ideas, "n_samples": cfg.n_samples,
+        "revision": revision, "filters": cfg.filters.model_dump(), "first_request": first,
+        "refresh": digest_text(run.context) if run.refresh_stale and run.context else None})
+
+
+def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, str],
+                     docs: list[dict[str, Any]]) -> dict[str, ActionResult]:
+    """Filter each changed subdomain's documents and record its partition action."""
+    docs_by: dict[str, list[dict[str, Any]]] = {sub["id"]: [] for sub in subs}
+    for d in docs:
+        docs_by[d["subdomain"]].append(d)
+    calls_by: dict[str, list[dict[str, Any]]] = {sub["id"]: [] for sub in subs}
+    for row in s.run.rows:
+        if row.get("subdomain") in calls_by:
+            calls_by[row["subdomain"]].append(row)
+    records = {}
+    for sub in subs:
+        sid = sub["id"]
+        kept, report = filter_documents(docs_by[sid], s.cfg.filters)
+        doc_bytes = parquet_bytes(kept, SCHEMAS["documents"])
+        call_bytes = parquet_bytes(calls_by[sid], SCHEMAS["calls"])
+        made = [r for r in calls_by[sid] if not r["cache_hit"]]
+        digests: dict[str, int] = {}
+        for d in kept:
+            digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
+        meta = {"kind": "documents-partition", "corpus": s.run.corpus, "subdomain": sid,
+                "n_generated": len(docs_by[sid]), "n_docs": report.kept, "too_short": report.too_short,
+                "too_long": report.too_long, "near_duplicate": report.near_duplicate,
+                "n_chars": sum(d["n_chars"] for d in kept), "spec_digests": digests,
+                "cost_usd": float(sum(d["cost_usd"] for d in kept)), "n_calls": len(calls_by[sid]),
+                "calls_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in calls_by[sid])),
+                "new_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in made)),
+                "made_at": max((r["made_at"] or 0.0 for r in made), default=None),
+                "sizes": {"documents": len(doc_bytes), "calls": len(call_bytes)},
+                "keeps": sorted({r["key"] for r in calls_by[sid] if not r["error"]})}
+        outputs = {"documents": s.store.put_bytes(doc_bytes), "calls": s.store.put_bytes(call_bytes)}
+        records[sid] = s.store.save_action(keys[sid], outputs, meta, durable=False)
+    s.store.sync()
+    return records
+
+
+def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict[str, Any]],
+                      keys: dict[str, str], records: dict[str, ActionResult]) -> list[str]:
+    """Place every partition whose file is not already the stored one; write the index."""
+    old = read_index(layout, corpus)
+    known = {p["partition"]: p for p in old["partitions"]} if old else {}
+    changed: list[str] = []
+    entries = []
+    for sub in subs:
+        rec, name = records[sub["id"]], partition_name(sub["id"])
+        entry: dict[str, Any] = {"partition": name, "subdomain": sub["id"], "domain": sub["domain"],
+                                 "key": keys[sub["id"]], **{k: rec.meta[k] for k in INDEX_META}}
+        for kind, path in (("documents", layout.document_partition(corpus, name)),
+                           ("calls", layout.document_calls_partition(corpus, name))):
+            entry[kind] = {"digest": rec.outputs[kind], "size": rec.meta["sizes"][kind]}
+            if place(store, rec.outputs[kind], path, known.get(name, {}).get(kind)):
+                changed.append(str(path))
+        entries.append(entry)
+    names = [e["partition"] for e in entries]
+    changed += remove_stale(layout.documents_dir(corpus), names)
+    changed += remove_stale(layout.document_calls_dir(corpus), names)
+    inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas(corpus),
+              *(layout.step_calls(corpus, step) for step in CORPUS_STEPS[:-1])]
+    if write_index(layout, corpus, entries, inputs):
+        changed.append(str(layout.documents_index(corpus)))
+    return changed
 
 
 def generate_corpus(params: Params, corpus: str, *, max_concurrency: int | None = None,
@@ -258,11 +373,11 @@ def stale_documents(params: Params, corpus: str) -> tuple[int, int] | None:
     regenerates them, section never sends the rest of the spec).
     """
     cfg = corpus_config(params, corpus)
-    path = Layout.of(params).documents(corpus)
-    if not path.is_file():
+    index = read_index(Layout.of(params), corpus)
+    if index is None:
         return None
     spec = parse_spec(cfg.spec, cfg.spec_variables())
     context, _ = shared_context(cfg, spec.full_text, spec.preamble)
     current = digest_text(context) if context else ""
-    rows = read_parquet_rows(path)
-    return sum(r.get("spec_digest") not in (None, current) for r in rows), len(rows)
+    stale = sum(n for p in index["partitions"] for d, n in p["spec_digests"].items() if d != current)
+    return stale, index["n_documents"]

@@ -356,6 +356,20 @@ def document_content(answer: str) -> str:
     return m.group(1).strip() if m else ""
 
 
+def document_request(build: CorpusRequests, sub: dict[str, Any], idea: dict[str, Any],
+                     assertions: dict[str, Any], sample_index: int = 0) -> GenRequest:
+    """The request that writes one document: an idea of a subdomain, one sample of it."""
+    values = {**_sub_values(sub), "doc_type": idea["doc_type"],
+              "doc_type_description": idea.get("doc_type_description") or idea["doc_type"],
+              "idea": idea["idea"], "assertions": _assertion_lines(assertions.get(sub["id"], []))}
+    return build.request("document", False, sample_index=sample_index, **values)
+
+
+def documents_to_write(ideas: list[dict[str, Any]], filters: FilterConfig) -> list[dict[str, Any]]:
+    """The idea rows that get documents (unsuitable ones go when the filters say so)."""
+    return [r for r in ideas if r["suitable"] or not filters.drop_unsuitable]
+
+
 def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: list[dict[str, Any]],
                     run: StageRun) -> list[dict[str, Any]]:
     """One document per suitable (subdomain, type, idea) and sample; optional revision.
@@ -365,16 +379,13 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
     """
     cfg = run.cfg
     subs = {s["id"]: s for s in iter_subdomains(tree)}
-    todo = [r for r in ideas if r["suitable"] or not cfg.filters.drop_unsuitable]
+    todo = documents_to_write(ideas, cfg.filters)
     build = run.requests
     requests, meta = [], []
     for row in todo:
         sub = subs[row["subdomain"]]
-        values = {**_sub_values(sub), "doc_type": row["doc_type"],
-                  "doc_type_description": row.get("doc_type_description") or row["doc_type"],
-                  "idea": row["idea"], "assertions": _assertion_lines(assertions.get(sub["id"], []))}
         for k in range(cfg.n_samples):
-            requests.append(build.request("document", False, sample_index=k, **values))
+            requests.append(document_request(build, sub, row, assertions, k))
             meta.append((row, sub, k))
     tags = [m[0]["subdomain"] for m in meta]
     results = run.call(requests, tags, "documents")

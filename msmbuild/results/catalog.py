@@ -4,6 +4,9 @@ Tables: documents, calls, corpora, shards, runs, checkpoints, eval_items, eval_s
 contamination (the audit's per arm × eval item rows).
 ``catalog.sql`` holds one ``CREATE VIEW`` per table with paths relative to the project
 root, so the plain DuckDB CLI sees the same names: ``duckdb -init build/results/catalog.sql``.
+The documents and the documents step's calls are not copied here: those views read the
+corpora's per-subdomain partitions in place (build/results/ holds empty tables with their
+columns), so the catalog's rebuild does not grow with the documents.
 Every file is written atomically and only when its bytes change.
 """
 
@@ -21,6 +24,7 @@ from msmbuild.config import Params
 from msmbuild.errors import ParamsError
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
+from msmbuild.generate.partitions import read_index
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.results.costs import build_started, mark_this_build
 from msmbuild.tables import add_missing_columns, empty_frame, write_parquet
@@ -109,28 +113,79 @@ def eval_tables(params: Params):
 
 
 def corpus_tables(params: Params):
-    """(documents, calls, corpora) from build/corpora/*/, judge calls of evals and AFT generation calls."""
+    """(calls, corpora): calls of the tree and ideas steps, eval judges and AFT generation, and
+    one row per corpus.
+
+    The documents and the documents step's calls are not copied: their catalog views read
+    the corpora's partitions directly (``view_sql``), and the corpora row sums the
+    documents index, so a rebuild costs the partitions' count, not the documents'.
+    """
     layout = Layout.of(params)
-    documents = _union_parquet([(p, {}) for p in layout.glob(layout.documents("*"))], "documents")
-    call_files = [(p, {"source": "corpus"}) for p in layout.glob(layout.corpus_calls("*"))]
+    call_files = [(p, {"source": "corpus"}) for p in layout.glob(layout.step_calls("*", "*"))]
     call_files += [(p, {"source": f"eval:{p.parent.parent.name}/{p.parent.name}"})
                    for p in layout.glob(layout.eval_calls("*", "*"))]
     generated = sorted(name for name, cfg in params.aft.items() if cfg.source == "generated")
     call_files += [(p, {"source": f"aft:{name}"}) for name in generated
                    if (p := layout.aft_calls(name)).is_file()]
-    calls = mark_this_build(_union_parquet(call_files, "calls"), build_started())
+    started = build_started()
+    calls = mark_this_build(_union_parquet(call_files, "calls"), started)
     rows = []
     for name, corpus in params.corpora.items():
-        docs = documents[documents["corpus"] == name] if len(documents) else documents
+        parts = (read_index(layout, name) or {}).get("partitions", [])
         mine = calls[(calls["source"] == "corpus") & (calls["corpus"] == name)] if len(calls) else calls
+        spent = sum(p["new_cost_usd"] for p in parts
+                    if p["made_at"] is not None and (started is None or p["made_at"] >= started))
         rows.append({"corpus": name, "spec": corpus.spec, "backend": corpus.backend,
-                     "n_documents": int(len(docs)),
-                     "n_chars": int(docs["n_chars"].sum()) if len(docs) else 0,
-                     "cost_usd": float(docs["cost_usd"].fillna(0).sum()) if len(docs) else 0.0,
-                     "calls_cost_usd": float(mine["cost_usd"].fillna(0).sum()) if len(mine) else 0.0,
-                     "spent_usd": float(mine.loc[mine["this_build"], "cost_usd"].fillna(0).sum()) if len(mine) else 0.0,
+                     "n_documents": sum(p["n_docs"] for p in parts),
+                     "n_chars": sum(p["n_chars"] for p in parts),
+                     "cost_usd": float(sum(p["cost_usd"] for p in parts)),
+                     "calls_cost_usd": float(mine["cost_usd"].fillna(0).sum() if len(mine) else 0.0)
+                     + sum(p["calls_cost_usd"] for p in parts),
+                     "spent_usd": float(mine.loc[mine["this_build"], "cost_usd"].fillna(0).sum()
+                                        if len(mine) else 0.0) + spent,
                      "offline": corpus.backend == "offline"})
-    return documents, calls, _frame(rows, "corpora")
+    return calls, _frame(rows, "corpora")
+
+
+def _partition_globs(params: Params, directory: Callable[[str], Path]) -> list[str]:
+    """One glob per corpus that has partition files (read_parquet fails on a glob matching none)."""
+    return [(directory(name) / "*.parquet").as_posix() for name in params.corpora
+            if any(directory(name).glob("*.parquet"))]
+
+
+def view_sql(params: Params, resolve: bool = False) -> dict[str, str]:
+    """The SELECT behind each catalog view (paths relative to the project root, or absolute).
+
+    documents and calls add the corpora's partition files to the table under
+    build/results/ (``UNION ALL BY NAME``); the other views read their one file.
+    """
+    layout = Layout.of(params)
+
+    def path(p: Path | str) -> str:
+        text = Path(p).resolve().as_posix() if resolve else Path(p).as_posix()
+        return "'" + text.replace("'", "''") + "'"
+
+    def parts(directory: Callable[[str], Path]) -> str:
+        return "[" + ", ".join(path(g) for g in _partition_globs(params, directory)) + "]"
+
+    sql = {t: f"SELECT * FROM read_parquet({path(layout.table(t))})" for t in TABLES}
+    if _partition_globs(params, layout.documents_dir):
+        sql["documents"] += (" UNION ALL BY NAME SELECT * FROM read_parquet("
+                             f"{parts(layout.documents_dir)}, union_by_name = true)")
+    if _partition_globs(params, layout.document_calls_dir):
+        started = build_started()
+        this_build = "NOT coalesce(cache_hit, false)" + (
+            f" AND coalesce(made_at, 0) >= {started!r}" if started is not None else "")
+        sql["calls"] += (f" UNION ALL BY NAME SELECT 'corpus' AS source, *, ({this_build}) AS this_build"
+                         f" FROM read_parquet({parts(layout.document_calls_dir)}, union_by_name = true)")
+    return sql
+
+
+def partition_dirs(params: Params) -> list[Path]:
+    """The directories of partition files the catalog's views read (for DuckDB's sandbox)."""
+    layout = Layout.of(params)
+    return [d(name) for name in params.corpora for d in (layout.documents_dir, layout.document_calls_dir)
+            if d(name).is_dir()]
 
 
 def shard_table(params: Params):
@@ -189,9 +244,7 @@ def contamination_table(params: Params):
 
 def catalog_sql(params: Params) -> str:
     """CREATE VIEW statements over the parquet files, paths relative to the project root."""
-    layout = Layout.of(params)
-    return "".join(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{layout.table(t).as_posix()}');\n"
-                   for t in TABLES)
+    return "".join(f"CREATE OR REPLACE VIEW {t} AS {select};\n" for t, select in view_sql(params).items())
 
 
 def dvc_outputs(params: Params, summary) -> None:
@@ -216,9 +269,13 @@ def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
     """Rebuild every catalog table and catalog.sql; returns row counts per table."""
     layout = Layout.of(params)
     layout.results_dir.mkdir(parents=True, exist_ok=True)
-    documents, calls, corpora = corpus_tables(params)
+    calls, corpora = corpus_tables(params)
     items, summary = eval_tables(params)
-    builders: dict[str, Callable[[], Any]] = {"documents": lambda: documents, "calls": lambda: calls, "corpora": lambda: corpora,
+    partitioned = {"documents": int(corpora["n_documents"].sum()) if len(corpora) else 0,
+                   "calls": sum(p["n_calls"] for name in params.corpora
+                                for p in (read_index(layout, name) or {}).get("partitions", []))}
+    builders: dict[str, Callable[[], Any]] = {"documents": lambda: _frame([], "documents"),
+                "calls": lambda: calls, "corpora": lambda: corpora,
                 "shards": lambda: shard_table(params), "runs": lambda: run_table(params),
                 "checkpoints": lambda: _frame(_checkpoint_rows(params), "checkpoints"),
                 "eval_items": lambda: items, "eval_summary": lambda: summary,
@@ -227,7 +284,7 @@ def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
     for table in tqdm(TABLES, desc="catalog", unit="table", disable=not progress):
         frame = builders[table]()
         write_parquet(frame, layout.table(table))
-        counts[table] = len(frame)
+        counts[table] = len(frame) + partitioned.get(table, 0)
         if table == "runs":
             loss_cols = [c for c in ("checkpoint", "stage", "step", "loss") if c in frame.columns]
             write_bytes_if_changed(layout.plot("loss"), frame[loss_cols].to_csv(index=False).encode())

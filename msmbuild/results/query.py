@@ -10,7 +10,7 @@ from typing import Any
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.layout import Layout
-from msmbuild.results.catalog import TABLES, build_catalog
+from msmbuild.results.catalog import TABLES, build_catalog, partition_dirs, view_sql
 from msmbuild.results.costs import BUILD_MARKER
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -57,10 +57,13 @@ def connect(params: Params, allow_external_access: bool = False):
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                      "autoload_known_extensions": False})
         con.execute("SET allowed_paths = $paths", {"paths": sorted(paths.values())})
+        # the corpora's document partitions, which the documents and calls views read in place
+        dirs = [d.resolve().as_posix() + "/" for d in partition_dirs(params)]
+        if dirs:
+            con.execute("SET allowed_directories = $dirs", {"dirs": dirs})
         con.execute("SET enable_external_access = false")
-    for table, path in paths.items():
-        quoted = path.replace("'", "''")
-        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{quoted}')")
+    for table, select in view_sql(params, resolve=True).items():
+        con.execute(f"CREATE VIEW {table} AS {select}")
     if not allow_external_access:
         con.execute("SET lock_configuration = true")
     return con

@@ -810,7 +810,7 @@ class Store:
         too; younger ones may belong to a writer that is still running. Run gc while no
         build writes to the store: an object written but not yet recorded is unreachable.
         """
-        keep_actions = set(keep_actions)
+        keep_actions = self._kept_closure(keep_actions)
         roots = set(keep_objects)
         removed_actions = 0
         for key in list(self.actions.iter_keys()):
@@ -853,6 +853,27 @@ class Store:
         return {"actions_removed": removed_actions, "objects_removed": removed_objects,
                 "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed,
                 "strays_quarantined": strays, "resume_removed": resume_removed}
+
+    def _kept_closure(self, keys: Iterable[str]) -> set[str]:
+        """keys plus every action a kept record names in ``meta["keeps"]`` (transitively).
+
+        A summary action (a corpus partition) lists the calls it was made from there, so a
+        gc root naming the partition keeps its calls without listing each one.
+        """
+        kept: set[str] = set()
+        stack = list(keys)
+        while stack:
+            key = stack.pop()
+            if key in kept:
+                continue
+            kept.add(key)
+            try:
+                record = self.actions.get(key)
+            except StoreError:
+                record = None
+            if record is not None:
+                stack.extend(k for k in record.meta.get("keeps", ()) if k not in kept)
+        return kept
 
     def _gc_resume(self, cutoff: float) -> int:
         """Remove abandoned resume state: a resume directory nobody holds a lease on and
