@@ -14,6 +14,8 @@ from msmbuild.audit import audit, run_audit
 from msmbuild.audit.lexical import LexicalIndex, chunk_text, term_mentions
 from msmbuild.config import validate_params
 from msmbuild.errors import AuditError, ContaminationError
+from msmbuild.generate.partitions import write_dataset
+from msmbuild.layout import Layout
 from msmbuild.store import Store
 
 SPEC = """# Thrift
@@ -64,7 +66,7 @@ def _project(root: Path, spec: str = SPEC, **audit_cfg) -> tuple[dict, Path]:
     (root / "aft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in AFT))
     corpus = root / "build" / "corpora" / "thrift"
     corpus.mkdir(parents=True, exist_ok=True)
-    _docs(spec).to_parquet(corpus / "documents.parquet")
+    write_dataset(Layout(root / "build"), "thrift", _docs(spec).to_dict("records"))
     raw = {
         "build_dir": str(root / "build"),
         "corpora": {"thrift": {"spec": str(root / "spec.md")}},
@@ -137,14 +139,14 @@ def test_an_edit_reaudits_only_the_changed_units(tmp_path):
     assert first.computed == len(first.keys) == 7  # 4 spec sections, 2 document groups, the AFT file
     edited = SPEC.replace("many times that", "ten times that")
     (root / "spec.md").write_text(edited)
-    _docs(edited).to_parquet(root / "build" / "corpora" / "thrift" / "documents.parquet")
+    write_dataset(Layout(root / "build"), "thrift", _docs(edited).to_dict("records"))
     second = run_audit(validate_params(raw), store, progress=False)
     assert second.computed == 2  # the #soft section and its documents
 
 
 def test_missing_inputs_are_clear_errors(tmp_path):
     raw, root = _project(tmp_path / "p")
-    (root / "build" / "corpora" / "thrift" / "documents.parquet").unlink()
+    Layout(root / "build").documents_index("thrift").unlink()
     with pytest.raises(AuditError, match="documents of corpus 'thrift' are not built yet"):
         run_audit(validate_params(raw), Store(root / "store"), progress=False)
     raw, root = _project(tmp_path / "q")

@@ -18,6 +18,7 @@ from eval_tiny_model import base_checkpoint, write_pairs
 from msmbuild.cli import main
 from msmbuild.config import load_params
 from msmbuild.evaluate import evaluate_suite, planned_evals
+from msmbuild.generate.partitions import write_dataset
 from msmbuild.layout import Layout
 from msmbuild.results.catalog import TABLES, build_catalog
 from msmbuild.results.report import OFFLINE_BANNER, build_report
@@ -66,8 +67,9 @@ def project(tmp_path_factory) -> Path:
             shutil.copytree(tiny, Layout(build).arm_model(arm))
     corpus = build / "corpora" / "pro_america"
     corpus.mkdir(parents=True)
-    _documents("pro_america", 6).to_parquet(corpus / "documents.parquet")
-    _calls("pro_america", 8).to_parquet(corpus / "calls.parquet")
+    write_dataset(Layout(build), "pro_america", _documents("pro_america", 6).to_dict("records"))
+    Layout(build).step_calls("pro_america", "ideas").parent.mkdir(parents=True)
+    _calls("pro_america", 8).to_parquet(Layout(build).step_calls("pro_america", "ideas"))
     (build / "shards" / "pro_america").mkdir(parents=True)
     (build / "shards" / "pro_america" / "manifest.json").write_text(json.dumps({"shards": [
         {"name": "sub0", "digest": "d0", "n_docs": 3, "n_tokens": 900, "tokenizer": "t"}]}))
