@@ -20,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
 from msmbuild.config import load_params
 from msmbuild.generate.corpus import generate_corpus
+from msmbuild.generate.partitions import read_calls
+from msmbuild.layout import Layout
 from msmbuild.spec import parse_spec
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "openai-model-spec"
@@ -50,7 +51,7 @@ def build(ws: Path, spec: Path, context: str, types: int, ideas: int) -> tuple[d
     start = time.perf_counter()
     generate_corpus(load_params(ws / "params.yaml"), "oai", progress=False)
     wall = time.perf_counter() - start
-    rows = pq.read_table(ws / "build/corpora/oai/calls.parquet").to_pylist()
+    rows = read_calls(Layout(ws / "build"), "oai").to_pylist()
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         s = out.setdefault(r["stage"], {"total": 0, "missed": 0})

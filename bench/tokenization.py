@@ -1,6 +1,6 @@
 """Tokenization throughput: `build_shards` vs `datasets.map(batched=True)`, same tokenizer.
 
-Both tokenize the same documents.parquet with the tiny base model's fast tokenizer, each
+Both tokenize the same documents (the partitioned dataset) with the tiny base model's fast tokenizer, each
 in a fresh subprocess so peak RSS is measured per method. Prints tokens/s, peak memory
 and the ratio (msmbuild / datasets).
 
@@ -28,9 +28,7 @@ SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "openai-
 
 
 def make_documents(workdir: Path, n_docs: int) -> Path:
-    """documents.parquet with n_docs documents over 50 subdomains (spec paragraphs, or seed text)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """The documents dataset with n_docs documents over 50 subdomains (spec paragraphs, or seed text)."""
 
     from msmbuild.models import seed_text
 
@@ -44,10 +42,11 @@ def make_documents(workdir: Path, n_docs: int) -> Path:
         body = "\n\n".join(texts[(i * 7 + j) % len(texts)] for j in range(4))
         rows.append({"doc_id": f"d{i}", "corpus": "bench", "domain": f"dom{i % 5}",
                      "subdomain": f"sub{i % 50}", "text": f"Document {i}.\n\n{body}"})
-    path = workdir / "build" / "corpora" / "bench" / "documents.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
+    from msmbuild.generate.partitions import write_dataset
+    from msmbuild.layout import Layout
+
+    write_dataset(Layout(workdir / "build"), "bench", rows)
+    return Layout(workdir / "build").documents_index("bench")
 
 
 def params(workdir: Path):
@@ -82,7 +81,7 @@ def run_datasets(workdir: Path) -> dict:
     tok = load_tokenizer(prepare_base_model(p, Store(workdir / "store")).path)
     cache = workdir / "hf-cache"
     start = time.perf_counter()
-    ds = datasets.Dataset.from_parquet(str(workdir / "build/corpora/bench/documents.parquet"),
+    ds = datasets.Dataset.from_parquet(str(workdir / "build/corpora/bench/documents/*.parquet"),
                                        cache_dir=str(cache))
     out = ds.map(lambda b: tok(b["text"], add_special_tokens=False), batched=True,
                  remove_columns=ds.column_names)
@@ -141,13 +140,13 @@ def main() -> None:
 
 def edit_one_document(workdir: Path) -> None:
     """Append a sentence to the first document (one subdomain's shard changes)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from msmbuild.generate.partitions import read_documents, write_dataset
+    from msmbuild.layout import Layout
 
-    path = workdir / "build" / "corpora" / "bench" / "documents.parquet"
-    rows = pq.read_table(path).to_pylist()
+    layout = Layout(workdir / "build")
+    rows = read_documents(layout, "bench").to_pylist()
     rows[0]["text"] += " One edited sentence."
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    write_dataset(layout, "bench", rows)
 
 
 if __name__ == "__main__":
