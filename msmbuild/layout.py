@@ -68,6 +68,11 @@ class Layout:
     def document_partition(self, corpus: str, partition: str) -> Path:
         return self.documents_dir(corpus) / f"{partition}.parquet"
 
+    def dedup_index(self, corpus: str) -> Path:
+        """dedup.sqlite: the LSH bands of every document, for near-duplicates across subdomains
+        (derived state, rebuilt from the store when missing; not a workflow output)."""
+        return self.corpus_dir(corpus) / "dedup.sqlite"
+
     def step_calls(self, corpus: str, step: str) -> Path:
         """The calls ledger of the tree and ideas steps (the documents step's is partitioned)."""
         return self.corpus_dir(corpus) / "calls" / f"{step}.parquet"

@@ -15,6 +15,7 @@ actions, each of which keeps its calls).
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from msmbuild.errors import MsmbuildError, SpecError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
 from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
+from msmbuild.generate.dedup import DedupIndex, decide, load_signatures, signature_bytes, signatures
 from msmbuild.generate.estimate import SpendingCap
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.partitions import (
@@ -48,7 +50,7 @@ from msmbuild.generate.stages import (
     structural_tree,
     write_documents,
 )
-from msmbuild.hashing import digest_text
+from msmbuild.hashing import digest_bytes, digest_text
 from msmbuild.layout import CORPUS_STEPS, Layout
 from msmbuild.spec import Spec, parse_spec
 from msmbuild.store import ActionResult, Store, write_roots
@@ -252,18 +254,20 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         if todo:
             docs = write_documents(tree, assertions, [r for sub in todo for r in by_sub[sub["id"]]], s.run)
             records.update(_save_partitions(s, todo, keys, docs))
-        changed = _place_partitions(s.store, s.layout, corpus, subs, keys, records)
+        changed, entries = _place_partitions(s.store, s.layout, corpus, subs, keys, records,
+                                             s.cfg.filters.dedup_threshold)
         write_roots(params.build_dir, f"corpus-{corpus}-documents", list(keys.values()))
         metas = [records[sub["id"]].meta for sub in subs]
         counts = {"documents generated": sum(m["n_generated"] for m in metas),
-                  "kept": sum(m["n_docs"] for m in metas),
+                  "kept": sum(e["n_docs"] for e in entries),
                   "too short": sum(m["too_short"] for m in metas),
                   "too long": sum(m["too_long"] for m in metas),
-                  "near-duplicates": sum(m["near_duplicate"] for m in metas),
+                  "near-duplicates": sum(m["near_duplicate"] for m in metas)
+                  + sum(len(e["dropped"]) for e in entries),
                   "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo)}
         if s.cfg.context == "full_incremental":
             current = digest_text(s.run.context) if s.run.context else ""
-            counts["made against an older spec"] = sum(n for m in metas for d, n in m["spec_digests"].items()
+            counts["made against an older spec"] = sum(n for e in entries for d, n in e["spec_digests"].items()
                                                        if d != current)
         return s.report("documents", counts, changed)
     finally:
@@ -323,36 +327,99 @@ def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, st
                 "sizes": {"documents": len(doc_bytes), "calls": len(call_bytes)},
                 "keeps": sorted({r["key"] for r in calls_by[sid] if not r["error"]})}
         outputs = {"documents": s.store.put_bytes(doc_bytes), "calls": s.store.put_bytes(call_bytes)}
+        if s.cfg.filters.dedup_threshold < 1.0:  # for near-duplicates across subdomains
+            outputs["signatures"] = s.store.put_bytes(signature_bytes(signatures(d["text"] for d in kept)))
         records[sid] = s.store.save_action(keys[sid], outputs, meta, durable=False)
     s.store.sync()
     return records
 
 
 def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict[str, Any]],
-                      keys: dict[str, str], records: dict[str, ActionResult]) -> list[str]:
-    """Place every partition whose file is not already the stored one; write the index."""
+                      keys: dict[str, str], records: dict[str, ActionResult], threshold: float
+                      ) -> tuple[list[str], list[dict[str, Any]]]:
+    """Place every partition whose file is not already right; write the index.
+
+    A partition's file is its candidates (the action's documents) less the rows that are
+    near-duplicates of an earlier subdomain's (``msmbuild.generate.dedup``); only the
+    partitions the persisted index names are decided again, and only a partition whose
+    candidates or dropped rows changed is read and written. Returns (paths changed, entries).
+    """
     old = read_index(layout, corpus)
     known = {p["partition"]: p for p in old["partitions"]} if old else {}
+    names = [partition_name(sub["id"]) for sub in subs]
+    recs = {name: records[sub["id"]] for name, sub in zip(names, subs, strict=True)}
+    drops = _cross_partition_drops(store, layout, corpus, names, recs, known, threshold)
     changed: list[str] = []
     entries = []
-    for sub in subs:
-        rec, name = records[sub["id"]], partition_name(sub["id"])
+    for name, sub in zip(names, subs, strict=True):
+        rec, was = recs[name], known.get(name, {})
         entry: dict[str, Any] = {"partition": name, "subdomain": sub["id"], "domain": sub["domain"],
-                                 "key": keys[sub["id"]], **{k: rec.meta[k] for k in INDEX_META}}
-        for kind, path in (("documents", layout.document_partition(corpus, name)),
-                           ("calls", layout.document_calls_partition(corpus, name))):
-            entry[kind] = {"digest": rec.outputs[kind], "size": rec.meta["sizes"][kind]}
-            if place(store, rec.outputs[kind], path, known.get(name, {}).get(kind)):
+                                 "key": keys[sub["id"]], "candidates": rec.outputs["documents"],
+                                 "dropped": drops[name], **{k: rec.meta[k] for k in INDEX_META}}
+        path = layout.document_partition(corpus, name)
+        if not drops[name]:
+            entry["documents"] = {"digest": rec.outputs["documents"], "size": rec.meta["sizes"]["documents"]}
+            if place(store, rec.outputs["documents"], path, was.get("documents")):
                 changed.append(str(path))
+        elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
+                and path.is_file() and path.stat().st_size == was["documents"]["size"]:
+            entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "cost_usd", "spec_digests")})
+        else:
+            entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
+            data = entry.pop("data")
+            if write_bytes_if_changed(path, data):
+                changed.append(str(path))
+        calls = layout.document_calls_partition(corpus, name)
+        entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
+        if place(store, rec.outputs["calls"], calls, was.get("calls")):
+            changed.append(str(calls))
         entries.append(entry)
-    names = [e["partition"] for e in entries]
     changed += remove_stale(layout.documents_dir(corpus), names)
     changed += remove_stale(layout.document_calls_dir(corpus), names)
     inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas(corpus),
               *(layout.step_calls(corpus, step) for step in CORPUS_STEPS[:-1])]
     if write_index(layout, corpus, entries, inputs):
         changed.append(str(layout.documents_index(corpus)))
-    return changed
+    return changed, entries
+
+
+def _cross_partition_drops(store: Store, layout: Layout, corpus: str, names: list[str],
+                           recs: dict[str, ActionResult], known: dict[str, dict[str, Any]],
+                           threshold: float) -> dict[str, list[int]]:
+    """Rows of each partition that near-duplicate an earlier subdomain's (none when dedup is off)."""
+    if threshold >= 1.0:
+        return {name: [] for name in names}
+    cache: dict[str, Any] = {}
+
+    def sigs(name: str):
+        if name not in cache:
+            cache[name] = load_signatures(store.get_bytes(recs[name].outputs["signatures"]))
+        return cache[name]
+
+    previous = {name: known[name].get("dropped") if known.get(name, {}).get("candidates")
+                == recs[name].outputs["documents"] else None for name in names}
+    index = DedupIndex(layout.dedup_index(corpus), threshold)
+    try:
+        return decide(index, names, {n: recs[n].outputs["documents"] for n in names}, sigs, previous,
+                      list(known))
+    finally:
+        index.close()
+
+
+def _without_rows(store: Store, candidates: str, dropped: list[int]) -> dict[str, Any]:
+    """A partition's bytes and index fields: its candidates less the dropped rows."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(io.BytesIO(store.get_bytes(candidates))).to_pylist()
+    gone = set(dropped)
+    kept = [r for i, r in enumerate(rows) if i not in gone]
+    data = parquet_bytes(kept, SCHEMAS["documents"])
+    digests: dict[str, int] = {}
+    for d in kept:
+        digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
+    return {"data": data, "documents": {"digest": digest_bytes(data), "size": len(data)},
+            "n_docs": len(kept), "n_chars": sum(d["n_chars"] for d in kept),
+            "cost_usd": float(sum(d["cost_usd"] for d in kept)), "spec_digests": digests}
 
 
 def generate_corpus(params: Params, corpus: str, *, max_concurrency: int | None = None,
