@@ -60,7 +60,7 @@ _COMMAND_STARTED = time.time()
 PARTITION_FORMAT = 1  # bump when a partition's content changes for the same inputs
 # What documents.json says of each partition (from its action's meta): counts for status,
 # the catalog's corpora row and the report, without reading a partition.
-INDEX_META = ("n_docs", "n_chars", "cost_usd", "n_calls", "calls_cost_usd", "new_cost_usd", "made_at",
+INDEX_META = ("n_docs", "n_chars", "kept_cost_usd", "n_calls", "calls_cost_usd", "new_cost_usd", "made_at",
               "spec_digests")
 
 
@@ -320,7 +320,8 @@ def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, st
                 "n_generated": len(docs_by[sid]), "n_docs": report.kept, "too_short": report.too_short,
                 "too_long": report.too_long, "near_duplicate": report.near_duplicate,
                 "n_chars": sum(d["n_chars"] for d in kept), "spec_digests": digests,
-                "cost_usd": float(sum(d["cost_usd"] for d in kept)), "n_calls": len(calls_by[sid]),
+                # not "cost_usd": store stats sums that key over actions, and the calls carry it
+                "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "n_calls": len(calls_by[sid]),
                 "calls_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in calls_by[sid])),
                 "new_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in made)),
                 "made_at": max((r["made_at"] or 0.0 for r in made), default=None),
@@ -363,7 +364,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
                 changed.append(str(path))
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
                 and path.is_file() and path.stat().st_size == was["documents"]["size"]:
-            entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "cost_usd", "spec_digests")})
+            entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests")})
         else:
             entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
             data = entry.pop("data")
@@ -419,7 +420,7 @@ def _without_rows(store: Store, candidates: str, dropped: list[int]) -> dict[str
         digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
     return {"data": data, "documents": {"digest": digest_bytes(data), "size": len(data)},
             "n_docs": len(kept), "n_chars": sum(d["n_chars"] for d in kept),
-            "cost_usd": float(sum(d["cost_usd"] for d in kept)), "spec_digests": digests}
+            "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "spec_digests": digests}
 
 
 def generate_corpus(params: Params, corpus: str, *, max_concurrency: int | None = None,

@@ -141,7 +141,7 @@ def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -
         entries.append({"partition": name, "subdomain": subdomain, "domain": group[0].get("domain"),
                         "key": None, "documents": {"digest": digest_bytes(data), "size": len(data)},
                         "n_docs": len(group), "n_chars": sum(r.get("n_chars") or 0 for r in group),
-                        "cost_usd": float(sum(r.get("cost_usd") or 0.0 for r in group)), "n_calls": 0,
+                        "kept_cost_usd": float(sum(r.get("cost_usd") or 0.0 for r in group)), "n_calls": 0,
                         "calls_cost_usd": 0.0, "new_cost_usd": 0.0, "made_at": None,
                         "spec_digests": {}})
     changed += remove_stale(layout.documents_dir(corpus), [e["partition"] for e in entries])

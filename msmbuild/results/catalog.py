@@ -138,7 +138,7 @@ def corpus_tables(params: Params):
         rows.append({"corpus": name, "spec": corpus.spec, "backend": corpus.backend,
                      "n_documents": sum(p["n_docs"] for p in parts),
                      "n_chars": sum(p["n_chars"] for p in parts),
-                     "cost_usd": float(sum(p["cost_usd"] for p in parts)),
+                     "cost_usd": float(sum(p["kept_cost_usd"] for p in parts)),
                      "calls_cost_usd": float(mine["cost_usd"].fillna(0).sum() if len(mine) else 0.0)
                      + sum(p["calls_cost_usd"] for p in parts),
                      "spent_usd": float(mine.loc[mine["this_build"], "cost_usd"].fillna(0).sum()
