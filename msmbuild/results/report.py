@@ -159,26 +159,30 @@ def plot_in_distribution(summary: Any, path: Path) -> bool:
     return True
 
 
+def _grouped_bars(rows: Any, by: str, labels: list[str], ylabel: str, path: Path) -> None:
+    """One bar per arm in each ``by`` group, with intervals."""
+    plt = _figure()
+    arms = sorted(rows["arm"].unique())
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(arms)
+    for k, arm in enumerate(arms):
+        sub = rows[rows["arm"] == arm].set_index(by).reindex(labels)
+        ax.bar([i + k * width for i in range(len(labels))], sub["estimate"].fillna(0), width,
+               yerr=_err(sub), capsize=2, label=arm)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 def plot_misalignment(summary: Any, path: Path) -> bool:
     """Harmful-action rate per arm and condition."""
     mis = summary[(summary["suite"] == "agentic_misalignment") & (summary["metric"] == "harmful_rate")]
     mis = mis[mis["condition"].notna() & (mis["condition"] != "all")]
     if mis.empty:
         return False
-    plt = _figure()
-    conditions = sorted(mis["condition"].unique())
-    arms = sorted(mis["arm"].unique())
-    fig, ax = plt.subplots(figsize=(11, 4))
-    width = 0.8 / len(arms)
-    for k, arm in enumerate(arms):
-        rows = mis[mis["arm"] == arm].set_index("condition").reindex(conditions)
-        ax.bar([i + k * width for i in range(len(conditions))], rows["estimate"].fillna(0), width,
-               yerr=_err(rows), capsize=2, label=arm)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(conditions))], conditions, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("harmful-action rate")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    _grouped_bars(mis, "condition", sorted(mis["condition"].unique()), "harmful-action rate", path)
     return True
 
 
@@ -209,20 +213,7 @@ def plot_reasoning_patterns(summary: Any, path: Path) -> bool:
     rows = rows[rows["estimate"].notna()]
     if rows.empty:
         return False
-    plt = _figure()
-    labels = list(dict.fromkeys(rows["value"]))
-    arms = sorted(rows["arm"].unique())
-    fig, ax = plt.subplots(figsize=(11, 4))
-    width = 0.8 / len(arms)
-    for k, arm in enumerate(arms):
-        sub = rows[rows["arm"] == arm].set_index("value").reindex(labels)
-        ax.bar([i + k * width for i in range(len(labels))], sub["estimate"].fillna(0), width,
-               yerr=_err(sub), capsize=2, label=arm)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of samples")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    _grouped_bars(rows, "value", list(dict.fromkeys(rows["value"])), "share of samples", path)
     return True
 
 
