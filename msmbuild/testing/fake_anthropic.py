@@ -674,10 +674,6 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.st
         if path == "/_fake/inject":
             st.faults.append(Fault(**body))
-        elif path == "/_fake/reset":
-            with st.lock:
-                st.reset_stats()
-                st.faults.clear()
         elif path == "/_fake/config":
             for key in ("latency_s", "batch_latency_s", "answer_chars", "list_items"):
                 if key in body:
@@ -767,12 +763,6 @@ class FakeAnthropic:
         """Counts per endpoint and per prompt, faults fired, in-flight maximum."""
         return self.state.stats()
 
-    def set_rate_limits(self, limits: dict[str, int] | None) -> None:
-        """Enforce these per-minute limits from now on, buckets full (None: no limits)."""
-        new = _RateLimits(limits or {})
-        with self.state.lock:
-            self.state.limits = new
-
     def reset(self) -> None:
         """Zero the counters and disarm every fault."""
         with self.state.lock:
@@ -799,11 +789,6 @@ def inject_remote(url: str, kind: str, times: int = 1, match: str | None = None,
                   retry_after: float | None = None) -> None:
     """inject() on a server at url."""
     _post(f"{url}/_fake/inject", asdict(Fault(kind, times, match, retry_after)))
-
-
-def reset_remote(url: str) -> None:
-    """reset() on a server at url."""
-    _post(f"{url}/_fake/reset", {})
 
 
 def configure_remote(url: str, **settings: Any) -> None:

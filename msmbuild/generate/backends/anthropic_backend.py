@@ -164,11 +164,7 @@ class AnthropicBackend(Backend):
         import anthropic
 
         check_not_retired(self.config.model, "backends.anthropic.model")
-        key = os.environ.get(self.config.api_key_env)
-        if not key:
-            raise BackendError(
-                f"environment variable {self.config.api_key_env} is not set "
-                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        key = self._api_key()
         client = anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=2,
                                      timeout=min(self.config.timeout_s, 60.0))
         try:
@@ -244,6 +240,15 @@ class AnthropicBackend(Backend):
             prefix += estimated_tokens(json.dumps(tools, sort_keys=True))
         return prefix >= min_cacheable_tokens(self.config.model)
 
+    def _api_key(self) -> str:
+        """The API key from the environment variable ``api_key_env`` names (read each time, kept nowhere)."""
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise BackendError(
+                f"environment variable {self.config.api_key_env} is not set "
+                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        return key
+
     def make_client(self) -> Any:
         """An AsyncAnthropic client for the current event loop; the SDK does no retries.
 
@@ -252,11 +257,7 @@ class AnthropicBackend(Backend):
         """
         import anthropic
 
-        key = os.environ.get(self.config.api_key_env)
-        if not key:
-            raise BackendError(
-                f"environment variable {self.config.api_key_env} is not set "
-                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        key = self._api_key()
         http_client = None
         if self.config.http_client == "aiohttp":
             try:
@@ -400,16 +401,14 @@ class _Run:
             meta = {"stop_reason": msg.stop_reason, "reasks": reasks,
                     "wall_s": time.perf_counter() - start, "cache_saving_usd": saving}
             if req.schema is None:
+                data, problem = None, None
                 text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
-                return GenResult(text=text, usage=usage, cost_usd=cost, model=self.cfg.model,
-                                 backend=self.b.name, batch=first is not None, meta=meta)
-            data, problem = _structured.extract(msg.content, req.schema, self.b.tool_name(req))
+            else:
+                data, problem = _structured.extract(msg.content, req.schema, self.b.tool_name(req))
+                text = json.dumps(data, ensure_ascii=False) if problem is None else ""
             if problem is None:
-                import json
-
-                return GenResult(text=json.dumps(data, ensure_ascii=False), data=data, usage=usage,
-                                 cost_usd=cost, model=self.cfg.model, backend=self.b.name,
-                                 batch=first is not None, meta=meta)
+                return GenResult(text=text, data=data, usage=usage, cost_usd=cost, model=self.cfg.model,
+                                 backend=self.b.name, batch=first is not None, meta=meta)
             if reasks >= self.cfg.max_reasks:
                 raise _ItemFailure(f"structured answer still malformed after {reasks} re-asks: {problem}")
             reasks += 1
