@@ -95,11 +95,6 @@ class AuditOutcome:
         return [r for r in self.rows if r["role"] == "held_out" and r["leak"] and not r["accepted"]]
 
 
-def audit_dir(params: Params) -> Path:
-    """build/audit/: contamination.parquet (per arm × item) and summary.json."""
-    return Layout.of(params).audit_dir
-
-
 # -- inputs -----------------------------------------------------------------------------
 def eval_items(params: Params, suite_names: Sequence[str]) -> list[EvalItem]:
     """The items of every audited suite that some arm runs (each suite says what its items are)."""
@@ -156,14 +151,11 @@ def aft_units(params: Params, name: str) -> list[TrainingUnit]:
 def arm_units(params: Params, arm: Arm, cache: dict[str, list[TrainingUnit]]) -> list[TrainingUnit]:
     """Every training input of one arm (the whole AFT dataset, whatever fraction the arm uses)."""
     units: list[TrainingUnit] = []
-    if arm.midtrain:
-        if f"corpus:{arm.midtrain}" not in cache:
-            cache[f"corpus:{arm.midtrain}"] = corpus_units(params, arm.midtrain)
-        units += cache[f"corpus:{arm.midtrain}"]
-    if arm.aft:
-        if f"aft:{arm.aft}" not in cache:
-            cache[f"aft:{arm.aft}"] = aft_units(params, arm.aft)
-        units += cache[f"aft:{arm.aft}"]
+    for kind, name, make in (("corpus", arm.midtrain, corpus_units), ("aft", arm.aft, aft_units)):
+        if name:
+            if f"{kind}:{name}" not in cache:
+                cache[f"{kind}:{name}"] = make(params, name)
+            units += cache[f"{kind}:{name}"]
     return units
 
 
@@ -431,13 +423,12 @@ def audit(params: Params, store: Store | None = None, progress: bool = True) -> 
 
     The outputs are written before the verdict, so a failing audit leaves its evidence.
     """
-    out = audit_dir(params)
     if not params.audit.enabled:
         outcome = AuditOutcome([], [], ["disabled (params.yaml audit.enabled: false)"])
     else:
         outcome = run_audit(params, store, progress)
     layout = Layout.of(params)
-    out.mkdir(parents=True, exist_ok=True)
+    layout.audit_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(outcome.rows, layout.contamination, SCHEMAS["contamination"])
     doc = {"format": "msmbuild-audit/1", "measures": outcome.measures, "sets": outcome.summary,
            "passed": not outcome.leaks, "n_leaks": len(outcome.leaks)}
