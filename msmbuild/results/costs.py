@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from msmbuild.buildmark import BUILD_MARKER, build_started, mark_build_started, snakemake_executes
+from msmbuild.buildmark import build_started
 
 
 def mark_this_build(calls: Any, started: float | None) -> Any:
@@ -45,5 +45,4 @@ def cost_totals(calls: Any, corpora: Any, store_cost_usd: float | None = None) -
             "this_build_usd": total(calls, "cost_usd", this_build) if this_build is not None else 0.0,
             "all_calls_ever_usd": store_cost_usd}
 
-__all__ = ["BUILD_MARKER", "build_started", "cost_totals", "mark_build_started", "mark_this_build",
-           "snakemake_executes"]
+__all__ = ["build_started", "cost_totals", "mark_this_build"]
