@@ -1,17 +1,8 @@
 """The CAS: immutable objects named by the xxh3-128 of their bytes.
 
-Layout: ``<root>/objects/ab/cdef…`` (first two hex characters as a fan-out directory).
-Trees are objects too: a canonical-JSON manifest of (relative path, digest, size, mode).
-
-Durability policy (batched commit): an object is written to a hidden temp file in its
-fan-out directory and renamed into place without an fsync of its own. ``sync()`` makes
-every write since the last sync durable at once (one ``syncfs`` of the store's
-filesystem). The action cache calls ``sync()`` before it writes an action record, so a
-record never refers to an object that a power loss could take away. What a crash can
-leave: renamed objects whose bytes never reached the disk; reads verify every digest, so
-such an object is reported as corrupt and recomputed or fetched again, never trusted.
-A process killed before the rename leaves only a hidden ``.tmp-*`` file, which no read
-sees and ``gc`` removes.
+Layout ``<root>/objects/ab/cdef…``; trees are canonical-JSON manifest objects. Writes are
+renamed into place unsynced and made durable together by ``sync()`` (one ``syncfs``);
+reads verify every digest. See docs/store.md, "Durability policy: batched commit".
 """
 
 from __future__ import annotations

@@ -1,32 +1,10 @@
 """The ``anthropic`` backend: Claude through the official SDK, fast, cheap and resumable.
 
-- Messages with bounded concurrency and paced to the API's rate limits: one
-  ``SharedLimiter`` and one ``RateBudget`` per base URL for the whole process
-  (``_ratelimit``). The budget mirrors the requests / input-token / output-token buckets
-  that ``anthropic-ratelimit-*`` headers describe and holds each request back until its
-  estimated cost fits, so a low rate-limit tier gets its whole limit without 429 storms.
-  The SDK's own retries are off (``max_retries=0``) so that a request waiting out a
-  backoff gives its slot back.
-- Retries with backoff for 408/409/429/5xx/529 and dropped connections. Errors that
-  will not heal either stop the run (401/403, an exhausted spend limit or credit: a
-  BackendError) or fail only their item (400/404/413/422: an ItemError).
-- Message Batches once ``batch.threshold`` requests are uncached: chunked submission,
-  polling with backoff, results handed on the moment each is read, errored and expired
-  items resubmitted up to ``batch.max_resubmits``, Messages for whatever is left after
-  that or after ``batch.timeout_s``. Batches in flight are recorded in ``<store>/batches``
-  (``_batches``) so a killed run collects them instead of paying again.
-- Prompt caching: the request's shared spec ``context`` is the first system block, marked
-  with ``cache_control`` when the prefix (tools + that block) reaches the model's minimum
-  cacheable length (``msmbuild.generate.caching``); the first request of each new prefix
-  goes alone so that the others read the cache instead of each writing it.
-- Preflight: one Models API call (``models.retrieve``) before the first request; a retired
-  or unknown model is an error naming ``backends.anthropic.model``.
-- Structured JSON through forced tool use, validated, re-asked up to ``max_reasks``
-  times (``_structured``).
-- Usage, cost and cache saving (``msmbuild.generate.backends.pricing``; batch discount) on every result.
-
-The API key is read from the environment variable named by ``api_key_env`` when a client
-is made and is kept nowhere else: not in ``identity()``, results, metadata or messages.
+Messages paced to the API's rate limits (``_ratelimit``), retries, Message Batches with a
+ledger a killed run collects (``_batches``), prompt caching, a Models API preflight,
+structured JSON by forced tool use (``_structured``) and cost on every result: each is
+described in docs/generate.md, "The anthropic backend". The API key is read from the
+variable ``api_key_env`` names when a client is made and is kept nowhere else.
 """
 
 from __future__ import annotations
