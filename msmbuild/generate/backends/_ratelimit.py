@@ -1,21 +1,9 @@
 """One concurrency budget and one rate budget per API endpoint, shared by the process.
 
-A ``SharedLimiter`` counts requests in flight across threads and event loops (every
-``generate`` call runs its own loop, and a process may run several at once), and holds
-every new request back while the API has asked us to wait (a 429's ``retry-after``, or an
-exhausted ``anthropic-ratelimit-*`` kind that the rate budget does not track).
-
-A ``RateBudget`` paces requests under the API's per-minute limits. The API keeps one
-token bucket per kind (requests, input tokens, output tokens) whose capacity is the
-per-minute limit, refilled continuously, and reports each on every answer in
-``anthropic-ratelimit-{kind}-limit/-remaining``. The budget mirrors those buckets: a
-request reserves its estimated cost before it is sent (1 request, its estimated
-uncached input tokens, its ``max_tokens`` — what the API charges up front) and waits,
-first come first served, until every bucket holds it; the answer settles the reservation
-to the tokens actually used, and its headers pull a bucket down whenever the API reports
-less than we hold (another process spending the same organization's limit). Until the
-first answer has come back, one request is in flight: it finds the limits out (an answer
-without rate-limit headers means none are paced).
+``SharedLimiter`` counts requests in flight across threads and event loops and holds new
+ones back while the API asks us to wait. ``RateBudget`` mirrors the API's per-minute
+token buckets (requests, input and output tokens): a request reserves its up-front cost
+and waits until every bucket holds it; the answer settles it (docs/generate.md, "Rate limits").
 """
 
 from __future__ import annotations
