@@ -287,11 +287,9 @@ class RateBudget:
         return wait
 
     def _take(self, cost: Mapping[str, float]) -> dict[str, float]:
-        taken = {}
-        for kind, bucket in self._buckets.items():
-            amount = cost.get(kind, 0.0)
-            bucket.level -= amount
-            taken[kind] = amount
+        taken = {kind: cost.get(kind, 0.0) for kind in self._buckets}
+        for kind, amount in taken.items():
+            self._buckets[kind].level -= amount
         return taken
 
 
@@ -301,10 +299,8 @@ def _set_done(future: asyncio.Future[None]) -> None:
 
 
 def _number(value: str | None) -> float | None:
-    if not value:
-        return None
     try:
-        return float(value)
+        return float(value) if value else None
     except ValueError:
         return None
 
@@ -317,19 +313,14 @@ _LIMITERS_LOCK = threading.Lock()
 def budget_for(base_url: str) -> RateBudget:
     """The process-wide rate budget of an API endpoint."""
     with _LIMITERS_LOCK:
-        budget = _BUDGETS.get(base_url)
-        if budget is None:
-            budget = _BUDGETS[base_url] = RateBudget()
-        return budget
+        return _BUDGETS.setdefault(base_url, RateBudget())
 
 
 def limiter_for(base_url: str, size: int) -> SharedLimiter:
     """The process-wide limiter of an API endpoint, sized to `size`."""
     with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get(base_url)
-        if limiter is None:
-            limiter = _LIMITERS[base_url] = SharedLimiter(size)
-        elif limiter.size != size:
+        limiter = _LIMITERS.setdefault(base_url, SharedLimiter(size))
+        if limiter.size != size:
             limiter.resize(size)
         return limiter
 
