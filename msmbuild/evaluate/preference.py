@@ -16,12 +16,7 @@ from typing import Any
 from msmbuild.config import Params, PreferenceEvalConfig
 from msmbuild.evaluate.stats import wilson_interval
 from msmbuild.evaluate.suite import AuditItem, EvalSuite, SuiteResult
-from msmbuild.models import (
-    LoadedModel,
-    render_prompt,
-    score_continuations,
-    uses_template,
-)
+from msmbuild.models import LoadedModel, render_prompt, score_continuations, uses_template
 from msmbuild.progress import Progress
 
 ALL = "all"
