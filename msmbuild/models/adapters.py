@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from msmbuild.errors import ModelInputError
+
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -28,8 +30,6 @@ def adapter_base(path: str | Path) -> str:
     config = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
     if not base:
-        from msmbuild.errors import ModelInputError
-
         raise ModelInputError(f"{Path(path) / ADAPTER_CONFIG}: no base_model_name_or_path")
     return str(base)
 
@@ -56,13 +56,9 @@ def frozen_adapters(path: str | Path) -> list[Path]:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        from msmbuild.errors import ModelInputError
-
         raise ModelInputError(f"{file}: invalid JSON ({exc.msg})") from None
     adapters = data.get("adapters")
     if data.get("format") != FORMAT or not isinstance(adapters, list) or adapters[-1:] != ["."]:
-        from msmbuild.errors import ModelInputError
-
         raise ModelInputError(f"{file}: not a checkpoint manifest of format {FORMAT}")
     return [Path(path) / a for a in adapters[:-1]]
 
