@@ -1,23 +1,15 @@
 """The contamination audit: does any eval item leak from the training inputs of its arm?
 
-For every arm that runs a data-driven eval suite (preference, qa), every eval item is
-compared with every training input of that arm: the midtraining corpus's spec (one unit
-per section) and generated documents (one unit per subdomain), and the AFT data (one unit
-per dataset). Per item and arm the audit reports
+For every arm that runs a suite with local items (preference, qa), every item is compared
+with every training input of that arm: the corpus's spec (one unit per section), its
+documents (one unit per subdomain) and the AFT data (one unit per dataset). Per item and
+arm it reports the longest run of shared consecutive words, the embedding cosine (when a
+model is configured) and the content-word cosine to the closest training text, and for
+``held_out`` items the mentions of the words that discuss the item's domain.
 
-- the longest run of consecutive words shared with a training text (verbatim copying);
-- the semantic similarity to the closest training text: cosine of a local embedding model
-  when one is configured, and the content-word cosine (lexical fallback, on by default);
-- for ``held_out`` items, the domain check: mentions in the training inputs of the words
-  that discuss the item's domain (a held-out domain the spec talks about is a leak even
-  when no sentence matches).
-
-Each (training unit, eval item set) comparison is one store action keyed by the unit's text
-digest, the items' digest, the audit version and the measure settings, so an edit to one
-spec section or one subdomain's documents re-audits that unit only. Thresholds are applied
-afterwards and are not in any key. A ``held_out`` item at or above a threshold fails the
-stage with a message naming the item and the matching training text, unless
-``audit.accept`` names the item or its domain.
+Each (unit, item set) comparison is one store action (docs/decisions.md); thresholds are
+applied afterwards. A ``held_out`` item at or above one fails the stage with a message
+naming the item and the matching text, unless ``audit.accept`` names it or its domain.
 """
 
 from __future__ import annotations
