@@ -225,11 +225,11 @@ class ObjectStore:
                 if not entry.name.startswith(".") and not is_digest(fan.name + entry.name):
                     yield Path(entry.path)
 
-    def quarantine_path(self, path: Path) -> Path:
+    def quarantine_path(self, path: Path, name: str | None = None) -> Path:
         """Move any file (a stray, a corrupt object) to ``root/quarantine/``; return where."""
         qdir = self.root / "quarantine"
         qdir.mkdir(parents=True, exist_ok=True)
-        dest = qdir / f"{path.name}.{os.getpid()}.{time.time_ns()}"
+        dest = qdir / f"{name or path.name}.{os.getpid()}.{time.time_ns()}"
         os.replace(path, dest)
         return dest
 
@@ -433,13 +433,9 @@ class ObjectStore:
             return False
         return isinstance(manifest, dict) and manifest.get("format") == TREE_FORMAT
 
-    def is_tree(self, digest: str) -> bool:
-        """True if the object is a tree manifest.
-
-        A manifest with unsafe entries counts as a tree, so that materializing it raises
-        UnsafeTreeError instead of placing the manifest's bytes as a file.
-        """
-        return self.looks_like_tree(digest)
+    # A manifest with unsafe entries counts as a tree, so that materializing it raises
+    # UnsafeTreeError instead of placing the manifest's bytes as a file.
+    is_tree = looks_like_tree
 
     # -- materialization -----------------------------------------------------
     def _link_or_copy(
@@ -558,12 +554,7 @@ class ObjectStore:
         Nothing is deleted: the bad bytes stay there for inspection. Returns the new path,
         or None when the object was not present.
         """
-        src = self.path(digest)
-        qdir = self.root / "quarantine"
-        qdir.mkdir(parents=True, exist_ok=True)
-        dest = qdir / f"{digest}.{os.getpid()}.{time.time_ns()}"
         try:
-            os.replace(src, dest)
+            return self.quarantine_path(self.path(digest), digest)
         except FileNotFoundError:
             return None
-        return dest

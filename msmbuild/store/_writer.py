@@ -8,6 +8,7 @@ next ``save_json``, ``flush`` or ``close`` (docs/store.md, "Durability policy").
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -70,13 +71,9 @@ class ResultWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc is None:
+        # keep what was received, but do not hide the error that got us here
+        with contextlib.suppress(StoreError) if exc is not None else contextlib.nullcontext():
             self.close()
-            return
-        try:  # keep what was received, but do not hide the error that got us here
-            self.close()
-        except StoreError:
-            pass
 
     def _raise_error(self) -> None:
         if self._error is not None:
