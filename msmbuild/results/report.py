@@ -119,8 +119,7 @@ def plot_msm_effect(effects: list[dict[str, Any]], path: Path) -> bool:
 
 def plot_values_matrix(summary: Any, path: Path) -> bool:
     """Favoured rate of each MSM arm on its own value, per held-out domain (the paper's matrix)."""
-    rows = preference_rows(summary, "held_out", domain=None)
-    rows = unswept(rows)
+    rows = unswept(preference_rows(summary, "held_out", domain=None))
     rows = rows[(rows["arm_kind"] == "msm") & (rows["value"] == rows["midtrain"]) & (rows["domain"] != ALL)]
     if rows.empty:
         return False
