@@ -735,11 +735,7 @@ class Store:
         dropped and the placed trees (or files) holding it are removed, so the next build
         recomputes exactly those results and nothing else. Strays are quarantined.
         """
-        report = RepairReport()
-        for path in list(self.cas.iter_strays()):
-            with contextlib.suppress(FileNotFoundError):
-                self.cas.quarantine_path(path)
-                report.strays += 1
+        report = RepairReport(strays=self._quarantine_strays())
         report.corrupt = [d for d in self.cas.iter_digests() if not self.cas.verify_object(d)]
         if not report.corrupt:
             return report
@@ -787,6 +783,15 @@ class Store:
         self.cas.sync()
         return report
 
+    def _quarantine_strays(self) -> int:
+        """Move every stray file out of objects/; returns how many."""
+        moved = 0
+        for path in list(self.cas.iter_strays()):
+            with contextlib.suppress(FileNotFoundError):
+                log.warning("moved stray file %s (not an object) to %s", path, self.cas.quarantine_path(path))
+                moved += 1
+        return moved
+
     def _restore_from_copy(self, digest: str, paths: list[Path]) -> bool:
         """Take the object back from a build path that still holds its exact bytes."""
         from msmbuild.hashing import digest_file
@@ -820,20 +825,11 @@ class Store:
                 self.actions.remove(key)
                 removed_actions += 1
         live = self._closure(d for d in roots if self.cas.has(d))
-        removed_objects = 0
-        freed = 0
-        for digest in list(self.cas.iter_digests()):
-            if digest not in live:
-                path = self.cas.path(digest)
-                freed += path.stat().st_size
-                self.cas.remove(digest)
-                removed_objects += 1
-        strays = 0
-        for path in list(self.cas.iter_strays()):
-            with contextlib.suppress(FileNotFoundError):
-                moved = self.cas.quarantine_path(path)
-                log.warning("moved stray file %s (not an object) to %s", path, moved)
-                strays += 1
+        dead = [d for d in self.cas.iter_digests() if d not in live]
+        freed = sum(self.cas.path(d).stat().st_size for d in dead)
+        for digest in dead:
+            self.cas.remove(digest)
+        strays = self._quarantine_strays()
         cutoff = time.time() - tmp_grace_s
         resume_removed = self._gc_resume(cutoff)
         tmp_removed = 0
@@ -849,7 +845,7 @@ class Store:
                     tmp_removed += 1
                 except FileNotFoundError:
                     continue
-        return {"actions_removed": removed_actions, "objects_removed": removed_objects,
+        return {"actions_removed": removed_actions, "objects_removed": len(dead),
                 "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed,
                 "strays_quarantined": strays, "resume_removed": resume_removed}
 

@@ -30,6 +30,7 @@ line of stdout; ``stats_remote(url)`` / ``inject_remote(url, ...)`` drive it ove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -817,10 +818,8 @@ def main(argv: list[str] | None = None) -> None:
     server = FakeAnthropic(args.latency, args.batch_latency, args.answer_chars, rate_limits=limits,
                            port=args.port)
     print(server.url, flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

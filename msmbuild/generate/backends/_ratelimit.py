@@ -9,6 +9,7 @@ and waits until every bucket holds it; the answer settles it (docs/generate.md, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -71,11 +72,9 @@ class SharedLimiter:
         try:
             await future
         except asyncio.CancelledError:
-            with self._lock:
-                try:
-                    self._waiters.remove((loop, future))
-                except ValueError:
-                    pass  # a slot is on its way to the cancelled future; _wake passes it on
+            # ValueError: a slot is on its way to the cancelled future; _wake passes it on
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, future))
             raise
 
     def release(self) -> None:
