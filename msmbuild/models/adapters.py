@@ -1,13 +1,9 @@
 """LoRA checkpoints as adapters on their base model, never as merged full copies.
 
-A LoRA stage writes ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's format,
-which vLLM serves on its base as is), the tokenizer, and ``config.json`` — the base model's
-architecture config, kept so every checkpoint directory has the same marker file the
-workflow tracks. ``base_model_name_or_path`` in the adapter config names the base: a hub id
-or a path relative to the project root (``build/models/base``), so the record is the same
-on every machine. msmbuild's loaders look for the adapter config first: a 32B checkpoint
-is a few hundred MB of adapter, not 64 GB of merged weights. Inference merges in memory;
-training continues the adapter itself.
+A LoRA stage writes peft's adapter files, the tokenizer and the base's ``config.json``;
+``base_model_name_or_path`` names the base as a hub id or project-relative path, and
+``checkpoint.json`` lists frozen adapters below it (docs/training.md). Inference merges
+in memory; training continues the adapter itself.
 """
 
 from __future__ import annotations

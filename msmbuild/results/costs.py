@@ -1,14 +1,5 @@
-"""The three cost totals, each with one definition (docs/query.md, "What things cost").
-
-- kept documents: what the model calls behind the documents a corpus keeps cost
-  (``corpora.cost_usd``; a filtered-out document's call is not in it);
-- all calls behind the current results: every call the current outputs were made from,
-  cached or not, at the price it was first paid (``calls``; ``corpora.calls_cost_usd``);
-- this build: calls answered by the model (not the cache) since the latest build began
-  (``calls.this_build``; ``corpora.spent_usd``). The workflow records when each
-  ``snakemake`` run begins, so a rerun that computes nothing reports $0;
-- all calls ever: every model call recorded in the store, including those behind outputs
-  since replaced (``msmbuild store stats``).
+"""The cost totals, each with one definition: kept documents, all calls behind the current
+results, this build, all calls ever (docs/query.md, "What things cost").
 """
 
 from __future__ import annotations

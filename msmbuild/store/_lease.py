@@ -113,16 +113,14 @@ class StaleWatch:
 
     def owner_gone(self) -> bool:
         """True when the owner died on this host or its heartbeat stopped for stale_s."""
-        owner = read_owner(self.path)
+        owner = read_owner(self.path)  # {} when created but not yet written: judge by the heartbeat
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
             return False  # released: the next try_acquire will tell
-        if not owner:  # created but not yet written (or garbage): judge by the heartbeat
-            owner = {}
-        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-            if not _pid_alive(owner["pid"]):
-                return True
+        if (owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
+                and not _pid_alive(owner["pid"])):
+            return True
         seen = (mtime, str(owner.get("token")))
         if seen != self._seen:
             self._seen, self._since = seen, time.monotonic()

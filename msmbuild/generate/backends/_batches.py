@@ -1,9 +1,8 @@
 """The ledger of Message Batches in flight, so a killed run collects instead of resubmitting.
 
-One small JSON file per submitted batch under ``<store>/batches/``: the batch id, when it
-was submitted, and which request digest each ``custom_id`` stands for. It is written
-(temp + fsync + rename) right after the batch is created and removed once every result
-of the batch has been read and handed on. No keys, prompts or credentials are in it.
+One JSON file per submitted batch under ``<store>/batches/`` (batch id, submission time,
+request digest of each ``custom_id``; no keys, prompts or credentials), written atomically
+when the batch is created and removed once its results are stored (docs/generate.md).
 """
 
 from __future__ import annotations
