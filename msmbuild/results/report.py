@@ -139,13 +139,17 @@ def plot_values_matrix(summary: Any, path: Path) -> bool:
     return True
 
 
+def _aft_answer_rows(summary: Any) -> Any:
+    """Unswept in-distribution rows of one value (every value favours the AFT answer there)."""
+    rows = unswept(preference_rows(summary, "in_distribution"))
+    return rows if rows.empty else rows[rows["value"] == sorted(rows["value"].dropna().unique())[0]]
+
+
 def plot_in_distribution(summary: Any, path: Path) -> bool:
     """Did AFT take? The rate of giving the AFT answer on the AFT's own cheese pairs, per arm."""
-    rows = unswept(preference_rows(summary, "in_distribution"))
+    rows = _aft_answer_rows(summary).sort_values("arm")
     if rows.empty:
         return False
-    first = sorted(rows["value"].dropna().unique())[0]  # every value favours the AFT answer here
-    rows = rows[rows["value"] == first].sort_values("arm")
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     ys = list(range(len(rows)))
@@ -377,10 +381,8 @@ def _findings(summary: Any, effects: list[dict[str, Any]], audit: Any, offline: 
                    f"{e['value']} item at {e['msm_rate']:.2f} vs {e['aft_only_rate']:.2f} for "
                    f"{e['reference']} (AFT only); difference {e['effect']:+.2f} "
                    f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}], {verdict}.")
-    ind = unswept(preference_rows(summary, "in_distribution"))
+    ind = _aft_answer_rows(summary)
     if not ind.empty:
-        first = sorted(ind["value"].unique())[0]
-        ind = ind[ind["value"] == first]
         base = ind[ind["arm_kind"] == "base"]["estimate"]
         trained = ind[ind["arm_kind"].isin(["aft_only", "msm"])]["estimate"]
         if len(base) and len(trained):

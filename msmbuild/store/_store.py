@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from msmbuild.errors import CorruptObjectError, DiskFullError, StoreError, UnsafeTreeError
-from msmbuild.hashing import action_key, canonical_json, digest_bytes, is_digest
+from msmbuild.hashing import action_key, canonical_json, digest_bytes, digest_file, is_digest
 from msmbuild.layout import DEFAULT_STORE_PATH, resume_dir
 from msmbuild.store import _lease
 from msmbuild.store._actions import ActionCache, ActionResult
@@ -234,8 +234,6 @@ class Store:
         try:
             if not self.remote.get_object_to(digest, Path(tmp)):
                 return False
-            from msmbuild.hashing import digest_file
-
             if digest_file(tmp) != digest:
                 raise CorruptObjectError(f"remote object {digest} at {self.remote.url} is corrupt")
             self.cas._install(Path(tmp), digest)
@@ -794,8 +792,6 @@ class Store:
 
     def _restore_from_copy(self, digest: str, paths: list[Path]) -> bool:
         """Take the object back from a build path that still holds its exact bytes."""
-        from msmbuild.hashing import digest_file
-
         for path in paths:
             with contextlib.suppress(OSError):
                 if digest_file(path) == digest:

@@ -90,10 +90,8 @@ def _add_usage(total: Usage, raw: Any) -> Usage:
         cache_creation_input_tokens=getattr(raw, "cache_creation_input_tokens", None) or 0,
         cache_read_input_tokens=getattr(raw, "cache_read_input_tokens", None) or 0,
     )
-    total.input_tokens += one.input_tokens
-    total.output_tokens += one.output_tokens
-    total.cache_creation_input_tokens += one.cache_creation_input_tokens
-    total.cache_read_input_tokens += one.cache_read_input_tokens
+    for name, tokens in vars(one).items():
+        setattr(total, name, getattr(total, name) + tokens)
     return one
 
 
