@@ -299,8 +299,7 @@ def run_audit(params: Params, store: Store | None = None, progress: bool = True)
     items = eval_items(params, suite_names) if arms else []
     trained = any(a.midtrain or a.aft for a in arms)
     terms = read_domain_terms(cfg, {i.domain for i in items if i.role == "held_out"} if trained else set())
-    embedding_id = None
-    embedder = None
+    embedding_id = embedder = None
     if cfg.embedding.path:
         from msmbuild.audit.embeddings import model_identity
 
@@ -352,16 +351,13 @@ def run_audit(params: Params, store: Store | None = None, progress: bool = True)
                         mentions += hit["mentions"]
             row = {"arm": arm.name, "experiment": arm.experiment, "midtrain": arm.midtrain, "aft": arm.aft,
                    "suite": item.suite, "item_id": item.item_id, "role": item.role, "domain": item.domain,
-                   "item_text": item.texts[0],
-                   "shared_words": int(shared or 0), "shared_text": "", "shared_source": shared_src,
-                   "shared_chunk": shared_chunk,
+                   "item_text": item.texts[0], "shared_words": int(shared or 0),
+                   "shared_text": next((r["shared_text"] for u, r in per_unit if u.name == shared_src), ""),
+                   "shared_source": shared_src, "shared_chunk": shared_chunk,
                    "lexical": lexical, "lexical_source": lexical_src, "lexical_chunk": lexical_chunk,
                    "embedding": emb, "embedding_source": emb_src, "embedding_chunk": emb_chunk,
                    "domain_mentions": mentions, "domain_term": d_term, "domain_source": d_src,
                    "domain_text": d_text}
-            best_unit = next(((u, r) for u, r in per_unit if u.name == shared_src), None)
-            if best_unit:
-                row["shared_text"] = best_unit[1]["shared_text"]
             reasons = _verdict(row, cfg)
             row["leak"] = bool(reasons)
             row["reasons"] = "; ".join(reasons)

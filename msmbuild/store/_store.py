@@ -247,16 +247,12 @@ class Store:
         Every object is re-hashed; a corrupt one is fetched again from the remote or, failing
         that, moved to quarantine and reported with CorruptObjectError.
         """
-        if not self.cas.verify_object(digest):
-            if not self._fetch_object(digest):
-                if self.cas.has(digest):
-                    bad = self.cas.path(digest)
-                    moved = self.cas.quarantine(digest)
-                    raise CorruptObjectError(
-                        f"object {digest} is corrupt: {bad} does not hash to its name"
-                        f" (moved to {moved})"
-                    )
-                raise StoreError(f"object {digest} is in neither the local store nor the remote")
+        if not self.cas.verify_object(digest) and not self._fetch_object(digest):
+            if self.cas.has(digest):
+                bad = self.cas.path(digest)
+                raise CorruptObjectError(f"object {digest} is corrupt: {bad} does not hash to its name"
+                                         f" (moved to {self.cas.quarantine(digest)})")
+            raise StoreError(f"object {digest} is in neither the local store nor the remote")
         if self.cas.is_tree(digest):
             for obj in {entry[1] for entry in self.cas.tree_entries(digest)}:
                 self.ensure_object(obj)
@@ -389,10 +385,7 @@ class Store:
         if found is None:
             return None
         record, source = found
-        if "value" in record.inline:
-            value = record.inline["value"]
-        else:
-            value = self.get_json(record.outputs["value"])
+        value = record.inline["value"] if "value" in record.inline else self.get_json(record.outputs["value"])
         return MemoResult(key, value, record.meta, True, source)
 
     def save_json(self, key: str, value: Any, meta: dict[str, Any],
