@@ -64,3 +64,12 @@ def write_docs(build: Path, corpus: str, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
+
+
+def train_aft(params: Params, arm: Any, store: Any, **kwargs: Any) -> Any:
+    """The workflow's two AFT stages in order: write the arm's data, then train on it."""
+    from msmbuild.train.aft import run_aft
+    from msmbuild.train.aft_data import prepare_arm_aft_data
+
+    prepare_arm_aft_data(params, arm, store)
+    return run_aft(params, arm, store, **kwargs)

@@ -437,6 +437,8 @@ def audit_input_files(params: Params) -> list[str]:
             files.add(str(Layout.of(params).documents(arm.midtrain)))
         if arm.aft and params.aft[arm.aft].source == "file" and params.aft[arm.aft].path:
             files.add(str(params.aft[arm.aft].path))
+        elif arm.aft:  # generated, mixed or stripped: the whole dataset the aft_data stage writes
+            files.add(str(Layout.of(params).aft_data(arm.aft)))
         for suite in arm.evals:
             files.update(suite_named(suite).data_files(params))
     trained = any(a.midtrain or a.aft for a in arms)  # arms without training inputs need no words

@@ -36,9 +36,8 @@ def _train(ctx: click.Context, arm: str | None, all_arms: bool, stage: str) -> N
     else:
         arms = list(midtrain_arms(p).values()) if stage == "midtrain" else aft_arms(p)
     store, layout = open_store(p), Layout.of(p)
-    made = [layout.midtrain_models] if stage == "midtrain" else [layout.aft_models, layout.aft_dir]
-    for d in made:
-        d.mkdir(parents=True, exist_ok=True)  # dvc tracks these, even with no arm to train
+    made = layout.midtrain_models if stage == "midtrain" else layout.aft_models
+    made.mkdir(parents=True, exist_ok=True)  # dvc tracks it, even with no arm to train
     run, dest = (run_midtrain, layout.arm_midtrain) if stage == "midtrain" else (run_aft, layout.arm_aft)
     for a in arms:
         result = run(p, a, store)
@@ -62,5 +61,5 @@ def midtrain(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
 @click.option("--all", "all_arms", is_flag=True, help="Every arm with an AFT step.")
 @click.pass_context
 def aft(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
-    """AFT for ARM, starting from its midtrained checkpoint or the base model."""
+    """AFT for ARM, starting from its midtrained checkpoint or the base model (needs `msmbuild aft-data --arm ARM` first)."""
     _train(ctx, arm, all_arms, "aft")
