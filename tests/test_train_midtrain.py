@@ -187,7 +187,7 @@ def test_two_process_accelerate_launch_trains_and_saves(tmp_path):
         p = tiny_params({str(tmp_path / "build")!r}, {str(tmp_path / "store")!r})
         r = run_midtrain(p, arm_by_name(p, "mc"), Store({str(tmp_path / "store")!r}))
         # one write per process: a line under PIPE_BUF is not interleaved with the other's
-        sys.stdout.write(f"PROCESSES {{r.meta['processes']}} HIT {{r.hit}}\n")
+        sys.stdout.write(f"PROCESSES {{r.meta['processes']}} HIT {{r.hit}}\\n")
         sys.stdout.flush()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
