@@ -23,6 +23,8 @@ CORPUS_STEPS = ("tree", "ideas", "documents")
 EVAL_SUMMARY, EVAL_ITEMS, EVAL_CALLS = "summary.json", "items.parquet", "calls.parquet"
 # The loss log a training run writes into its checkpoint (the catalog's runs table).
 TRAIN_LOG = "train_log.jsonl"
+# What a checkpoint was trained from, by content (its action inputs), inside the checkpoint.
+LINEAGE = "lineage.json"
 
 PathLike = str | os.PathLike[str]
 

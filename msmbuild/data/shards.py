@@ -27,7 +27,7 @@ import numpy as np
 
 from msmbuild.errors import TrainingInputError
 from msmbuild.fsutil import write_bytes_if_changed
-from msmbuild.hashing import digest_text
+from msmbuild.hashing import action_key, digest_text
 from msmbuild.layout import Layout
 from msmbuild.store import write_roots
 
@@ -81,6 +81,42 @@ def _scan(path: Path, by: str) -> OrderedDict[str, _Group]:
                 g = groups[group] = _Group(shard_name(group), [])
             g.docs.append((str(doc_id), digest_text(text)))
     return groups
+
+
+def shard_key(tokenizer: str, config: dict[str, Any], docs: list[tuple[str, str]]) -> str:
+    """The action key of one shard: tokenizer identity, shard config, (doc_id, text digest) in order."""
+    return action_key({"kind": "shard", "inputs": {"tokenizer": tokenizer, "config": config, "docs": docs}})
+
+
+@dataclass
+class ShardFreshness:
+    """Whether a corpus's shards are still what its documents make now."""
+
+    stale: dict[str, bool]  # shard name -> its documents have changed since it was built
+    missing: list[str]  # groups the documents have now and no shard holds
+
+    @property
+    def current(self) -> bool:
+        return not self.missing and not any(self.stale.values())
+
+
+def shard_freshness(params: Params, corpus: str) -> ShardFreshness | None:
+    """Compare the corpus's shard manifest with its documents now (no tokenizing: keys only).
+
+    A shard whose key, recomputed from the current documents with the manifest's tokenizer
+    and config, differs from the recorded one was built from other documents (they were
+    regenerated and the shards not rebuilt). None when the manifest or documents are absent.
+    """
+    layout = Layout.of(params)
+    path, docs = layout.manifest(corpus), layout.documents(corpus)
+    manifest = _read_manifest(path)
+    if not docs.is_file() or manifest.get("format") != SHARD_FORMAT:
+        return None
+    groups = _scan(docs, manifest["config"]["by"])
+    now = {g.name: shard_key(manifest["tokenizer"], manifest["config"], g.docs) for g in groups.values()}
+    recorded = {s["name"] for s in manifest["shards"]}
+    return ShardFreshness({s["name"]: now.get(s["name"]) != s["key"] for s in manifest["shards"]},
+                          sorted(group for group, g in groups.items() if g.name not in recorded))
 
 
 def _tokenize_groups(path: Path, by: str, todo: dict[str, _Group], tokenizer: Any,
@@ -151,7 +187,7 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
     records: dict[str, Any] = {}
     todo: dict[str, _Group] = {}
     for group, g in groups.items():
-        g.key = store.key("shard", {"tokenizer": tok_id, "config": shard_cfg, "docs": g.docs})
+        g.key = shard_key(tok_id, shard_cfg, g.docs)
         found = store.get_action(g.key)
         if found is None:
             todo[group] = g

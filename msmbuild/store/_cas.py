@@ -26,7 +26,7 @@ from typing import Any
 import xxhash
 
 from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
-from msmbuild.hashing import CHUNK, canonical_json, digest_bytes, is_digest
+from msmbuild.hashing import CHUNK, canonical_json, digest_bytes, digest_file, is_digest
 
 TREE_FORMAT = "msmbuild-tree/1"
 FICLONE = 0x40049409
@@ -118,6 +118,16 @@ def _walk_files(root: str, prefix: str) -> Iterator[tuple[str, str]]:
                 yield from _walk_files(entry.path, rel + "/")
             elif entry.is_file(follow_symlinks=False):
                 yield rel, entry.path
+
+
+def tree_digest(directory: str | os.PathLike[str]) -> str:
+    """The digest ``put_tree`` gives directory, computed without storing anything."""
+    root = os.fspath(directory)
+    entries = []
+    for rel, full in sorted(_walk_files(root, ""), key=lambda item: item[0].split("/")):
+        st = os.stat(full)
+        entries.append([rel, digest_file(full), st.st_size, bool(st.st_mode & stat.S_IXUSR)])
+    return digest_bytes(canonical_json({"format": TREE_FORMAT, "entries": entries}))
 
 
 def _umask() -> int:
