@@ -65,7 +65,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("checkpoint", STR), ("stage", STR), ("arm", STR), ("experiment", STR),
         ("base_model", STR), ("corpus", STR), ("aft", STR), ("exists", BOOL), ("bytes", INT),
         # by content: the checkpoint now, and what it was trained from (its lineage.json)
-        ("digest", STR), ("shard_digests", STR), ("start", STR), ("aft_data_digest", STR),
+        ("digest", STR), ("tree_digest", STR), ("shard_digests", STR), ("start", STR), ("aft_data_digest", STR),
         ("stale", BOOL)),
     "eval_items": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),

@@ -50,7 +50,10 @@ class Lineage:
             self._digests[checkpoint] = digest_dir(checkpoint)
         return self._digests[checkpoint]
 
-    def _tree(self, checkpoint: Path) -> str | None:
+    def tree(self, checkpoint: Path | None) -> str | None:
+        """The checkpoint's store tree digest now (what a start identity ``tree:<digest>`` names)."""
+        if checkpoint is None:
+            return None
         if checkpoint not in self._trees:
             self._trees[checkpoint] = tree_digest(checkpoint) if checkpoint.is_dir() else None
         return self._trees[checkpoint]
@@ -89,7 +92,7 @@ class Lineage:
         stale = False
         midtrain = self.layout.arm_midtrain(arm)
         if midtrain is not None:
-            tree = self._tree(midtrain)
+            tree = self.tree(midtrain)
             stale = (tree is not None and inputs.get("start") != f"tree:{tree}") \
                 or bool(self.midtrain_stale(midtrain, str(arm.midtrain)))
         p = arm.params(self.params)
@@ -99,10 +102,10 @@ class Lineage:
         return stale
 
     def columns(self, checkpoint: Path | None) -> dict[str, Any]:
-        """The checkpoints table's lineage columns: digest now, and what it was trained from."""
+        """The checkpoints table's lineage columns: digests now, and what it was trained from."""
         lineage = read_lineage(checkpoint) if checkpoint is not None and checkpoint.is_dir() else None
         inputs = lineage["inputs"] if lineage else {}
-        return {"digest": self.digest(checkpoint),
+        return {"digest": self.digest(checkpoint), "tree_digest": self.tree(checkpoint),
                 "shard_digests": json.dumps(inputs["shards"]) if "shards" in inputs else None,
                 "start": inputs.get("start") or inputs.get("base"),
                 "aft_data_digest": inputs.get("data")}

@@ -5,7 +5,8 @@ contamination audit, held-out domains (base / AFT-only / MSM arms, the MSM-minus
 effect, the values × domain matrix, data efficiency), in distribution, agentic
 misalignment, training and data, and per-role tables (held-out, in-distribution and recall
 are never pooled). The page says which backends and base models produced it, and carries
-a banner naming the corpora whose documents came from the offline backend.
+a banner naming the corpora whose documents came from the offline backend, and one naming
+the arms with stale numbers (msmbuild.results.lineage).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from msmbuild.results.analysis import ALL, msm_effects, preference_rows, unswept
 
 OFFLINE_BANNER = ("Documents in this build came from the offline backend: it is not a model, and its "
                   "documents are not training data of any value. Numbers below exercise the pipeline only.")
+
+
+STALE_BANNER = ("Some numbers below are stale: they were measured on checkpoints that the current data "
+                "would not give (documents, shards or AFT data changed, or the checkpoint was retrained, since). "
+                "Train and evaluate again before reading them; the stale column marks them.")
 
 
 def _figure():
@@ -349,6 +355,14 @@ def offline_corpora(documents: Any) -> list[str]:
     return sorted(documents.loc[offline, "corpus"].dropna().unique()) if offline is not False else []
 
 
+def stale_arms(summary: Any) -> list[str]:
+    """Arms with an eval number measured on a checkpoint that is not the current build's
+    (retrained since, or trained on documents or shards the build no longer holds)."""
+    if summary.empty or "stale" not in summary.columns:
+        return []
+    return sorted(summary.loc[summary["stale"].fillna(False).astype(bool), "arm"].dropna().unique())
+
+
 def _provenance(params: Params, documents: Any) -> str:
     built = sorted(documents["backend"].dropna().unique()) if "backend" in documents.columns else []
     bases = sorted({e.base_model for e in params.experiments.values() if e.enabled}) or ["(no experiments)"]
@@ -490,6 +504,10 @@ def build_report(params: Params, progress: bool = True) -> Path:
     if offline:
         parts.append(f"<div class='banner' id='offline-banner'>{html.escape(OFFLINE_BANNER)} "
                      f"(corpora: {html.escape(', '.join(offline))})</div>")
+    stale = stale_arms(summary)
+    if stale:
+        parts.append(f"<div class='banner' id='stale-banner'>{html.escape(STALE_BANNER)} "
+                     f"(arms: {html.escape(', '.join(stale))})</div>")
     parts.append(f"<p id='provenance'>{_provenance(params, frames['documents'])}</p>")
     parts.append("<h2 id='findings'>What this build shows</h2><ul>"
                  + "".join(f"<li>{html.escape(f)}</li>" for f in _findings(
@@ -534,7 +552,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
         rows = overall[overall["role"] == role] if "role" in overall.columns else overall.iloc[0:0]
         parts.append(f"<h2 id='role-{role}'>{html.escape(heading)}</h2>")
         parts.append(_table(rows, ["experiment", "arm", "suite", "metric", "value", "condition", "n",
-                                   "estimate", "ci_low", "ci_high", "note"]))
+                                   "estimate", "ci_low", "ci_high", "stale", "note"]))
     parts.append("<h2>Corpora</h2>")
     parts.append(_table(frames["corpora"], ["corpus", "spec", "backend", "n_documents", "n_chars", "cost_usd"]))
     parts.append(f"<p id='cost'>{html.escape(cost_line(params, frames['calls'], frames['corpora']))}</p>")
