@@ -241,7 +241,8 @@ class Layout:
         patterns = (self.documents("*"), self.corpus_calls("*"), self.manifest("*"),
                     self.eval_summary("*", "*"), self.eval_items("*", "*"),
                     self.eval_calls("*", "*"), self.aft_calls("*"), self.contamination)
-        return [p for pattern in patterns for p in self.glob(pattern)] + self.train_logs()
+        return ([p for pattern in patterns for p in self.glob(pattern)] + self.train_logs()
+                + sorted(self.models_dir.glob(f"**/{LINEAGE}")))
 
 
 # -- the store's directory (.msmbuild/store): state kept beside its objects ---------------
