@@ -48,7 +48,7 @@ def _query(sql: str) -> list[tuple]:
 @pytest.mark.slow
 def test_regenerated_documents_make_old_checkpoints_and_eval_numbers_stale(tmp_path: Path, monkeypatch) -> None:
     from eval_tiny_model import write_pairs
-    from train_helpers import synthetic_docs, tiny_params
+    from train_helpers import synthetic_docs, tiny_params, train_aft
 
     from msmbuild.data.shards import build_shards, load_manifest, shard_digests
     from msmbuild.evaluate import evaluate_suite
@@ -61,7 +61,6 @@ def test_regenerated_documents_make_old_checkpoints_and_eval_numbers_stale(tmp_p
     def write_docs(rows: list[dict]) -> None:  # documents.parquet as a corpus build writes it
         write_parquet([{**r, "backend": "offline", "produced_by_model": False, "cost_usd": 0.0} for r in rows],
                       Layout().documents("c"), SCHEMAS["documents"])
-    from msmbuild.train.aft import run_aft
 
     monkeypatch.chdir(tmp_path)
     Path("evals").mkdir()
@@ -78,7 +77,7 @@ def test_regenerated_documents_make_old_checkpoints_and_eval_numbers_stale(tmp_p
     write_docs(docs)
     build_shards(p, "c", store)
     arm = arm_by_name(p, "mc")
-    run_aft(p, arm, store)  # midtrains first
+    train_aft(p, arm, store)  # midtrains first
     evaluate_suite(p, arm, "preference", store, progress=False)
     layout = Layout.of(p)
 
@@ -130,7 +129,7 @@ def test_regenerated_documents_make_old_checkpoints_and_eval_numbers_stale(tmp_p
     assert {row[0] for row in _query("SELECT stale FROM eval_summary")} == {True}
 
     # retrained and re-evaluated: current again, and the numbers join the new checkpoint
-    run_aft(p, arm, store)
+    train_aft(p, arm, store)
     evaluate_suite(p, arm, "preference", store, progress=False)
     build_catalog(p, progress=False)
     assert dict(_query("SELECT stage, stale FROM checkpoints WHERE stage <> 'base'")) == {"midtrain": False, "aft": False}
