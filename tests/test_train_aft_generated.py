@@ -71,8 +71,9 @@ class RecordingBackend(OfflineBackend):
 
 def _params(tmp_path: Path, think: bool = True, n_queries: int = 4,
             backends: dict[str, Any] | None = None, **extra: Any) -> Params:
-    """One generated dataset 'gen'. The offline backend's queries recombine the same spec
-    text, so near-duplicate removal is off, and so are backfill rounds (both tested in
+    """One generated dataset 'gen' whose domains are the sections (model-invented domains:
+    test_aft_domains.py). The offline backend's queries recombine the same spec text, so
+    near-duplicate removal is off, and so are backfill rounds (both tested in
     test_aft_pairs_neardup.py): these tests count calls and rows of one round."""
     spec = tmp_path / "spec.md"
     if not spec.exists():
@@ -81,7 +82,7 @@ def _params(tmp_path: Path, think: bool = True, n_queries: int = 4,
         "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
         "backends": backends or {},
         "aft": {"gen": {"source": "generated", "spec": str(spec), "n_queries": n_queries,
-                        "think": think, "near_duplicates": {"lexical": False},
+                        "think": think, "near_duplicates": {"lexical": False}, "domains": "sections",
                         "backfill_rounds": 0, **extra}}})
 
 
