@@ -13,7 +13,8 @@ full_incremental``). It is priced as ``msmbuild plan`` prices a corpus's: the ca
 share one cache prefix (the same context and tool schema) pay one cache write and then
 cache reads of the context when the backend would mark it (``backends.anthropic
 .prompt_caching`` and a prefix that reaches the model's minimum cacheable length), plain
-input otherwise; a stage whose calls reach ``batch.threshold`` gets the batch price.
+input otherwise (``cached_context_tokens``, the rule the spending cap and corpus plans
+use); a stage whose calls reach ``batch.threshold`` gets the batch price.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ from msmbuild.generate.demonstrations import (
     sections_as_domains,
     stand_in_domains,
 )
-from msmbuild.generate.estimate import CHARS_PER_TOKEN, ITEM_OUTPUT_TOKENS, assumed_output_tokens
+from msmbuild.generate.estimate import (
+    CHARS_PER_TOKEN,
+    ITEM_OUTPUT_TOKENS,
+    assumed_output_tokens,
+    cached_context_tokens,
+)
 from msmbuild.generate.stages import sampling_for
 from msmbuild.spec import parse_spec
 
@@ -120,13 +126,11 @@ def plan_demonstrations(params: Params, name: str) -> DemonstrationPlan:
 
 def _price(params: Params, planned: list[Planned]) -> float:
     """USD of the planned calls, with cache writes and reads of each shared prefix."""
-    from msmbuild.generate.backends.anthropic_backend import AnthropicBackend
     from msmbuild.generate.backends.pricing import estimate_cost
     from msmbuild.generate.caching import estimated_tokens
 
     acfg = params.backends.anthropic
     model, prices = acfg.model, params.prices
-    backend = AnthropicBackend(acfg, prices)
     per_stage: dict[str, int] = {}
     prefixes: dict[tuple[str, str, str], list[Planned]] = {}
     for p in planned:
@@ -141,13 +145,12 @@ def _price(params: Params, planned: list[Planned]) -> float:
                               for p in group) / k)
         out = round(sum(p.output_tokens * p.count for p in group) / k)
         batch = acfg.batch.enabled and per_stage[stage] >= acfg.batch.threshold
-        ctx = estimated_tokens(context)
-        # the backend marks a prefix that another request shares and that is long enough
-        marked = k > 1 and bool(context) and "cache_control" in backend.params(group[0].request)["system"][0]
-        if marked:
+        # the backend marks a context long enough to cache when another request shares its prefix
+        ctx = cached_context_tokens(model, group[0].request, acfg.prompt_caching) if k > 1 else 0
+        if ctx:
             total += estimate_cost(model, k, prompt_in, out, prices, batch,
                                    cache_read_tokens=ctx, cache_write_tokens=ctx) \
                 - estimate_cost(model, 1, 0, 0, prices, batch, cache_read_tokens=ctx)
         else:
-            total += estimate_cost(model, k, prompt_in + ctx, out, prices, batch)
+            total += estimate_cost(model, k, prompt_in + estimated_tokens(context), out, prices, batch)
     return total
