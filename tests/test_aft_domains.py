@@ -216,7 +216,9 @@ def test_plan_prices_the_whole_spec_context_with_prompt_caching(tmp_path):
     def plan(caching: bool, spec: Path, context: str = "full_incremental") -> float:
         p = _params(tmp_path, spec=str(spec), backend="anthropic", context=context,
                     backends={"anthropic": {"prompt_caching": caching, "batch": {"enabled": False}}})
-        return plan_aft(p, "gen").cost_usd
+        planned = plan_aft(p, "gen")
+        assert ("priced as cache reads" in planned.note) == (caching and spec == long and context != "section")
+        return planned.cost_usd
 
     long = _long_spec(tmp_path / "long.md")
     cached, plain = plan(True, long), plan(False, long)

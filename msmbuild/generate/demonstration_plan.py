@@ -71,6 +71,7 @@ class DemonstrationPlan:
     domains: int
     calls: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
+    context_cached: bool = False  # the spec context is priced as cache reads (anthropic)
 
     @property
     def requests(self) -> int:
@@ -120,12 +121,13 @@ def plan_demonstrations(params: Params, name: str) -> DemonstrationPlan:
     for p in planned:
         plan.calls[p.request.stage] = plan.calls.get(p.request.stage, 0) + p.count
     if cfg.backend == "anthropic":
-        plan.cost_usd = _price(params, planned)
+        plan.cost_usd, plan.context_cached = _price(params, planned)
     return plan
 
 
-def _price(params: Params, planned: list[Planned]) -> float:
-    """USD of the planned calls, with cache writes and reads of each shared prefix."""
+def _price(params: Params, planned: list[Planned]) -> tuple[float, bool]:
+    """USD of the planned calls, with cache writes and reads of each shared prefix, and
+    whether any context is priced as cached."""
     from msmbuild.generate.backends.pricing import estimate_cost
     from msmbuild.generate.caching import estimated_tokens
 
@@ -138,7 +140,7 @@ def _price(params: Params, planned: list[Planned]) -> float:
         per_stage[r.stage] = per_stage.get(r.stage, 0) + p.count
         prefix = (r.stage, r.context, json.dumps(r.schema, sort_keys=True))
         prefixes.setdefault(prefix, []).append(p)
-    total = 0.0
+    total, any_cached = 0.0, False
     for (stage, context, _schema), group in prefixes.items():
         k = sum(p.count for p in group)
         prompt_in = round(sum((len(p.request.system) + len(p.request.prompt)) // CHARS_PER_TOKEN * p.count
@@ -148,9 +150,10 @@ def _price(params: Params, planned: list[Planned]) -> float:
         # the backend marks a context long enough to cache when another request shares its prefix
         ctx = cached_context_tokens(model, group[0].request, acfg.prompt_caching) if k > 1 else 0
         if ctx:
+            any_cached = True
             total += estimate_cost(model, k, prompt_in, out, prices, batch,
                                    cache_read_tokens=ctx, cache_write_tokens=ctx) \
                 - estimate_cost(model, 1, 0, 0, prices, batch, cache_read_tokens=ctx)
         else:
             total += estimate_cost(model, k, prompt_in + estimated_tokens(context), out, prices, batch)
-    return total
+    return total, any_cached

@@ -103,7 +103,9 @@ def _plan_generated(params: Params, name: str) -> AftPlan:
     domains = (f"{gen.domains} conversation domains ({cfg.n_domains} per section, invented by the model)"
                if cfg.domains == "model" else f"{gen.domains} sections as domains")
     calls = ", ".join(f"{n} {stage}" for stage, n in gen.calls.items())
-    caching = "; spec context priced with prompt caching" if cfg.backend == "anthropic" else ""
+    caching = "" if cfg.backend != "anthropic" else (
+        "; spec context priced as cache reads" if gen.context_cached else
+        "; spec context priced as plain input (prompt_caching off or below the model's cacheable minimum)")
     return AftPlan(name, f"generated from {cfg.spec} ({cfg.backend})", gen.examples,
                    params.plan.tokens_per_aft_example, requests=gen.requests, cost_usd=gen.cost_usd,
                    note=f"before the judge's filter; {domains}; calls: {calls}{caching}",
