@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from train_helpers import AFT_SPEC
 
 import msmbuild.generate.demonstrations as aft_generate
 from msmbuild.config import Params
@@ -20,25 +21,6 @@ from msmbuild.generate.backends.offline import OfflineBackend
 from msmbuild.layout import Layout
 from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
 from msmbuild.train.plan import plan_aft
-
-SPEC = """Shared preamble: the assistant follows these rules.
-
-# Alpha
-
-The assistant answers questions about alpha plainly and checks its facts before it speaks.
-
-## Alpha details
-
-When a user asks about alpha prices, the assistant gives the cheapest option first.
-
-# Beta
-
-The assistant declines to guess about beta and says what it does not know about beta.
-
-# Gamma
-
-The assistant keeps gamma answers short and points the user to a reliable gamma source.
-"""
 
 
 class DomainBackend(OfflineBackend):
@@ -86,7 +68,7 @@ def _params(tmp_path: Path, n_domains: int = 2, n_queries: int = 3, backends: di
             **extra: Any) -> Params:
     spec = tmp_path / "spec.md"
     if not spec.exists():
-        spec.write_text(SPEC)
+        spec.write_text(AFT_SPEC)
     return Params.model_validate({
         "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
         "backends": backends or {},
@@ -146,7 +128,7 @@ def test_rerun_makes_no_calls_and_an_edit_regenerates_one_section(tmp_path, monk
     assert read_demonstrations(prepare_aft_data(p, "gen")) == first
     assert backend.sent == []
 
-    (tmp_path / "spec.md").write_text(SPEC.replace("says what it does not know about beta",
+    (tmp_path / "spec.md").write_text(AFT_SPEC.replace("says what it does not know about beta",
                                                    "names the beta sources it would need"))
     second = read_demonstrations(prepare_aft_data(p, "gen"))
     # Beta's domain call, then its two domains' query, reply and judge calls; nothing else
@@ -225,7 +207,7 @@ def test_plan_prices_the_whole_spec_context_with_prompt_caching(tmp_path):
     assert 0 < cached < 0.6 * plain  # each prefix: one write, then reads at a tenth of the input price
     # below the model's minimum cacheable prefix nothing is marked: plain input either way
     short = tmp_path / "short.md"
-    short.write_text(SPEC)
+    short.write_text(AFT_SPEC)
     assert plan(True, short) == pytest.approx(plan(False, short))
     # context: section sends each section's own context (~2.3k tokens here): below the minimum
     assert plan(True, long, "section") == pytest.approx(plan(False, long, "section"))
