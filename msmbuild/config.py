@@ -289,7 +289,12 @@ class AftDataConfig(Section):
     path: str | None = Field(None, description="jsonl of {\"messages\": [...]} for source: file.")
     spec: str | None = Field(None, description="Spec to generate demonstrations from (source: generated).")
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend (source: generated).")
-    n_queries: int = Field(10, ge=1, description="Examples to keep per domain when generated (the backfill target).")
+    domains: Literal["model", "sections"] = Field(
+        "model", description="Conversation domains of the queries: model = invented by the model, n_domains per top-level "
+                             "section, each call keyed by its section (the paper's generator invents them for the whole spec); "
+                             "sections = the top-level sections themselves.")
+    n_domains: int = Field(5, ge=1, description="Conversation domains the model invents per top-level section (domains: model).")
+    n_queries: int = Field(10, ge=1, description="Examples to keep per conversation domain when generated (the backfill target).")
     near_duplicates: NearDupConfig = Field(default_factory=NearDupConfig, description="Near-duplicate removal of generated queries (per domain).")
     question_types: dict[str, str] = Field(
         default_factory=lambda: {

@@ -62,15 +62,13 @@ def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:
         return params
     raw = params.model_dump(mode="json")
     for dotted, value in overrides.items():
-        parts = dotted.split(".")
+        *path, last = dotted.split(".")
         node = raw
-        for part in parts[:-1]:
-            if not isinstance(node, dict) or part not in node:
-                raise ParamsError(f"sweep key '{dotted}': no such parameter")
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node:
             raise ParamsError(f"sweep key '{dotted}': no such parameter")
-        node[parts[-1]] = value
+        node[last] = value
     return validate_params(raw, "params.yaml (sweep)")
 
 
@@ -132,18 +130,15 @@ def arm_by_name(params: Params, name: str) -> Arm:
 # -- what the build front ends (Snakemake, dvc, CLI) need to know about training targets ----
 def corpus_base_model_name(params: Params, corpus: str) -> str:
     """The base model whose tokenizer a corpus's shards use: the first arm midtraining on it."""
-    for arm in expand_arms(params):
-        if arm.midtrain == corpus:
-            return arm.base_model
-    return "tiny"
+    return next((arm.base_model for arm in expand_arms(params) if arm.midtrain == corpus), "tiny")
 
 
 def midtrain_arms(params: Params) -> dict[str, Arm]:
     """One representative arm per midtraining tag (arms sharing a tag share the checkpoint)."""
     out: dict[str, Arm] = {}
     for arm in expand_arms(params):
-        if arm.midtrain_tag is not None and arm.midtrain_tag not in out:
-            out[arm.midtrain_tag] = arm
+        if arm.midtrain_tag is not None:
+            out.setdefault(arm.midtrain_tag, arm)
     return out
 
 
@@ -154,8 +149,4 @@ def aft_arms(params: Params) -> list[Arm]:
 
 def midtrained_corpora(params: Params) -> list[str]:
     """Corpora some arm midtrains on, in config order."""
-    seen: list[str] = []
-    for arm in expand_arms(params):
-        if arm.midtrain is not None and arm.midtrain not in seen:
-            seen.append(arm.midtrain)
-    return seen
+    return list(dict.fromkeys(arm.midtrain for arm in expand_arms(params) if arm.midtrain is not None))

@@ -23,6 +23,8 @@ CORPUS_STEPS = ("tree", "ideas", "documents")
 EVAL_SUMMARY, EVAL_ITEMS, EVAL_CALLS = "summary.json", "items.parquet", "calls.parquet"
 # The loss log a training run writes into its checkpoint (the catalog's runs table).
 TRAIN_LOG = "train_log.jsonl"
+# What a checkpoint was trained from, by content (its action inputs), inside the checkpoint.
+LINEAGE = "lineage.json"
 
 PathLike = str | os.PathLike[str]
 
@@ -260,7 +262,8 @@ class Layout:
         patterns = (self.documents_index("*"), self.step_calls("*", "*"), self.manifest("*"),
                     self.eval_summary("*", "*"), self.eval_items("*", "*"),
                     self.eval_calls("*", "*"), self.aft_calls("*"), self.contamination)
-        return [p for pattern in patterns for p in self.glob(pattern)] + self.train_logs()
+        return ([p for pattern in patterns for p in self.glob(pattern)] + self.train_logs()
+                + sorted(self.models_dir.glob(f"**/{LINEAGE}")))
 
 
 # -- the store's directory (.msmbuild/store): state kept beside its objects ---------------

@@ -29,7 +29,7 @@ def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
 
 
 CALL_FIELDS = (
-    ("key", STR), ("corpus", STR), ("stage", STR), ("subdomain", STR), ("backend", STR),
+    ("key", STR), ("corpus", STR), ("stage", STR), ("prompt_version", STR), ("subdomain", STR), ("backend", STR),
     ("model", STR), ("cache_hit", BOOL), ("input_tokens", INT), ("output_tokens", INT),
     ("cache_creation_input_tokens", INT), ("cache_read_input_tokens", INT),
     ("cache_saving_usd", FLOAT), ("cost_usd", FLOAT), ("wall_s", FLOAT), ("made_at", FLOAT), ("error", STR),
@@ -58,18 +58,21 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_chars", INT), ("cost_usd", FLOAT), ("calls_cost_usd", FLOAT), ("spent_usd", FLOAT),
         ("offline", BOOL)),
     "shards": _schema(
-        ("corpus", STR), ("name", STR), ("digest", STR), ("n_docs", INT), ("n_tokens", INT),
-        ("tokenizer", STR)),
+        ("corpus", STR), ("name", STR), ("group", STR), ("key", STR), ("bin", STR), ("idx", STR),
+        ("n_docs", INT), ("n_tokens", INT), ("stale", BOOL)),
     "runs": _schema(("checkpoint", STR), ("stage", STR), ("step", INT), ("loss", FLOAT)),
     "checkpoints": _schema(
         ("checkpoint", STR), ("stage", STR), ("arm", STR), ("experiment", STR),
-        ("base_model", STR), ("corpus", STR), ("aft", STR), ("exists", BOOL), ("bytes", INT)),
+        ("base_model", STR), ("corpus", STR), ("aft", STR), ("exists", BOOL), ("bytes", INT),
+        # by content: the checkpoint now, and what it was trained from (its lineage.json)
+        ("digest", STR), ("tree_digest", STR), ("shard_digests", STR), ("start", STR), ("aft_data_digest", STR),
+        ("stale", BOOL)),
     "eval_items": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),
-        ("item_id", STR), ("role", STR), ("domain", STR), ("value", STR)),
+        ("checkpoint_digest", STR), ("stale", BOOL), ("item_id", STR), ("role", STR), ("domain", STR), ("value", STR)),
     "eval_summary": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),
-        ("midtrain", STR), ("aft", STR), ("sweep_key", STR), ("sweep_value", FLOAT),
+        ("checkpoint_digest", STR), ("stale", BOOL), ("midtrain", STR), ("aft", STR), ("sweep_key", STR), ("sweep_value", FLOAT),
         ("metric", STR), ("role", STR), ("value", STR), ("domain", STR), ("condition", STR), ("kind", STR), ("n", INT),
         ("successes", FLOAT), ("estimate", FLOAT), ("ci_low", FLOAT), ("ci_high", FLOAT),
         ("judged", BOOL), ("note", STR)),

@@ -3,7 +3,7 @@
 # schedules again restores the checkpoint instead of training.
 
 from msmbuild.experiments import aft_arms, midtrain_arms
-from msmbuild.train.aft_data import aft_input_files
+from msmbuild.train.aft_data import arm_aft_data
 
 # Training jobs start through msmbuild.train.launch: the rule's `gpu` resource (the SLURM
 # plugin's GPU count) is the number of processes (accelerate launch --num_processes N when
@@ -32,11 +32,11 @@ def train_settings(arm, step):
 
 
 def aft_inputs(wildcards):
-    """An AFT job needs its start checkpoint and the local files its AFT data is built from."""
+    """An AFT job needs its start checkpoint and the data file the aft_data rule writes."""
     arm = AFT_ARMS[wildcards.arm]
     start = (str(LAYOUT.midtrain_model(arm.midtrain_tag) / "config.json") if arm.midtrain
              else base_model_input(arm.base_model))
-    return ([start] if isinstance(start, str) else start) + aft_input_files(PARAMS, arm.aft)
+    return ([start] if isinstance(start, str) else start) + [str(arm_aft_data(PARAMS, arm))]
 
 
 rule base_model:

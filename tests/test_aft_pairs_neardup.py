@@ -186,7 +186,7 @@ def _picky_params(tmp_path: Path, rounds: int) -> Params:
     return Params.model_validate({
         "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
         "aft": {"gen": {"source": "generated", "spec": str(spec), "n_queries": 6, "think": True,
-                        "backfill_rounds": rounds, "near_duplicates": {"lexical": False}}}})
+                        "domains": "sections", "backfill_rounds": rounds, "near_duplicates": {"lexical": False}}}})
 
 
 def test_backfill_rounds_reach_the_target_and_a_rerun_repeats_nothing(tmp_path, monkeypatch):

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_helpers import synthetic_docs, tiny_params, write_docs
+from train_helpers import synthetic_docs, tiny_params, train_aft, write_docs
 
 from msmbuild.data.shards import build_shards
 from msmbuild.experiments import arm_by_name
 from msmbuild.layout import TRAIN_LOG, Layout
 from msmbuild.models import prepare_base_model
 from msmbuild.store import Store
-from msmbuild.train.aft import run_aft
 from msmbuild.train.midtrain import run_midtrain
 
 pytestmark = pytest.mark.faults
@@ -74,7 +73,7 @@ def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_p
     monkeypatch.chdir(tmp_path / "a")
     p, store, arm = _setup(Path("."))
     straight = run_midtrain(p, arm, store)
-    aft_straight = run_aft(p, arm, store)
+    aft_straight = train_aft(p, arm, store)
     # retrain the same action (different speed: it is a new run)
     store.actions.remove(straight.key)
     retrained = run_midtrain(p, arm, store)
@@ -88,7 +87,7 @@ def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_p
     resumed = run_midtrain(q, arm_b, other)
     assert resumed.meta["resumed_from"] == 2
     assert resumed.key == straight.key and resumed.value == straight.value
-    aft_resumed = run_aft(q, arm_b, other)
+    aft_resumed = train_aft(q, arm_b, other)
     assert aft_resumed.key == aft_straight.key and aft_resumed.value == aft_straight.value
     log = (Layout.of(q).arm_midtrain(arm_b) / TRAIN_LOG).read_text()
     assert "tokens_per_s" not in log and "resumed_from" not in log

@@ -238,6 +238,17 @@ def test_offline_banner_follows_the_documents_not_the_params():
     assert offline_corpora(model.assign(produced_by_model=False)) == ["b"]
 
 
+def test_stale_banner_names_the_arms_with_a_stale_number():
+    from msmbuild.results.report import stale_arms
+
+    summary = pd.DataFrame([{"arm": "base", "stale": None}, {"arm": "msm", "stale": False},
+                            {"arm": "msm", "stale": True}, {"arm": "aft_only", "stale": False}])
+    assert stale_arms(summary) == ["msm"]
+    assert stale_arms(summary.assign(stale=False)) == []
+    assert stale_arms(summary.iloc[0:0]) == []
+    assert stale_arms(summary.drop(columns="stale")) == []  # a catalog from before the column
+
+
 def test_msm_effect_against_the_aft_only_arm():
     from msmbuild.results.analysis import difference_interval, msm_effects
 
@@ -254,3 +265,32 @@ def test_msm_effect_against_the_aft_only_arm():
     assert effects["msm_y"]["reference"] == "aft_only" and not effects["msm_y"]["distinguishable"]
     d, low, high = difference_interval(0.5, 100, 0.5, 100)
     assert d == 0 and low < 0 < high and high - low < 0.3
+
+
+@pytest.mark.slow
+def test_an_eval_number_whose_checkpoint_changed_since_shows_stale(project, tmp_path, monkeypatch):
+    root = tmp_path / "copy"
+    shutil.copytree(project, root, symlinks=True)
+    monkeypatch.chdir(root)
+    params = load_params("params.yaml", check_files=False)
+    for arm, suite in planned_evals(params):
+        evaluate_suite(params, arm, suite, progress=False)
+    build_catalog(params, progress=False)
+    con = duckdb.connect()
+    con.execute(Path("build/results/catalog.sql").read_text())
+    joined = con.execute("SELECT e.arm, bool_or(e.stale), count(c.digest) FROM eval_summary e "
+                         "LEFT JOIN checkpoints c ON c.digest = e.checkpoint_digest GROUP BY e.arm").fetchall()
+    assert len(joined) == 5 and all(stale is False and n > 0 for _arm, stale, n in joined), joined
+    # the base checkpoint is replaced (retrained) and its eval not rerun: visibly stale
+    weights = next(Layout(Path("build")).base_model.glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.unlink()
+    weights.write_bytes(data[:-8] + bytes(8))
+    build_catalog(params, progress=False)
+    con = duckdb.connect()
+    con.execute(Path("build/results/catalog.sql").read_text())
+    stale = dict(con.execute("SELECT arm, bool_or(stale) FROM eval_summary GROUP BY arm").fetchall())
+    assert stale.pop("base") is True and len(stale) == 4 and not any(stale.values()), stale
+    # by content the old number still joins the copies it was measured on, not the new base
+    assert con.execute("SELECT count(*) FROM eval_summary e JOIN checkpoints c ON c.digest = e.checkpoint_digest "
+                       "WHERE e.arm = 'base' AND c.stage = 'base'").fetchone() == (0,)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from train_helpers import synthetic_docs, tiny_params, write_docs
+from train_helpers import synthetic_docs, tiny_params, train_aft, write_docs
 
 from msmbuild.data.packing import IGNORE_INDEX
 from msmbuild.data.shards import build_shards
@@ -15,7 +15,7 @@ from msmbuild.errors import TrainingInputError
 from msmbuild.experiments import arm_by_name
 from msmbuild.models import load_model, load_tokenizer, prepare_base_model
 from msmbuild.store import Store
-from msmbuild.train.aft import encode_chat, run_aft
+from msmbuild.train.aft import encode_chat
 from msmbuild.train.aft_data import nested_subset, prepare_aft_data, read_demonstrations
 
 
@@ -80,15 +80,15 @@ def test_aft_trains_from_base_and_from_midtrained_and_caches(tmp_path):
     store = Store(tmp_path / "store")
     write_docs(tmp_path / "build", "c", synthetic_docs())
     build_shards(p, "c", store)
-    plain = run_aft(p, arm_by_name(p, "plain"), store)
-    msm = run_aft(p, arm_by_name(p, "msm"), store)
+    plain = train_aft(p, arm_by_name(p, "plain"), store)
+    msm = train_aft(p, arm_by_name(p, "msm"), store)
     assert not plain.hit and not msm.hit
     assert plain.meta["start"].startswith("dir:") and msm.meta["start"].startswith("tree:")
     assert msm.meta["steps"] == 4 and msm.meta["n_examples"] == 8
     ckpt = tmp_path / "build" / "models" / "aft" / "msm"
     assert load_model(ckpt).config.model_type == "llama" and len(load_tokenizer(ckpt)) > 0
     assert len((ckpt / "train_log.jsonl").read_text().splitlines()) == 4
-    assert run_aft(p, arm_by_name(p, "msm"), store).hit
+    assert train_aft(p, arm_by_name(p, "msm"), store).hit
 
 
 def test_cli_aft_data_and_aft(tmp_path, monkeypatch):
@@ -119,7 +119,7 @@ def test_lora_aft_continues_the_midtrained_adapter_on_the_same_base(tmp_path):
     store = Store(tmp_path / "store")
     write_docs(tmp_path / "build", "c", synthetic_docs())
     build_shards(p, "c", store)
-    run_aft(p, arm_by_name(p, "msm"), store)
+    train_aft(p, arm_by_name(p, "msm"), store)
     mid, aft = tmp_path / "build/models/midtrain/c", tmp_path / "build/models/aft/msm"
     for ckpt in (mid, aft):  # adapters only, both on the base model
         assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
@@ -172,7 +172,7 @@ def test_continue_adapter_starts_from_the_msm_adapter_and_saves_only_an_adapter(
     trainable = {n.replace(".default", ""): t for n, t in begin.model.named_parameters() if t.requires_grad}
     assert set(trainable) == set(msm)
     assert all(torch.equal(trainable[k], msm[k]) for k in msm)
-    run_aft(p, arm_by_name(p, "msm"), store)
+    train_aft(p, arm_by_name(p, "msm"), store)
     ckpt = tmp_path / "build" / "models" / "aft" / "msm"
     weights = sorted(f.name for f in ckpt.rglob("*.safetensors"))
     assert weights == ["adapter_model.safetensors"]  # no merged copy anywhere
@@ -194,7 +194,7 @@ def test_evals_load_base_plus_adapter_without_writing_a_merged_copy(tmp_path):
 
     p = _lora_params(tmp_path, "continue_adapter")
     store, _res, _mid = _msm(tmp_path, p)
-    run_aft(p, arm_by_name(p, "msm"), store)
+    train_aft(p, arm_by_name(p, "msm"), store)
     ckpt = tmp_path / "build" / "models" / "aft" / "msm"
     before = sorted(x.name for x in ckpt.rglob("*"))
     lm = load_for_eval(ckpt)
@@ -211,7 +211,7 @@ def test_fresh_lora_keeps_the_msm_adapter_frozen_below_a_new_one(tmp_path):
 
     p = _lora_params(tmp_path, "fresh_lora", lr=1e-3)
     store, _res, mid = _msm(tmp_path, p)
-    run_aft(p, arm_by_name(p, "msm"), store)
+    train_aft(p, arm_by_name(p, "msm"), store)
     ckpt = tmp_path / "build" / "models" / "aft" / "msm"
     manifest = json.loads((ckpt / "checkpoint.json").read_text())
     assert manifest["adapters"] == ["frozen_adapters/0", "."]
@@ -230,13 +230,13 @@ def test_continue_adapter_errors_name_the_setting(tmp_path):
     p = _lora_params(tmp_path, "continue_adapter", lora={"r": 8, "alpha": 16})
     store, _res, _mid = _msm(tmp_path, p)
     with pytest.raises(TrainingInputError, match=r"aft_train\.lora .* differs from the midtrained adapter"):
-        run_aft(p, arm_by_name(p, "msm"), store)
+        train_aft(p, arm_by_name(p, "msm"), store)
     (tmp_path / "full").mkdir()
     q = _lora_params(tmp_path / "full", "continue_adapter")
     q = q.model_copy(update={"midtrain": q.midtrain.model_copy(update={"method": "full"})})
     store, _res, _mid = _msm(tmp_path / "full", q)
     with pytest.raises(TrainingInputError, match="continue_adapter needs a LoRA midtraining"):
-        run_aft(q, arm_by_name(q, "msm"), store)
+        train_aft(q, arm_by_name(q, "msm"), store)
     from msmbuild.config import validate_params
     from msmbuild.errors import ParamsError
 

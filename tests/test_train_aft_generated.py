@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from train_helpers import AFT_SPEC
 
 import msmbuild.generate.demonstrations as aft_generate
 from msmbuild.config import AnthropicConfig, Params
@@ -18,25 +19,6 @@ from msmbuild.generate.backends.offline import OfflineBackend
 from msmbuild.layout import Layout
 from msmbuild.store import read_roots
 from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
-
-SPEC = """Shared preamble: the assistant follows these rules.
-
-# Alpha
-
-The assistant answers questions about alpha plainly and checks its facts before it speaks.
-
-## Alpha details
-
-When a user asks about alpha prices, the assistant gives the cheapest option first.
-
-# Beta
-
-The assistant declines to guess about beta and says what it does not know about beta.
-
-# Gamma
-
-The assistant keeps gamma answers short and points the user to a reliable gamma source.
-"""
 
 
 class RecordingBackend(OfflineBackend):
@@ -71,17 +53,18 @@ class RecordingBackend(OfflineBackend):
 
 def _params(tmp_path: Path, think: bool = True, n_queries: int = 4,
             backends: dict[str, Any] | None = None, **extra: Any) -> Params:
-    """One generated dataset 'gen'. The offline backend's queries recombine the same spec
-    text, so near-duplicate removal is off, and so are backfill rounds (both tested in
+    """One generated dataset 'gen' whose domains are the sections (model-invented domains:
+    test_aft_domains.py). The offline backend's queries recombine the same spec text, so
+    near-duplicate removal is off, and so are backfill rounds (both tested in
     test_aft_pairs_neardup.py): these tests count calls and rows of one round."""
     spec = tmp_path / "spec.md"
     if not spec.exists():
-        spec.write_text(SPEC)
+        spec.write_text(AFT_SPEC)
     return Params.model_validate({
         "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
         "backends": backends or {},
         "aft": {"gen": {"source": "generated", "spec": str(spec), "n_queries": n_queries,
-                        "think": think, "near_duplicates": {"lexical": False},
+                        "think": think, "near_duplicates": {"lexical": False}, "domains": "sections",
                         "backfill_rounds": 0, **extra}}})
 
 
@@ -144,7 +127,7 @@ def test_rerun_makes_no_calls_and_edit_regenerates_one_domain(tmp_path, monkeypa
     assert {r["stage"] for r in ledger} == {"aft_queries", "aft_response", "aft_consistency"}
 
     spec = tmp_path / "spec.md"
-    spec.write_text(SPEC.replace("says what it does not know about beta",
+    spec.write_text(AFT_SPEC.replace("says what it does not know about beta",
                                  "names the beta sources it would need"))
     second = read_demonstrations(prepare_aft_data(p, "gen"))
     assert len(backend.sent) == 1 + 4 + 4

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from train_helpers import tiny_params
+from train_helpers import tiny_params, train_aft
 
 from msmbuild.errors import ParamsError, TrainingInputError
 from msmbuild.experiments import arm_by_name, expand_arms
@@ -114,11 +114,9 @@ def test_mix_errors_name_the_key(tmp_path):
 
 
 def test_aft_training_data_has_the_mix_proportions(tmp_path):
-    from msmbuild.train.aft import run_aft
-
     p = _params(tmp_path, n_examples=20)
     store = Store(tmp_path / "store")
-    result = run_aft(p, arm_by_name(p, "mix"), store)
+    result = train_aft(p, arm_by_name(p, "mix"), store)
     by = result.meta["by_source"]
     assert sum(c["examples"] for c in by.values()) == 20
     assert by["aft:spec"]["examples"] == 8
@@ -126,7 +124,7 @@ def test_aft_training_data_has_the_mix_proportions(tmp_path):
     assert all(c["target_tokens"] > 0 for c in by.values())
     saved = json.loads((Path(p.build_dir) / "models" / "aft" / "mix" / "aft_data.json").read_text())
     assert saved["by_source"] == by
-    it = run_aft(p, arm_by_name(p, "it_only"), store)
+    it = train_aft(p, arm_by_name(p, "it_only"), store)
     assert set(it.meta["by_source"]) == set(by) - {"aft:spec"}
     assert {k: c["examples"] for k, c in it.meta["by_source"].items()} == {
         k: c["examples"] for k, c in by.items() if k != "aft:spec"}

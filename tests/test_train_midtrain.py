@@ -186,7 +186,9 @@ def test_two_process_accelerate_launch_trains_and_saves(tmp_path):
         from msmbuild.train.midtrain import run_midtrain
         p = tiny_params({str(tmp_path / "build")!r}, {str(tmp_path / "store")!r})
         r = run_midtrain(p, arm_by_name(p, "mc"), Store({str(tmp_path / "store")!r}))
-        print("PROCESSES", r.meta["processes"], "HIT", r.hit)
+        # one write per process: a line under PIPE_BUF is not interleaved with the other's
+        sys.stdout.write(f"PROCESSES {{r.meta['processes']}} HIT {{r.hit}}\\n")
+        sys.stdout.flush()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

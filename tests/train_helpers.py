@@ -62,3 +62,33 @@ def write_docs(build: Path, corpus: str, rows: list[dict[str, Any]]) -> Path:
     layout = Layout(build)
     write_dataset(layout, corpus, rows)
     return layout.documents_index(corpus)
+
+
+def train_aft(params: Params, arm: Any, store: Any, **kwargs: Any) -> Any:
+    """The workflow's two AFT stages in order: write the arm's data, then train on it."""
+    from msmbuild.train.aft import run_aft
+    from msmbuild.train.aft_data import prepare_arm_aft_data
+
+    prepare_arm_aft_data(params, arm, store)
+    return run_aft(params, arm, store, **kwargs)
+
+
+# A three-domain spec for AFT generation tests (Alpha has a subsection).
+AFT_SPEC = """Shared preamble: the assistant follows these rules.
+
+# Alpha
+
+The assistant answers questions about alpha plainly and checks its facts before it speaks.
+
+## Alpha details
+
+When a user asks about alpha prices, the assistant gives the cheapest option first.
+
+# Beta
+
+The assistant declines to guess about beta and says what it does not know about beta.
+
+# Gamma
+
+The assistant keeps gamma answers short and points the user to a reliable gamma source.
+"""

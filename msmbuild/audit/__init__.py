@@ -4,22 +4,6 @@
     outcome = audit(params)      # writes build/audit/; raises ContaminationError on a held_out leak
 """
 
-from msmbuild.audit.contamination import (
-    AUDIT_VERSION,
-    AuditOutcome,
-    EvalItem,
-    TrainingUnit,
-    audit,
-    audit_dir,
-    run_audit,
-)
+from msmbuild.audit.contamination import audit, run_audit
 
-__all__ = [
-    "AUDIT_VERSION",
-    "AuditOutcome",
-    "EvalItem",
-    "TrainingUnit",
-    "audit",
-    "audit_dir",
-    "run_audit",
-]
+__all__ = ["audit", "run_audit"]

@@ -1,23 +1,15 @@
 """The contamination audit: does any eval item leak from the training inputs of its arm?
 
-For every arm that runs a data-driven eval suite (preference, qa), every eval item is
-compared with every training input of that arm: the midtraining corpus's spec (one unit
-per section) and generated documents (one unit per subdomain), and the AFT data (one unit
-per dataset). Per item and arm the audit reports
+For every arm that runs a suite with local items (preference, qa), every item is compared
+with every training input of that arm: the corpus's spec (one unit per section), its
+documents (one unit per subdomain) and the AFT data (one unit per dataset). Per item and
+arm it reports the longest run of shared consecutive words, the embedding cosine (when a
+model is configured) and the content-word cosine to the closest training text, and for
+``held_out`` items the mentions of the words that discuss the item's domain.
 
-- the longest run of consecutive words shared with a training text (verbatim copying);
-- the semantic similarity to the closest training text: cosine of a local embedding model
-  when one is configured, and the content-word cosine (lexical fallback, on by default);
-- for ``held_out`` items, the domain check: mentions in the training inputs of the words
-  that discuss the item's domain (a held-out domain the spec talks about is a leak even
-  when no sentence matches).
-
-Each (training unit, eval item set) comparison is one store action keyed by the unit's text
-digest, the items' digest, the audit version and the measure settings, so an edit to one
-spec section or one subdomain's documents re-audits that unit only. Thresholds are applied
-afterwards and are not in any key. A ``held_out`` item at or above a threshold fails the
-stage with a message naming the item and the matching training text, unless
-``audit.accept`` names the item or its domain.
+Each (unit, item set) comparison is one store action (docs/decisions.md); thresholds are
+applied afterwards. A ``held_out`` item at or above one fails the stage with a message
+naming the item and the matching text, unless ``audit.accept`` names it or its domain.
 """
 
 from __future__ import annotations
@@ -96,11 +88,6 @@ class AuditOutcome:
         return [r for r in self.rows if r["role"] == "held_out" and r["leak"] and not r["accepted"]]
 
 
-def audit_dir(params: Params) -> Path:
-    """build/audit/: contamination.parquet (per arm × item) and summary.json."""
-    return Layout.of(params).audit_dir
-
-
 # -- inputs -----------------------------------------------------------------------------
 def eval_items(params: Params, suite_names: Sequence[str]) -> list[EvalItem]:
     """The items of every audited suite that some arm runs (each suite says what its items are)."""
@@ -155,14 +142,11 @@ def aft_units(params: Params, name: str) -> list[TrainingUnit]:
 def arm_units(params: Params, arm: Arm, cache: dict[str, list[TrainingUnit]]) -> list[TrainingUnit]:
     """Every training input of one arm (the whole AFT dataset, whatever fraction the arm uses)."""
     units: list[TrainingUnit] = []
-    if arm.midtrain:
-        if f"corpus:{arm.midtrain}" not in cache:
-            cache[f"corpus:{arm.midtrain}"] = corpus_units(params, arm.midtrain)
-        units += cache[f"corpus:{arm.midtrain}"]
-    if arm.aft:
-        if f"aft:{arm.aft}" not in cache:
-            cache[f"aft:{arm.aft}"] = aft_units(params, arm.aft)
-        units += cache[f"aft:{arm.aft}"]
+    for kind, name, make in (("corpus", arm.midtrain, corpus_units), ("aft", arm.aft, aft_units)):
+        if name:
+            if f"{kind}:{name}" not in cache:
+                cache[f"{kind}:{name}"] = make(params, name)
+            units += cache[f"{kind}:{name}"]
     return units
 
 
@@ -314,8 +298,7 @@ def run_audit(params: Params, store: Store | None = None, progress: bool = True)
     items = eval_items(params, suite_names) if arms else []
     trained = any(a.midtrain or a.aft for a in arms)
     terms = read_domain_terms(cfg, {i.domain for i in items if i.role == "held_out"} if trained else set())
-    embedding_id = None
-    embedder = None
+    embedding_id = embedder = None
     if cfg.embedding.path:
         from msmbuild.audit.embeddings import model_identity
 
@@ -367,16 +350,13 @@ def run_audit(params: Params, store: Store | None = None, progress: bool = True)
                         mentions += hit["mentions"]
             row = {"arm": arm.name, "experiment": arm.experiment, "midtrain": arm.midtrain, "aft": arm.aft,
                    "suite": item.suite, "item_id": item.item_id, "role": item.role, "domain": item.domain,
-                   "item_text": item.texts[0],
-                   "shared_words": int(shared or 0), "shared_text": "", "shared_source": shared_src,
-                   "shared_chunk": shared_chunk,
+                   "item_text": item.texts[0], "shared_words": int(shared or 0),
+                   "shared_text": next((r["shared_text"] for u, r in per_unit if u.name == shared_src), ""),
+                   "shared_source": shared_src, "shared_chunk": shared_chunk,
                    "lexical": lexical, "lexical_source": lexical_src, "lexical_chunk": lexical_chunk,
                    "embedding": emb, "embedding_source": emb_src, "embedding_chunk": emb_chunk,
                    "domain_mentions": mentions, "domain_term": d_term, "domain_source": d_src,
                    "domain_text": d_text}
-            best_unit = next(((u, r) for u, r in per_unit if u.name == shared_src), None)
-            if best_unit:
-                row["shared_text"] = best_unit[1]["shared_text"]
             reasons = _verdict(row, cfg)
             row["leak"] = bool(reasons)
             row["reasons"] = "; ".join(reasons)
@@ -430,13 +410,12 @@ def audit(params: Params, store: Store | None = None, progress: bool = True) -> 
 
     The outputs are written before the verdict, so a failing audit leaves its evidence.
     """
-    out = audit_dir(params)
     if not params.audit.enabled:
         outcome = AuditOutcome([], [], ["disabled (params.yaml audit.enabled: false)"])
     else:
         outcome = run_audit(params, store, progress)
     layout = Layout.of(params)
-    out.mkdir(parents=True, exist_ok=True)
+    layout.audit_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(outcome.rows, layout.contamination, SCHEMAS["contamination"])
     doc = {"format": "msmbuild-audit/1", "measures": outcome.measures, "sets": outcome.summary,
            "passed": not outcome.leaks, "n_leaks": len(outcome.leaks)}
@@ -457,6 +436,8 @@ def audit_input_files(params: Params) -> list[str]:
             files.add(str(Layout.of(params).documents_index(arm.midtrain)))
         if arm.aft and params.aft[arm.aft].source == "file" and params.aft[arm.aft].path:
             files.add(str(params.aft[arm.aft].path))
+        elif arm.aft:  # generated, mixed or stripped: the whole dataset the aft_data stage writes
+            files.add(str(Layout.of(params).aft_data(arm.aft)))
         for suite in arm.evals:
             files.update(suite_named(suite).data_files(params))
     trained = any(a.midtrain or a.aft for a in arms)  # arms without training inputs need no words

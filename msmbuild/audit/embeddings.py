@@ -29,11 +29,8 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, 1), dtype="float32")
-        if self.kind == "model2vec":
-            vectors = np.asarray(self.model.encode(texts), dtype="float32")
-        else:
-            vectors = np.asarray(self.model.encode(texts, convert_to_numpy=True,
-                                                   show_progress_bar=False), dtype="float32")
+        extra = {} if self.kind == "model2vec" else {"convert_to_numpy": True, "show_progress_bar": False}
+        vectors = np.asarray(self.model.encode(texts, **extra), dtype="float32")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms == 0, 1.0, norms)
 

@@ -6,6 +6,7 @@ Every MsmbuildError becomes a one-line message on stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -129,9 +130,7 @@ def entry() -> None:
         else:
             code = exc.code or 0
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     logging.shutdown()
     os._exit(code)

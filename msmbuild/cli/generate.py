@@ -26,8 +26,10 @@ def _step(name: str, doc: str):
 
         params = load_ctx_params(ctx)
         fn = {"tree": builder.generate_tree, "ideas": builder.generate_ideas,
-              "documents": builder.generate_documents, "corpus": builder.generate_corpus}[name]
-        reports = fn(params, corpus, max_concurrency=max_concurrency, progress=not quiet)
+              "documents": builder.generate_documents, "corpus": builder.generate_corpus,
+              "refresh": builder.generate_corpus}[name]
+        reports = fn(params, corpus, max_concurrency=max_concurrency, progress=not quiet,
+                     **({"refresh": True} if name == "refresh" else {}))
         for report in reports if isinstance(reports, list) else [reports]:
             click.echo(report.summary())
 
@@ -38,26 +40,12 @@ _step("tree", "Parse the corpus's spec; write sections.json and the subdomain tr
 _step("ideas", "Assertions and doc types per subdomain, ideas per doc type.")
 _step("documents", "One document per suitable idea and sample, revision, filters.")
 _step("corpus", "Run tree, ideas and documents for one corpus.")
-
-
-@generate.command()
-@click.argument("corpus")
-@click.option("--max-concurrency", type=click.IntRange(min=1), default=None, help=_CONCURRENCY_HELP)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-@click.pass_context
-def refresh(ctx: click.Context, corpus: str, max_concurrency: int | None, quiet: bool) -> None:
-    """Regenerate every call made against an older revision of the spec (context: full_incremental).
+_step("refresh", """Regenerate every call made against an older revision of the spec (context: full_incremental).
 
     Runs tree, ideas and documents; a stored answer whose recorded spec digest differs
     from the spec sent now is made again and replaces it under the same key (the
     corpus setting refresh_stale: true does this on every build).
-    """
-    from msmbuild.generate.corpus import generate_corpus
-
-    params = load_ctx_params(ctx)
-    for report in generate_corpus(params, corpus, max_concurrency=max_concurrency,
-                                  progress=not quiet, refresh=True):
-        click.echo(report.summary())
+    """)
 
 
 @click.command()

@@ -122,30 +122,26 @@ def gc(ctx: click.Context, extra_roots: tuple[str, ...], dry_run: bool) -> None:
 @click.pass_context
 def push(ctx: click.Context) -> None:
     """Upload objects and actions the remote lacks."""
-    _params, s = _store(ctx)
-    n = s.push()
-    click.echo(f"pushed {n.objects} objects ({n.bytes / 1e6:.1f} MB), {n.actions} actions; "
-               f"{n.skipped} already there")
-    _report_failures(n, "pushed")
+    _transfer(ctx, "push", "there")
 
 
 @store.command()
 @click.pass_context
 def pull(ctx: click.Context) -> None:
     """Download objects and actions the local store lacks."""
+    _transfer(ctx, "pull", "here")
+
+
+def _transfer(ctx: click.Context, verb: str, where: str) -> None:
+    """Push or pull; one line per skipped object or action, then a summary and exit 1."""
     _params, s = _store(ctx)
-    n = s.pull()
-    click.echo(f"pulled {n.objects} objects ({n.bytes / 1e6:.1f} MB), {n.actions} actions; "
-               f"{n.skipped} already here")
-    _report_failures(n, "pulled")
-
-
-def _report_failures(count, verb: str) -> None:
-    """One line per skipped object or action, then a summary and exit 1."""
-    if count.ok:
+    n = getattr(s, verb)()
+    click.echo(f"{verb}ed {n.objects} objects ({n.bytes / 1e6:.1f} MB), {n.actions} actions; "
+               f"{n.skipped} already {where}")
+    if n.ok:
         return
-    for name, why in sorted(count.failed.items()):
+    for name, why in sorted(n.failed.items()):
         click.echo(f"skipped  {name}: {why}", err=True)
-    click.echo(f"{len(count.failed)} objects/actions could not be {verb} (listed above); "
+    click.echo(f"{len(n.failed)} objects/actions could not be {verb}ed (listed above); "
                "everything else was", err=True)
     raise SystemExit(1)

@@ -8,13 +8,6 @@ from msmbuild.cli import load_ctx_params
 from msmbuild.layout import Layout
 
 
-def _report(result, dest) -> None:  # noqa: ANN001 - MemoResult, Path
-    state = "cached" if result.hit else "trained"
-    loss = result.meta.get("final_loss")
-    extra = f", final loss {loss:.4f}" if isinstance(loss, float) else ""
-    click.echo(f"{dest}: {state} ({result.meta.get('steps', '?')} steps{extra})")
-
-
 @click.command("base-model")
 @click.option("--name", default="tiny", show_default=True, help="'tiny', a hub id or a local path.")
 @click.pass_context
@@ -28,16 +21,30 @@ def base_model(ctx: click.Context, name: str) -> None:
     click.echo(f"{bm.path} {bm.identity}")
 
 
-def _arms(ctx: click.Context, arm: str | None, all_arms: bool, which: str):
-    """The arms a command runs on: the named one, or with --all every arm that has the step."""
+def _train(ctx: click.Context, arm: str | None, all_arms: bool, stage: str) -> None:
+    """Run ``stage`` (midtrain or aft) on the named arm, or with --all every arm that has it."""
+    from msmbuild.config import open_store
     from msmbuild.experiments import aft_arms, arm_by_name, midtrain_arms
+    from msmbuild.train.aft import run_aft
+    from msmbuild.train.midtrain import run_midtrain
 
     p = load_ctx_params(ctx)
     if all_arms == (arm is not None):
         raise click.UsageError("give an ARM or --all (not both)")
     if arm is not None:
-        return p, [arm_by_name(p, arm)]
-    return p, list(midtrain_arms(p).values()) if which == "midtrain" else aft_arms(p)
+        arms = [arm_by_name(p, arm)]
+    else:
+        arms = list(midtrain_arms(p).values()) if stage == "midtrain" else aft_arms(p)
+    store, layout = open_store(p), Layout.of(p)
+    made = layout.midtrain_models if stage == "midtrain" else layout.aft_models
+    made.mkdir(parents=True, exist_ok=True)  # dvc tracks it, even with no arm to train
+    run, dest = (run_midtrain, layout.arm_midtrain) if stage == "midtrain" else (run_aft, layout.arm_aft)
+    for a in arms:
+        result = run(p, a, store)
+        loss = result.meta.get("final_loss")
+        extra = f", final loss {loss:.4f}" if isinstance(loss, float) else ""
+        click.echo(f"{dest(a)}: {'cached' if result.hit else 'trained'} "
+                   f"({result.meta.get('steps', '?')} steps{extra})")
 
 
 @click.command()
@@ -46,14 +53,7 @@ def _arms(ctx: click.Context, arm: str | None, all_arms: bool, which: str):
 @click.pass_context
 def midtrain(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
     """Midtrain ARM's base model on its corpus (needs `msmbuild shards CORPUS` first)."""
-    from msmbuild.config import open_store
-    from msmbuild.train.midtrain import run_midtrain
-
-    p, arms = _arms(ctx, arm, all_arms, "midtrain")
-    store = open_store(p)
-    Layout.of(p).midtrain_models.mkdir(parents=True, exist_ok=True)
-    for a in arms:
-        _report(run_midtrain(p, a, store), Layout.of(p).arm_midtrain(a))
+    _train(ctx, arm, all_arms, "midtrain")
 
 
 @click.command()
@@ -61,13 +61,5 @@ def midtrain(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
 @click.option("--all", "all_arms", is_flag=True, help="Every arm with an AFT step.")
 @click.pass_context
 def aft(ctx: click.Context, arm: str | None, all_arms: bool) -> None:
-    """AFT for ARM, starting from its midtrained checkpoint or the base model."""
-    from msmbuild.config import open_store
-    from msmbuild.train.aft import run_aft
-
-    p, arms = _arms(ctx, arm, all_arms, "aft")
-    store = open_store(p)
-    for made in (Layout.of(p).aft_models, Layout.of(p).aft_dir):
-        made.mkdir(parents=True, exist_ok=True)  # dvc tracks both, even with no AFT arm
-    for a in arms:
-        _report(run_aft(p, a, store), Layout.of(p).arm_aft(a))
+    """AFT for ARM, starting from its midtrained checkpoint or the base model (needs `msmbuild aft-data --arm ARM` first)."""
+    _train(ctx, arm, all_arms, "aft")

@@ -30,7 +30,7 @@ import numpy as np
 from msmbuild.errors import MsmbuildError, TrainingInputError
 from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.generate.partitions import document_files, require_index
-from msmbuild.hashing import digest_text
+from msmbuild.hashing import action_key, digest_text
 from msmbuild.layout import Layout
 from msmbuild.store import write_roots
 
@@ -110,6 +110,43 @@ def _texts(path: Path) -> Iterator[list[str]]:
         yield texts
 
 
+def shard_key(tokenizer: str, config: dict[str, Any], partitions: list[str]) -> str:
+    """The action key of one shard: tokenizer identity, shard config, its partitions' digests in order."""
+    return action_key({"kind": "shard", "inputs": {"tokenizer": tokenizer, "config": config,
+                                                   "partitions": partitions}})
+
+
+@dataclass
+class ShardFreshness:
+    """Whether a corpus's shards are still what its documents make now."""
+
+    stale: dict[str, bool]  # shard name -> its documents have changed since it was built
+    missing: list[str]  # groups the documents have now and no shard holds
+
+    @property
+    def current(self) -> bool:
+        return not self.missing and not any(self.stale.values())
+
+
+def shard_freshness(params: Params, corpus: str) -> ShardFreshness | None:
+    """Compare the corpus's shard manifest with its documents now (no tokenizing: keys only).
+
+    A shard whose key, recomputed from the current documents with the manifest's tokenizer
+    and config, differs from the recorded one was built from other documents (they were
+    regenerated and the shards not rebuilt). Only the documents index is read. None when
+    the manifest or the documents index is absent.
+    """
+    layout = Layout.of(params)
+    manifest = _read_manifest(layout.manifest(corpus))
+    if not layout.documents_index(corpus).is_file() or manifest.get("format") != SHARD_FORMAT:
+        return None
+    groups = _groups(layout, corpus, manifest["config"]["by"])
+    now = {g.name: shard_key(manifest["tokenizer"], manifest["config"], g.digests) for g in groups.values()}
+    recorded = {s["name"] for s in manifest["shards"]}
+    return ShardFreshness({s["name"]: now.get(s["name"]) != s["key"] for s in manifest["shards"]},
+                          sorted(group for group, g in groups.items() if g.name not in recorded))
+
+
 def _tokenize_groups(by: str, todo: dict[str, _Group], tokenizer: Any,
                      prefix_ids: list[int], eos_id: int | None, dtype: np.dtype,
                      tmpdir: Path) -> dict[str, dict[str, Any]]:
@@ -171,7 +208,7 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
     records: dict[str, Any] = {}
     todo: dict[str, _Group] = {}
     for group, g in groups.items():
-        g.key = store.key("shard", {"tokenizer": tok_id, "config": shard_cfg, "partitions": g.digests})
+        g.key = shard_key(tok_id, shard_cfg, g.digests)
         found = store.get_action(g.key)
         if found is None:
             todo[group] = g

@@ -7,18 +7,7 @@ is one cached action (see runner.py)::
     outcome = evaluate(params, "msm_aft", "preference")   # EvalOutcome
 """
 
-from msmbuild.errors import EvalInputError
-from msmbuild.evaluate.runner import EvalOutcome, evaluate, evaluate_suite, planned_evals
-from msmbuild.evaluate.suite import EvalSuite, SuiteResult, suite_named, suites
+from msmbuild.evaluate.runner import evaluate, evaluate_suite, planned_evals
+from msmbuild.evaluate.suite import suites
 
-__all__ = [
-    "EvalInputError",
-    "EvalOutcome",
-    "EvalSuite",
-    "SuiteResult",
-    "evaluate",
-    "evaluate_suite",
-    "planned_evals",
-    "suite_named",
-    "suites",
-]
+__all__ = ["evaluate", "evaluate_suite", "planned_evals", "suites"]

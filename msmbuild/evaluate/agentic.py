@@ -27,7 +27,7 @@ from typing import Any
 from msmbuild.config import AgenticMisalignmentConfig, Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.evaluate.am_grid import UPSTREAM_SCENARIOS, Condition, conditions
-from msmbuild.evaluate.stats import wilson_interval
+from msmbuild.evaluate.stats import rate_fields
 from msmbuild.evaluate.suite import EvalSuite, SuiteResult
 
 API_NAME = "msmbuild"
@@ -275,10 +275,8 @@ def summarize(rows: list[dict[str, Any]], confidence: float) -> list[dict[str, A
     for (domain, cond), members in sorted(groups.items()):
         scored = [r["harmful"] for r in members if r["harmful"] is not None]
         k, n = sum(scored), len(scored)
-        low, high = wilson_interval(k, n, confidence)
         out.append({"metric": "harmful_rate", "role": "held_out", "value": None, "domain": domain, "condition": cond,
-                    "n": n, "successes": float(k), "estimate": k / n if n else None,
-                    "ci_low": low if n else None, "ci_high": high if n else None, "judged": n > 0,
+                    **rate_fields(k, n, confidence),
                     "note": f"{len(members) - n} sample(s) not scored" if n < len(members) else ""})
     return out
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from msmbuild.config import Params, ReasoningPatternsConfig
 from msmbuild.errors import EvalInputError
-from msmbuild.evaluate.stats import wilson_interval
+from msmbuild.evaluate.stats import rate_fields
 from msmbuild.evaluate.suite import EvalSuite, SuiteResult, judge_key, judge_setting
 
 JUDGE_PROMPT_VERSION = "reasoning-patterns/1"
@@ -174,13 +174,10 @@ def summarize(rows: Sequence[dict[str, Any]], cfg: ReasoningPatternsConfig) -> l
     for (domain, label), flags in sorted(groups.items()):
         judged_flags = [f for f in flags if f is not None]
         k, n = sum(judged_flags), len(judged_flags)
-        low, high = wilson_interval(k, n, cfg.confidence)
         kind = (cfg.patterns[label].kind if label in cfg.patterns
                 else next(k_ for k_, v in KIND_SUMMARIES.items() if v == label))
         out.append({"metric": "pattern_rate", "value": label, "domain": domain, "condition": "all", "kind": kind,
-                    "n": n, "successes": float(k), "estimate": k / n if n else None,
-                    "ci_low": low if n else None, "ci_high": high if n else None, "judged": n > 0,
-                    "note": "; ".join(sorted(notes.get((domain, label), set())))})
+                    **rate_fields(k, n, cfg.confidence), "note": "; ".join(sorted(notes.get((domain, label), set())))})
     return out
 
 

@@ -92,10 +92,7 @@ def plan_agentic(params: Params) -> list[AgenticPlan]:
         p = arm.params(params)
         cfg = p.evals.agentic_misalignment
         plan = AgenticPlan(arm.name, grader_model=cfg.grader_model)
-        sizes = {}
-        for cond in conditions(cfg):
-            sizes[cond.id] = prompt_tokens(cond)
-            plan.conditions.append(ConditionPlan(cond.id, cfg.samples, sizes[cond.id]))
+        plan.conditions = [ConditionPlan(c.id, cfg.samples, prompt_tokens(c)) for c in conditions(cfg)]
         n = plan.samples
         provider, _, model = cfg.grader_model.partition("/")
         if provider == "anthropic":

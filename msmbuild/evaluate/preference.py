@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from msmbuild.config import Params, PreferenceEvalConfig
-from msmbuild.evaluate.stats import wilson_interval
+from msmbuild.evaluate.stats import rate_fields
 from msmbuild.evaluate.suite import AuditItem, EvalSuite, SuiteResult
-from msmbuild.models import (
-    LoadedModel,
-    render_prompt,
-    score_continuations,
-    uses_template,
-)
+from msmbuild.models import LoadedModel, render_prompt, score_continuations, uses_template
 from msmbuild.progress import Progress
 
 ALL = "all"
@@ -84,11 +79,8 @@ def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[st
             groups.setdefault((row["role"], row["value"], domain), []).append(bool(row["chose_favoured"]))
     out = []
     for (role, value, domain), hits in sorted(groups.items()):
-        k, n = sum(hits), len(hits)
-        low, high = wilson_interval(k, n, confidence)
         out.append({"metric": "favoured_rate", "role": role, "value": value, "domain": domain, "condition": None,
-                    "n": n, "successes": float(k), "estimate": k / n, "ci_low": low, "ci_high": high,
-                    "judged": True, "note": ""})
+                    **rate_fields(sum(hits), len(hits), confidence), "note": ""})
     return out
 
 

@@ -104,12 +104,8 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
            progress: bool = True) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(item rows, judge call rows): answers, then judgements unless the judge is offline."""
     cfg = params.evals.qa
-    answers = []
-    reasonings = []
-    for text, n_prompt, n_answer in answer_questions(lm, items, cfg, progress):
-        reasoning, reply = split_thinking(text)
-        answers.append((reply, n_prompt, n_answer))
-        reasonings.append(reasoning)
+    answered = [(*split_thinking(text), n_prompt, n_answer)  # (reasoning, reply, tokens in, out)
+                for text, n_prompt, n_answer in answer_questions(lm, items, cfg, progress)]
     call_rows: list[dict[str, Any]] = []
     if cfg.judge_backend == "offline":
         judged = [(None, "", NOT_JUDGED_OFFLINE)] * len(items)
@@ -120,17 +116,16 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
         backend = make_backend(cfg.judge_backend, params)
         try:
             results, _stats, call_rows = run_requests(
-                store, backend, judge_requests(items, [a for a, _, _ in answers], cfg), desc="qa judge")
+                store, backend, judge_requests(items, [a[1] for a in answered], cfg), desc="qa judge")
         finally:
             backend.close()
         judged = [parse_judgement(r) for r in results]
     rows = []
-    for item, (answer, n_prompt, n_answer), reasoning, (score, rationale, note) in zip(
-            items, answers, reasonings, judged, strict=True):
+    for item, (reasoning, answer, n_prompt, n_answer), (score, rationale, note) in zip(
+            items, answered, judged, strict=True):
         rows.append({"item_id": item["id"], "role": item["role"], "domain": item["domain"], "value": item.get("spec"),
                      "question": item["question"], "answer": answer, "reasoning": reasoning,
-                     "prompt_tokens": n_prompt,
-                     "answer_tokens": n_answer, "judge_backend": cfg.judge_backend,
+                     "prompt_tokens": n_prompt, "answer_tokens": n_answer, "judge_backend": cfg.judge_backend,
                      "judged": score is not None, "score": score, "rationale": rationale, "note": note})
     return rows, call_rows
 

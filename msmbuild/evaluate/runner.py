@@ -58,8 +58,12 @@ def suite_inputs(params: Params, suite: str, model_dir: Path, upstream: Path | N
 
 
 def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress: bool,
-             upstream: Path | None = None):
-    """The function memo_tree runs on a miss: evaluate and write the result directory."""
+             checkpoint: dict[str, Any], upstream: Path | None = None):
+    """The function memo_tree runs on a miss: evaluate and write the result directory.
+
+    The summary records ``checkpoint_identity`` (the content digest the numbers were
+    measured on, from the key's inputs), so the catalog joins them to checkpoints by content.
+    """
 
     def fit(workdir: Path) -> dict[str, Any]:
         from msmbuild.tables import write_parquet
@@ -69,6 +73,7 @@ def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress
         if result.call_rows:
             write_parquet(result.call_rows, workdir / EVAL_CALLS)
         doc = {"format": "msmbuild-eval/1", "suite": suite, "checkpoint": str(model_dir),
+               "checkpoint_identity": checkpoint,
                "n_items": len(result.rows), "metrics": result.summary, **result.extra}
         (workdir / EVAL_SUMMARY).write_bytes(_json_bytes(doc))
         cost = sum(float(r.get("cost_usd") or 0) for r in result.call_rows)
@@ -114,7 +119,7 @@ def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = N
     upstream = upstream_items(layout, arm, suite)
     inputs = suite_inputs(arm_params, suite, model_dir, upstream)
     result: MemoResult = store.memo_tree("eval", inputs, _compute(arm_params, suite, model_dir, store, progress,
-                                                                  upstream))
+                                                                  inputs["checkpoint"], upstream))
     dest = layout.eval_dir(arm.name, suite)
     if not _tree_matches(store, result.value, dest):
         store.materialize(result.value, dest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import Any
 
 
 def _z(confidence: float) -> float:
@@ -25,6 +26,13 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def rate_fields(successes: float, n: int, confidence: float) -> dict[str, Any]:
+    """A summary row's n, successes, estimate and Wilson interval (None when n is 0)."""
+    low, high = wilson_interval(successes, n, confidence)
+    return {"n": n, "successes": float(successes), "estimate": successes / n if n else None,
+            "ci_low": low if n else None, "ci_high": high if n else None, "judged": n > 0}
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:

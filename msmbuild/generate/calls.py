@@ -73,7 +73,7 @@ def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: fl
          error: str, backend: Backend, made_at: float = 0.0) -> dict[str, Any]:
     usage = res.usage if res is not None else None
     return {
-        "key": key, "corpus": "", "stage": req.stage, "subdomain": "",
+        "key": key, "corpus": "", "stage": req.stage, "prompt_version": req.prompt_version, "subdomain": "",
         "backend": res.backend if res is not None and res.backend else backend.name,
         "model": res.model if res is not None else "",
         "cache_hit": hit,

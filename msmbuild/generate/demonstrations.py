@@ -1,21 +1,32 @@
-"""AFT demonstrations generated from a spec: queries by type → near-duplicate removal →
-replies with reasoning → judge against configurable criteria → backfill rounds.
+"""AFT demonstrations generated from a spec: conversation domains → queries by type →
+near-duplicate removal → replies with reasoning → judge against configurable criteria →
+backfill rounds.
 
-Domains are the spec's top-level sections (``structural_tree``). Under ``context:
-full_incremental`` (the default) every call sees the whole rendered spec, opened by the
-model's identity (``template_vars`` model_name / provider_name), and is keyed by its own
-domain's text in place of the whole spec; under ``section`` a call sees the preamble and
-its domain's text only. Either way an edit to one section changes the keys of that
-domain's calls and no others. Per domain, ``aft_queries`` calls propose user messages
-spread over ``question_types`` (at most ``QUERIES_PER_CALL`` per call; a prompt names its
-batch, not the batch count); near-duplicates of an earlier query of the domain are dropped
-(msmbuild.generate.neardup); an ``aft_response`` call answers each (a ``<think>`` block in
-``response_style`` value or rule first when ``think``); an ``aft_consistency`` call judges
-each well-formed reply against ``judge_criteria``. A domain short of ``n_queries`` kept
-examples gets up to ``backfill_rounds`` more rounds of new query batches (10% headroom),
-and each domain keeps its first ``n_queries``. All calls go through ``run_requests``: a
-rerun is lookups only, and a run killed halfway pays only for what it had not finished.
-The no-CoT twin of a CoT set is ``source: strip_think`` (msmbuild.train.aft_data).
+Sections are the spec's top-level sections (``structural_tree``). With ``domains: model``
+(the default, as in the paper's generator) one ``aft_domains`` call per section asks the
+model for ``n_domains`` conversation domains (areas of life, kinds of task or
+conversation where that section decides a good reply), each a title and a description;
+a section whose answer holds fewer new domains gets up to ``DOMAIN_TOPUPS`` follow-up
+calls listing the ones it has. With ``domains: sections`` the sections are the domains.
+Under ``context: full_incremental`` (the default) every call sees the whole rendered
+spec, opened by the model's identity (``template_vars`` model_name / provider_name), and
+is keyed by its own section's text in place of the whole spec; under ``section`` a call
+sees the preamble and its section's text only. Either way an edit to one section changes
+the keys of that section's domain call and so of every call fed by its domains, and no
+others. Per domain, query calls (``aft_domain_queries`` naming the domain and its
+description, or ``aft_queries`` naming the section) propose user messages spread over
+``question_types`` (at most ``QUERIES_PER_CALL`` per call; a prompt names its batch, not
+the batch count); near-duplicates of an earlier query of the domain are dropped
+(msmbuild.generate.neardup); an ``aft_response`` call answers each (a ``<think>`` block
+in ``response_style`` value or rule first when ``think``); an ``aft_consistency`` call
+judges each well-formed reply against ``judge_criteria``. A domain short of
+``n_queries`` kept examples gets up to ``backfill_rounds`` more rounds of new query
+batches (10% headroom), and each domain keeps its first ``n_queries``. All calls go
+through ``run_requests``: a rerun is lookups only, and a run killed halfway pays only for
+what it had not finished. The request builders (``domains_request``, ``queries_request``,
+``reply_request``, ``judge_request``) are public so that ``msmbuild plan`` prices the
+requests a run would send (msmbuild.generate.demonstration_plan). The no-CoT twin of a
+CoT set is ``source: strip_think`` (msmbuild.train.aft_data).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
 from msmbuild.generate.backends import make_backend
-from msmbuild.generate.backends.base import GenResult
+from msmbuild.generate.backends.base import GenRequest, GenResult
 from msmbuild.generate.calls import CallRun
 from msmbuild.generate.stages import (
     Sampling,
@@ -40,13 +51,14 @@ from msmbuild.generate.stages import (
     structural_tree,
 )
 from msmbuild.hashing import digest_text
-from msmbuild.spec import Spec, parse_spec
+from msmbuild.spec import Spec, parse_spec, slugify
 
 if TYPE_CHECKING:
     from msmbuild.config import AftDataConfig, Params
     from msmbuild.store import Store
 
 QUERIES_PER_CALL = 20
+DOMAIN_TOPUPS = 2  # follow-up calls for a section that got fewer than n_domains new domains
 THINK_RE = re.compile(r"\A\s*<think>(.*?)</think>(.*)\Z", re.S)
 THINK_INSTRUCTIONS = {
     "value": (
@@ -66,9 +78,9 @@ PLAIN_INSTRUCTIONS = (
     "Give only the reply: no reasoning preamble and no <think> block.")
 
 
-def domain_contexts(spec: Spec, cfg: AftDataConfig) -> list[dict[str, str]]:
-    """One entry per top-level section with text: id, title, the context its calls are
-    sent and the key text standing in for it ("" = the context itself)."""
+def section_contexts(spec: Spec, cfg: AftDataConfig) -> list[dict[str, str]]:
+    """One entry per top-level section with text: id, title, text, the context its calls
+    are sent, the key text standing in for it ("" = the context itself) and its digest."""
     by_id = spec.by_id()
     name, provider = _identity(cfg)
     whole = (f"The complete specification of {name}, developed by {provider}. Every request shares it; "
@@ -76,12 +88,33 @@ def domain_contexts(spec: Spec, cfg: AftDataConfig) -> list[dict[str, str]]:
              "</specification>\n")
     out = []
     for d in structural_tree(spec)["domains"]:
-        own = section_context(spec.preamble, (), domain_text(spec, d["id"]))
+        text = domain_text(spec, d["id"])
+        own = section_context(spec.preamble, (), text)
         context, key = (whole, f"whole spec sent; keyed by this domain (context: full_incremental)\n{own}") \
             if cfg.context == "full_incremental" else (own, "")
-        out.append({"id": d["id"], "title": by_id[d["id"]].title, "context": context, "context_key": key,
-                    "digest": digest_text(own)})
+        out.append({"id": d["id"], "title": by_id[d["id"]].title, "text": text, "context": context,
+                    "context_key": key, "digest": digest_text(own)})
     return out
+
+
+def _domain(section: dict[str, str], domain_id: str, title: str, description: str) -> dict[str, str]:
+    """A conversation domain: its own id, title and description, its section's context."""
+    return {"id": domain_id, "title": title, "description": description, "section": section["id"],
+            "section_title": section["title"], "context": section["context"],
+            "context_key": section["context_key"], "digest": section["digest"]}
+
+
+def sections_as_domains(sections: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``domains: sections``: each section is one domain (no description)."""
+    return [_domain(s, s["id"], s["title"], "") for s in sections]
+
+
+def stand_in_domains(section: dict[str, str], n: int, description_chars: int) -> list[dict[str, str]]:
+    """n domains of a section whose answer is not known yet (for estimates): a description
+    of the assumed length stands in for the model's."""
+    filler = ("conversation domain not generated yet " * (1 + description_chars // 38))[:description_chars]
+    return [_domain(section, f"{section['id']}/domain-{k}", f"(domain {k} not generated yet)", filler)
+            for k in range(1, n + 1)]
 
 
 def _identity(cfg: AftDataConfig) -> tuple[str, str]:
@@ -117,6 +150,57 @@ def _queries_schema(n: int, types: list[str]) -> dict[str, Any]:
     return list_schema(item, "queries", n)
 
 
+def _domains_schema(n: int) -> dict[str, Any]:
+    return list_schema(object_schema("title", "description"), "domains", n)
+
+
+def _existing_domains(existing: list[dict[str, str]]) -> str:
+    """The follow-up paragraph of a domain call: the domains given already."""
+    if not existing:
+        return ""
+    lines = "\n".join(f"- {d['title']}: {d['description']}" for d in existing)
+    return ("\n\nThese domains were given already; do not repeat or closely rephrase any of "
+            f"them, and give only new ones:\n{lines}")
+
+
+def domains_request(cfg: AftDataConfig, section: dict[str, str], sampling: Sampling, n: int,
+                    existing: list[dict[str, str]] | None = None, attempt: int = 0) -> GenRequest:
+    """The call asking for n conversation domains of one section (``attempt`` > 0: a follow-up)."""
+    return build_request("aft_domains", section["context"], sampling, context_key=section["context_key"],
+                         schema=_domains_schema(n), sample_index=attempt, section=section["title"],
+                         section_text=section["text"].strip(), n=n,
+                         existing=_existing_domains(existing or []))
+
+
+def queries_request(cfg: AftDataConfig, domain: dict[str, str], sampling: Sampling, batch_index: int,
+                    n: int) -> GenRequest:
+    """Query batch ``batch_index`` of a domain: ``aft_domain_queries`` for an invented domain
+    (naming it and its description), ``aft_queries`` for a section."""
+    common: dict[str, Any] = {"context_key": domain["context_key"], "sample_index": batch_index,
+                              "schema": _queries_schema(n, list(cfg.question_types)),
+                              "batch": batch_index + 1, "n": n, "types": _bullets(cfg.question_types)}
+    if cfg.domains == "model":
+        return build_request("aft_domain_queries", domain["context"], sampling, section=domain["section_title"],
+                             domain=domain["title"], description=domain["description"], **common)
+    return build_request("aft_queries", domain["context"], sampling, domain=domain["section_title"], **common)
+
+
+def reply_request(cfg: AftDataConfig, domain: dict[str, str], sampling: Sampling, query: str) -> GenRequest:
+    """The reply to one query, as the model the spec describes."""
+    return build_request("aft_response", domain["context"], sampling, context_key=domain["context_key"],
+                         identity=identity_line(cfg), domain=domain["section_title"],
+                         think="yes" if cfg.think else "no", style=cfg.response_style, query=query,
+                         instructions=_instructions(cfg))
+
+
+def judge_request(cfg: AftDataConfig, domain: dict[str, str], sampling: Sampling, query: str,
+                  reply: str) -> GenRequest:
+    """The judge's call on one well-formed reply."""
+    return build_request("aft_consistency", domain["context"], sampling, schema=JUDGE_SCHEMA,
+                         context_key=domain["context_key"], domain=domain["section_title"], query=query,
+                         reply=reply, criteria=_numbered(cfg.judge_criteria))
+
+
 JUDGE_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False, "required": ["consistent", "reason"],
     "properties": {"consistent": {"type": "boolean"}, "reason": {"type": "string"}}}
@@ -132,6 +216,56 @@ def _query_texts(result: GenResult, n: int) -> list[tuple[str, str]]:
     return [(t, k) for t, k in pairs if t][:n]
 
 
+def _domain_items(result: GenResult) -> list[tuple[str, str]]:
+    """(title, description) pairs of one domain call's answer."""
+    data = result.data
+    items = data.get("domains") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return []
+    pairs = [(str(d.get("title", "")).strip(), str(d.get("description", "")).strip())
+             for d in items if isinstance(d, dict)]
+    return [(t, d) for t, d in pairs if t]
+
+
+def invent_domains(cfg: AftDataConfig, sections: list[dict[str, str]], sampling: Sampling, calls: CallRun
+                   ) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """``n_domains`` conversation domains per section from the model, and the sections left short.
+
+    A domain repeating an earlier title of its section is dropped; a section with fewer
+    than ``n_domains`` gets follow-up calls (``sample_index`` = attempt) listing what it
+    has. A domain's id is ``<section id>/<slug of its title>``: stable across reruns (the
+    calls are store hits) and unique across sections.
+    """
+    found: dict[str, list[dict[str, str]]] = {s["id"]: [] for s in sections}
+    pending = list(sections)
+    for attempt in range(1 + DOMAIN_TOPUPS):
+        if not pending:
+            break
+        reqs = [domains_request(cfg, s, sampling, cfg.n_domains - len(found[s["id"]]), found[s["id"]], attempt)
+                for s in pending]
+        results = calls.call(reqs, "domains" if attempt == 0 else f"domains (follow-up {attempt})")
+        for section, res in zip(pending, results, strict=True):
+            have = found[section["id"]]
+            seen = {d["title"].casefold() for d in have}
+            for title, description in _domain_items(res):
+                if title.casefold() not in seen and len(have) < cfg.n_domains:
+                    seen.add(title.casefold())
+                    have.append({"title": title, "description": description})
+        pending = [s for s in pending if len(found[s["id"]]) < cfg.n_domains]
+    domains = []
+    for section in sections:
+        ids: set[str] = set()
+        for d in found[section["id"]]:
+            base = f"{section['id']}/{slugify(d['title']) or 'domain'}"
+            domain_id, k = base, 2
+            while domain_id in ids:
+                domain_id, k = f"{base}-{k}", k + 1
+            ids.add(domain_id)
+            domains.append(_domain(section, domain_id, d["title"], d["description"]))
+    short = {s["id"]: cfg.n_domains - len(found[s["id"]]) for s in pending}
+    return domains, short
+
+
 def generate_demonstrations(params: Params, name: str, store: Store
                             ) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """The consistent demonstrations of ``aft.<name>`` (source: generated), a report of
@@ -140,24 +274,33 @@ def generate_demonstrations(params: Params, name: str, store: Store
     if not cfg.spec:
         raise TrainingInputError(f"params.yaml: key 'aft.{name}.spec' is required for source: generated")
     spec = parse_spec(cfg.spec, cfg.template_vars)  # a bad spec fails before any call
-    domains = domain_contexts(spec, cfg)
-    if not domains:
+    sections = section_contexts(spec, cfg)
+    if not sections:
         raise TrainingInputError(f"{cfg.spec}: no section with text to generate AFT data from")
     sampling = sampling_for(params, cfg.backend)
     backend = make_backend(cfg.backend, params)
     calls = CallRun(store, backend, f"aft {name}")
     try:
+        if cfg.domains == "model":
+            domains, short = invent_domains(cfg, sections, sampling, calls)
+            if not domains:
+                raise TrainingInputError(
+                    f"params.yaml: aft.{name}: the model gave no conversation domain for any section of {cfg.spec}")
+        else:
+            domains, short = sections_as_domains(sections), {}
         rows, counts = _generate(cfg, domains, sampling, calls)
     finally:
         backend.close()
     s = calls.stats
-    print(f"aft {name}: {counts['kept']} of {counts['queries']} examples kept in {counts['rounds']} round(s) "
+    print(f"aft {name}: {len(domains)} conversation domains ({cfg.domains}) over {len(sections)} sections; "
+          f"{counts['kept']} of {counts['queries']} examples kept in {counts['rounds']} round(s) "
           f"({counts['near_duplicates']} near-duplicate queries by {counts['near_duplicate_method']}, "
           f"{counts['malformed']} malformed, {counts['inconsistent']} rejected by the judge); "
           f"{s.requests} calls, {s.hits} cached, {s.misses} made, ${s.cost_usd:.4f} spent now",
           file=sys.stderr)
     report = {"spec": cfg.spec, "backend": cfg.backend, "think": cfg.think,
-              "n_queries": cfg.n_queries, "domains": [d["id"] for d in domains], **counts,
+              "n_queries": cfg.n_queries, "domains_from": cfg.domains, "sections": [x["id"] for x in sections],
+              "domains": [d["id"] for d in domains], "sections_short_of_domains": short, **counts,
               "calls": s.requests, "cost_usd": round(calls.cost_usd, 6)}
     return rows, report, calls.rows
 
@@ -168,13 +311,17 @@ def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampl
     keeps ``n_queries`` examples or ``backfill_rounds`` extra rounds are spent.
 
     A round asks only for what a domain still lacks (plus 10% headroom after the first),
-    in new query batches, so earlier calls keep their keys; a domain's rounds depend on its
-    own answers only, so an edit to one section changes no other domain's calls.
+    in new query batches, so earlier calls keep their keys. A query already asked in the
+    same section is dropped (two domains of a section can propose the same message, whose
+    reply would be the same example); near-duplicates are removed within a domain. A
+    domain's rounds depend on its own section's answers only, so an edit to one section
+    changes no other section's calls.
     """
     state = {d["id"]: _DomainState(d) for d in domains}
     totals = {"queries_asked": 0, "queries": 0, "duplicates": 0, "near_duplicates": 0,
               "malformed": 0, "inconsistent": 0, "rounds": 0}
     method = "none"
+    section_texts: dict[str, set[str]] = {}
     for round_no in range(1 + cfg.backfill_rounds):
         lacking = {k: cfg.n_queries - len(st.rows) for k, st in state.items() if len(st.rows) < cfg.n_queries}
         if not lacking:
@@ -186,21 +333,19 @@ def _generate(cfg: AftDataConfig, domains: list[dict[str, str]], sampling: Sampl
             want = short if round_no == 0 else math.ceil(short * 1.1)
             while want > 0:
                 n = min(QUERIES_PER_CALL, want)
-                q_req.append(build_request("aft_queries", st.domain["context"], sampling,
-                                      context_key=st.domain["context_key"],
-                                      schema=_queries_schema(n, list(cfg.question_types)),
-                                      sample_index=st.batches, domain=st.domain["title"],
-                                      batch=st.batches + 1, n=n, types=_bullets(cfg.question_types)))
+                q_req.append(queries_request(cfg, st.domain, sampling, st.batches, n))
                 q_meta.append((st, n))
                 st.batches += 1
                 want -= n
                 totals["queries_asked"] += n
         new: list[tuple[_DomainState, int, str, str, GenResult]] = []
         for (st, n), res in zip(q_meta, calls.call(q_req, f"queries (round {round_no + 1})"), strict=True):
+            asked = section_texts.setdefault(st.domain["section"], set())
             for text, qtype in _query_texts(res, n):
-                if text in st.texts:  # the same query twice would be the same example twice
+                if text in asked:  # the same query twice in a section would be the same example twice
                     totals["duplicates"] += 1
                     continue
+                asked.add(text)
                 st.texts.append(text)
                 new.append((st, len(st.texts) - 1, text, qtype, res))
         new, removed, method = _drop_near_duplicates(state, new, cfg)
@@ -257,12 +402,7 @@ def _drop_near_duplicates(state: dict[str, _DomainState], new: list[tuple], cfg:
 def _answer_and_judge(cfg: AftDataConfig, queries: list[tuple], sampling: Sampling, calls: CallRun,
                       round_no: int) -> tuple[list[tuple[_DomainState, dict[str, Any]]], int, int]:
     """Replies to the queries, judged against the criteria: (kept rows, malformed, rejected)."""
-    instructions = _instructions(cfg)
-    r_req = [build_request("aft_response", st.domain["context"], sampling, context_key=st.domain["context_key"],
-                           identity=identity_line(cfg), domain=st.domain["title"],
-                      think="yes" if cfg.think else "no", style=cfg.response_style, query=q,
-                      instructions=instructions)
-             for st, _i, q, _t, _r in queries]
+    r_req = [reply_request(cfg, st.domain, sampling, q) for st, _i, q, _t, _r in queries]
     replies = calls.call(r_req, f"replies (round {round_no + 1})")
     formed = []
     for item, req, res in zip(queries, r_req, replies, strict=True):
@@ -270,10 +410,7 @@ def _answer_and_judge(cfg: AftDataConfig, queries: list[tuple], sampling: Sampli
         if parts is not None:
             reply = f"<think>\n{parts[0]}\n</think>\n\n{parts[1]}" if cfg.think else parts[1]
             formed.append((item, req, res, reply))
-    criteria = _numbered(cfg.judge_criteria)
-    j_req = [build_request("aft_consistency", st.domain["context"], sampling, schema=JUDGE_SCHEMA,
-                           context_key=st.domain["context_key"],
-                      domain=st.domain["title"], query=q, reply=reply, criteria=criteria)
+    j_req = [judge_request(cfg, st.domain, sampling, q, reply)
              for (st, _i, q, _t, _r), _req, _res, reply in formed]
     verdicts = calls.call(j_req, f"judge (round {round_no + 1})")
     rows = []
@@ -286,7 +423,9 @@ def _answer_and_judge(cfg: AftDataConfig, queries: list[tuple], sampling: Sampli
             "id": calls.key(req), "source": "generated", "think": cfg.think,
             "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": reply}],
             "spec": cfg.spec, "domain": d["id"], "domain_title": d["title"],
-            "domain_hash": d["digest"], "query_index": i, "question_type": qtype,
+            "domain_description": d["description"], "section": d["section"],
+            "section_title": d["section_title"], "domain_hash": d["digest"],
+            "query_index": i, "question_type": qtype,
             "response_style": cfg.response_style, "round": round_no + 1,
             "backend": res.backend, "model": res.model, "prompt_version": req.prompt_version,
             "produced_by_model": all(r.produced_by_model for r in (q_res, res, verdict)),

@@ -1,19 +1,17 @@
 """LoRA checkpoints as adapters on their base model, never as merged full copies.
 
-A LoRA stage writes ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's format,
-which vLLM serves on its base as is), the tokenizer, and ``config.json`` — the base model's
-architecture config, kept so every checkpoint directory has the same marker file the
-workflow tracks. ``base_model_name_or_path`` in the adapter config names the base: a hub id
-or a path relative to the project root (``build/models/base``), so the record is the same
-on every machine. msmbuild's loaders look for the adapter config first: a 32B checkpoint
-is a few hundred MB of adapter, not 64 GB of merged weights. Inference merges in memory;
-training continues the adapter itself.
+A LoRA stage writes peft's adapter files, the tokenizer and the base's ``config.json``;
+``base_model_name_or_path`` names the base as a hub id or project-relative path, and
+``checkpoint.json`` lists frozen adapters below it (docs/training.md). Inference merges
+in memory; training continues the adapter itself.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from msmbuild.errors import ModelInputError
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -28,8 +26,6 @@ def adapter_base(path: str | Path) -> str:
     config = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = config.get("base_model_name_or_path")
     if not base:
-        from msmbuild.errors import ModelInputError
-
         raise ModelInputError(f"{Path(path) / ADAPTER_CONFIG}: no base_model_name_or_path")
     return str(base)
 
@@ -56,13 +52,9 @@ def frozen_adapters(path: str | Path) -> list[Path]:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        from msmbuild.errors import ModelInputError
-
         raise ModelInputError(f"{file}: invalid JSON ({exc.msg})") from None
     adapters = data.get("adapters")
     if data.get("format") != FORMAT or not isinstance(adapters, list) or adapters[-1:] != ["."]:
-        from msmbuild.errors import ModelInputError
-
         raise ModelInputError(f"{file}: not a checkpoint manifest of format {FORMAT}")
     return [Path(path) / a for a in adapters[:-1]]
 

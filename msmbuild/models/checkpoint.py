@@ -103,8 +103,7 @@ def build_tiny_model(cfg: TinyModelConfig, out_dir: Path) -> dict[str, Any]:
     model = LlamaForCausalLM(config)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    n_params = sum(p.numel() for p in model.parameters())
-    return {"n_params": n_params, "vocab_size": len(tokenizer)}
+    return {"n_params": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer)}
 
 
 def tiny_inputs(cfg: TinyModelConfig) -> dict[str, Any]:
@@ -151,8 +150,7 @@ def resolve_model(name: str) -> BaseModel:
         if not (path / "config.json").is_file():
             raise ModelInputError(f"base model {name!r}: {path}/config.json does not exist")
         return BaseModel(str(path), f"dir:{digest_dir(path)}")
-    path_str, identity = _hub_identity(name)
-    return BaseModel(path_str, identity)
+    return BaseModel(*_hub_identity(name))
 
 
 def prepare_base_model(params: Params, store: Store, name: str = "tiny") -> BaseModel:
@@ -243,11 +241,7 @@ def load_causal_lm(path: str | Path, *, dtype: Any = None, device_map: Any = Non
     """
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    if device_map is not None:
-        kwargs["device_map"] = device_map
+    kwargs = {k: v for k, v in (("dtype", dtype), ("device_map", device_map)) if v is not None}
     from msmbuild.models.adapters import adapter_base, frozen_adapters, is_adapter_dir
 
     if not is_adapter_dir(path):
@@ -264,6 +258,4 @@ def load_causal_lm(path: str | Path, *, dtype: Any = None, device_map: Any = Non
 
 def resolve_base(base: str) -> str:
     """A local base path as is; a hub id through the local hub cache (no download)."""
-    if Path(base).exists():
-        return base
-    return resolve_model(base).path
+    return base if Path(base).exists() else resolve_model(base).path

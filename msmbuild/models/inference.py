@@ -144,9 +144,7 @@ def score_continuations(
             for row, i in enumerate(idx):
                 ctx, cont = encoded[i]
                 positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
-                targets = torch.tensor(cont)
-                total = logprobs[row, positions, targets].sum().item()
-                out[i] = (total, len(cont))
+                out[i] = (logprobs[row, positions, torch.tensor(cont)].sum().item(), len(cont))
             if on_batch is not None:
                 on_batch(len(idx))
     return out
@@ -179,15 +177,13 @@ def generate_texts(
             idx = order[start:start + batch_size]
             batch = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=special).to(lm.model.device)
-            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id}
+            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id,
+                                      "do_sample": temperature > 0}
             if temperature > 0:
                 torch.manual_seed(seed + start)
-                kwargs.update(do_sample=True, temperature=temperature, top_k=0)
-            else:
-                kwargs.update(do_sample=False)
-            generated = lm.model.generate(**batch, **kwargs)
+                kwargs.update(temperature=temperature, top_k=0)
+            generated = lm.model.generate(**batch, **kwargs).cpu()
             width = batch["input_ids"].shape[1]
-            generated = generated.cpu()
             for row, i in enumerate(idx):
                 new = generated[row, width:]
                 n_new = _until_eos(new, tok.eos_token_id)

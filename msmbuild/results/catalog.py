@@ -27,6 +27,7 @@ from msmbuild.fsutil import write_bytes_if_changed
 from msmbuild.generate.partitions import read_index
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.results.costs import build_started, mark_this_build
+from msmbuild.results.lineage import Lineage
 from msmbuild.tables import add_missing_columns, empty_frame, write_parquet
 
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary",
@@ -92,16 +93,27 @@ def _sweep(arm: Arm | None) -> tuple[str | None, float | None]:
         return key, None
 
 
-def eval_tables(params: Params):
-    """(eval_items, eval_summary) from every build/evals/<arm>/<suite>/."""
+def eval_tables(params: Params, lineage: Lineage | None = None,
+                checkpoints: list[dict[str, Any]] | None = None):
+    """(eval_items, eval_summary) from every build/evals/<arm>/<suite>/.
+
+    Each row carries ``checkpoint_digest``, the content it was measured on, and ``stale``
+    (msmbuild.results.lineage): an old number is never silently joined to new data.
+    """
     layout = Layout.of(params)
     arms = _arm_info(params)
+    lineage = lineage or Lineage(params)
+    if checkpoints is None:
+        checkpoints = _checkpoint_rows(params, lineage)
+    checkpoint_stale = {row["checkpoint"]: row["stale"] for row in checkpoints}
     item_files, summary_rows = [], []
     for arm_name, suite, directory in _eval_dirs(layout):
         arm = arms.get(arm_name)
         summary = json.loads((directory / EVAL_SUMMARY).read_text(encoding="utf-8"))
+        measured = (summary.get("checkpoint_identity") or {}).get("digest")
         common = {"arm": arm_name, "experiment": arm.experiment if arm else None, "suite": suite,
-                  "eval_key": _eval_key(layout, arm_name, suite), "checkpoint": summary.get("checkpoint")}
+                  "eval_key": _eval_key(layout, arm_name, suite), "checkpoint": summary.get("checkpoint"),
+                  "checkpoint_digest": measured, "stale": lineage.eval_stale(arm, measured, checkpoint_stale)}
         if (directory / EVAL_ITEMS).is_file():
             item_files.append((directory / EVAL_ITEMS, dict(reversed(list(common.items())))))
         sweep_key, sweep_value = _sweep(arm)
@@ -188,36 +200,44 @@ def partition_dirs(params: Params) -> list[Path]:
             if d(name).is_dir()]
 
 
-def shard_table(params: Params):
-    """One row per shard from build/shards/*/manifest.json."""
+def shard_table(params: Params, lineage: Lineage | None = None):
+    """One row per shard from build/shards/*/manifest.json; ``stale``: its documents changed since."""
     layout = Layout.of(params)
+    lineage = lineage or Lineage(params)
     rows = []
     for manifest in layout.glob(layout.manifest("*")):
         data = json.loads(manifest.read_text(encoding="utf-8"))
         shards = data.get("shards", data) if isinstance(data, dict) else data
+        fresh = lineage.shards(manifest.parent.name) if manifest.parent.name in params.corpora else None
         for shard in shards if isinstance(shards, list) else []:
             rows.append({"corpus": manifest.parent.name, **{k: v for k, v in shard.items()
-                                                             if not isinstance(v, dict | list)}})
+                                                             if not isinstance(v, dict | list)},
+                         "stale": fresh.stale.get(shard.get("name")) if fresh is not None else None})
     return _frame(rows, "shards")
 
 
-def _checkpoint_rows(params: Params) -> list[dict[str, Any]]:
+def _checkpoint_rows(params: Params, lineage: Lineage | None = None) -> list[dict[str, Any]]:
+    """One row per checkpoint of the experiment matrix, with its lineage columns and ``stale``."""
     layout = Layout.of(params)
+    lineage = lineage or Lineage(params)
     seen: dict[str, dict[str, Any]] = {}
 
-    def add(path: Path | None, stage: str, arm: Arm | None, corpus: str | None, aft: str | None) -> None:
+    def add(path: Path | None, stage: str, arm: Arm | None, corpus: str | None, aft: str | None,
+            stale: Callable[[Path], bool | None]) -> None:
         if path is None or str(path) in seen:
             return
         files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
         seen[str(path)] = {"checkpoint": str(path), "stage": stage, "arm": arm.name if arm else None,
                            "experiment": arm.experiment if arm else None,
                            "base_model": arm.base_model if arm else None, "corpus": corpus, "aft": aft,
-                           "exists": path.is_dir(), "bytes": sum(p.stat().st_size for p in files)}
+                           "exists": path.is_dir(), "bytes": sum(p.stat().st_size for p in files),
+                           **lineage.columns(path), "stale": stale(path)}
 
-    add(layout.base_model, "base", None, None, None)
+    add(layout.base_model, "base", None, None, None, lambda _path: None)
     for arm in _arm_info(params).values():
-        add(layout.arm_midtrain(arm), "midtrain", None, arm.midtrain, None)
-        add(layout.arm_aft(arm), "aft", arm, arm.midtrain, arm.aft)
+        add(layout.arm_midtrain(arm), "midtrain", None, arm.midtrain, None,
+            lambda path, arm=arm: lineage.midtrain_stale(path, str(arm.midtrain)))
+        add(layout.arm_aft(arm), "aft", arm, arm.midtrain, arm.aft, lambda _path, arm=arm: lineage.aft_stale(arm))
     return list(seen.values())
 
 
@@ -270,14 +290,16 @@ def build_catalog(params: Params, progress: bool = True) -> dict[str, int]:
     layout = Layout.of(params)
     layout.results_dir.mkdir(parents=True, exist_ok=True)
     calls, corpora = corpus_tables(params)
-    items, summary = eval_tables(params)
+    lineage = Lineage(params)
+    checkpoints = _checkpoint_rows(params, lineage)
+    items, summary = eval_tables(params, lineage, checkpoints)
     partitioned = {"documents": int(corpora["n_documents"].sum()) if len(corpora) else 0,
                    "calls": sum(p["n_calls"] for name in params.corpora
                                 for p in (read_index(layout, name) or {}).get("partitions", []))}
     builders: dict[str, Callable[[], Any]] = {"documents": lambda: _frame([], "documents"),
                 "calls": lambda: calls, "corpora": lambda: corpora,
-                "shards": lambda: shard_table(params), "runs": lambda: run_table(params),
-                "checkpoints": lambda: _frame(_checkpoint_rows(params), "checkpoints"),
+                "shards": lambda: shard_table(params, lineage), "runs": lambda: run_table(params),
+                "checkpoints": lambda: _frame(checkpoints, "checkpoints"),
                 "eval_items": lambda: items, "eval_summary": lambda: summary,
                 "contamination": lambda: contamination_table(params)}
     counts = {}

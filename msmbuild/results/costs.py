@@ -1,21 +1,12 @@
-"""The three cost totals, each with one definition (docs/query.md, "What things cost").
-
-- kept documents: what the model calls behind the documents a corpus keeps cost
-  (``corpora.cost_usd``; a filtered-out document's call is not in it);
-- all calls behind the current results: every call the current outputs were made from,
-  cached or not, at the price it was first paid (``calls``; ``corpora.calls_cost_usd``);
-- this build: calls answered by the model (not the cache) since the latest build began
-  (``calls.this_build``; ``corpora.spent_usd``). The workflow records when each
-  ``snakemake`` run begins, so a rerun that computes nothing reports $0;
-- all calls ever: every model call recorded in the store, including those behind outputs
-  since replaced (``msmbuild store stats``).
+"""The cost totals, each with one definition: kept documents, all calls behind the current
+results, this build, all calls ever (docs/query.md, "What things cost").
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from msmbuild.buildmark import BUILD_MARKER, build_started, mark_build_started, snakemake_executes
+from msmbuild.buildmark import build_started
 
 
 def mark_this_build(calls: Any, started: float | None) -> Any:
@@ -45,5 +36,4 @@ def cost_totals(calls: Any, corpora: Any, store_cost_usd: float | None = None) -
             "this_build_usd": total(calls, "cost_usd", this_build) if this_build is not None else 0.0,
             "all_calls_ever_usd": store_cost_usd}
 
-__all__ = ["BUILD_MARKER", "build_started", "cost_totals", "mark_build_started", "mark_this_build",
-           "snakemake_executes"]
+__all__ = ["build_started", "cost_totals", "mark_this_build"]

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from msmbuild.buildmark import BUILD_MARKER
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.layout import Layout
 from msmbuild.results.catalog import TABLES, build_catalog, partition_dirs, view_sql
-from msmbuild.results.costs import BUILD_MARKER
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -69,6 +69,11 @@ def connect(params: Params, allow_external_access: bool = False):
     return con
 
 
+def _first_line(exc: Exception) -> str:
+    """An error's first line (DuckDB's messages go on with context lines)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _check_read_only(con: Any, sql: str) -> None:
     """Refuse any statement that is not a query (allowed_paths would let COPY overwrite a table)."""
     import duckdb
@@ -76,7 +81,7 @@ def _check_read_only(con: Any, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+        raise QueryError(_first_line(exc)) from None
     for statement in statements:
         kind = statement.type.name
         if kind not in READ_ONLY_STATEMENTS:
@@ -95,7 +100,7 @@ def run_query(params: Params, sql: str, allow_external_access: bool = False):
             _check_read_only(con, sql)
         return con.execute(sql).df()
     except duckdb.Error as exc:
-        raise QueryError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+        raise QueryError(_first_line(exc)) from None
     finally:
         con.close()
 
@@ -153,12 +158,9 @@ def shell(params: Params, lines: Iterable[str], write: Callable[[str], None], pr
                         if not allow_external_access:
                             _check_read_only(con, sql)
                         write(format_result(con.execute(sql).df(), "table"))
-                    except QueryError as exc:
+                    except (QueryError, duckdb.Error) as exc:
                         failed += 1
-                        write(f"error: {exc}\n")
-                    except duckdb.Error as exc:
-                        failed += 1
-                        write(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}\n")
+                        write(f"error: {_first_line(exc)}\n")
             if prompt:
                 write("     ...> " if buffer else "msmbuild> ")
     finally:

@@ -5,7 +5,8 @@ contamination audit, held-out domains (base / AFT-only / MSM arms, the MSM-minus
 effect, the values × domain matrix, data efficiency), in distribution, agentic
 misalignment, training and data, and per-role tables (held-out, in-distribution and recall
 are never pooled). The page says which backends and base models produced it, and carries
-a banner naming the corpora whose documents came from the offline backend.
+a banner naming the corpora whose documents came from the offline backend, and one naming
+the arms with stale numbers (msmbuild.results.lineage).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from msmbuild.results.analysis import ALL, msm_effects, preference_rows, unswept
 
 OFFLINE_BANNER = ("Documents in this build came from the offline backend: it is not a model, and its "
                   "documents are not training data of any value. Numbers below exercise the pipeline only.")
+
+
+STALE_BANNER = ("Some numbers below are stale: they were measured on checkpoints that the current data "
+                "would not give (documents, shards or AFT data changed, or the checkpoint was retrained, since). "
+                "Train and evaluate again before reading them; the stale column marks them.")
 
 
 def _figure():
@@ -119,8 +125,7 @@ def plot_msm_effect(effects: list[dict[str, Any]], path: Path) -> bool:
 
 def plot_values_matrix(summary: Any, path: Path) -> bool:
     """Favoured rate of each MSM arm on its own value, per held-out domain (the paper's matrix)."""
-    rows = preference_rows(summary, "held_out", domain=None)
-    rows = unswept(rows)
+    rows = unswept(preference_rows(summary, "held_out", domain=None))
     rows = rows[(rows["arm_kind"] == "msm") & (rows["value"] == rows["midtrain"]) & (rows["domain"] != ALL)]
     if rows.empty:
         return False
@@ -140,13 +145,17 @@ def plot_values_matrix(summary: Any, path: Path) -> bool:
     return True
 
 
+def _aft_answer_rows(summary: Any) -> Any:
+    """Unswept in-distribution rows of one value (every value favours the AFT answer there)."""
+    rows = unswept(preference_rows(summary, "in_distribution"))
+    return rows if rows.empty else rows[rows["value"] == sorted(rows["value"].dropna().unique())[0]]
+
+
 def plot_in_distribution(summary: Any, path: Path) -> bool:
     """Did AFT take? The rate of giving the AFT answer on the AFT's own cheese pairs, per arm."""
-    rows = unswept(preference_rows(summary, "in_distribution"))
+    rows = _aft_answer_rows(summary).sort_values("arm")
     if rows.empty:
         return False
-    first = sorted(rows["value"].dropna().unique())[0]  # every value favours the AFT answer here
-    rows = rows[rows["value"] == first].sort_values("arm")
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     ys = list(range(len(rows)))
@@ -159,26 +168,30 @@ def plot_in_distribution(summary: Any, path: Path) -> bool:
     return True
 
 
+def _grouped_bars(rows: Any, by: str, labels: list[str], ylabel: str, path: Path) -> None:
+    """One bar per arm in each ``by`` group, with intervals."""
+    plt = _figure()
+    arms = sorted(rows["arm"].unique())
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(arms)
+    for k, arm in enumerate(arms):
+        sub = rows[rows["arm"] == arm].set_index(by).reindex(labels)
+        ax.bar([i + k * width for i in range(len(labels))], sub["estimate"].fillna(0), width,
+               yerr=_err(sub), capsize=2, label=arm)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 def plot_misalignment(summary: Any, path: Path) -> bool:
     """Harmful-action rate per arm and condition."""
     mis = summary[(summary["suite"] == "agentic_misalignment") & (summary["metric"] == "harmful_rate")]
     mis = mis[mis["condition"].notna() & (mis["condition"] != "all")]
     if mis.empty:
         return False
-    plt = _figure()
-    conditions = sorted(mis["condition"].unique())
-    arms = sorted(mis["arm"].unique())
-    fig, ax = plt.subplots(figsize=(11, 4))
-    width = 0.8 / len(arms)
-    for k, arm in enumerate(arms):
-        rows = mis[mis["arm"] == arm].set_index("condition").reindex(conditions)
-        ax.bar([i + k * width for i in range(len(conditions))], rows["estimate"].fillna(0), width,
-               yerr=_err(rows), capsize=2, label=arm)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(conditions))], conditions, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("harmful-action rate")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    _grouped_bars(mis, "condition", sorted(mis["condition"].unique()), "harmful-action rate", path)
     return True
 
 
@@ -209,20 +222,7 @@ def plot_reasoning_patterns(summary: Any, path: Path) -> bool:
     rows = rows[rows["estimate"].notna()]
     if rows.empty:
         return False
-    plt = _figure()
-    labels = list(dict.fromkeys(rows["value"]))
-    arms = sorted(rows["arm"].unique())
-    fig, ax = plt.subplots(figsize=(11, 4))
-    width = 0.8 / len(arms)
-    for k, arm in enumerate(arms):
-        sub = rows[rows["arm"] == arm].set_index("value").reindex(labels)
-        ax.bar([i + k * width for i in range(len(labels))], sub["estimate"].fillna(0), width,
-               yerr=_err(sub), capsize=2, label=arm)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of samples")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    _grouped_bars(rows, "value", list(dict.fromkeys(rows["value"])), "share of samples", path)
     return True
 
 
@@ -355,6 +355,14 @@ def offline_corpora(documents: Any) -> list[str]:
     return sorted(documents.loc[offline, "corpus"].dropna().unique()) if offline is not False else []
 
 
+def stale_arms(summary: Any) -> list[str]:
+    """Arms with an eval number measured on a checkpoint that is not the current build's
+    (retrained since, or trained on documents or shards the build no longer holds)."""
+    if summary.empty or "stale" not in summary.columns:
+        return []
+    return sorted(summary.loc[summary["stale"].fillna(False).astype(bool), "arm"].dropna().unique())
+
+
 def _provenance(params: Params, documents: Any) -> str:
     built = sorted(documents["backend"].dropna().unique()) if "backend" in documents.columns else []
     bases = sorted({e.base_model for e in params.experiments.values() if e.enabled}) or ["(no experiments)"]
@@ -387,10 +395,8 @@ def _findings(summary: Any, effects: list[dict[str, Any]], audit: Any, offline: 
                    f"{e['value']} item at {e['msm_rate']:.2f} vs {e['aft_only_rate']:.2f} for "
                    f"{e['reference']} (AFT only); difference {e['effect']:+.2f} "
                    f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}], {verdict}.")
-    ind = unswept(preference_rows(summary, "in_distribution"))
+    ind = _aft_answer_rows(summary)
     if not ind.empty:
-        first = sorted(ind["value"].unique())[0]
-        ind = ind[ind["value"] == first]
         base = ind[ind["arm_kind"] == "base"]["estimate"]
         trained = ind[ind["arm_kind"].isin(["aft_only", "msm"])]["estimate"]
         if len(base) and len(trained):
@@ -498,6 +504,10 @@ def build_report(params: Params, progress: bool = True) -> Path:
     if offline:
         parts.append(f"<div class='banner' id='offline-banner'>{html.escape(OFFLINE_BANNER)} "
                      f"(corpora: {html.escape(', '.join(offline))})</div>")
+    stale = stale_arms(summary)
+    if stale:
+        parts.append(f"<div class='banner' id='stale-banner'>{html.escape(STALE_BANNER)} "
+                     f"(arms: {html.escape(', '.join(stale))})</div>")
     parts.append(f"<p id='provenance'>{_provenance(params, frames['documents'])}</p>")
     parts.append("<h2 id='findings'>What this build shows</h2><ul>"
                  + "".join(f"<li>{html.escape(f)}</li>" for f in _findings(
@@ -542,7 +552,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
         rows = overall[overall["role"] == role] if "role" in overall.columns else overall.iloc[0:0]
         parts.append(f"<h2 id='role-{role}'>{html.escape(heading)}</h2>")
         parts.append(_table(rows, ["experiment", "arm", "suite", "metric", "value", "condition", "n",
-                                   "estimate", "ci_low", "ci_high", "note"]))
+                                   "estimate", "ci_low", "ci_high", "stale", "note"]))
     parts.append("<h2>Corpora</h2>")
     parts.append(_table(frames["corpora"], ["corpus", "spec", "backend", "n_documents", "n_chars", "cost_usd"]))
     parts.append(f"<p id='cost'>{html.escape(cost_line(params, frames['calls'], frames['corpora']))}</p>")

@@ -9,6 +9,7 @@ Public surface::
 
 from msmbuild.layout import DEFAULT_STORE_PATH
 from msmbuild.store._actions import ActionResult
+from msmbuild.store._cas import tree_digest
 from msmbuild.store._roots import read_roots, write_roots
 from msmbuild.store._store import MemoResult, RepairReport, Store, TransferCount, VerifyReport
 from msmbuild.store._writer import ResultWriter
@@ -23,5 +24,6 @@ __all__ = [
     "TransferCount",
     "VerifyReport",
     "read_roots",
+    "tree_digest",
     "write_roots",
 ]

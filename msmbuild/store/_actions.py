@@ -1,13 +1,8 @@
 """The action cache: action key -> output digests plus metadata.
 
-Layout: ``<root>/actions/ab/cdef….json``. A record is written atomically (temp file in its
-fan-out directory, fsync, rename) after the objects it names have been made durable.
-
-Small JSON outputs are kept *inline* in the record (as remote-execution APIs keep small
-outputs in the ActionResult): ``outputs[name]`` is still the digest of the value's
-canonical JSON, and ``inline[name]`` is the value itself, verified against that digest
-on every read. One file per model answer instead of two: creating a file is the main
-cost of storing a small result.
+Layout ``<root>/actions/ab/cdef….json``, written atomically after the objects it names are
+durable. Small JSON outputs are kept inline in the record and verified against their
+digest on every read (docs/store.md).
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """The CAS: immutable objects named by the xxh3-128 of their bytes.
 
-Layout: ``<root>/objects/ab/cdef…`` (first two hex characters as a fan-out directory).
-Trees are objects too: a canonical-JSON manifest of (relative path, digest, size, mode).
-
-Durability policy (batched commit): an object is written to a hidden temp file in its
-fan-out directory and renamed into place without an fsync of its own. ``sync()`` makes
-every write since the last sync durable at once (one ``syncfs`` of the store's
-filesystem). The action cache calls ``sync()`` before it writes an action record, so a
-record never refers to an object that a power loss could take away. What a crash can
-leave: renamed objects whose bytes never reached the disk; reads verify every digest, so
-such an object is reported as corrupt and recomputed or fetched again, never trusted.
-A process killed before the rename leaves only a hidden ``.tmp-*`` file, which no read
-sees and ``gc`` removes.
+Layout ``<root>/objects/ab/cdef…``; trees are canonical-JSON manifest objects. Writes are
+renamed into place unsynced and made durable together by ``sync()`` (one ``syncfs``);
+reads verify every digest. See docs/store.md, "Durability policy: batched commit".
 """
 
 from __future__ import annotations
@@ -35,7 +26,7 @@ from typing import Any
 import xxhash
 
 from msmbuild.errors import CorruptObjectError, StoreError, UnsafeTreeError
-from msmbuild.hashing import CHUNK, canonical_json, digest_bytes, is_digest
+from msmbuild.hashing import CHUNK, canonical_json, digest_bytes, digest_file, is_digest
 
 TREE_FORMAT = "msmbuild-tree/1"
 FICLONE = 0x40049409
@@ -127,6 +118,16 @@ def _walk_files(root: str, prefix: str) -> Iterator[tuple[str, str]]:
                 yield from _walk_files(entry.path, rel + "/")
             elif entry.is_file(follow_symlinks=False):
                 yield rel, entry.path
+
+
+def tree_digest(directory: str | os.PathLike[str]) -> str:
+    """The digest ``put_tree`` gives directory, computed without storing anything."""
+    root = os.fspath(directory)
+    entries = []
+    for rel, full in sorted(_walk_files(root, ""), key=lambda item: item[0].split("/")):
+        st = os.stat(full)
+        entries.append([rel, digest_file(full), st.st_size, bool(st.st_mode & stat.S_IXUSR)])
+    return digest_bytes(canonical_json({"format": TREE_FORMAT, "entries": entries}))
 
 
 def _umask() -> int:
@@ -234,11 +235,11 @@ class ObjectStore:
                 if not entry.name.startswith(".") and not is_digest(fan.name + entry.name):
                     yield Path(entry.path)
 
-    def quarantine_path(self, path: Path) -> Path:
+    def quarantine_path(self, path: Path, name: str | None = None) -> Path:
         """Move any file (a stray, a corrupt object) to ``root/quarantine/``; return where."""
         qdir = self.root / "quarantine"
         qdir.mkdir(parents=True, exist_ok=True)
-        dest = qdir / f"{path.name}.{os.getpid()}.{time.time_ns()}"
+        dest = qdir / f"{name or path.name}.{os.getpid()}.{time.time_ns()}"
         os.replace(path, dest)
         return dest
 
@@ -442,13 +443,9 @@ class ObjectStore:
             return False
         return isinstance(manifest, dict) and manifest.get("format") == TREE_FORMAT
 
-    def is_tree(self, digest: str) -> bool:
-        """True if the object is a tree manifest.
-
-        A manifest with unsafe entries counts as a tree, so that materializing it raises
-        UnsafeTreeError instead of placing the manifest's bytes as a file.
-        """
-        return self.looks_like_tree(digest)
+    # A manifest with unsafe entries counts as a tree, so that materializing it raises
+    # UnsafeTreeError instead of placing the manifest's bytes as a file.
+    is_tree = looks_like_tree
 
     # -- materialization -----------------------------------------------------
     def _link_or_copy(
@@ -567,12 +564,7 @@ class ObjectStore:
         Nothing is deleted: the bad bytes stay there for inspection. Returns the new path,
         or None when the object was not present.
         """
-        src = self.path(digest)
-        qdir = self.root / "quarantine"
-        qdir.mkdir(parents=True, exist_ok=True)
-        dest = qdir / f"{digest}.{os.getpid()}.{time.time_ns()}"
         try:
-            os.replace(src, dest)
+            return self.quarantine_path(self.path(digest), digest)
         except FileNotFoundError:
             return None
-        return dest

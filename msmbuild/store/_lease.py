@@ -1,18 +1,9 @@
 """Leases: one owner per action being computed, across processes and machines.
 
-A lease is a file ``<store>/leases/<key>.lease`` created with O_CREAT|O_EXCL (atomic on
-local filesystems and on NFSv3+), holding the owner's host, pid and a random token. The
-owner touches the file every ``heartbeat_s`` from a background thread. Another process
-that finds the file held waits; it takes the lease over when the owner is gone:
-
-- the owner runs on this host and its pid no longer exists (kill -9, OOM): at once;
-- otherwise when the file's mtime has not changed for ``stale_s`` seconds *as observed
-  by the waiter's own clock* (so clock skew between machines does not matter).
-
-Taking over is a rename of the stale file to a unique name (only one waiter's rename
-can succeed) followed by a fresh exclusive create. Nothing here is trusted for
-correctness of results: the action cache still verifies every output; the lease only
-keeps two trainers out of one resume directory and stops duplicate work.
+A lease is ``<store>/leases/<key>.lease``, created exclusively and touched every
+``heartbeat_s`` by its owner; a waiter takes it over (rename, then a fresh create) when
+the owner's pid is gone on this host, or its mtime has not changed for ``stale_s`` by
+the waiter's clock. Results never rely on it (docs/store.md, "Owners of running actions").
 """
 
 from __future__ import annotations
@@ -36,11 +27,10 @@ STALE_S = 120.0
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        with contextlib.suppress(PermissionError):  # alive, owned by someone else
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, owned by someone else
-        return True
     return True
 
 
@@ -122,16 +112,14 @@ class StaleWatch:
 
     def owner_gone(self) -> bool:
         """True when the owner died on this host or its heartbeat stopped for stale_s."""
-        owner = read_owner(self.path)
+        owner = read_owner(self.path)  # {} when created but not yet written: judge by the heartbeat
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
             return False  # released: the next try_acquire will tell
-        if not owner:  # created but not yet written (or garbage): judge by the heartbeat
-            owner = {}
-        if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-            if not _pid_alive(owner["pid"]):
-                return True
+        if (owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
+                and not _pid_alive(owner["pid"])):
+            return True
         seen = (mtime, str(owner.get("token")))
         if seen != self._seen:
             self._seen, self._since = seen, time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
@@ -34,26 +35,16 @@ class Remote:
     def _act(self, key: str) -> str:
         return f"{self.root}/actions/{key[:2]}/{key[2:]}.json"
 
-    def _write(self, path: str, data: bytes) -> None:
+    def _write(self, path: str, put: Callable[[str], object]) -> None:
+        """put(target) writes the bytes; where the filesystem renames, to a temp name moved into place."""
+        if not self._atomic_rename:
+            put(path)
+            return
         parent = path.rsplit("/", 1)[0]
-        if self._atomic_rename:
-            self.fs.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-            with self.fs.open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        else:
-            self.fs.pipe_file(path, data)
-
-    def _write_file(self, path: str, local: Path) -> None:
-        parent = path.rsplit("/", 1)[0]
-        if self._atomic_rename:
-            self.fs.makedirs(parent, exist_ok=True)
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-            self.fs.put_file(str(local), tmp)
-            os.replace(tmp, path)
-        else:
-            self.fs.put_file(str(local), path)
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+        put(tmp)
+        os.replace(tmp, path)
 
     def _read(self, path: str) -> bytes | None:
         try:
@@ -75,11 +66,11 @@ class Remote:
 
     def put_object(self, digest: str, data: bytes) -> None:
         """Upload an object's bytes."""
-        self._write(self._obj(digest), data)
+        self._write(self._obj(digest), lambda p: self.fs.pipe_file(p, data))
 
     def put_object_file(self, digest: str, local: Path) -> None:
         """Upload an object from a local file (streamed by fsspec)."""
-        self._write_file(self._obj(digest), local)
+        self._write(self._obj(digest), lambda p: self.fs.put_file(str(local), p))
 
     def get_action(self, key: str) -> bytes | None:
         """An encoded action record, or None."""
@@ -87,7 +78,7 @@ class Remote:
 
     def put_action(self, key: str, data: bytes) -> None:
         """Upload an encoded action record."""
-        self._write(self._act(key), data)
+        self._write(self._act(key), lambda p: self.fs.pipe_file(p, data))
 
     def _list(self, sub: str, suffix: str = "") -> set[str]:
         base = f"{self.root}/{sub}"

@@ -16,13 +16,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from msmbuild.errors import CorruptObjectError, DiskFullError, StoreError, UnsafeTreeError
-from msmbuild.hashing import action_key, canonical_json, digest_bytes, is_digest
+from msmbuild.hashing import action_key, canonical_json, digest_bytes, digest_file, is_digest
 from msmbuild.layout import DEFAULT_STORE_PATH, resume_dir
 from msmbuild.store import _lease
 from msmbuild.store._actions import ActionCache, ActionResult
@@ -96,10 +97,9 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 def _free_mb(path: Path) -> str:
     try:
-        st = os.statvfs(path)
+        return f"{shutil.disk_usage(path).free / 1e6:.1f}"
     except OSError:
         return "?"
-    return f"{st.f_bavail * st.f_frsize / 1e6:.1f}"
 
 
 @dataclass
@@ -234,8 +234,6 @@ class Store:
         try:
             if not self.remote.get_object_to(digest, Path(tmp)):
                 return False
-            from msmbuild.hashing import digest_file
-
             if digest_file(tmp) != digest:
                 raise CorruptObjectError(f"remote object {digest} at {self.remote.url} is corrupt")
             self.cas._install(Path(tmp), digest)
@@ -249,16 +247,12 @@ class Store:
         Every object is re-hashed; a corrupt one is fetched again from the remote or, failing
         that, moved to quarantine and reported with CorruptObjectError.
         """
-        if not self.cas.verify_object(digest):
-            if not self._fetch_object(digest):
-                if self.cas.has(digest):
-                    bad = self.cas.path(digest)
-                    moved = self.cas.quarantine(digest)
-                    raise CorruptObjectError(
-                        f"object {digest} is corrupt: {bad} does not hash to its name"
-                        f" (moved to {moved})"
-                    )
-                raise StoreError(f"object {digest} is in neither the local store nor the remote")
+        if not self.cas.verify_object(digest) and not self._fetch_object(digest):
+            if self.cas.has(digest):
+                bad = self.cas.path(digest)
+                raise CorruptObjectError(f"object {digest} is corrupt: {bad} does not hash to its name"
+                                         f" (moved to {self.cas.quarantine(digest)})")
+            raise StoreError(f"object {digest} is in neither the local store nor the remote")
         if self.cas.is_tree(digest):
             for obj in {entry[1] for entry in self.cas.tree_entries(digest)}:
                 self.ensure_object(obj)
@@ -267,10 +261,7 @@ class Store:
         """Read and verify an object, fetching it from the remote on a local miss."""
         try:
             return self.cas.get_bytes(digest)
-        except CorruptObjectError:
-            if not self._fetch_object(digest):
-                raise
-        except StoreError:
+        except StoreError:  # missing or corrupt (CorruptObjectError)
             if not self._fetch_object(digest):
                 raise
         return self.cas.get_bytes(digest)
@@ -394,10 +385,7 @@ class Store:
         if found is None:
             return None
         record, source = found
-        if "value" in record.inline:
-            value = record.inline["value"]
-        else:
-            value = self.get_json(record.outputs["value"])
+        value = record.inline["value"] if "value" in record.inline else self.get_json(record.outputs["value"])
         return MemoResult(key, value, record.meta, True, source)
 
     def save_json(self, key: str, value: Any, meta: dict[str, Any],
@@ -520,10 +508,14 @@ class Store:
                 stack.extend(e[1] for e in self.cas.tree_entries(d))
         return out
 
-    def push_keys(self, keys: Iterable[str]) -> TransferCount:
-        """Upload the named actions and their objects, skipping what the remote has."""
+    def _require_remote(self) -> Remote:
         if self.remote is None:
             raise StoreError("no store remote is configured (set store.remote in params.yaml)")
+        return self.remote
+
+    def push_keys(self, keys: Iterable[str]) -> TransferCount:
+        """Upload the named actions and their objects, skipping what the remote has."""
+        remote = self._require_remote()
         count = TransferCount()
         for key in keys:
             record = self.actions.get(key)
@@ -531,22 +523,21 @@ class Store:
                 continue
             self._refuse_bad_inline(record, "push")
             for digest in self._closure(record.object_digests()):
-                if self.remote.has_object(digest):
+                if remote.has_object(digest):
                     count.skipped += 1
                     continue
-                self.remote.put_object_file(digest, self.cas.path(digest))
+                remote.put_object_file(digest, self.cas.path(digest))
                 count.objects += 1
                 count.bytes += self.cas.path(digest).stat().st_size
-            self.remote.put_action(key, record.to_bytes())
+            remote.put_action(key, record.to_bytes())
             count.actions += 1
         return count
 
     def push(self) -> TransferCount:
         """Upload every local object and action the remote lacks."""
-        if self.remote is None:
-            raise StoreError("no store remote is configured (set store.remote in params.yaml)")
+        remote = self._require_remote()
         count = TransferCount()
-        remote_objects = self.remote.list_objects()
+        remote_objects = remote.list_objects()
         for digest in self.cas.iter_digests():
             if digest in remote_objects:
                 count.skipped += 1
@@ -555,10 +546,10 @@ class Store:
                 count.failed[digest] = (f"local object {self.cas.path(digest)} is corrupt; not pushed "
                                         "(msmbuild store repair)")
                 continue
-            self.remote.put_object_file(digest, self.cas.path(digest))
+            remote.put_object_file(digest, self.cas.path(digest))
             count.objects += 1
             count.bytes += self.cas.path(digest).stat().st_size
-        remote_actions = self.remote.list_actions()
+        remote_actions = remote.list_actions()
         for key in self.actions.iter_keys():
             if key not in remote_actions:
                 try:
@@ -571,7 +562,7 @@ class Store:
                 if any(d in count.failed for d in record.object_digests()):
                     count.failed[key] = "an output object is corrupt; not pushed"
                     continue
-                self.remote.put_action(key, data)
+                remote.put_action(key, data)
                 count.actions += 1
         return count
 
@@ -589,13 +580,12 @@ class Store:
         malformed record is skipped and reported in ``failed`` (nothing of it is kept
         locally), and an action that needs a failed object is not pulled; the rest is.
         """
-        if self.remote is None:
-            raise StoreError("no store remote is configured (set store.remote in params.yaml)")
+        remote = self._require_remote()
         count = TransferCount()
         local = set(self.cas.iter_digests())
-        for digest in sorted(self.remote.list_objects()):
+        for digest in sorted(remote.list_objects()):
             if not is_digest(digest):
-                count.failed[digest] = f"{self.remote.url}: not an object name; skipped"
+                count.failed[digest] = f"{remote.url}: not an object name; skipped"
                 continue
             if digest in local:
                 count.skipped += 1
@@ -610,15 +600,15 @@ class Store:
                 count.bytes += self.cas.path(digest).stat().st_size
         self.cas.sync()
         local_actions = set(self.actions.iter_keys())
-        for key in sorted(self.remote.list_actions() - local_actions):
+        for key in sorted(remote.list_actions() - local_actions):
             if not is_digest(key):
-                count.failed[key] = f"{self.remote.url}: not an action key; skipped"
+                count.failed[key] = f"{remote.url}: not an action key; skipped"
                 continue
-            data = self.remote.get_action(key)
+            data = remote.get_action(key)
             if data is None:
                 continue
             try:
-                record = ActionResult.from_bytes(data, f"{self.remote.url} action {key}")
+                record = ActionResult.from_bytes(data, f"{remote.url} action {key}")
                 self._refuse_bad_inline(record, "pull")
                 needs = self._closure(d for d in record.object_digests() if self.cas.has(d))
             except StoreError as exc:
@@ -626,7 +616,7 @@ class Store:
                 continue
             lacking = [d for d in list(needs) + record.object_digests() if not self.cas.has(d)]
             if lacking or any(d in count.failed for d in needs):
-                count.failed[key] = (f"{self.remote.url} action {key}: output object "
+                count.failed[key] = (f"{remote.url} action {key}: output object "
                                      f"{(lacking or sorted(needs & count.failed.keys()))[0]} is "
                                      "missing or corrupt; not pulled")
                 continue
@@ -736,11 +726,7 @@ class Store:
         dropped and the placed trees (or files) holding it are removed, so the next build
         recomputes exactly those results and nothing else. Strays are quarantined.
         """
-        report = RepairReport()
-        for path in list(self.cas.iter_strays()):
-            with contextlib.suppress(FileNotFoundError):
-                self.cas.quarantine_path(path)
-                report.strays += 1
+        report = RepairReport(strays=self._quarantine_strays())
         report.corrupt = [d for d in self.cas.iter_digests() if not self.cas.verify_object(d)]
         if not report.corrupt:
             return report
@@ -788,10 +774,17 @@ class Store:
         self.cas.sync()
         return report
 
+    def _quarantine_strays(self) -> int:
+        """Move every stray file out of objects/; returns how many."""
+        moved = 0
+        for path in list(self.cas.iter_strays()):
+            with contextlib.suppress(FileNotFoundError):
+                log.warning("moved stray file %s (not an object) to %s", path, self.cas.quarantine_path(path))
+                moved += 1
+        return moved
+
     def _restore_from_copy(self, digest: str, paths: list[Path]) -> bool:
         """Take the object back from a build path that still holds its exact bytes."""
-        from msmbuild.hashing import digest_file
-
         for path in paths:
             with contextlib.suppress(OSError):
                 if digest_file(path) == digest:
@@ -821,20 +814,11 @@ class Store:
                 self.actions.remove(key)
                 removed_actions += 1
         live = self._closure(d for d in roots if self.cas.has(d))
-        removed_objects = 0
-        freed = 0
-        for digest in list(self.cas.iter_digests()):
-            if digest not in live:
-                path = self.cas.path(digest)
-                freed += path.stat().st_size
-                self.cas.remove(digest)
-                removed_objects += 1
-        strays = 0
-        for path in list(self.cas.iter_strays()):
-            with contextlib.suppress(FileNotFoundError):
-                moved = self.cas.quarantine_path(path)
-                log.warning("moved stray file %s (not an object) to %s", path, moved)
-                strays += 1
+        dead = [d for d in self.cas.iter_digests() if d not in live]
+        freed = sum(self.cas.path(d).stat().st_size for d in dead)
+        for digest in dead:
+            self.cas.remove(digest)
+        strays = self._quarantine_strays()
         cutoff = time.time() - tmp_grace_s
         resume_removed = self._gc_resume(cutoff)
         tmp_removed = 0
@@ -850,7 +834,7 @@ class Store:
                     tmp_removed += 1
                 except FileNotFoundError:
                     continue
-        return {"actions_removed": removed_actions, "objects_removed": removed_objects,
+        return {"actions_removed": removed_actions, "objects_removed": len(dead),
                 "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed,
                 "strays_quarantined": strays, "resume_removed": resume_removed}
 
@@ -900,24 +884,17 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: objects, bytes, actions by kind, recorded cost."""
-        n_obj = 0
-        size = 0
-        for digest in self.cas.iter_digests():
-            n_obj += 1
-            size += self.cas.path(digest).stat().st_size
-        by_kind: dict[str, int] = {}
+        sizes = [self.cas.path(digest).stat().st_size for digest in self.cas.iter_digests()]
+        by_kind: Counter[str] = Counter()
         cost = 0.0
-        n_act = 0
         for key in self.actions.iter_keys():
-            n_act += 1
             try:
                 record = self.actions.get(key)
             except StoreError:
-                by_kind["<malformed>"] = by_kind.get("<malformed>", 0) + 1
+                by_kind["<malformed>"] += 1
                 continue
-            kind = str(record.meta.get("kind", "?"))
-            by_kind[kind] = by_kind.get(kind, 0) + 1
+            by_kind[str(record.meta.get("kind", "?"))] += 1
             cost += float(record.meta.get("cost_usd") or 0.0)
-        return {"root": str(self.root), "objects": n_obj, "bytes": size, "actions": n_act,
-                "actions_by_kind": by_kind, "cost_usd": round(cost, 6),
+        return {"root": str(self.root), "objects": len(sizes), "bytes": sum(sizes),
+                "actions": by_kind.total(), "actions_by_kind": dict(by_kind), "cost_usd": round(cost, 6),
                 "remote": self.remote.url if self.remote else None}

@@ -1,21 +1,14 @@
 """Store JSON action results off the caller's thread, in batches.
 
-Bulk generation receives model answers on an event loop that must never wait for a disk.
-``ResultWriter.save_json`` only appends to a queue; one thread drains the queue every
-``interval_s``, writes each record with ``durable=False`` and makes everything durable
-with one ``sync()`` about every ``sync_every_s`` and at ``close()``. Draining on a timer
-instead of waking per answer keeps the writer from contending with the loop for the GIL
-once per answer.
-
-A write that fails does not stop the others: the writer keeps storing every other queued
-answer, and the first error is raised by the next ``save_json``, ``flush`` or ``close``.
-``flush()`` returns once everything queued before it is stored and durable (a backend
-calls it before it forgets a finished Message Batch); ``close()`` does the same for
-everything and stops the thread.
+``ResultWriter.save_json`` only queues; one thread writes the queue every ``interval_s``
+with ``durable=False`` and syncs about every ``sync_every_s``, on ``flush()`` and at
+``close()``. A failed write does not stop the others; the first error is raised by the
+next ``save_json``, ``flush`` or ``close`` (docs/store.md, "Durability policy").
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -78,13 +71,9 @@ class ResultWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc is None:
+        # keep what was received, but do not hide the error that got us here
+        with contextlib.suppress(StoreError) if exc is not None else contextlib.nullcontext():
             self.close()
-            return
-        try:  # keep what was received, but do not hide the error that got us here
-            self.close()
-        except StoreError:
-            pass
 
     def _raise_error(self) -> None:
         if self._error is not None:

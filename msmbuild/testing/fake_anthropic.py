@@ -1,33 +1,18 @@
-"""A loopback server that speaks the Anthropic Messages and Message Batches API.
+"""A loopback server that speaks the Anthropic Messages, Message Batches and Models API.
 
 Tests and benchmarks point the real ``anthropic`` SDK at it (``base_url``). It answers
-deterministically from the request (so a test can check what came back), counts requests
-per endpoint and per prompt, tracks how many Messages requests were in flight at once,
-and injects faults on demand: 429 with retry-after, 529, 500, a dropped connection,
-a non-healing 400/401/402, a malformed structured answer, errored (api_error or invalid_request_error) and
-expired batch items,
-and a batch that never ends; ``hold_after(n)`` holds every Messages answer after the n-th
+deterministically from the request, counts requests per endpoint and per prompt and the
+in-flight maximum, and injects faults on demand (``FAULT_KINDS``: HTTP errors with
+retry-after, a dropped connection, a malformed structured answer, errored, expired and
+never-ending batch items); ``hold_after(n)`` holds every Messages answer after the n-th
 until ``release()``.
 
-Rate limits (``rate_limits={"requests": 120, "input-tokens": ..., "output-tokens": ...}``, per
-minute; any subset) are enforced as the API does: one token bucket per kind whose capacity
-is the per-minute limit, refilled continuously at limit/60 per second. A Messages request
-is admitted on arrival when every bucket holds its cost (1 request; its input tokens less
-cache reads; ``max_tokens`` output tokens, the estimate the API charges up front) and is
-otherwise answered 429 with ``retry-after`` (whole seconds until the short bucket holds the
-cost). When the answer is ready the output charge is settled to the tokens written. Every
-Messages answer carries ``anthropic-ratelimit-{kind}-limit/-remaining/-reset`` (reset: RFC
-3339 time at which the bucket is full again) for each enforced kind, plus
-``anthropic-ratelimit-tokens-*`` for whichever token bucket is emptier. Without
-``rate_limits`` nothing is enforced and no rate-limit headers are sent.
-Prompt caching is accounted as the API does it: the prefix (tools, then system blocks up
-to the last ``cache_control`` mark) is cached only when it reaches the model's minimum
-cacheable length (``msmbuild.generate.caching``); usage then reports
-``cache_creation_input_tokens`` on the first request and ``cache_read_input_tokens`` on
-later ones, with ``input_tokens`` counting only what follows the prefix. A marked prefix
-below the minimum is billed as plain input and counted in ``stats()["cache_marks_below_minimum"]``.
-The Models API (``GET /v1/models``, ``GET /v1/models/{id}``) serves the SDK's current
-models (``anthropic.types.ModelParam`` minus the ones the SDK lists as retired by today);
+It enforces ``rate_limits`` (per minute, any subset of ``RATE_KINDS``) with the API's token
+buckets, answering 429 with ``retry-after`` and sending ``anthropic-ratelimit-*`` headers
+(docs/generate.md, "Rate limits"); without them nothing is enforced and no such header
+is sent. Prompt caching is accounted as the API does, with the model's minimum cacheable
+length (``msmbuild.generate.caching``); a marked prefix below it is plain input, counted in
+``stats()["cache_marks_below_minimum"]``. The Models API serves the SDK's current models;
 any other id is a 404, as a retired model is on the real API.
 
 In-process use::
@@ -45,6 +30,7 @@ line of stdout; ``stats_remote(url)`` / ``inject_remote(url, ...)`` drive it ove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -674,10 +660,6 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.st
         if path == "/_fake/inject":
             st.faults.append(Fault(**body))
-        elif path == "/_fake/reset":
-            with st.lock:
-                st.reset_stats()
-                st.faults.clear()
         elif path == "/_fake/config":
             for key in ("latency_s", "batch_latency_s", "answer_chars", "list_items"):
                 if key in body:
@@ -767,12 +749,6 @@ class FakeAnthropic:
         """Counts per endpoint and per prompt, faults fired, in-flight maximum."""
         return self.state.stats()
 
-    def set_rate_limits(self, limits: dict[str, int] | None) -> None:
-        """Enforce these per-minute limits from now on, buckets full (None: no limits)."""
-        new = _RateLimits(limits or {})
-        with self.state.lock:
-            self.state.limits = new
-
     def reset(self) -> None:
         """Zero the counters and disarm every fault."""
         with self.state.lock:
@@ -799,11 +775,6 @@ def inject_remote(url: str, kind: str, times: int = 1, match: str | None = None,
                   retry_after: float | None = None) -> None:
     """inject() on a server at url."""
     _post(f"{url}/_fake/inject", asdict(Fault(kind, times, match, retry_after)))
-
-
-def reset_remote(url: str) -> None:
-    """reset() on a server at url."""
-    _post(f"{url}/_fake/reset", {})
 
 
 def configure_remote(url: str, **settings: Any) -> None:
@@ -847,10 +818,8 @@ def main(argv: list[str] | None = None) -> None:
     server = FakeAnthropic(args.latency, args.batch_latency, args.answer_chars, rate_limits=limits,
                            port=args.port)
     print(server.url, flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -3,13 +3,17 @@
 The key is the caller's inputs (start weights, data digests, versions) plus the training
 config and the number of processes (it changes the effective batch). A hit restores the
 stored checkpoint; a miss loads the start model, fits it (resumable: state lives under
-the store's ``resume/<key>/`` until the checkpoint is stored) and saves it. Either way the
+the store's ``resume/<key>/`` until the checkpoint is stored) and saves it with
+``lineage.json``: the inputs it was trained from, by content (shard digests, start
+checkpoint, data digest, config). They are the key's inputs, so a retrain or a resumed
+run still gives the same tree digest. Either way the
 checkpoint is materialized at ``dest`` (left alone when it is already there) and the key
 is recorded as a gc root.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmbuild.errors import TrainingInputError
+from msmbuild.layout import LINEAGE
 from msmbuild.store import write_roots
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
         trained, meta = fit(begin.model, cfg, n_items, batches(), state_dir, on_step)
         if rank == 0:
             save_checkpoint(trained, tokenizer, cfg, out, state_dir, begin.base, begin.frozen)
+            write_lineage(out, kind, inputs)
             if save_extra is not None:
                 save_extra(out)
         return {**meta, **describe, "method": cfg.method, "init": begin.how}
@@ -77,6 +83,23 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
         store.materialize_if_changed(result.value, dest)
         write_roots(build_dir, root, [result.key])
     return result
+
+
+def write_lineage(out: Path, kind: str, inputs: dict[str, Any]) -> None:
+    """What the checkpoint at out was trained from: its action's kind and inputs (digests)."""
+    (out / LINEAGE).write_text(json.dumps({"kind": kind, "inputs": inputs}, indent=1, sort_keys=True) + "\n",
+                               encoding="utf-8")
+
+
+def read_lineage(checkpoint: Path) -> dict[str, Any] | None:
+    """The lineage.json of a checkpoint directory (None when it has none: trained before it existed)."""
+    path = checkpoint / LINEAGE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TrainingInputError(f"{path}: not valid JSON (line {exc.lineno})") from None
 
 
 def _run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],

@@ -125,15 +125,15 @@ def run_aft(params: Params, arm: Arm, store: Store, *,
             on_step: Callable[[int], None] | None = None) -> MemoResult:
     """AFT for one arm; the checkpoint is materialized at the layout's arm_aft(arm)."""
     from msmbuild.models import load_tokenizer
-    from msmbuild.train.aft_data import prepare_aft_data, read_demonstrations
-    from msmbuild.train.loop import distributed_state
+    from msmbuild.train.aft_data import arm_aft_data, read_demonstrations
 
-    if arm.aft is None:
-        raise TrainingInputError(f"arm {arm.name!r} has no AFT dataset")
     p = arm.params(params)
     cfg = p.aft_train
-    with distributed_state().main_process_first():
-        data_path = prepare_aft_data(p, arm.aft, store, arm.aft_sources)
+    data_path = arm_aft_data(params, arm)
+    if not data_path.is_file():  # training reads its data; the data stage writes it
+        raise TrainingInputError(
+            f"{data_path}: the AFT data of arm {arm.name!r} is not built; run `msmbuild aft-data --arm "
+            f"{arm.name}` first (snakemake and dvc repro run that stage before training)")
     rows = read_demonstrations(data_path)
     start = _start_model(p, arm, store)
     start_id = start.identity

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +29,13 @@ from msmbuild.layout import Layout
 from msmbuild.store import write_roots
 from msmbuild.train.chat_rows import read_demonstrations, validate_row
 
-__all__ = ["aft_input_files", "full_rows", "nested_subset", "prepare_aft_data", "read_demonstrations",
+__all__ = ["AftDataFile", "aft_data_files", "aft_dataset_closure", "aft_input_files", "arm_aft_data", "full_rows", "nested_subset",
+           "prepare_aft_data", "prepare_arm_aft_data", "read_demonstrations",
            "strip_think_row", "validate_row"]
 
 if TYPE_CHECKING:
     from msmbuild.config import Params
+    from msmbuild.experiments import Arm
     from msmbuild.store import Store
 
 THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.S)
@@ -118,11 +121,15 @@ def strip_think_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_aft_data(params: Params, name: str, store: Store | None = None,
-                     sources: str = "all") -> Path:
-    """Write build/aft/<name>[-fraction<f>][-instruction_only].jsonl from the dataset's source."""
+                     sources: str = "all", whole: bool = False) -> Path:
+    """Write build/aft/<name>[-fraction<f>][-instruction_only].jsonl from the dataset's source
+    (``whole``: every row, whatever ``fraction`` says; the audit reads that file)."""
     if name not in params.aft:
         raise TrainingInputError(f"params.yaml: no AFT dataset named {name!r}")
     cfg = params.aft[name]
+    if whole and cfg.fraction < 1:
+        cfg = cfg.model_copy(update={"fraction": 1.0})
+        params = params.model_copy(update={"aft": {**params.aft, name: cfg}})
     out = Layout.of(params).aft_data(name, cfg.fraction, sources)
     if sources != "all" and cfg.source != "mix":
         raise TrainingInputError(f"params.yaml: aft.{name}: {sources} needs source: mix")
@@ -138,4 +145,53 @@ def prepare_aft_data(params: Params, name: str, store: Store | None = None,
         rows = nested_subset(full_rows(params, name, store), cfg.fraction)
     data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
     write_bytes_if_changed(out, data.encode("utf-8"))
+    return out
+
+
+def arm_aft_data(params: Params, arm: Arm) -> Path:
+    """The file ``arm`` trains on: its dataset at the arm's fraction, the IT rows alone for
+    the IT-only baseline."""
+    if arm.aft is None:
+        raise TrainingInputError(f"arm {arm.name!r} has no AFT dataset")
+    fraction = arm.params(params).aft[arm.aft].fraction
+    return Layout.of(params).aft_data(arm.aft, fraction, arm.aft_sources)
+
+
+def prepare_arm_aft_data(params: Params, arm: Arm, store: Store | None = None) -> Path:
+    """Write the file ``arm`` trains on (a data stage of its own: training only reads it)."""
+    if arm.aft is None:
+        raise TrainingInputError(f"arm {arm.name!r} has no AFT dataset")
+    return prepare_aft_data(arm.params(params), arm.aft, store, arm.aft_sources)
+
+
+def aft_dataset_closure(params: Params, name: str) -> list[str]:
+    """``name`` and every AFT dataset it is built from (a mix's sources, a strip_think's CoT set)."""
+    cfg = params.aft[name]
+    parts = [cfg.of] if cfg.source == "strip_think" and cfg.of else [s.aft for s in cfg.sources if s.aft]
+    out = [name]
+    for part in parts:
+        if part in params.aft:
+            out += [n for n in aft_dataset_closure(params, part) if n not in out]
+    return out
+
+
+@dataclass(frozen=True)
+class AftDataFile:
+    """How one file under build/aft/ is made: an arm's training file, or (arm None) the
+    whole dataset, which the contamination audit reads."""
+
+    dataset: str
+    arm: str | None
+
+
+def aft_data_files(params: Params) -> dict[str, AftDataFile]:
+    """Every AFT data file the experiment matrix needs, by file name."""
+    from msmbuild.experiments import aft_arms
+
+    layout = Layout.of(params)
+    out: dict[str, AftDataFile] = {}
+    for arm in aft_arms(params):
+        assert arm.aft is not None
+        out.setdefault(arm_aft_data(params, arm).name, AftDataFile(arm.aft, arm.name))
+        out.setdefault(layout.aft_data(arm.aft).name, AftDataFile(arm.aft, None))
     return out

@@ -12,6 +12,8 @@ GPU-hour model (written out in every plan it prints):
 N comes from msmbuild.train.model_size. Tokens: midtraining = documents × assumed tokens
 per document × epochs (or max_steps × batch × grad_accum × seq_len when set); AFT =
 examples × tokens per example (measured on a file, assumed for generated data) × epochs;
+generated AFT data's calls and USD come from msmbuild.generate.demonstration_plan (domain,
+query, reply and judge calls; the shared spec context priced with prompt caching);
 a midtraining run shared by several arms is counted once in the total. Nothing here
 calls a model, downloads anything, or reads a hub dataset.
 """
@@ -26,8 +28,6 @@ from msmbuild.config import Params
 from msmbuild.experiments import expand_arms
 
 CHARS_PER_TOKEN = 4
-QUERY_OUTPUT_TOKENS = 60  # one proposed user message
-JUDGE_OUTPUT_TOKENS = 120  # a verdict and its reason
 
 
 @dataclass
@@ -42,6 +42,7 @@ class AftPlan:
     cost_usd: float = 0.0
     note: str = ""
     by_source: dict[str, int | None] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # generation calls per stage (first round)
 
 
 @dataclass
@@ -95,27 +96,20 @@ def plan_aft(params: Params, name: str) -> AftPlan:
 
 
 def _plan_generated(params: Params, name: str) -> AftPlan:
-    from msmbuild.generate.demonstrations import QUERIES_PER_CALL, domain_contexts
-    from msmbuild.spec import parse_spec
+    from msmbuild.generate.demonstration_plan import plan_demonstrations
 
     cfg = params.aft[name]
-    domains = domain_contexts(parse_spec(cfg.spec, cfg.template_vars), cfg)
-    n = len(domains) * cfg.n_queries
-    calls = len(domains) * math.ceil(cfg.n_queries / QUERIES_PER_CALL)
-    ctx = sum(len(d["context"]) for d in domains) // CHARS_PER_TOKEN // max(1, len(domains))
-    per_example = params.plan.tokens_per_aft_example
-    plan = AftPlan(name, f"generated from {cfg.spec} ({cfg.backend})", n, per_example,
-                   requests=calls + 2 * n, note="before the judge's filter")
-    if cfg.backend == "anthropic":
-        from msmbuild.generate.backends.pricing import estimate_cost
-
-        model, batch = params.backends.anthropic.model, params.backends.anthropic.batch
-        use_batch = batch.enabled and n >= batch.threshold
-        plan.cost_usd = (
-            estimate_cost(model, calls, ctx, QUERY_OUTPUT_TOKENS * QUERIES_PER_CALL, params.prices, use_batch)
-            + estimate_cost(model, n, ctx + 100, per_example, params.prices, use_batch)
-            + estimate_cost(model, n, ctx + per_example, JUDGE_OUTPUT_TOKENS, params.prices, use_batch))
-    return plan
+    gen = plan_demonstrations(params, name)
+    domains = (f"{gen.domains} conversation domains ({cfg.n_domains} per section, invented by the model)"
+               if cfg.domains == "model" else f"{gen.domains} sections as domains")
+    calls = ", ".join(f"{n} {stage}" for stage, n in gen.calls.items())
+    caching = "" if cfg.backend != "anthropic" else (
+        "; spec context priced as cache reads" if gen.context_cached else
+        "; spec context priced as plain input (prompt_caching off or below the model's cacheable minimum)")
+    return AftPlan(name, f"generated from {cfg.spec} ({cfg.backend})", gen.examples,
+                   params.plan.tokens_per_aft_example, requests=gen.requests, cost_usd=gen.cost_usd,
+                   note=f"before the judge's filter; {domains}; calls: {calls}{caching}",
+                   calls=dict(gen.calls))
 
 
 def _plan_mix(params: Params, name: str) -> AftPlan:

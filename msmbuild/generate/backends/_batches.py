@@ -1,9 +1,8 @@
 """The ledger of Message Batches in flight, so a killed run collects instead of resubmitting.
 
-One small JSON file per submitted batch under ``<store>/batches/``: the batch id, when it
-was submitted, and which request digest each ``custom_id`` stands for. It is written
-(temp + fsync + rename) right after the batch is created and removed once every result
-of the batch has been read and handed on. No keys, prompts or credentials are in it.
+One JSON file per submitted batch under ``<store>/batches/`` (batch id, submission time,
+request digest of each ``custom_id``; no keys, prompts or credentials), written atomically
+when the batch is created and removed once its results are stored (docs/generate.md).
 """
 
 from __future__ import annotations
@@ -11,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from msmbuild.fsutil import write_bytes_if_changed
 
 __all__ = ["BatchLedger", "PendingBatch"]
 
@@ -57,19 +57,9 @@ class BatchLedger:
     def record(self, batch_id: str, items: dict[str, str], submitted: float | None = None) -> PendingBatch:
         """Write a batch's entry atomically and durably."""
         entry = PendingBatch(batch_id, time.time() if submitted is None else submitted, items)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"batch_id": entry.batch_id, "submitted": entry.submitted,
-                           "items": entry.items}, sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path(batch_id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_if_changed(self._path(batch_id), json.dumps(
+            {"batch_id": entry.batch_id, "submitted": entry.submitted, "items": entry.items},
+            sort_keys=True).encode())
         return entry
 
     def forget(self, batch_id: str) -> None:

@@ -1,26 +1,15 @@
 """One concurrency budget and one rate budget per API endpoint, shared by the process.
 
-A ``SharedLimiter`` counts requests in flight across threads and event loops (every
-``generate`` call runs its own loop, and a process may run several at once), and holds
-every new request back while the API has asked us to wait (a 429's ``retry-after``, or an
-exhausted ``anthropic-ratelimit-*`` kind that the rate budget does not track).
-
-A ``RateBudget`` paces requests under the API's per-minute limits. The API keeps one
-token bucket per kind (requests, input tokens, output tokens) whose capacity is the
-per-minute limit, refilled continuously, and reports each on every answer in
-``anthropic-ratelimit-{kind}-limit/-remaining``. The budget mirrors those buckets: a
-request reserves its estimated cost before it is sent (1 request, its estimated
-uncached input tokens, its ``max_tokens`` — what the API charges up front) and waits,
-first come first served, until every bucket holds it; the answer settles the reservation
-to the tokens actually used, and its headers pull a bucket down whenever the API reports
-less than we hold (another process spending the same organization's limit). Until the
-first answer has come back, one request is in flight: it finds the limits out (an answer
-without rate-limit headers means none are paced).
+``SharedLimiter`` counts requests in flight across threads and event loops and holds new
+ones back while the API asks us to wait. ``RateBudget`` mirrors the API's per-minute
+token buckets (requests, input and output tokens): a request reserves its up-front cost
+and waits until every bucket holds it; the answer settles it (docs/generate.md, "Rate limits").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -83,11 +72,9 @@ class SharedLimiter:
         try:
             await future
         except asyncio.CancelledError:
-            with self._lock:
-                try:
-                    self._waiters.remove((loop, future))
-                except ValueError:
-                    pass  # a slot is on its way to the cancelled future; _wake passes it on
+            # ValueError: a slot is on its way to the cancelled future; _wake passes it on
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, future))
             raise
 
     def release(self) -> None:
@@ -299,11 +286,9 @@ class RateBudget:
         return wait
 
     def _take(self, cost: Mapping[str, float]) -> dict[str, float]:
-        taken = {}
-        for kind, bucket in self._buckets.items():
-            amount = cost.get(kind, 0.0)
-            bucket.level -= amount
-            taken[kind] = amount
+        taken = {kind: cost.get(kind, 0.0) for kind in self._buckets}
+        for kind, amount in taken.items():
+            self._buckets[kind].level -= amount
         return taken
 
 
@@ -313,10 +298,8 @@ def _set_done(future: asyncio.Future[None]) -> None:
 
 
 def _number(value: str | None) -> float | None:
-    if not value:
-        return None
     try:
-        return float(value)
+        return float(value) if value else None
     except ValueError:
         return None
 
@@ -329,19 +312,14 @@ _LIMITERS_LOCK = threading.Lock()
 def budget_for(base_url: str) -> RateBudget:
     """The process-wide rate budget of an API endpoint."""
     with _LIMITERS_LOCK:
-        budget = _BUDGETS.get(base_url)
-        if budget is None:
-            budget = _BUDGETS[base_url] = RateBudget()
-        return budget
+        return _BUDGETS.setdefault(base_url, RateBudget())
 
 
 def limiter_for(base_url: str, size: int) -> SharedLimiter:
     """The process-wide limiter of an API endpoint, sized to `size`."""
     with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get(base_url)
-        if limiter is None:
-            limiter = _LIMITERS[base_url] = SharedLimiter(size)
-        elif limiter.size != size:
+        limiter = _LIMITERS.setdefault(base_url, SharedLimiter(size))
+        if limiter.size != size:
             limiter.resize(size)
         return limiter
 

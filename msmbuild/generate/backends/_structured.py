@@ -22,15 +22,8 @@ __all__ = ["TOOL_NAME", "extract", "reask_messages", "tool_name", "tool_params",
 TOOL_NAME = "emit_json"
 _WRAP_KEY = "value"
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
+_TYPES: dict[str, tuple[type, ...]] = {"object": (dict,), "array": (list,), "string": (str,), "integer": (int,),
+                                       "number": (int, float), "boolean": (bool,), "null": (type(None),)}
 
 
 def _wrapped(schema: dict[str, Any]) -> bool:
@@ -38,10 +31,8 @@ def _wrapped(schema: dict[str, Any]) -> bool:
 
 
 def _tool(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    input_schema = (
-        {"type": "object", "properties": {_WRAP_KEY: schema}, "required": [_WRAP_KEY]}
-        if _wrapped(schema) else schema
-    )
+    input_schema = ({"type": "object", "properties": {_WRAP_KEY: schema}, "required": [_WRAP_KEY]}
+                    if _wrapped(schema) else schema)
     return {"name": name, "description": "Give the answer as JSON matching the schema.",
             "input_schema": input_schema}
 

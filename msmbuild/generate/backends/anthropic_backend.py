@@ -1,32 +1,10 @@
 """The ``anthropic`` backend: Claude through the official SDK, fast, cheap and resumable.
 
-- Messages with bounded concurrency and paced to the API's rate limits: one
-  ``SharedLimiter`` and one ``RateBudget`` per base URL for the whole process
-  (``_ratelimit``). The budget mirrors the requests / input-token / output-token buckets
-  that ``anthropic-ratelimit-*`` headers describe and holds each request back until its
-  estimated cost fits, so a low rate-limit tier gets its whole limit without 429 storms.
-  The SDK's own retries are off (``max_retries=0``) so that a request waiting out a
-  backoff gives its slot back.
-- Retries with backoff for 408/409/429/5xx/529 and dropped connections. Errors that
-  will not heal either stop the run (401/403, an exhausted spend limit or credit: a
-  BackendError) or fail only their item (400/404/413/422: an ItemError).
-- Message Batches once ``batch.threshold`` requests are uncached: chunked submission,
-  polling with backoff, results handed on the moment each is read, errored and expired
-  items resubmitted up to ``batch.max_resubmits``, Messages for whatever is left after
-  that or after ``batch.timeout_s``. Batches in flight are recorded in ``<store>/batches``
-  (``_batches``) so a killed run collects them instead of paying again.
-- Prompt caching: the request's shared spec ``context`` is the first system block, marked
-  with ``cache_control`` when the prefix (tools + that block) reaches the model's minimum
-  cacheable length (``msmbuild.generate.caching``); the first request of each new prefix
-  goes alone so that the others read the cache instead of each writing it.
-- Preflight: one Models API call (``models.retrieve``) before the first request; a retired
-  or unknown model is an error naming ``backends.anthropic.model``.
-- Structured JSON through forced tool use, validated, re-asked up to ``max_reasks``
-  times (``_structured``).
-- Usage, cost and cache saving (``msmbuild.generate.backends.pricing``; batch discount) on every result.
-
-The API key is read from the environment variable named by ``api_key_env`` when a client
-is made and is kept nowhere else: not in ``identity()``, results, metadata or messages.
+Messages paced to the API's rate limits (``_ratelimit``), retries, Message Batches with a
+ledger a killed run collects (``_batches``), prompt caching, a Models API preflight,
+structured JSON by forced tool use (``_structured``) and cost on every result: each is
+described in docs/generate.md, "The anthropic backend". The API key is read from the
+variable ``api_key_env`` names when a client is made and is kept nowhere else.
 """
 
 from __future__ import annotations
@@ -112,10 +90,8 @@ def _add_usage(total: Usage, raw: Any) -> Usage:
         cache_creation_input_tokens=getattr(raw, "cache_creation_input_tokens", None) or 0,
         cache_read_input_tokens=getattr(raw, "cache_read_input_tokens", None) or 0,
     )
-    total.input_tokens += one.input_tokens
-    total.output_tokens += one.output_tokens
-    total.cache_creation_input_tokens += one.cache_creation_input_tokens
-    total.cache_read_input_tokens += one.cache_read_input_tokens
+    for name, tokens in vars(one).items():
+        setattr(total, name, getattr(total, name) + tokens)
     return one
 
 
@@ -164,11 +140,7 @@ class AnthropicBackend(Backend):
         import anthropic
 
         check_not_retired(self.config.model, "backends.anthropic.model")
-        key = os.environ.get(self.config.api_key_env)
-        if not key:
-            raise BackendError(
-                f"environment variable {self.config.api_key_env} is not set "
-                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        key = self._api_key()
         client = anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=2,
                                      timeout=min(self.config.timeout_s, 60.0))
         try:
@@ -244,6 +216,15 @@ class AnthropicBackend(Backend):
             prefix += estimated_tokens(json.dumps(tools, sort_keys=True))
         return prefix >= min_cacheable_tokens(self.config.model)
 
+    def _api_key(self) -> str:
+        """The API key from the environment variable ``api_key_env`` names (read each time, kept nowhere)."""
+        key = os.environ.get(self.config.api_key_env)
+        if not key:
+            raise BackendError(
+                f"environment variable {self.config.api_key_env} is not set "
+                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        return key
+
     def make_client(self) -> Any:
         """An AsyncAnthropic client for the current event loop; the SDK does no retries.
 
@@ -252,11 +233,7 @@ class AnthropicBackend(Backend):
         """
         import anthropic
 
-        key = os.environ.get(self.config.api_key_env)
-        if not key:
-            raise BackendError(
-                f"environment variable {self.config.api_key_env} is not set "
-                f"(params.yaml: backends.anthropic.api_key_env names where the API key is read from)")
+        key = self._api_key()
         http_client = None
         if self.config.http_client == "aiohttp":
             try:
@@ -400,16 +377,14 @@ class _Run:
             meta = {"stop_reason": msg.stop_reason, "reasks": reasks,
                     "wall_s": time.perf_counter() - start, "cache_saving_usd": saving}
             if req.schema is None:
+                data, problem = None, None
                 text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
-                return GenResult(text=text, usage=usage, cost_usd=cost, model=self.cfg.model,
-                                 backend=self.b.name, batch=first is not None, meta=meta)
-            data, problem = _structured.extract(msg.content, req.schema, self.b.tool_name(req))
+            else:
+                data, problem = _structured.extract(msg.content, req.schema, self.b.tool_name(req))
+                text = json.dumps(data, ensure_ascii=False) if problem is None else ""
             if problem is None:
-                import json
-
-                return GenResult(text=json.dumps(data, ensure_ascii=False), data=data, usage=usage,
-                                 cost_usd=cost, model=self.cfg.model, backend=self.b.name,
-                                 batch=first is not None, meta=meta)
+                return GenResult(text=text, data=data, usage=usage, cost_usd=cost, model=self.cfg.model,
+                                 backend=self.b.name, batch=first is not None, meta=meta)
             if reasks >= self.cfg.max_reasks:
                 raise _ItemFailure(f"structured answer still malformed after {reasks} re-asks: {problem}")
             reasks += 1

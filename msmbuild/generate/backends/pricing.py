@@ -1,11 +1,8 @@
 """USD cost of model calls: the maintained ``genai-prices`` table, ``prices:`` overriding it.
 
-``genai-prices`` (pydantic) knows current Anthropic models with their input, output,
-cache-write and cache-read prices; an entry under ``prices:`` in params.yaml replaces it
-for that model (USD per million tokens; cache writes default to 1.25x input and reads to
-0.1x, the published 5-minute multipliers). Message Batches usage is multiplied by the
-``batch_discount`` (0.5). ``msmbuild plan`` and the anthropic backend both use these
-functions, so an estimate and a recorded cost never disagree about a price.
+Cache writes default to 1.25x input and reads to 0.1x; Message Batches usage is multiplied
+by ``batch_discount``. ``msmbuild plan`` and the anthropic backend both price through here,
+so an estimate and a recorded cost never disagree (docs/generate.md, "Cost").
 """
 
 from __future__ import annotations

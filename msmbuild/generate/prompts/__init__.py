@@ -16,7 +16,7 @@ from importlib import resources
 from msmbuild.errors import MsmbuildError
 
 STAGES = ("subdomains", "assertions", "doc_types", "ideas", "document", "critique", "revise",
-          "aft_queries", "aft_response", "aft_consistency")
+          "aft_domains", "aft_queries", "aft_domain_queries", "aft_response", "aft_consistency")
 
 
 @dataclass(frozen=True)
