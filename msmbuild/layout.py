@@ -56,6 +56,11 @@ class Layout:
     def ideas(self, corpus: str) -> Path:
         return self.corpus_dir(corpus) / "ideas.parquet"
 
+    def ideas_index(self, corpus: str) -> Path:
+        """ideas.json: the ideas step's per-subdomain actions and the files composed from them
+        (derived state, so an unchanged rebuild rewrites nothing; not a workflow output)."""
+        return self.corpus_dir(corpus) / "ideas.json"
+
     def documents_index(self, corpus: str) -> Path:
         """documents.json: the partitions of the documents dataset, with digests and counts.
 

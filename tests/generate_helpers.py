@@ -63,12 +63,17 @@ def make_workspace(root: Path, spec_text: str = SMALL_SPEC, **corpus: Any) -> Pa
 
 def action_keys(root: Path) -> set[str]:
     """Keys of every model-call action in the workspace's store (not the partition records)."""
-    return {k for k, kind in _action_kinds(root).items() if kind != "documents-partition"}
+    return {k for k, kind in _action_kinds(root).items() if not kind.endswith("-partition")}
 
 
 def partition_keys(root: Path) -> set[str]:
     """Keys of the per-subdomain documents partition actions in the workspace's store."""
     return {k for k, kind in _action_kinds(root).items() if kind == "documents-partition"}
+
+
+def ideas_partition_keys(root: Path) -> set[str]:
+    """Keys of the per-subdomain ideas actions in the workspace's store."""
+    return {k for k, kind in _action_kinds(root).items() if kind == "ideas-partition"}
 
 
 def _action_kinds(root: Path) -> dict[str, str]:

@@ -3,14 +3,15 @@
 Three steps, each one Snakemake rule / DVC stage and one CLI command:
 
 - ``generate_tree``: spec → sections.json, tree.json, calls/tree.parquet
-- ``generate_ideas``: tree → assertions.json, ideas.parquet, calls/ideas.parquet
+- ``generate_ideas``: tree → assertions.json, ideas.parquet, calls/ideas.parquet, composed
+  from one action per subdomain (msmbuild.generate.idea_partitions)
 - ``generate_documents``: tree + ideas → documents/<subdomain>.parquet,
   calls/documents/<subdomain>.parquet and documents.json (the partitions' index; see
   msmbuild.generate.partitions)
 
 Each writes atomically, only when bytes change, and records its action keys as gc roots
-(``build/refs/corpus-<corpus>-<step>.json``; the documents step records its partition
-actions, each of which keeps its calls).
+(``build/refs/corpus-<corpus>-<step>.json``; the ideas and documents steps record their
+per-subdomain actions, each of which keeps its calls).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
 from msmbuild.generate.dedup import DedupIndex, decide, load_signatures, signature_bytes, signatures
 from msmbuild.generate.estimate import SpendingCap
+from msmbuild.generate.idea_partitions import (
+    batches,
+    ideas_partition_key,
+    place_ideas,
+    save_idea_partitions,
+)
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.partitions import (
     partition_name,
@@ -57,6 +64,10 @@ from msmbuild.store import ActionResult, Store, write_roots
 from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows, write_table_if_changed
 
 _COMMAND_STARTED = time.time()
+# Subdomains are built in batches of about this many documents (ideas, in the ideas step):
+# a batch's calls are sent together, so it must be large enough to keep a backend's
+# concurrency full, and its rows are dropped once its partitions are saved.
+BATCH_SIZE = 20_000
 PARTITION_FORMAT = 1  # bump when a partition's content changes for the same inputs
 # What documents.json says of each partition (from its action's meta): counts for status,
 # the catalog's corpora row and the report, without reading a partition.
@@ -147,6 +158,12 @@ class _Session:
                             sampling_for(params, self.cfg.backend), progress,
                             refresh_stale=self.cfg.refresh_stale if refresh is None else refresh)
         self.run.cap = spending_cap(params, corpus)
+        self.offline_answers = False  # whether a dropped batch held an answer made offline
+
+    def drop_rows(self) -> None:
+        """Forget the calls rows of a saved batch (their partitions hold them)."""
+        self.offline_answers |= any(r["model"] == "offline (not a model)" for r in self.run.rows)
+        self.run.rows.clear()
 
     def use_spec(self, spec: Spec) -> None:
         """Send the spec context of the corpus's policy first in every call."""
@@ -159,7 +176,7 @@ class _Session:
 
     def report(self, step: str, counts: dict[str, int], changed: list[str]) -> StageReport:
         produced = all(r["model"] != "offline (not a model)" for r in self.run.rows) \
-            and self.backend.name != "offline"
+            and not self.offline_answers and self.backend.name != "offline"
         return StageReport(self.run.corpus, step, self.backend.name, produced,
                            self.run.stats, counts, changed)
 
@@ -206,33 +223,64 @@ def generate_tree(params: Params, corpus: str, *, max_concurrency: int | None = 
 
 def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None = None,
                    progress: bool = True, store: Store | None = None,
-                   backend: Backend | None = None, refresh: bool | None = None) -> StageReport:
-    """Assertions per subdomain, doc types seeing them, ideas per doc type."""
+                   backend: Backend | None = None, refresh: bool | None = None,
+                   batch_size: int | None = None) -> StageReport:
+    """Assertions per subdomain, doc types seeing them, ideas per doc type; per subdomain.
+
+    Each subdomain is one ``ideas-partition`` action (``ideas_partition_key``): an
+    unchanged subdomain costs one store lookup and none of its requests is keyed. The
+    changed ones are planned in batches of about ``batch_size`` ideas (default
+    BATCH_SIZE), so memory stays bounded; the whole files are composed from the actions.
+    """
     s = _Session(params, corpus, max_concurrency, progress, store, backend, refresh)
     try:
         s.use_recorded_spec()
         tree = _read_json(s.layout.tree(corpus), "tree", corpus)
-        assertions, ideas = plan_subdomains(tree, s.run)
-        changed: list[str] = []
-        s.write(s.layout.assertions(corpus), json_bytes(assertions), changed)
-        s.write_table(s.layout.ideas(corpus), ideas, SCHEMAS["ideas"], changed)
-        s.write_table(s.layout.step_calls(corpus, "ideas"), s.run.rows, SCHEMAS["calls"], changed)
-        s.roots("ideas")
-        return s.report("ideas", {"subdomains": len(assertions), "ideas": len(ideas),
-                                  "unsuitable": sum(not r["suitable"] for r in ideas)}, changed)
+        subs = iter_subdomains(tree)
+        keys = {sub["id"]: ideas_partition_key(s.run, sub) for sub in subs}
+        records = _lookup(s.store, keys)
+        todo = [sub for sub in subs if sub["id"] not in records]
+        per_sub = s.cfg.n_doc_types * s.cfg.n_doc_ideas
+        for batch in batches(todo, [per_sub] * len(todo), batch_size or BATCH_SIZE):
+            ids = {sub["id"] for sub in batch}
+            part = {**tree, "domains": [{**d, "subdomains": [x for x in d["subdomains"] if x["id"] in ids]}
+                                        for d in tree["domains"]]}
+            assertions, ideas = plan_subdomains(part, s.run)
+            records.update(save_idea_partitions(s.store, s.run, batch, keys, assertions, ideas, s.run.rows))
+            s.drop_rows()
+        changed = place_ideas(s.store, s.layout, corpus, subs, keys, records)
+        write_roots(params.build_dir, f"corpus-{corpus}-ideas", list(keys.values()))
+        metas = [records[sub["id"]].meta for sub in subs]
+        return s.report("ideas", {"subdomains": len(subs), "ideas": sum(m["n_ideas"] for m in metas),
+                                  "unsuitable": sum(m["n_unsuitable"] for m in metas),
+                                  "subdomains rebuilt": len(todo),
+                                  "subdomains unchanged": len(subs) - len(todo)}, changed)
     finally:
         s.close()
 
 
+def _lookup(store: Store, keys: dict[str, str]) -> dict[str, ActionResult]:
+    """The stored record of each key that has one."""
+    records: dict[str, ActionResult] = {}
+    for sid, key in keys.items():
+        found = store.get_action(key)
+        if found is not None:
+            records[sid] = found[0]
+    return records
+
+
 def generate_documents(params: Params, corpus: str, *, max_concurrency: int | None = None,
                        progress: bool = True, store: Store | None = None,
-                       backend: Backend | None = None, refresh: bool | None = None) -> StageReport:
+                       backend: Backend | None = None, refresh: bool | None = None,
+                       batch_size: int | None = None) -> StageReport:
     """Documents per suitable idea and sample, optional revision, then filters; per subdomain.
 
     Each subdomain is one partition action whose key covers everything its documents
     depend on (``partition_key``): an unchanged subdomain costs one store lookup and its
     partition files are not touched. Only the changed subdomains' documents are keyed,
-    sent (their calls together, so they share the backend's concurrency) and filtered.
+    sent and filtered, in batches of about ``batch_size`` documents (default BATCH_SIZE):
+    a batch's calls go together (they share the backend's concurrency), its partitions
+    are saved and its rows dropped before the next, so memory does not grow with the corpus.
     """
     s = _Session(params, corpus, max_concurrency, progress, store, backend, refresh)
     try:
@@ -244,16 +292,16 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         by_sub: dict[str, list[dict[str, Any]]] = {sub["id"]: [] for sub in subs}
         for row in ideas:
             by_sub.setdefault(row["subdomain"], []).append(row)
+        del ideas
         keys = {sub["id"]: partition_key(s.run, sub, assertions, by_sub[sub["id"]]) for sub in subs}
-        records: dict[str, ActionResult] = {}
-        for sid, key in keys.items():
-            found = s.store.get_action(key)
-            if found is not None:
-                records[sid] = found[0]
+        records = _lookup(s.store, keys)
         todo = [sub for sub in subs if sub["id"] not in records]
-        if todo:
-            docs = write_documents(tree, assertions, [r for sub in todo for r in by_sub[sub["id"]]], s.run)
-            records.update(_save_partitions(s, todo, keys, docs))
+        weights = [len(documents_to_write(by_sub[sub["id"]], s.cfg.filters)) * s.cfg.n_samples for sub in todo]
+        for batch in batches(todo, weights, batch_size or BATCH_SIZE):
+            docs = write_documents(tree, assertions, [r for sub in batch for r in by_sub[sub["id"]]], s.run)
+            records.update(_save_partitions(s, batch, keys, docs))
+            del docs
+            s.drop_rows()
         changed, entries = _place_partitions(s.store, s.layout, corpus, subs, keys, records,
                                              s.cfg.filters.dedup_threshold)
         write_roots(params.build_dir, f"corpus-{corpus}-documents", list(keys.values()))

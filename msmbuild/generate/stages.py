@@ -285,11 +285,15 @@ def _sub_values(sub: dict[str, Any]) -> dict[str, object]:
             "subdomain_context": sub.get("context") or sub["title"], "excerpt": sub["excerpt"].strip()}
 
 
+def assertion_request(sub: dict[str, Any], requests: CorpusRequests) -> GenRequest:
+    """The first assertions request of a subdomain (known before any call; top-ups are not)."""
+    return requests.request("assertions", True, schema=ASSERTIONS_SCHEMA, n=requests.cfg.n_assertions,
+                            existing=_existing_note([], str), **_sub_values(sub))
+
+
 def assertion_requests(tree: dict[str, Any], requests: CorpusRequests) -> list[GenRequest]:
-    """The first assertions request of every subdomain (known before any call; top-ups are not)."""
-    return [requests.request("assertions", True, schema=ASSERTIONS_SCHEMA, n=requests.cfg.n_assertions,
-                             existing=_existing_note([], str), **_sub_values(s))
-            for s in iter_subdomains(tree)]
+    """The first assertions request of every subdomain."""
+    return [assertion_request(s, requests) for s in iter_subdomains(tree)]
 
 
 def _assertion_lines(items: list[dict[str, Any]], explanations: bool = True) -> str:
