@@ -1,0 +1,129 @@
+"""The ideas step per subdomain and the documents step in batches: work follows the change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from generate_helpers import (
+    CORPUS,
+    SMALL_SPEC,
+    SMALL_SUBDOMAINS,
+    edit_spec,
+    ideas_partition_keys,
+    make_workspace,
+)
+
+import msmbuild.generate.calls as calls_module
+from msmbuild.config import load_params
+from msmbuild.generate.corpus import generate_documents, generate_ideas, generate_tree
+from msmbuild.generate.partitions import read_index
+from msmbuild.layout import Layout
+from msmbuild.store import Store
+from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows
+
+REPEATED = """
+## Say how sure
+
+The assistant says how confident it is when confidence matters to the person. It distinguishes what it knows from what it guesses. Expressing uncertainty is better than inventing a precise-sounding answer.
+"""
+
+
+def _step(fn, **kw):
+    return fn(load_params("params.yaml"), "small", progress=False, **kw)
+
+
+def _files(root: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def ws(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    _step(generate_tree)
+    _step(generate_ideas)
+    return tmp_path
+
+
+def test_edit_reruns_only_its_subdomain_and_keys_no_other_request(ws: Path, monkeypatch) -> None:
+    edit_spec(ws, "asks one focused clarifying question", "asks one short, focused question")
+    _step(generate_tree)
+    keyed: list[tuple[str, str]] = []
+    real = calls_module.request_key
+
+    def counting(store, identity, request):
+        keyed.append((request.stage, request.prompt))
+        return real(store, identity, request)
+
+    monkeypatch.setattr(calls_module, "request_key", counting)
+    report = _step(generate_ideas)
+    per_sub = 2 + CORPUS["n_doc_types"]  # assertions, doc types, one ideas call per type
+    assert (report.stats.requests, report.stats.misses, report.stats.hits) == (per_sub, per_sub, 0)
+    assert report.counts["subdomains rebuilt"] == 1
+    assert report.counts["subdomains unchanged"] == len(SMALL_SUBDOMAINS) - 1
+    # every other subdomain: its first assertions request keyed once (its action's key), nothing else
+    edited = [p for _, p in keyed if "asks one short, focused question" in p]
+    others = [(stage, p) for stage, p in keyed if "asks one short, focused question" not in p]
+    assert {stage for stage, _ in others} == {"assertions"}
+    assert len(others) == len(SMALL_SUBDOMAINS) - 1 == len({p for _, p in others})
+    assert len(edited) >= per_sub
+    ideas = read_parquet_rows(Layout("build").ideas("small"))
+    assert [r["subdomain"] for r in ideas] == [s for s in SMALL_SUBDOMAINS for _ in range(4)]
+
+
+def test_no_change_rerun_rewrites_no_file_and_roots_keep_the_calls(ws: Path) -> None:
+    layout = Layout("build")
+    before = _files(ws / "build")
+    report = _step(generate_ideas)
+    assert report.changed == [] and report.stats.requests == 0
+    assert _files(ws / "build") == before
+    # the composed file is the parquet of its rows, and its calls are what the roots keep
+    rows = read_parquet_rows(layout.ideas("small"))
+    assert layout.ideas("small").read_bytes() == parquet_bytes(rows, SCHEMAS["ideas"])
+    refs = json.loads(layout.ref("corpus-small-ideas").read_text())
+    assert set(refs["actions"]) == ideas_partition_keys(ws) and len(refs["actions"]) == len(SMALL_SUBDOMAINS)
+    store = Store(ws / ".msmbuild" / "store")
+    kept = {k for key in refs["actions"] for k in store.get_action(key)[0].meta["keeps"]}
+    assert kept == {r["key"] for r in read_parquet_rows(layout.step_calls("small", "ideas"))}
+    assert kept >= {r["key"] for r in rows}
+    assertions = json.loads(layout.assertions("small").read_text())
+    assert sorted(assertions) == sorted(SMALL_SUBDOMAINS) and all(len(a) == 2 for a in assertions.values())
+
+
+def test_a_lost_output_is_composed_again(ws: Path) -> None:
+    layout = Layout("build")
+    data = layout.ideas("small").read_bytes()
+    layout.ideas("small").unlink()
+    report = _step(generate_ideas)
+    assert report.stats.requests == 0 and report.changed == [str(layout.ideas("small"))]
+    assert layout.ideas("small").read_bytes() == data
+
+
+def _build(root: Path, monkeypatch, batch_size: int | None) -> Path:
+    root.mkdir()
+    monkeypatch.chdir(root)
+    # a low threshold, and a section repeating another's text: near-duplicates to drop
+    make_workspace(root, SMALL_SPEC + REPEATED, filters={"dedup_threshold": 0.15, "min_chars": 0})
+    _step(generate_tree)
+    _step(generate_ideas, batch_size=batch_size)
+    _step(generate_documents, batch_size=batch_size)
+    return root / "build" / "corpora" / "small"
+
+
+def test_batched_build_makes_the_same_corpus(tmp_path: Path, monkeypatch) -> None:
+    # batch_size 6: one subdomain (4 ideas / 4 documents) per batch
+    whole, batched = _build(tmp_path / "whole", monkeypatch, None), _build(tmp_path / "batched", monkeypatch, 6)
+    for name in ("assertions.json", "ideas.parquet"):
+        assert (whole / name).read_bytes() == (batched / name).read_bytes()
+    assert sorted(p.name for p in (whole / "documents").iterdir()) == \
+        sorted(p.name for p in (batched / "documents").iterdir())
+    for p in (whole / "documents").iterdir():
+        assert p.read_bytes() == (batched / "documents" / p.name).read_bytes()
+    drop = {"made_at", "new_cost_usd", "calls"}  # calls rows carry wall times
+    a, b = (read_index(Layout(str(d.parent.parent)), "small") for d in (whole, batched))
+    assert [{k: v for k, v in e.items() if k not in drop} for e in a["partitions"]] == \
+        [{k: v for k, v in e.items() if k not in drop} for e in b["partitions"]]
+    assert sum(e["n_docs"] for e in a["partitions"]) < 4 * len(a["partitions"])  # near-duplicates went
+    assert (whole / "dedup.sqlite").is_file() and (batched / "dedup.sqlite").is_file()
