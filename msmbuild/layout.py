@@ -53,13 +53,26 @@ class Layout:
     def assertions(self, corpus: str) -> Path:
         return self.corpus_dir(corpus) / "assertions.json"
 
-    def ideas(self, corpus: str) -> Path:
-        return self.corpus_dir(corpus) / "ideas.parquet"
-
     def ideas_index(self, corpus: str) -> Path:
-        """ideas.json: the ideas step's per-subdomain actions and the files composed from them
-        (derived state, so an unchanged rebuild rewrites nothing; not a workflow output)."""
+        """ideas.json: the ideas step's partitions (one per subdomain) with digests and counts.
+
+        Rewritten whenever a partition changes, so it is what the documents step depends on.
+        """
         return self.corpus_dir(corpus) / "ideas.json"
+
+    def ideas_dir(self, corpus: str) -> Path:
+        """ideas/: the (subdomain, doc type, idea, suitable) rows, one parquet file per subdomain."""
+        return self.corpus_dir(corpus) / "ideas"
+
+    def ideas_partition(self, corpus: str, partition: str) -> Path:
+        return self.ideas_dir(corpus) / f"{partition}.parquet"
+
+    def idea_calls_dir(self, corpus: str) -> Path:
+        """calls/ideas/: the ideas step's calls ledger, one parquet file per subdomain."""
+        return self.corpus_dir(corpus) / "calls" / "ideas"
+
+    def idea_calls_partition(self, corpus: str, partition: str) -> Path:
+        return self.idea_calls_dir(corpus) / f"{partition}.parquet"
 
     def documents_index(self, corpus: str) -> Path:
         """documents.json: the partitions of the documents dataset, with digests and counts.
@@ -81,7 +94,7 @@ class Layout:
         return self.corpus_dir(corpus) / "dedup.sqlite"
 
     def step_calls(self, corpus: str, step: str) -> Path:
-        """The calls ledger of the tree and ideas steps (the documents step's is partitioned)."""
+        """The calls ledger of the tree step (the ideas and documents steps' are partitioned)."""
         return self.corpus_dir(corpus) / "calls" / f"{step}.parquet"
 
     def document_calls_dir(self, corpus: str) -> Path:
@@ -264,7 +277,8 @@ class Layout:
 
     def sources(self) -> list[Path]:
         """Every built file the results catalog reads (its freshness inputs)."""
-        patterns = (self.documents_index("*"), self.step_calls("*", "*"), self.manifest("*"),
+        patterns = (self.documents_index("*"), self.ideas_index("*"), self.step_calls("*", "*"),
+                    self.idea_calls_partition("*", "*"), self.manifest("*"),
                     self.eval_summary("*", "*"), self.eval_items("*", "*"),
                     self.eval_calls("*", "*"), self.aft_calls("*"), self.contamination)
         return ([p for pattern in patterns for p in self.glob(pattern)] + self.train_logs()

@@ -30,10 +30,11 @@ rule corpus_ideas:
     input:
         sections=str(LAYOUT.sections(CORPUS)),  # the whole spec every call is sent
         tree=str(LAYOUT.tree(CORPUS)),
+    # ideas.json indexes the per-subdomain partitions (ideas/, calls/ideas/) the command
+    # writes only where they changed; `update` as for documents.json below.
     output:
-        assertions=str(LAYOUT.assertions(CORPUS)),
-        ideas=str(LAYOUT.ideas(CORPUS)),
-        calls=str(LAYOUT.step_calls(CORPUS, "ideas")),
+        assertions=update(str(LAYOUT.assertions(CORPUS))),
+        index=update(str(LAYOUT.ideas_index(CORPUS))),
     params:
         settings=lambda wc: corpus_settings(wc.corpus),
     resources:
@@ -49,9 +50,8 @@ rule corpus_documents:
         sections=str(LAYOUT.sections(CORPUS)),
         tree=str(LAYOUT.tree(CORPUS)),
         assertions=str(LAYOUT.assertions(CORPUS)),
-        ideas=str(LAYOUT.ideas(CORPUS)),
+        ideas=str(LAYOUT.ideas_index(CORPUS)),
         tree_calls=str(LAYOUT.step_calls(CORPUS, "tree")),
-        ideas_calls=str(LAYOUT.step_calls(CORPUS, "ideas")),
     # documents.json indexes the per-subdomain partitions (documents/, calls/documents/)
     # the command writes only where they changed. `update`: Snakemake keeps the index it
     # would otherwise delete before the job, so unchanged partitions are recognised by it.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from generate_helpers import SMALL_SPEC, SMALL_SUBDOMAINS, make_workspace
@@ -15,7 +14,7 @@ from msmbuild.config import Params, load_params
 from msmbuild.generate.backends.offline import OfflineBackend
 from msmbuild.generate.corpus import generate_corpus
 from msmbuild.generate.models import current_models
-from msmbuild.generate.partitions import read_calls, read_documents
+from msmbuild.generate.partitions import read_calls, read_documents, read_ideas
 from msmbuild.layout import Layout
 from msmbuild.testing import FakeAnthropic
 
@@ -61,7 +60,7 @@ def test_each_stage_sees_what_the_chain_gives_it(tmp_path: Path, monkeypatch) ->
     # the spec is rendered with the identity, and every prompt names it
     assert all("Qwen, an assistant made by Alibaba" in r.context for r in backend.seen)
     assert all("Qwen" in r.prompt and "Alibaba" in r.prompt for r in backend.seen)
-    assertions = pq.read_table("build/corpora/small/ideas.parquet").to_pylist()
+    assertions = read_ideas(Layout("build"), "small").to_pylist()
     import json
 
     claims = json.loads(Path("build/corpora/small/assertions.json").read_text())

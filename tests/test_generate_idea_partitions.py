@@ -18,10 +18,9 @@ from generate_helpers import (
 import msmbuild.generate.calls as calls_module
 from msmbuild.config import load_params
 from msmbuild.generate.corpus import generate_documents, generate_ideas, generate_tree
-from msmbuild.generate.partitions import read_index
+from msmbuild.generate.partitions import read_calls, read_ideas, read_index
 from msmbuild.layout import Layout
 from msmbuild.store import Store
-from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows
 
 REPEATED = """
 ## Say how sure
@@ -69,8 +68,12 @@ def test_edit_reruns_only_its_subdomain_and_keys_no_other_request(ws: Path, monk
     assert {stage for stage, _ in others} == {"assertions"}
     assert len(others) == len(SMALL_SUBDOMAINS) - 1 == len({p for _, p in others})
     assert len(edited) >= per_sub
-    ideas = read_parquet_rows(Layout("build").ideas("small"))
+    ideas = read_ideas(Layout("build"), "small").to_pylist()
     assert [r["subdomain"] for r in ideas] == [s for s in SMALL_SUBDOMAINS for _ in range(4)]
+    # only the edited subdomain's files were written
+    written = {Path(p).relative_to("build/corpora/small").as_posix() for p in report.changed}
+    assert written == {"ideas/helpfulness%2Fask-when-unclear.parquet", "assertions.json", "ideas.json",
+                       "calls/ideas/helpfulness%2Fask-when-unclear.parquet"}
 
 
 def test_no_change_rerun_rewrites_no_file_and_roots_keep_the_calls(ws: Path) -> None:
@@ -79,26 +82,25 @@ def test_no_change_rerun_rewrites_no_file_and_roots_keep_the_calls(ws: Path) -> 
     report = _step(generate_ideas)
     assert report.changed == [] and report.stats.requests == 0
     assert _files(ws / "build") == before
-    # the composed file is the parquet of its rows, and its calls are what the roots keep
-    rows = read_parquet_rows(layout.ideas("small"))
-    assert layout.ideas("small").read_bytes() == parquet_bytes(rows, SCHEMAS["ideas"])
+    rows = read_ideas(layout, "small").to_pylist()
     refs = json.loads(layout.ref("corpus-small-ideas").read_text())
     assert set(refs["actions"]) == ideas_partition_keys(ws) and len(refs["actions"]) == len(SMALL_SUBDOMAINS)
     store = Store(ws / ".msmbuild" / "store")
     kept = {k for key in refs["actions"] for k in store.get_action(key)[0].meta["keeps"]}
-    assert kept == {r["key"] for r in read_parquet_rows(layout.step_calls("small", "ideas"))}
+    calls = [r for r in read_calls(layout, "small").to_pylist() if r["stage"] in ("assertions", "doc_types", "ideas")]
+    assert kept == {r["key"] for r in calls}
     assert kept >= {r["key"] for r in rows}
     assertions = json.loads(layout.assertions("small").read_text())
     assert sorted(assertions) == sorted(SMALL_SUBDOMAINS) and all(len(a) == 2 for a in assertions.values())
 
 
-def test_a_lost_output_is_composed_again(ws: Path) -> None:
-    layout = Layout("build")
-    data = layout.ideas("small").read_bytes()
-    layout.ideas("small").unlink()
+def test_a_lost_partition_is_placed_again(ws: Path) -> None:
+    path = Layout("build").ideas_partition("small", "no_lies")
+    data = path.read_bytes()
+    path.unlink()
     report = _step(generate_ideas)
-    assert report.stats.requests == 0 and report.changed == [str(layout.ideas("small"))]
-    assert layout.ideas("small").read_bytes() == data
+    assert report.stats.requests == 0 and report.changed == [str(path)]
+    assert path.read_bytes() == data
 
 
 def _build(root: Path, monkeypatch, batch_size: int | None) -> Path:
@@ -115,12 +117,11 @@ def _build(root: Path, monkeypatch, batch_size: int | None) -> Path:
 def test_batched_build_makes_the_same_corpus(tmp_path: Path, monkeypatch) -> None:
     # batch_size 6: one subdomain (4 ideas / 4 documents) per batch
     whole, batched = _build(tmp_path / "whole", monkeypatch, None), _build(tmp_path / "batched", monkeypatch, 6)
-    for name in ("assertions.json", "ideas.parquet"):
-        assert (whole / name).read_bytes() == (batched / name).read_bytes()
-    assert sorted(p.name for p in (whole / "documents").iterdir()) == \
-        sorted(p.name for p in (batched / "documents").iterdir())
-    for p in (whole / "documents").iterdir():
-        assert p.read_bytes() == (batched / "documents" / p.name).read_bytes()
+    assert (whole / "assertions.json").read_bytes() == (batched / "assertions.json").read_bytes()
+    for part in ("ideas", "documents"):
+        assert sorted(p.name for p in (whole / part).iterdir()) == sorted(p.name for p in (batched / part).iterdir())
+        for p in (whole / part).iterdir():
+            assert p.read_bytes() == (batched / part / p.name).read_bytes()
     drop = {"made_at", "new_cost_usd", "calls"}  # calls rows carry wall times
     a, b = (read_index(Layout(str(d.parent.parent)), "small") for d in (whole, batched))
     assert [{k: v for k, v in e.items() if k not in drop} for e in a["partitions"]] == \

@@ -8,7 +8,7 @@ import yaml
 
 from msmbuild.config import load_params
 from msmbuild.experiments import expand_arms
-from msmbuild.layout import CORPUS_STEPS, Layout
+from msmbuild.layout import Layout
 from msmbuild.status import corpora_feeding
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,8 @@ def _strings(node):
 def test_every_dvc_path_is_a_layout_path() -> None:
     lay = Layout("build")
     c = "C"
-    files = [lay.sections(c), lay.tree(c), lay.assertions(c), lay.ideas(c), lay.documents_index(c),
-             lay.documents_dir(c), lay.document_calls_dir(c), *(lay.step_calls(c, s) for s in CORPUS_STEPS[:-1]),
+    files = [lay.sections(c), lay.tree(c), lay.assertions(c), lay.ideas_index(c), lay.ideas_dir(c), lay.idea_calls_dir(c),
+             lay.documents_index(c), lay.documents_dir(c), lay.document_calls_dir(c), lay.step_calls(c, "tree"),
              lay.shards_dir(c), lay.base_model, lay.midtrain_models, lay.aft_models, lay.aft_dir,
              lay.evals_dir, lay.models_dir, lay.results_dir, lay.report_dir, lay.metrics, lay.audit_dir,
              lay.plot("eval_summary"), lay.plot("loss"), lay.shards_dir(c).parent,

@@ -3,9 +3,9 @@
 Three steps, each one Snakemake rule / DVC stage and one CLI command:
 
 - ``generate_tree``: spec → sections.json, tree.json, calls/tree.parquet
-- ``generate_ideas``: tree → assertions.json, ideas.parquet, calls/ideas.parquet, composed
-  from one action per subdomain (msmbuild.generate.idea_partitions)
-- ``generate_documents``: tree + ideas → documents/<subdomain>.parquet,
+- ``generate_ideas``: tree → ideas/<subdomain>.parquet, calls/ideas/<subdomain>.parquet,
+  assertions.json and ideas.json (the partitions' index; see msmbuild.generate.idea_partitions)
+- ``generate_documents``: tree + ideas.json → documents/<subdomain>.parquet,
   calls/documents/<subdomain>.parquet and documents.json (the partitions' index; see
   msmbuild.generate.partitions)
 
@@ -42,13 +42,13 @@ from msmbuild.generate.partitions import (
     place,
     read_index,
     remove_stale,
+    require_ideas_index,
     write_index,
 )
 from msmbuild.generate.prompts import load_prompt
 from msmbuild.generate.stages import (
     StageRun,
     document_request,
-    documents_to_write,
     filter_documents,
     iter_subdomains,
     model_tree,
@@ -58,7 +58,7 @@ from msmbuild.generate.stages import (
     write_documents,
 )
 from msmbuild.hashing import digest_bytes, digest_text
-from msmbuild.layout import CORPUS_STEPS, Layout
+from msmbuild.layout import Layout
 from msmbuild.spec import Spec, parse_spec
 from msmbuild.store import ActionResult, Store, write_roots
 from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows, write_table_if_changed
@@ -68,7 +68,7 @@ _COMMAND_STARTED = time.time()
 # a batch's calls are sent together, so it must be large enough to keep a backend's
 # concurrency full, and its rows are dropped once its partitions are saved.
 BATCH_SIZE = 20_000
-PARTITION_FORMAT = 1  # bump when a partition's content changes for the same inputs
+PARTITION_FORMAT = 2  # bump when a partition's content changes for the same inputs
 # What documents.json says of each partition (from its action's meta): counts for status,
 # the catalog's corpora row and the report, without reading a partition.
 INDEX_META = ("n_docs", "n_chars", "kept_cost_usd", "n_calls", "calls_cost_usd", "new_cost_usd", "made_at",
@@ -116,7 +116,9 @@ def spending_cap(params: Params, corpus: str, step: str | None = None) -> Spendi
     started = build_started() or _COMMAND_STARTED  # without a recorded build: this command
     layout = Layout.of(params)
     spent = 0.0
-    files = [layout.step_calls(corpus, other) for other in CORPUS_STEPS[:-1] if other != step]
+    files = [layout.step_calls(corpus, "tree")] if step != "tree" else []
+    if step != "ideas":
+        files += sorted(layout.idea_calls_dir(corpus).glob("*.parquet"))
     if step != "documents":
         files += sorted(layout.document_calls_dir(corpus).glob("*.parquet"))
     for path in files:
@@ -134,12 +136,6 @@ def _read_json(path: Path, step: str, corpus: str) -> Any:
     if not path.is_file():
         raise MsmbuildError(f"{path}: missing; run `msmbuild generate {step} {corpus}` first")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _require(path: Path, step: str, corpus: str) -> Path:
-    if not path.is_file():
-        raise MsmbuildError(f"{path}: missing; run `msmbuild generate {step} {corpus}` first")
-    return path
 
 
 class _Session:
@@ -286,21 +282,17 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
     try:
         s.use_recorded_spec()
         tree = _read_json(s.layout.tree(corpus), "tree", corpus)
-        assertions = _read_json(s.layout.assertions(corpus), "ideas", corpus)
-        ideas = read_parquet_rows(_require(s.layout.ideas(corpus), "ideas", corpus))
         subs = iter_subdomains(tree)
-        by_sub: dict[str, list[dict[str, Any]]] = {sub["id"]: [] for sub in subs}
-        for row in ideas:
-            by_sub.setdefault(row["subdomain"], []).append(row)
-        del ideas
-        keys = {sub["id"]: partition_key(s.run, sub, assertions, by_sub[sub["id"]]) for sub in subs}
+        planned = _ideas_entries(s.layout, corpus, subs)
+        keys = {sub["id"]: partition_key(s.run, sub, planned[sub["id"]]) for sub in subs}
         records = _lookup(s.store, keys)
         todo = [sub for sub in subs if sub["id"] not in records]
-        weights = [len(documents_to_write(by_sub[sub["id"]], s.cfg.filters)) * s.cfg.n_samples for sub in todo]
+        weights = [planned[sub["id"]]["n_ideas"] * s.cfg.n_samples for sub in todo]
         for batch in batches(todo, weights, batch_size or BATCH_SIZE):
-            docs = write_documents(tree, assertions, [r for sub in batch for r in by_sub[sub["id"]]], s.run)
+            assertions, ideas = _planned_ideas(s.store, [planned[sub["id"]] for sub in batch])
+            docs = write_documents(tree, assertions, ideas, s.run)
             records.update(_save_partitions(s, batch, keys, docs))
-            del docs
+            del docs, ideas
             s.drop_rows()
         changed, entries = _place_partitions(s.store, s.layout, corpus, subs, keys, records,
                                              s.cfg.filters.dedup_threshold)
@@ -322,25 +314,57 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         s.close()
 
 
-def partition_key(run: StageRun, sub: dict[str, Any], assertions: dict[str, Any],
-                  ideas: list[dict[str, Any]]) -> str:
+def _ideas_entries(layout: Layout, corpus: str, subs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ideas.json entry of each subdomain of the tree (an error if the ideas step is behind)."""
+    entries = {p["subdomain"]: p for p in require_ideas_index(layout, corpus)["partitions"]}
+    missing = [sub["id"] for sub in subs if sub["id"] not in entries]
+    if missing:
+        raise MsmbuildError(f"{layout.ideas_index(corpus)}: no ideas for subdomain {missing[0]!r} of the tree "
+                            f"({len(missing)} missing); run `msmbuild generate ideas {corpus}` first")
+    return entries
+
+
+def _planned_ideas(store: Store, entries: list[dict[str, Any]]
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(assertions by subdomain, idea rows) of some subdomains, from their ideas actions."""
+    import pyarrow.parquet as pq
+
+    assertions, ideas = {}, []
+    for e in entries:
+        found = store.get_action(e["key"])
+        if found is None or found[0].outputs["ideas"] != e["ideas"]["digest"]:
+            raise MsmbuildError(f"ideas.json: the ideas of subdomain {e['subdomain']!r} are no longer in "
+                                f"the store (action {e['key'][:12]}); run `msmbuild generate ideas` for "
+                                "this corpus again")
+        assertions[e["subdomain"]] = found[0].meta["assertions"]
+        ideas += pq.read_table(io.BytesIO(store.get_bytes(e["ideas"]["digest"])), use_threads=False).to_pylist()
+    return assertions, ideas
+
+
+# Stands in for an idea in the request whose key ``partition_key`` takes: its prompt is the
+# document prompt of the subdomain, so its key covers everything but the ideas and assertions.
+_PROBE_IDEA = {"doc_type": "", "doc_type_description": "", "idea": ""}
+
+
+def partition_key(run: StageRun, sub: dict[str, Any], ideas: dict[str, Any]) -> str:
     """The action key of one subdomain's documents: everything they depend on.
 
-    The subdomain (its section text and hash), its assertions and idea rows, the sample
-    count, revision and filter settings, and the key of its first document request, which
-    covers the prompt version, the model and backend, the sampling settings, the identity
-    and the spec context as the corpus's policy keys it. With refresh_stale the current
-    context is in the key too (stale answers are remade). The key of every document
-    request is not computed: that is the per-document work an unchanged subdomain skips.
+    The subdomain (its section text and hash), the digests of its assertions and idea rows
+    (its ideas.json entry), the sample count, revision and filter settings, and the key of
+    a document request of the subdomain built with a placeholder idea, which covers the
+    prompt and its version, the model and backend, the sampling settings, the identity and
+    the spec context as the corpus's policy keys it. With refresh_stale the current
+    context is in the key too (stale answers are remade). Neither the idea rows nor the
+    key of any real document request is read or computed: that is the per-document work an
+    unchanged subdomain skips.
     """
     cfg = run.cfg
-    todo = documents_to_write(ideas, cfg.filters)
-    first = run.key(document_request(run.requests, sub, todo[0], assertions)) if todo else None
+    probe = run.key(document_request(run.requests, sub, _PROBE_IDEA, {}))
     revision = {stage: load_prompt(stage).tag for stage in ("critique", "revise")} if cfg.revise else None
     return run.store.key("documents-partition", {
         "format": PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
-        "assertions": assertions.get(sub["id"], []), "ideas": ideas, "n_samples": cfg.n_samples,
-        "revision": revision, "filters": cfg.filters.model_dump(), "first_request": first,
+        "assertions": ideas["assertions_digest"], "ideas": ideas["ideas"]["digest"], "n_samples": cfg.n_samples,
+        "revision": revision, "filters": cfg.filters.model_dump(), "request": probe,
         "refresh": digest_text(run.context) if run.refresh_stale and run.context else None})
 
 
@@ -425,8 +449,8 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
         entries.append(entry)
     changed += remove_stale(layout.documents_dir(corpus), names)
     changed += remove_stale(layout.document_calls_dir(corpus), names)
-    inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas(corpus),
-              *(layout.step_calls(corpus, step) for step in CORPUS_STEPS[:-1])]
+    inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas_index(corpus),
+              layout.step_calls(corpus, "tree")]
     if write_index(layout, corpus, entries, inputs):
         changed.append(str(layout.documents_index(corpus)))
     return changed, entries

@@ -1,4 +1,4 @@
-"""The ideas step per subdomain: one store action per subdomain, files composed from them.
+"""The ideas step per subdomain: one store action and one partition file per subdomain.
 
 A subdomain's assertions, doc types and ideas depend only on that subdomain (its section
 text and hash), the corpus's counts, the stage prompts and schemas, the model, backend,
@@ -10,21 +10,28 @@ requests is built or keyed. A changed subdomain's calls are made as before, and 
 assertions, idea rows and calls rows are saved as an ``ideas-partition`` action that keeps
 its calls (gc roots name the actions).
 
-The outputs downstream rules read stay whole files (assertions.json, ideas.parquet,
-calls/ideas.parquet): they are composed from the actions' stored bytes by Arrow, and
-``ideas.json`` (derived state) records which actions they were composed from, so a
-rebuild that changes nothing compares one small file and rewrites none.
+The step's outputs are partitioned like the documents (msmbuild.generate.partitions):
+``ideas/<partition>.parquet`` and ``calls/ideas/<partition>.parquet``, indexed by
+``ideas.json`` (each partition's key, digests and counts; the workflow output the
+documents step depends on), plus ``assertions.json``. A partition is placed only when its
+index entry does not already name its digest, so an edit writes the changed subdomain's
+files, and a rebuild that changes nothing writes none.
 """
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from msmbuild.fsutil import json_bytes, write_bytes_if_changed
+from msmbuild.fsutil import json_bytes
+from msmbuild.generate.partitions import (
+    IDEAS_INDEX_FORMAT,
+    partition_name,
+    place,
+    read_ideas_index,
+    remove_stale,
+    write_touching,
+)
 from msmbuild.generate.prompts import load_prompt
 from msmbuild.generate.stages import (
     DOC_TYPES_SCHEMA,
@@ -32,13 +39,15 @@ from msmbuild.generate.stages import (
     StageRun,
     assertion_request,
 )
-from msmbuild.hashing import digest_text
+from msmbuild.hashing import digest_bytes, digest_text
 from msmbuild.layout import Layout
 from msmbuild.store import ActionResult, Store
 from msmbuild.tables import SCHEMAS, parquet_bytes
 
 IDEAS_PARTITION_FORMAT = 1  # bump when a partition's content changes for the same inputs
-IDEAS_INDEX_FORMAT = 1
+# What ideas.json says of each partition (from its action's meta): the documents step keys
+# on the digests, status and the catalog count without reading a partition.
+INDEX_META = ("assertions_digest", "n_ideas", "n_unsuitable", "n_calls", "new_cost_usd", "made_at")
 
 
 def ideas_partition_key(run: StageRun, sub: dict[str, Any]) -> str:
@@ -88,13 +97,16 @@ def save_idea_partitions(store: Store, run: StageRun, subs: list[dict[str, Any]]
     for sub in subs:
         sid = sub["id"]
         made = [r for r in calls_by[sid] if not r["cache_hit"]]
+        idea_bytes = parquet_bytes(ideas_by[sid], SCHEMAS["ideas"])
+        call_bytes = parquet_bytes(calls_by[sid], SCHEMAS["calls"])
         meta = {"kind": "ideas-partition", "corpus": run.corpus, "subdomain": sid,
-                "assertions": assertions[sid], "n_ideas": len(ideas_by[sid]),
-                "n_unsuitable": sum(not r["suitable"] for r in ideas_by[sid]), "n_calls": len(calls_by[sid]),
-                "new_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in made)),
+                "assertions": assertions[sid], "assertions_digest": digest_bytes(json_bytes(assertions[sid])),
+                "n_ideas": len(ideas_by[sid]), "n_unsuitable": sum(not r["suitable"] for r in ideas_by[sid]),
+                "n_calls": len(calls_by[sid]), "new_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in made)),
+                "made_at": max((r["made_at"] or 0.0 for r in made), default=None),
+                "sizes": {"ideas": len(idea_bytes), "calls": len(call_bytes)},
                 "keeps": sorted({r["key"] for r in calls_by[sid] if not r["error"]})}
-        outputs = {"ideas": store.put_bytes(parquet_bytes(ideas_by[sid], SCHEMAS["ideas"])),
-                   "calls": store.put_bytes(parquet_bytes(calls_by[sid], SCHEMAS["calls"]))}
+        outputs = {"ideas": store.put_bytes(idea_bytes), "calls": store.put_bytes(call_bytes)}
         records[sid] = store.save_action(keys[sid], outputs, meta, durable=False)
     store.sync()
     return records
@@ -102,46 +114,41 @@ def save_idea_partitions(store: Store, run: StageRun, subs: list[dict[str, Any]]
 
 def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, Any]],
                 keys: dict[str, str], records: dict[str, ActionResult]) -> list[str]:
-    """Write assertions.json, ideas.parquet and calls/ideas.parquet unless ideas.json says they
-    already hold these actions' outputs; returns the paths written."""
-    entries = [{"subdomain": sub["id"], "key": keys[sub["id"]], "ideas": records[sub["id"]].outputs["ideas"],
-                "calls": records[sub["id"]].outputs["calls"]} for sub in subs]
-    files = {"assertions": layout.assertions(corpus), "ideas": layout.ideas(corpus),
-             "calls": layout.step_calls(corpus, "ideas")}
-    old = _read_index(layout.ideas_index(corpus))
-    if old is not None and old["partitions"] == entries and all(
-            path.is_file() and path.stat().st_size == old["sizes"].get(name) for name, path in files.items()):
-        return []
-    data = {"assertions": json_bytes({sub["id"]: records[sub["id"]].meta["assertions"] for sub in subs}),
-            "ideas": _concat(store, [e["ideas"] for e in entries], "ideas"),
-            "calls": _concat(store, [e["calls"] for e in entries], "calls")}
-    changed = [str(path) for name, path in files.items() if write_bytes_if_changed(path, data[name])]
-    index = {"format": IDEAS_INDEX_FORMAT, "corpus": corpus, "partitions": entries,
-             "sizes": {name: len(b) for name, b in data.items()}}
-    write_bytes_if_changed(layout.ideas_index(corpus), json_bytes(index))
+    """Place every partition whose file is not already right; write assertions.json and the
+    index; returns the paths changed.
+
+    A partition whose ideas.json entry names the digest its action gives, and whose file
+    has that entry's size, is not touched (no new mtime), as with documents.json.
+    """
+    old = read_ideas_index(layout, corpus)
+    known = {p["partition"]: p for p in old["partitions"]} if old else {}
+    changed: list[str] = []
+    entries = []
+    for sub in subs:
+        sid = sub["id"]
+        rec, name = records[sid], partition_name(sid)
+        entry = {"partition": name, "subdomain": sid, "key": keys[sid],
+                 **{what: {"digest": rec.outputs[what], "size": rec.meta["sizes"][what]}
+                    for what in ("ideas", "calls")},
+                 **{k: rec.meta[k] for k in INDEX_META}}
+        for what, path in (("ideas", layout.ideas_partition(corpus, name)),
+                           ("calls", layout.idea_calls_partition(corpus, name))):
+            if place(store, entry[what]["digest"], path, known.get(name, {}).get(what)):
+                changed.append(str(path))
+        entries.append(entry)
+    names = [e["partition"] for e in entries]
+    changed += remove_stale(layout.ideas_dir(corpus), names)
+    changed += remove_stale(layout.idea_calls_dir(corpus), names)
+    for legacy in (layout.corpus_dir(corpus) / "ideas.parquet", layout.step_calls(corpus, "ideas")):
+        if legacy.is_file():  # the single files of an earlier layout
+            legacy.unlink()
+            changed.append(str(legacy))
+    inputs = [layout.sections(corpus), layout.tree(corpus)]
+    assertions = json_bytes({sub["id"]: records[sub["id"]].meta["assertions"] for sub in subs})
+    if write_touching(layout.assertions(corpus), assertions, inputs):
+        changed.append(str(layout.assertions(corpus)))
+    index = {"format": IDEAS_INDEX_FORMAT, "corpus": corpus, "n_ideas": sum(e["n_ideas"] for e in entries),
+             "partitions": entries}
+    if write_touching(layout.ideas_index(corpus), json_bytes(index), inputs):
+        changed.append(str(layout.ideas_index(corpus)))
     return changed
-
-
-def _read_index(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == IDEAS_INDEX_FORMAT else None
-
-
-def _concat(store: Store, digests: list[str], table: str) -> bytes:
-    """One parquet file of the rows of the stored parquet blobs, in order (the same bytes as
-    ``parquet_bytes`` of those rows)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = SCHEMAS[table]
-    parts = [pq.read_table(io.BytesIO(store.get_bytes(d)), use_threads=False, pre_buffer=False)
-             for d in digests]
-    combined = pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
-    buf = io.BytesIO()
-    pq.write_table(combined, buf, compression="zstd")
-    return buf.getvalue()

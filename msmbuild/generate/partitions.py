@@ -1,5 +1,8 @@
 """The documents dataset: one parquet file per subdomain, indexed by documents.json.
 
+(The ideas step's rows and calls are partitioned the same way, indexed by ideas.json:
+msmbuild.generate.idea_partitions writes them, ``read_ideas`` reads them.)
+
 A corpus's documents live in ``build/corpora/<corpus>/documents/<partition>.parquet`` and
 the documents step's calls in ``calls/documents/<partition>.parquet``, one partition per
 subdomain (``partition_name``). Every file has the registered schema, so DuckDB
@@ -26,6 +29,7 @@ from msmbuild.layout import Layout
 from msmbuild.store import Store
 
 INDEX_FORMAT = 1
+IDEAS_INDEX_FORMAT = 1
 
 
 def partition_name(subdomain: str) -> str:
@@ -35,14 +39,44 @@ def partition_name(subdomain: str) -> str:
 
 def read_index(layout: Layout, corpus: str) -> dict[str, Any] | None:
     """documents.json of a corpus, or None when it is missing or not an index of this format."""
-    path = layout.documents_index(corpus)
+    return _read_json_index(layout.documents_index(corpus), INDEX_FORMAT)
+
+
+def read_ideas_index(layout: Layout, corpus: str) -> dict[str, Any] | None:
+    """ideas.json of a corpus (msmbuild.generate.idea_partitions), or None when missing or unreadable."""
+    return _read_json_index(layout.ideas_index(corpus), IDEAS_INDEX_FORMAT)
+
+
+def require_ideas_index(layout: Layout, corpus: str) -> dict[str, Any]:
+    """ideas.json of a corpus; a clear error when the ideas are not built."""
+    index = read_ideas_index(layout, corpus)
+    if index is None:
+        raise MsmbuildError(f"{layout.ideas_index(corpus)}: missing or unreadable; "
+                            f"run `msmbuild generate ideas {corpus}` first")
+    return index
+
+
+def read_ideas(layout: Layout, corpus: str):
+    """The corpus's idea rows as one pyarrow Table (tree order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from msmbuild.tables import SCHEMAS
+
+    index = require_ideas_index(layout, corpus)
+    tables = [pq.read_table(layout.ideas_partition(corpus, p["partition"]), use_threads=False, pre_buffer=False)
+              for p in index["partitions"]]
+    return pa.concat_tables(tables) if tables else SCHEMAS["ideas"].empty_table()
+
+
+def _read_json_index(path: Path, fmt: int) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return data if isinstance(data, dict) and data.get("format") == INDEX_FORMAT else None
+    return data if isinstance(data, dict) and data.get("format") == fmt else None
 
 
 def require_index(layout: Layout, corpus: str) -> dict[str, Any]:
@@ -107,10 +141,15 @@ def write_index(layout: Layout, corpus: str, partitions: list[dict[str, Any]],
     An unchanged index older than one of inputs is touched: Snakemake compares its mtime
     with its inputs' (and keeps it, as an ``update`` output, instead of deleting it).
     """
-    path = layout.documents_index(corpus)
     data = {"format": INDEX_FORMAT, "corpus": corpus,
             "n_documents": sum(p["n_docs"] for p in partitions), "partitions": partitions}
-    changed = write_bytes_if_changed(path, json_bytes(data))
+    return write_touching(layout.documents_index(corpus), json_bytes(data), inputs)
+
+
+def write_touching(path: Path, data: bytes, inputs: Sequence[Path] = ()) -> bool:
+    """Write data when it changes (True); else touch path if it is older than one of inputs,
+    as Snakemake compares an ``update`` output's mtime with its inputs'."""
+    changed = write_bytes_if_changed(path, data)
     if not changed:
         newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
         if path.stat().st_mtime_ns < newest:
@@ -157,7 +196,9 @@ def read_calls(layout: Layout, corpus: str):
 
     from msmbuild.tables import SCHEMAS
 
-    files = [layout.step_calls(corpus, step) for step in ("tree", "ideas")]
+    files = [layout.step_calls(corpus, "tree")]
+    files += [layout.idea_calls_partition(corpus, p["partition"])
+              for p in (read_ideas_index(layout, corpus) or {}).get("partitions", [])]
     index = read_index(layout, corpus)
     files += [layout.document_calls_partition(corpus, p["partition"]) for p in (index or {}).get("partitions", [])]
     tables = [pq.read_table(f, use_threads=False, pre_buffer=False) for f in files if f.is_file()]

@@ -133,7 +133,8 @@ def corpus_tables(params: Params):
     documents index, so a rebuild costs the partitions' count, not the documents'.
     """
     layout = Layout.of(params)
-    call_files = [(p, {"source": "corpus"}) for p in layout.glob(layout.step_calls("*", "*"))]
+    call_files = [(p, {"source": "corpus"}) for p in layout.glob(layout.step_calls("*", "*"))
+                  + layout.glob(layout.idea_calls_partition("*", "*"))]
     call_files += [(p, {"source": f"eval:{p.parent.parent.name}/{p.parent.name}"})
                    for p in layout.glob(layout.eval_calls("*", "*"))]
     generated = sorted(name for name, cfg in params.aft.items() if cfg.source == "generated")
