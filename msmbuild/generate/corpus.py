@@ -337,7 +337,7 @@ def _planned_ideas(store: Store, entries: list[dict[str, Any]]
                                 f"the store (action {e['key'][:12]}); run `msmbuild generate ideas` for "
                                 "this corpus again")
         assertions[e["subdomain"]] = found[0].meta["assertions"]
-        ideas += pq.read_table(io.BytesIO(store.get_bytes(e["ideas"]["digest"])), use_threads=False).to_pylist()
+        ideas += pq.ParquetFile(io.BytesIO(store.get_bytes(e["ideas"]["digest"]))).read(use_threads=False).to_pylist()
     return assertions, ideas
 
 
