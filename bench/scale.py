@@ -84,15 +84,16 @@ def measure(root: Path, n_docs: int, floor: Path) -> dict[str, tuple[float, floa
     out["msmbuild store verify"] = probe(["msmbuild", "store", "verify"], ws)
     out["msmbuild store gc"] = probe(["msmbuild", "store", "gc"], ws)
     out["partition files rewritten by the edit"] = (float(rewritten), 0.0)
+    out["partition files"] = (float(len(before)), 0.0)
     out["documents"] = (float(json.loads((ws / TARGET).read_text())["n_documents"]), 0.0)
     return out
 
 
 def partition_stats(ws: Path) -> dict[Path, tuple[int, int]]:
-    """(mtime, inode) of every partition file of the synthetic corpus."""
+    """(mtime, inode) of every partition file of the synthetic corpus (ideas and documents)."""
     root = ws / "build/corpora/synthetic"
     return {p: (p.stat().st_mtime_ns, p.stat().st_ino)
-            for d in ("documents", "calls/documents") for p in (root / d).glob("*.parquet")}
+            for d in ("ideas", "calls/ideas", "documents", "calls/documents") for p in (root / d).glob("*.parquet")}
 
 
 def main(argv: list[str] | None = None) -> None:

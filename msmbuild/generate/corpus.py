@@ -365,7 +365,7 @@ def partition_key(run: StageRun, sub: dict[str, Any], ideas: dict[str, Any]) -> 
         "format": PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
         "assertions": ideas["assertions_digest"], "ideas": ideas["ideas"]["digest"], "n_samples": cfg.n_samples,
         "revision": revision, "filters": cfg.filters.model_dump(), "request": probe,
-        "refresh": digest_text(run.context) if run.refresh_stale and run.context else None})
+        "refresh": run.refresh_digest()})
 
 
 def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, str],

@@ -39,7 +39,7 @@ from msmbuild.generate.stages import (
     StageRun,
     assertion_request,
 )
-from msmbuild.hashing import digest_bytes, digest_text
+from msmbuild.hashing import digest_bytes
 from msmbuild.layout import Layout
 from msmbuild.store import ActionResult, Store
 from msmbuild.tables import SCHEMAS, parquet_bytes
@@ -65,7 +65,7 @@ def ideas_partition_key(run: StageRun, sub: dict[str, Any]) -> str:
         "prompts": {stage: load_prompt(stage).tag for stage in ("doc_types", "ideas")},
         "schemas": [DOC_TYPES_SCHEMA, IDEAS_SCHEMA],
         "first_request": run.key(assertion_request(sub, run.requests)),
-        "refresh": digest_text(run.context) if run.refresh_stale and run.context else None})
+        "refresh": run.refresh_digest()})
 
 
 def batches(items: Sequence[Any], weights: Sequence[int], limit: int) -> Iterator[list[Any]]:

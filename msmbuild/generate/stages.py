@@ -72,6 +72,17 @@ class StageRun(CallRun):
         self.corpus, self.cfg, self.sampling = corpus, cfg, sampling or Sampling()
         self.context, self.context_key = context, context_key
         self.cap: SpendingCap | None = None  # the corpus's budget_usd, checked before each stage is sent
+        self._digest: tuple[str, str] = ("", "")
+
+    def context_digest(self) -> str:
+        """digest_text of the shared context ("" without one), hashed once per context."""
+        if self._digest[0] is not self.context:
+            self._digest = (self.context, digest_text(self.context) if self.context else "")
+        return self._digest[1]
+
+    def refresh_digest(self) -> str | None:
+        """What partition keys take for refresh_stale: the context's digest with it, else None."""
+        return self.context_digest() if self.refresh_stale and self.context else None
 
     @property
     def requests(self) -> CorpusRequests:
