@@ -226,7 +226,7 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
     Each subdomain is one ``ideas-partition`` action (``ideas_partition_key``): an
     unchanged subdomain costs one store lookup and none of its requests is keyed. The
     changed ones are planned in batches of about ``batch_size`` ideas (default
-    BATCH_SIZE), so memory stays bounded; the whole files are composed from the actions.
+    BATCH_SIZE), so memory stays bounded; only their partition files are written.
     """
     s = _Session(params, corpus, max_concurrency, progress, store, backend, refresh)
     try:
