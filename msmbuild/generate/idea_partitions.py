@@ -47,7 +47,8 @@ from msmbuild.tables import SCHEMAS, parquet_bytes
 IDEAS_PARTITION_FORMAT = 1  # bump when a partition's content changes for the same inputs
 # What ideas.json says of each partition (from its action's meta): the documents step keys
 # on the digests, status and the catalog count without reading a partition.
-INDEX_META = ("assertions_digest", "n_ideas", "n_unsuitable", "n_calls", "new_cost_usd", "made_at")
+INDEX_META = ("assertions_digest", "n_ideas", "n_unsuitable", "n_calls", "calls_cost_usd", "new_cost_usd",
+              "made_at")
 
 
 def ideas_partition_key(run: StageRun, sub: dict[str, Any]) -> str:
@@ -102,7 +103,9 @@ def save_idea_partitions(store: Store, run: StageRun, subs: list[dict[str, Any]]
         meta = {"kind": "ideas-partition", "corpus": run.corpus, "subdomain": sid,
                 "assertions": assertions[sid], "assertions_digest": digest_bytes(json_bytes(assertions[sid])),
                 "n_ideas": len(ideas_by[sid]), "n_unsuitable": sum(not r["suitable"] for r in ideas_by[sid]),
-                "n_calls": len(calls_by[sid]), "new_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in made)),
+                "n_calls": len(calls_by[sid]),
+                "calls_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in calls_by[sid])),
+                "new_cost_usd": float(sum(r["cost_usd"] or 0.0 for r in made)),
                 "made_at": max((r["made_at"] or 0.0 for r in made), default=None),
                 "sizes": {"ideas": len(idea_bytes), "calls": len(call_bytes)},
                 "keeps": sorted({r["key"] for r in calls_by[sid] if not r["error"]})}

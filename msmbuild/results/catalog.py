@@ -24,7 +24,7 @@ from msmbuild.config import Params
 from msmbuild.errors import ParamsError
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
-from msmbuild.generate.partitions import read_index
+from msmbuild.generate.partitions import read_ideas_index, read_index
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.results.costs import build_started, mark_this_build
 from msmbuild.results.lineage import Lineage
@@ -125,16 +125,15 @@ def eval_tables(params: Params, lineage: Lineage | None = None,
 
 
 def corpus_tables(params: Params):
-    """(calls, corpora): calls of the tree and ideas steps, eval judges and AFT generation, and
-    one row per corpus.
+    """(calls, corpora): calls of the tree step, eval judges and AFT generation, and one row
+    per corpus.
 
-    The documents and the documents step's calls are not copied: their catalog views read
-    the corpora's partitions directly (``view_sql``), and the corpora row sums the
-    documents index, so a rebuild costs the partitions' count, not the documents'.
+    The documents and the ideas and documents steps' calls are not copied: their catalog
+    views read the corpora's partitions directly (``view_sql``), and the corpora row sums
+    the two indexes, so a rebuild costs the partitions' count, not the documents'.
     """
     layout = Layout.of(params)
-    call_files = [(p, {"source": "corpus"}) for p in layout.glob(layout.step_calls("*", "*"))
-                  + layout.glob(layout.idea_calls_partition("*", "*"))]
+    call_files = [(p, {"source": "corpus"}) for p in layout.glob(layout.step_calls("*", "*"))]
     call_files += [(p, {"source": f"eval:{p.parent.parent.name}/{p.parent.name}"})
                    for p in layout.glob(layout.eval_calls("*", "*"))]
     generated = sorted(name for name, cfg in params.aft.items() if cfg.source == "generated")
@@ -145,15 +144,16 @@ def corpus_tables(params: Params):
     rows = []
     for name, corpus in params.corpora.items():
         parts = (read_index(layout, name) or {}).get("partitions", [])
+        idea_parts = (read_ideas_index(layout, name) or {}).get("partitions", [])
         mine = calls[(calls["source"] == "corpus") & (calls["corpus"] == name)] if len(calls) else calls
-        spent = sum(p["new_cost_usd"] for p in parts
+        spent = sum(p["new_cost_usd"] for p in parts + idea_parts
                     if p["made_at"] is not None and (started is None or p["made_at"] >= started))
         rows.append({"corpus": name, "spec": corpus.spec, "backend": corpus.backend,
                      "n_documents": sum(p["n_docs"] for p in parts),
                      "n_chars": sum(p["n_chars"] for p in parts),
                      "cost_usd": float(sum(p["kept_cost_usd"] for p in parts)),
                      "calls_cost_usd": float(mine["cost_usd"].fillna(0).sum() if len(mine) else 0.0)
-                     + sum(p["calls_cost_usd"] for p in parts),
+                     + sum(p["calls_cost_usd"] for p in parts + idea_parts),
                      "spent_usd": float(mine.loc[mine["this_build"], "cost_usd"].fillna(0).sum()
                                         if len(mine) else 0.0) + spent,
                      "offline": corpus.backend == "offline"})
@@ -185,20 +185,21 @@ def view_sql(params: Params, resolve: bool = False) -> dict[str, str]:
     if _partition_globs(params, layout.documents_dir):
         sql["documents"] += (" UNION ALL BY NAME SELECT * FROM read_parquet("
                              f"{parts(layout.documents_dir)}, union_by_name = true)")
-    if _partition_globs(params, layout.document_calls_dir):
+    call_globs = [g for d in (layout.idea_calls_dir, layout.document_calls_dir) for g in _partition_globs(params, d)]
+    if call_globs:
         started = build_started()
         this_build = "NOT coalesce(cache_hit, false)" + (
             f" AND coalesce(made_at, 0) >= {started!r}" if started is not None else "")
         sql["calls"] += (f" UNION ALL BY NAME SELECT 'corpus' AS source, *, ({this_build}) AS this_build"
-                         f" FROM read_parquet({parts(layout.document_calls_dir)}, union_by_name = true)")
+                         f" FROM read_parquet([{', '.join(path(g) for g in call_globs)}], union_by_name = true)")
     return sql
 
 
 def partition_dirs(params: Params) -> list[Path]:
     """The directories of partition files the catalog's views read (for DuckDB's sandbox)."""
     layout = Layout.of(params)
-    return [d(name) for name in params.corpora for d in (layout.documents_dir, layout.document_calls_dir)
-            if d(name).is_dir()]
+    return [d(name) for name in params.corpora
+            for d in (layout.documents_dir, layout.idea_calls_dir, layout.document_calls_dir) if d(name).is_dir()]
 
 
 def shard_table(params: Params, lineage: Lineage | None = None):
