@@ -9,11 +9,16 @@ training run and eval as a store hit instead of paying for it again.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
+import time
 from pathlib import Path
 
 STORE_PREFIX = "msmbuild-store"
+# Written after a Snakemake build's outputs are recorded in dvc.lock; its mtime is when the
+# recording began (outputs made later are not in it).
+RECORDED_MARKER = Path(".snakemake") / "msmbuild-dvc-recorded"
 
 
 def _read(path: Path) -> configparser.ConfigParser:
@@ -68,17 +73,60 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     root = Path(root)
     if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file() or shutil.which("dvc") is None:
         return []
+    if not built_since_recorded(root):
+        return []
 
     def dvc(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
 
     # `dvc commit` touches the outputs it records; Snakemake would then see every output
     # as newer than the next and reschedule the whole build. Put the times back.
+    started = time.time_ns()
     times = _times(root / build_dir)
     try:
-        return _commit_all(dvc, root, build_dir)
+        failing = _commit_all(dvc, root, build_dir)
     finally:
         _restore_times(times)
+    if not failing:
+        marker = root / RECORDED_MARKER
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(_lock_times(root)) + "\n")
+        os.utime(marker, ns=(started, started))
+    return failing
+
+
+def built_since_recorded(root: str | os.PathLike[str] = ".") -> bool:
+    """Whether Snakemake made an output, or dvc.yaml/dvc.lock changed, since the last recording.
+
+    Snakemake writes a metadata file per output of every job it runs
+    (``.snakemake/metadata/``); a build that ran no job writes none, so the ``dvc commit``
+    over every stage (O(files under build/)) is skipped. With no recording yet: True.
+    """
+    root = Path(root)
+    marker = root / RECORDED_MARKER
+    try:
+        recorded = marker.stat().st_mtime_ns
+        lock_times = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return True
+    if lock_times != _lock_times(root):
+        return True  # dvc.yaml edited, or dvc.lock written by something else (dvc repro, git checkout)
+    try:
+        with os.scandir(root / ".snakemake" / "metadata") as entries:
+            return any(entry.stat(follow_symlinks=False).st_mtime_ns > recorded for entry in entries)
+    except OSError:
+        return False
+
+
+def _lock_times(root: Path) -> dict[str, int | None]:
+    """mtime_ns of dvc.yaml and dvc.lock (None when absent)."""
+    out: dict[str, int | None] = {}
+    for name in ("dvc.yaml", "dvc.lock"):
+        try:
+            out[name] = (root / name).stat().st_mtime_ns
+        except OSError:
+            out[name] = None
+    return out
 
 
 def _times(top: Path) -> dict[str, tuple[int, int, int]]:

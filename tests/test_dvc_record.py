@@ -1,0 +1,90 @@
+"""After a Snakemake build, outputs are recorded in dvc.lock; a build that ran no job skips it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from msmbuild.dvc_remote import RECORDED_MARKER, built_since_recorded, record_outputs_for_dvc
+
+pytestmark = pytest.mark.skipif(shutil.which("dvc") is None, reason="dvc is not installed")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "out.txt").write_text("one\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  make:\n    cmd: echo one > build/out.txt\n    outs:\n      - build/out.txt\n")
+    (tmp_path / ".snakemake" / "metadata").mkdir(parents=True)
+    return tmp_path
+
+
+def _dvc_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    real = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        if cmd and cmd[0] == "dvc":
+            calls.append(list(cmd))
+        return real(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return calls
+
+
+def _job_wrote(project: Path, name: str) -> None:
+    """What Snakemake does for each output of a job it ran."""
+    (project / ".snakemake" / "metadata" / name).write_text("{}")
+
+
+def test_no_job_since_the_last_recording_runs_no_dvc_commit(project: Path, monkeypatch) -> None:
+    calls = _dvc_calls(monkeypatch)
+    assert built_since_recorded(project)  # never recorded
+    assert record_outputs_for_dvc(project) == []
+    assert "build/out.txt" in (project / "dvc.lock").read_text()
+    assert (project / RECORDED_MARKER).is_file()
+    assert calls and calls[0][:2] == ["dvc", "commit"]
+    lock = (project / "dvc.lock").stat().st_mtime_ns
+
+    calls.clear()
+    assert not built_since_recorded(project)
+    assert record_outputs_for_dvc(project) == []
+    assert calls == []  # nothing ran: no dvc commit, dvc.lock untouched
+    assert (project / "dvc.lock").stat().st_mtime_ns == lock
+
+    # a job ran (Snakemake wrote its output's metadata): recorded again
+    (project / "build" / "out.txt").write_text("two\n")
+    _job_wrote(project, "YnVpbGQvb3V0LnR4dA==")
+    assert built_since_recorded(project)
+    assert record_outputs_for_dvc(project) == []
+    assert calls and calls[0][:2] == ["dvc", "commit"]
+    assert not built_since_recorded(project)
+
+
+def test_dvc_files_changed_elsewhere_are_recorded_again(project: Path) -> None:
+    assert record_outputs_for_dvc(project) == []
+    assert not built_since_recorded(project)
+    (project / "dvc.lock").unlink()  # e.g. a git checkout of a lock without this build
+    assert built_since_recorded(project)
+    assert record_outputs_for_dvc(project) == []
+    assert (project / "dvc.lock").is_file()
+    assert not built_since_recorded(project)
+    text = (project / "dvc.yaml").read_text()
+    (project / "dvc.yaml").write_text(text + "\n")
+    assert built_since_recorded(project)
+
+
+def test_an_interrupted_recording_is_redone(project: Path, monkeypatch) -> None:
+    """A marker is written only after dvc commit succeeded for every stage."""
+    (project / "build" / "out.txt").unlink()  # the stage's output is missing: commit fails
+    os.makedirs(project / "build", exist_ok=True)
+    assert record_outputs_for_dvc(project) == ["make"]
+    assert not (project / RECORDED_MARKER).exists()
+    assert built_since_recorded(project)
