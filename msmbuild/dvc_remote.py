@@ -79,8 +79,9 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     def dvc(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
 
-    # `dvc commit` touches the outputs it records; Snakemake would then see every output
-    # as newer than the next and reschedule the whole build. Put the times back.
+    # Snakemake reschedules a job whose inputs are newer than its outputs, so the outputs
+    # must keep their times: `--no-relink` keeps DVC from replacing them with copies of
+    # what it just cached (new mtimes, new inodes), and any time DVC still changes is put back.
     started = time.time_ns()
     times = _times(root / build_dir)
     try:
@@ -90,27 +91,28 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     if not failing:
         marker = root / RECORDED_MARKER
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(_lock_times(root)) + "\n")
+        marker.write_text(json.dumps({"dvc.yaml": _mtime(root / "dvc.yaml")}) + "\n")
         os.utime(marker, ns=(started, started))
     return failing
 
 
 def built_since_recorded(root: str | os.PathLike[str] = ".") -> bool:
-    """Whether Snakemake made an output, or dvc.yaml/dvc.lock changed, since the last recording.
+    """Whether Snakemake made an output, or dvc.yaml changed, since the last recording.
 
     Snakemake writes a metadata file per output of every job it runs
     (``.snakemake/metadata/``); a build that ran no job writes none, so the ``dvc commit``
-    over every stage (O(files under build/)) is skipped. With no recording yet: True.
+    over every stage (O(files under build/)) is skipped. A dvc.lock that DVC rewrote
+    (``dvc repro``) needs nothing from Snakemake; a missing one, or no recording yet: True.
     """
     root = Path(root)
     marker = root / RECORDED_MARKER
     try:
         recorded = marker.stat().st_mtime_ns
-        lock_times = json.loads(marker.read_text())
-    except (OSError, ValueError):
+        dvc_yaml = json.loads(marker.read_text())["dvc.yaml"]
+    except (OSError, ValueError, KeyError, TypeError):
         return True
-    if lock_times != _lock_times(root):
-        return True  # dvc.yaml edited, or dvc.lock written by something else (dvc repro, git checkout)
+    if not (root / "dvc.lock").is_file() or dvc_yaml != _mtime(root / "dvc.yaml"):
+        return True
     try:
         with os.scandir(root / ".snakemake" / "metadata") as entries:
             return any(entry.stat(follow_symlinks=False).st_mtime_ns > recorded for entry in entries)
@@ -118,15 +120,11 @@ def built_since_recorded(root: str | os.PathLike[str] = ".") -> bool:
         return False
 
 
-def _lock_times(root: Path) -> dict[str, int | None]:
-    """mtime_ns of dvc.yaml and dvc.lock (None when absent)."""
-    out: dict[str, int | None] = {}
-    for name in ("dvc.yaml", "dvc.lock"):
-        try:
-            out[name] = (root / name).stat().st_mtime_ns
-        except OSError:
-            out[name] = None
-    return out
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def _times(top: Path) -> dict[str, tuple[int, int, int]]:
@@ -154,14 +152,14 @@ def _restore_times(times: dict[str, tuple[int, int, int]]) -> None:
 
 
 def _commit_all(dvc, root: Path, build_dir: str) -> list[str]:
-    if dvc("commit", "--force", "--quiet").returncode == 0:
+    if dvc("commit", "--force", "--no-relink", "--quiet").returncode == 0:
         return []
     listed = dvc("stage", "list", "--name-only")
     failing = listed.stdout.split() if listed.returncode == 0 else []
     while failing:
         still, made = [], False
         for stage in failing:
-            proc = dvc("commit", "--force", stage)
+            proc = dvc("commit", "--force", "--no-relink", stage)
             if proc.returncode == 0:
                 continue
             still.append(stage)
