@@ -74,6 +74,7 @@ def measure(root: Path, n_docs: int, floor: Path) -> dict[str, tuple[float, floa
     out["one-section edit rebuild"] = probe(smk, ws)
     rewritten = sum(before.get(p) != st for p, st in partition_stats(ws).items())
     probe(["dvc", "repro", "-q"], ws)  # dvc catches up with the edit
+    require_nothing_to_do(ws)  # a "no-op" that runs a job would time the job
     out["no-op snakemake"] = probe(smk, ws)
     out["no-op snakemake floor"] = (timed(["snakemake", "--cores", "all", "-q"], floor, 3), 0.0)
     out["no-op dvc repro"] = probe(["dvc", "repro", "-q"], ws)
@@ -87,6 +88,13 @@ def measure(root: Path, n_docs: int, floor: Path) -> dict[str, tuple[float, floa
     out["partition files"] = (float(len(before)), 0.0)
     out["documents"] = (float(json.loads((ws / TARGET).read_text())["n_documents"]), 0.0)
     return out
+
+
+def require_nothing_to_do(ws: Path) -> None:
+    """Fail unless Snakemake's dry run of the target schedules no job."""
+    dry = subprocess.run(["snakemake", TARGET, "-n"], cwd=ws, capture_output=True, text=True)
+    if "Nothing to be done" not in dry.stdout + dry.stderr:
+        raise SystemExit(f"{ws}: Snakemake still has jobs to run before the no-op:\n{dry.stdout[-2000:]}")
 
 
 def partition_stats(ws: Path) -> dict[Path, tuple[int, int]]:
