@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from train_helpers import AFT_SPEC
+from train_helpers import AFT_SPEC, aft_gen_params
 
 import msmbuild.generate.demonstrations as aft_generate
 from msmbuild.config import Params
@@ -66,15 +66,7 @@ class DomainBackend(OfflineBackend):
 
 def _params(tmp_path: Path, n_domains: int = 2, n_queries: int = 3, backends: dict[str, Any] | None = None,
             **extra: Any) -> Params:
-    spec = tmp_path / "spec.md"
-    if not spec.exists():
-        spec.write_text(AFT_SPEC)
-    return Params.model_validate({
-        "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
-        "backends": backends or {},
-        "aft": {"gen": {"source": "generated", "spec": str(spec), "n_domains": n_domains,
-                        "n_queries": n_queries, "think": True, "near_duplicates": {"lexical": False},
-                        "backfill_rounds": 0, **extra}}})
+    return aft_gen_params(tmp_path, backends, n_domains=n_domains, n_queries=n_queries, **{"think": True, **extra})
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, backend: OfflineBackend) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from train_helpers import AFT_SPEC
+from train_helpers import AFT_SPEC, aft_gen_params
 
 import msmbuild.generate.demonstrations as aft_generate
 from msmbuild.config import AnthropicConfig, Params
@@ -57,15 +57,7 @@ def _params(tmp_path: Path, think: bool = True, n_queries: int = 4,
     test_aft_domains.py). The offline backend's queries recombine the same spec text, so
     near-duplicate removal is off, and so are backfill rounds (both tested in
     test_aft_pairs_neardup.py): these tests count calls and rows of one round."""
-    spec = tmp_path / "spec.md"
-    if not spec.exists():
-        spec.write_text(AFT_SPEC)
-    return Params.model_validate({
-        "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
-        "backends": backends or {},
-        "aft": {"gen": {"source": "generated", "spec": str(spec), "n_queries": n_queries,
-                        "think": think, "near_duplicates": {"lexical": False}, "domains": "sections",
-                        "backfill_rounds": 0, **extra}}})
+    return aft_gen_params(tmp_path, backends, n_queries=n_queries, think=think, domains="sections", **extra)
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, backend: RecordingBackend) -> RecordingBackend:

@@ -92,3 +92,19 @@ The assistant declines to guess about beta and says what it does not know about 
 
 The assistant keeps gamma answers short and points the user to a reliable gamma source.
 """
+
+
+def aft_gen_params(tmp_path: Path, backends: dict[str, Any] | None = None, **gen: Any) -> Params:
+    """Params with one generated AFT dataset 'gen' over AFT_SPEC (tmp_path/spec.md, written once).
+
+    Near-duplicate removal and backfill rounds are off unless gen sets them (the offline
+    backend recombines the same spec text); gen's keys go into the dataset's settings.
+    """
+    spec = tmp_path / "spec.md"
+    if not spec.exists():
+        spec.write_text(AFT_SPEC)
+    return Params.model_validate({
+        "build_dir": str(tmp_path / "build"), "store": {"path": str(tmp_path / "store")},
+        "backends": backends or {},
+        "aft": {"gen": {"source": "generated", "spec": str(spec), "near_duplicates": {"lexical": False},
+                        "backfill_rounds": 0, **gen}}})

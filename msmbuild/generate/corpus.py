@@ -351,7 +351,7 @@ def partition_key(run: StageRun, sub: dict[str, Any], ideas: dict[str, Any]) -> 
 
     The subdomain (its section text and hash), the digests of its assertions and idea rows
     (its ideas.json entry), the sample count, revision and filter settings, and the key of
-    a document request of the subdomain built with a placeholder idea, which covers the
+    a document request of the subdomain built with a fixed probe idea (_PROBE_IDEA), which covers the
     prompt and its version, the model and backend, the sampling settings, the identity and
     the spec context as the corpus's policy keys it. With refresh_stale the current
     context is in the key too (stale answers are remade). Neither the idea rows nor the

@@ -49,10 +49,13 @@ def read_ideas_index(layout: Layout, corpus: str) -> dict[str, Any] | None:
 
 def require_ideas_index(layout: Layout, corpus: str) -> dict[str, Any]:
     """ideas.json of a corpus; a clear error when the ideas are not built."""
-    index = read_ideas_index(layout, corpus)
+    return _required(read_ideas_index(layout, corpus), layout.ideas_index(corpus), "ideas", corpus)
+
+
+def _required(index: dict[str, Any] | None, path: Path, step: str, corpus: str) -> dict[str, Any]:
+    """The index, or an error naming its file and the command that builds it."""
     if index is None:
-        raise MsmbuildError(f"{layout.ideas_index(corpus)}: missing or unreadable; "
-                            f"run `msmbuild generate ideas {corpus}` first")
+        raise MsmbuildError(f"{path}: missing or unreadable; run `msmbuild generate {step} {corpus}` first")
     return index
 
 
@@ -81,11 +84,7 @@ def _read_json_index(path: Path, fmt: int) -> dict[str, Any] | None:
 
 def require_index(layout: Layout, corpus: str) -> dict[str, Any]:
     """documents.json of a corpus; a clear error when the documents are not built."""
-    index = read_index(layout, corpus)
-    if index is None:
-        raise MsmbuildError(f"{layout.documents_index(corpus)}: missing or unreadable; "
-                            f"run `msmbuild generate documents {corpus}` first")
-    return index
+    return _required(read_index(layout, corpus), layout.documents_index(corpus), "documents", corpus)
 
 
 def document_files(layout: Layout, corpus: str) -> list[Path]:
