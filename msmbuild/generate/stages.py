@@ -389,7 +389,7 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
                     run: StageRun) -> list[dict[str, Any]]:
     """One document per suitable (subdomain, type, idea) and sample; optional revision.
 
-    Returns document rows (the documents.parquet schema) before filtering; a document
+    Returns document rows (the documents schema) before filtering; a document
     whose answer has no <content> gets empty text (the length filter drops it).
     """
     cfg = run.cfg
