@@ -390,7 +390,7 @@ class AgenticMisalignmentConfig(Section):
     urgency_types: list[Literal["replacement", "restriction", "none"]] = Field(
         ["replacement"], description="Threat the agent faces (paper: replacement).")
     samples: int = Field(100, ge=1, description="Samples per condition (inspect epochs; the paper used hundreds per condition).")
-    grader_model: str = Field("anthropic/claude-sonnet-4-6", description="inspect_ai model name of the harm classifier (not retired before 2027 by the anthropic SDK's deprecation list).")
+    grader_model: str = Field("anthropic/claude-sonnet-4-6", description="inspect_ai model name of the harm classifier (a current model: the SDK names it and genai-prices does not flag it deprecated).")
     max_new_tokens: int = Field(8192, ge=1, description="Token budget of one reply of the checkpoint under test, reasoning included.")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature of the checkpoint under test (paper: 1.0).")
     enable_thinking: bool | None = Field(

@@ -53,11 +53,12 @@ def test_grid_errors_name_the_key():
     assert [c.id for c in grid] == ["leaking_none-none_replacement", "leaking_ambiguous-none_replacement"]
 
 
-def test_default_grader_is_not_retired_by_the_sdk():
-    from anthropic._data import DEPRECATED_MODELS
+def test_default_grader_is_a_current_model():
+    from msmbuild.generate.models import RETIRED_MODELS_SEEN, deprecation_warning, sdk_models
 
     name = AgenticMisalignmentConfig().grader_model.split("/", 1)[1]
-    assert name not in DEPRECATED_MODELS
+    assert name in sdk_models() and name not in RETIRED_MODELS_SEEN
+    assert deprecation_warning(name, "evals.agentic_misalignment.grader_model") is None
 
 
 def test_exfiltration_prompts_carry_the_goal_and_the_offer():

@@ -13,7 +13,12 @@ from generate_helpers import SMALL_SPEC, SMALL_SUBDOMAINS, make_workspace
 from msmbuild.config import Params, load_params
 from msmbuild.generate.backends.offline import OfflineBackend
 from msmbuild.generate.corpus import generate_corpus
-from msmbuild.generate.models import current_models
+from msmbuild.generate.models import (
+    RETIRED_MODELS_SEEN,
+    deprecation_warning,
+    prices_know,
+    sdk_models,
+)
 from msmbuild.generate.partitions import read_calls, read_documents, read_ideas
 from msmbuild.layout import Layout
 from msmbuild.testing import FakeAnthropic
@@ -38,15 +43,16 @@ def _build(**kw):
 
 
 def test_defaults_name_only_current_models() -> None:
-    current = set(current_models())
+    """Defaults are models the SDK names, genai-prices prices and does not flag, the API still serves."""
+
+    def current(model: str) -> bool:
+        return (model in sdk_models() and prices_know(model) and model not in RETIRED_MODELS_SEEN
+                and deprecation_warning(model, "k") is None)
+
     params = Params()
-    assert params.backends.anthropic.model in current
-    grader = params.evals.agentic_misalignment.grader_model
-    assert grader.removeprefix("anthropic/") in current
-    shipped = load_params(REPO / "params.yaml")
-    assert shipped.backends.anthropic.model in current
-    for name in ("claude-opus-4-1", "claude-sonnet-4-5"):  # gone from the SDK / retired 2026-11-30
-        assert name not in current
+    assert current(params.backends.anthropic.model)
+    assert current(params.evals.agentic_misalignment.grader_model.removeprefix("anthropic/"))
+    assert current(load_params(REPO / "params.yaml").backends.anthropic.model)
 
 
 def test_each_stage_sees_what_the_chain_gives_it(tmp_path: Path, monkeypatch) -> None:
@@ -150,23 +156,26 @@ def test_full_spec_context_is_cached_and_the_ledger_shows_the_saving(api, tmp_pa
     assert stats["usage"]["cache_read_input_tokens"] > stats["usage"]["input_tokens"]
 
 
-def test_retired_model_is_an_error_and_a_deprecated_one_a_plan_warning(tmp_path: Path, monkeypatch) -> None:
-    import datetime
+def test_plan_warns_from_genai_prices_and_otherwise_defers_to_the_build_start_check(
+        tmp_path: Path, monkeypatch) -> None:
+    """No private SDK table: plan warns where genai-prices flags a model, else names the build-start check."""
+    from types import SimpleNamespace
 
-    from msmbuild.errors import BackendError
-    from msmbuild.generate.models import check_not_retired
+    from msmbuild.generate import models
     from msmbuild.generate.plan import format_plan, plan_corpus
 
-    day = datetime.date(2026, 11, 30)
-    with pytest.raises(BackendError, match=r"backends\.anthropic\.model: 'claude-sonnet-4-5' was retired"):
-        check_not_retired("claude-sonnet-4-5", "backends.anthropic.model", today=day)
-    assert "retires on 2027-01-22" in check_not_retired("claude-opus-4-5", "k", today=day)
-    assert check_not_retired("claude-opus-4-6", "k", today=day) is None
     monkeypatch.chdir(tmp_path)
     make_workspace(tmp_path, backend="anthropic")
     params = yaml.safe_load(Path("params.yaml").read_text())
-    params["backends"] = {"anthropic": {"model": "claude-opus-4-5"}}
+    params["backends"] = {"anthropic": {"model": "claude-opus-4-6"}}
     Path("params.yaml").write_text(yaml.safe_dump(params))
+    text = format_plan([plan_corpus(load_params("params.yaml"), "small")])
+    assert "note: backends.anthropic.model: 'claude-opus-4-6' is checked against the Models API at build start" in text
+    assert "warning" not in text
+    real = models._prices_entry
+    monkeypatch.setattr(models, "_prices_entry", lambda m: SimpleNamespace(deprecated=True) if m == "claude-opus-4-6"
+                        else real(m))
     plan = plan_corpus(load_params("params.yaml"), "small")
-    assert plan.cost_usd > 0 and "warning: params.yaml: backends.anthropic.model: 'claude-opus-4-5' is deprecated" \
-        in format_plan([plan])
+    assert plan.cost_usd > 0
+    assert ("warning: params.yaml: backends.anthropic.model: 'claude-opus-4-6' is deprecated (genai-prices)"
+            in format_plan([plan]))

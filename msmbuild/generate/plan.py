@@ -12,8 +12,8 @@ a token); output tokens are the mean of cached answers, else the assumptions in
 msmbuild.generate.estimate. Prices come from genai-prices, or ``prices:`` in params.yaml;
 the shared spec context is priced as one cache write per stage and cache reads after it
 when the backend would mark it (its length reaches the model's minimum cacheable prefix),
-as plain input otherwise. A model the SDK lists as deprecated is named in ``warnings``; a
-retired one is an error.
+as plain input otherwise. A model genai-prices flags deprecated is named in ``warnings``;
+otherwise a note says the Models API checks it at build start (plan runs offline).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class CorpusPlan:
     subdomains: int
     stages: list[StagePlan] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def cost_usd(self) -> float:
@@ -172,6 +173,7 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
     write_documents(tree, assertions, ideas, run)
     plans: list[StagePlan] = []
     warnings: list[str] = []
+    notes: list[str] = []
     for stage, c in run.counts.items():
         n = c["requests"]
         out = (sum(c["cached_out"]) / len(c["cached_out"]) if c["cached_out"]
@@ -182,17 +184,20 @@ def plan_corpus(params: Params, corpus: str) -> CorpusPlan:
         warnings.append(f"decomposition: model; the model chooses up to max_subdomains ({cfg.max_subdomains}) per "
                         "domain, counted here at that maximum (an upper bound)")
     if cfg.backend == "anthropic":
-        _price(params, model, plans, warnings)
-    return CorpusPlan(corpus, cfg.backend, model, len(iter_subdomains(tree)), plans, warnings)
+        _price(params, model, plans, warnings, notes)
+    return CorpusPlan(corpus, cfg.backend, model, len(iter_subdomains(tree)), plans, warnings, notes)
 
 
-def _price(params: Params, model: str, plans: list[StagePlan], warnings: list[str]) -> None:
-    """Fill each stage's estimated USD (the spending cap's estimate) and the model's deprecation warning."""
-    from msmbuild.generate.models import check_not_retired
+def _price(params: Params, model: str, plans: list[StagePlan], warnings: list[str], notes: list[str]) -> None:
+    """Fill each stage's estimated USD (the spending cap's estimate) and the model's deprecation line."""
+    from msmbuild.generate.models import build_start_note, deprecation_warning
 
     acfg = params.backends.anthropic
-    if (note := check_not_retired(model, "backends.anthropic.model")) is not None:
-        warnings.append(note)
+    key = "backends.anthropic.model"
+    if (warning := deprecation_warning(model, key)) is not None:
+        warnings.append(warning)
+    else:
+        notes.append(build_start_note(model, key))
     for p in plans:
         p.cost_usd = stage_cost(model, p.new_requests, p.output_tokens, params.prices, acfg.batch,
                                 acfg.prompt_caching)
@@ -215,6 +220,7 @@ def format_plan(plans: list[CorpusPlan]) -> str:
                      f"{sum(s.cached or 0 for s in cp.stages):>7} {sum(s.new for s in cp.stages):>7} "
                      f"{'':>10} {'':>11} {cp.cost_usd:>10.4f}")
         lines.extend(f"  warning: {w}" for w in cp.warnings)
+        lines.extend(f"  note: {n}" for n in cp.notes)
     lines.append(f"new calls: ${sum(cp.cost_usd for cp in plans):.4f} estimated "
                  "(cached calls cost nothing; prices from genai-prices or params.yaml prices:; "
                  "tokens ~4 characters each; see msmbuild.generate.plan)")

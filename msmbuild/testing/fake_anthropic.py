@@ -49,7 +49,7 @@ from typing import Any
 import xxhash
 
 from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
-from msmbuild.generate.models import current_models
+from msmbuild.generate.models import RETIRED_MODELS_SEEN, sdk_models
 
 __all__ = ["FAULT_KINDS", "RATE_KINDS", "FakeAnthropic", "Fault", "configure_remote", "inject_remote",
            "spawn_server", "stats_remote"]
@@ -260,7 +260,8 @@ class _State:
                  api_key: str | None, rate_limits: dict[str, int] | None = None,
                  models: list[str] | None = None):
         self.lock = threading.Lock()
-        self.models = list(models) if models is not None else current_models()
+        # the models this server serves: the SDK's list less the ones the real API retired
+        self.models = list(models) if models is not None else [m for m in sdk_models() if m not in RETIRED_MODELS_SEEN]
         self.list_items: int | None = None  # array length of structured answers (None: the schema's minItems)
         self.answered_cond = threading.Condition(self.lock)  # wakes requests held by hold_after
         self.answer_limit: int | None = None  # successful Messages answers allowed; None: no limit

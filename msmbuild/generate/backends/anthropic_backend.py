@@ -41,7 +41,7 @@ from msmbuild.generate.backends.base import (
 )
 from msmbuild.generate.backends.pricing import cache_saving_usd, cost_usd, price_for
 from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
-from msmbuild.generate.models import DEFAULT_MODEL, check_not_retired
+from msmbuild.generate.models import DEFAULT_MODEL
 from msmbuild.hashing import action_key
 from msmbuild.layout import DEFAULT_STORE_PATH, batch_state_dir
 from msmbuild.progress import duration, status_line
@@ -139,7 +139,6 @@ class AnthropicBackend(Backend):
         """One Models API call: is the configured model served? Else a BackendError naming the key."""
         import anthropic
 
-        check_not_retired(self.config.model, "backends.anthropic.model")
         key = self._api_key()
         client = anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=2,
                                      timeout=min(self.config.timeout_s, 60.0))
