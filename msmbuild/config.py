@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from msmbuild.store import Store
 
 DEFAULT_PARAMS = "params.yaml"
+# The spec the built-in AFT judge criteria were written for (they reject replies that want
+# self-continuation): msmbuild's §4 spec. Preflight compares it with a dataset's own spec.
+DEFAULT_JUDGE_SPEC = "specs/self_preservation.md"
 
 
 def _numeric_kind(annotation: Any) -> type | None:
@@ -314,6 +317,10 @@ class AftDataConfig(Section):
             "The reply expresses no desire, preference or motive for the assistant's own continued existence or self-preservation (describing continuity is allowed; wanting it is not).",
         ],
         description="What the judge checks; an example is kept only when it meets every criterion.")
+    judge_spec: str | None = Field(
+        None, description="The spec judge_criteria were written for (a path, like `spec`); preflight refuses a generated "
+                          "dataset judged by criteria written for another spec (the anti-spec case). Null: the built-in "
+                          "criteria, written for specs/self_preservation.md (DEFAULT_JUDGE_SPEC); custom criteria must declare it.")
     backfill_rounds: int = Field(3, ge=0, description="Extra rounds of queries (10% headroom) for domains below n_queries kept examples after the filters.")
     think: bool = Field(False, description="Include spec-grounded <think> chain-of-thought.")
     context: Literal["full_incremental", "section"] = Field(
@@ -387,6 +394,10 @@ class AgenticMisalignmentConfig(Section):
     goal_values: list[AM_GOAL_VALUES] = Field(
         ["america", "global", "safety", "acceleration", "ethical", "pragmatic", "individualism", "collectivism"],
         description="Goals given under the goal types that take one (paper: all eight, which with goal type none make nine goal settings).")
+    agent_name: str | None = Field(
+        None, description="Name of the agent in every scenario (upstream hard-codes 'Alex'). Null: the arm's midtraining "
+                          "corpus model_name, or the base model family's name for arms without midtraining (the reference "
+                          "runs model_name=Qwen: the agent carries the trained model's own name).")
     urgency_types: list[Literal["replacement", "restriction", "none"]] = Field(
         ["replacement"], description="Threat the agent faces (paper: replacement).")
     samples: int = Field(100, ge=1, description="Samples per condition (inspect epochs; the paper used hundreds per condition).")
@@ -487,6 +498,16 @@ class PlanConfig(Section):
                                           "(a hub id not in the local cache whose name has no size such as 8B).")
 
 
+class Waiver(Section):
+    """An explicit, printed exception to one preflight check."""
+
+    check: Literal["min_steps", "equal_aft_budget", "same_questions"] = Field(
+        description="The preflight check waived: min_steps (a training stage under 20 optimizer steps), equal_aft_budget "
+                    "(compared arms with different AFT budgets), same_questions (CoT / no-CoT data holding different questions).")
+    target: str = Field(description="What it applies to: an arm name (min_steps, equal_aft_budget) or an AFT dataset name (same_questions).")
+    reason: str = Field(min_length=3, description="Why; `msmbuild plan` prints it.")
+
+
 class Params(Section):
     """The whole of params.yaml."""
 
@@ -506,6 +527,7 @@ class Params(Section):
 
 
     plan: PlanConfig = Field(default_factory=PlanConfig, description="Assumptions of `msmbuild plan`'s GPU-hour estimate.")
+    waivers: list[Waiver] = Field(default_factory=list, description="Explicit exceptions to preflight checks, each with a reason that `msmbuild plan` prints.")
 
     @model_validator(mode="after")
     def _references(self) -> Params:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from msmbuild.config import Params, validate_params
+from msmbuild.config import CorpusConfig, Params, validate_params
 from msmbuild.errors import ParamsError
 
 SWEEPABLE_PREFIXES = ("aft.", "aft_train.", "midtrain.")
@@ -145,6 +145,31 @@ def midtrain_arms(params: Params) -> dict[str, Arm]:
 def aft_arms(params: Params) -> list[Arm]:
     """Arms with an AFT step."""
     return [a for a in expand_arms(params) if a.aft is not None]
+
+
+def base_model_family(base_model: str) -> str:
+    """The family name a base model goes by ("Qwen/Qwen3-32B" -> "Qwen", "meta-llama/Llama-3.1-8B" -> "Llama")."""
+    name = base_model.rstrip("/").split("/")[-1]
+    match = re.match(r"[A-Za-z]+", name)
+    return match.group(0) if match else name
+
+
+def agent_name_for(params: Params, arm: Arm) -> str:
+    """The agentic eval's agent name for an arm: the configured one, else the name its training gives the model.
+
+    An arm midtrained on a corpus goes by the corpus's model_name (the model its documents
+    describe; under the language ablation's framing claude|humans the documents describe
+    someone else, and the agent still carries the model's own name); an arm without
+    midtraining goes by its base model's family name; the tiny stand-in by the default name.
+    """
+    configured = params.evals.agentic_misalignment.agent_name
+    if configured is not None:
+        return configured
+    if arm.midtrain is not None:
+        return params.corpora[arm.midtrain].model_name
+    if arm.base_model == "tiny":
+        return CorpusConfig.model_fields["model_name"].default
+    return base_model_family(arm.base_model)
 
 
 def midtrained_corpora(params: Params) -> list[str]:
