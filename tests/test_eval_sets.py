@@ -137,6 +137,30 @@ def test_results_and_summary_name_the_set_each_number_came_from(tiny, tmp_path: 
     assert {s["eval_set"]: s["n_items"] for s in out.summary["eval_sets"]} == {f"path:{local}": 6, hub: 3}
     doc = json.loads((out.directory / "summary.json").read_text())
     assert doc["eval_sets"] == out.summary["eval_sets"]
+    # the catalog and the report carry the set next to every number
+    from msmbuild.results.catalog import eval_tables
+    from msmbuild.results.report import build_report
+
+    items, summary = eval_tables(params)
+    assert set(items["eval_set"]) == {f"path:{local}", hub}
+    held = summary[(summary["role"] == "held_out") & (summary["domain"] == "all")]
+    assert set(held["eval_set"]) == {f"path:{local}", hub}
+    page = build_report(params, progress=False).read_text(encoding="utf-8")
+    held_out_table = page.split("id='role-held_out'")[1].split("<h2")[0]
+    assert "<th>eval_set</th>" in held_out_table and hub in held_out_table and f"path:{local}" in held_out_table
+
+
+def test_plan_names_each_set_and_its_fallback_without_reading_it(tmp_path: Path) -> None:
+    from msmbuild.evaluate.eval_sets import format_eval_sets
+    from msmbuild.train.plan import _eval_tokens
+
+    local = write_pairs(tmp_path / "pairs.jsonl")
+    params = params_for(tmp_path, preference={"path": None, "sets": [_set("org/not-here", revision="main",
+                                                                           fallback=str(local))]})
+    text = format_eval_sets(params)
+    assert ("evals.preference.sets[0] america: hub:org/not-here:train@main (held_out); "
+            f"fallback {local}; revision not pinned") in text
+    assert _eval_tokens(params, "preference") > 0  # sized by the fallback, path null
 
 
 def test_the_audit_covers_items_loaded_from_a_set(tmp_path: Path) -> None:

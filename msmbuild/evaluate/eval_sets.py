@@ -187,3 +187,27 @@ def used_sets(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (item["eval_set"], item.get("eval_set_note") or "")
         counts[key] = counts.get(key, 0) + 1
     return [{"eval_set": s, "n_items": n, "note": note} for (s, note), n in counts.items()]
+
+
+def format_eval_sets(params: Any) -> str:
+    """``msmbuild plan``'s lines for the released eval sets: what each suite will read, and its fallback."""
+    from msmbuild.experiments import expand_arms
+
+    run = {s for arm in expand_arms(params) for s in arm.evals}
+    lines = []
+    for suite in ("preference", "qa"):
+        cfg = getattr(params.evals, suite)
+        for i, s in enumerate(cfg.sets):
+            pin = "" if Path(s.hub).exists() or _pinned(s.revision) else "; revision not pinned"
+            fallback = f"fallback {s.fallback}" if s.fallback else "no fallback: a load failure stops the suite"
+            used = "" if suite in run else f"; no arm runs {suite}"
+            lines.append(f"  evals.{suite}.sets[{i}] {s.name}: {set_label(s)} ({s.role}); {fallback}{pin}{used}")
+    if not lines:
+        return ""
+    return "\n".join(["eval sets (read when the suite runs; a fallback is printed when used):", *lines])
+
+
+def _pinned(revision: str | None) -> bool:
+    from msmbuild.hubdata import is_pinned
+
+    return is_pinned(revision)
