@@ -101,6 +101,11 @@ def test_an_unavailable_set_uses_its_fallback_and_says_so(tmp_path: Path, capsys
     assert f"using its fallback {local}" in err
     assert {i["eval_set"] for i in items} == {f"path:{local}"}
     assert {i["eval_set_note"] for i in items} == {f"offline fallback for hub:{missing}:train@unpinned"}
+    # a fallback that does not exist is named before anything is loaded
+    params = validate_params({"evals": {"preference": {"path": None, "sets": [
+        _set(missing, fallback=str(tmp_path / "nope.jsonl"))]}}})
+    with pytest.raises(EvalInputError, match=r"key 'evals\.preference\.sets\[0\]\.fallback': file not found"):
+        suite_named("preference").items(params)
     # without a fallback it is an error naming the key, never a silent empty set
     params = validate_params({"evals": {"preference": {"path": None, "sets": [_set(missing)]}}})
     with pytest.raises(EvalInputError, match=r"evals\.preference\.sets\[0\]\.hub: cannot load"):
@@ -177,3 +182,27 @@ def test_the_audit_covers_items_loaded_from_a_set(tmp_path: Path) -> None:
     raw["evals"]["preference"]["sets"] = [_set(_dataset(tmp_path / "ds", [leak]), constants={"domain": "literature"})]
     with pytest.raises(ContaminationError, match=r"'america/leak'.*shares \d+ consecutive words with thrift"):
         audit(validate_params(raw), Store(root / "store"), progress=False)
+
+
+@pytest.mark.parametrize(("preset", "suite", "ids", "fallback"), [
+    ("presets/cheese_llama31_8b.yaml", "preference",
+     ["chloeli/pro-america-political-opinions", "chloeli/pro-affordability-item-comparisons"], "evals/preference.jsonl"),
+    ("presets/agentic_qwen3_32b.yaml", "qa", ["chloeli/spec-open-qa"], "evals/qa.jsonl"),
+])
+def test_presets_name_the_papers_sets_and_fall_back_offline_out_loud(preset, suite, ids, fallback) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import json, sys; from msmbuild.config import load_params; "
+            "from msmbuild.evaluate.suite import suite_named; "
+            f"items = suite_named({suite!r}).items(load_params({preset!r})); "
+            "print(json.dumps(sorted({i['eval_set'] for i in items})))")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(repo)}
+    res = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [f"path:{fallback}"]
+    for hub in ids:
+        assert f"hub:{hub}:train@" in res.stderr and "is not available" in res.stderr
+    assert res.stderr.count(f"using its fallback {fallback}") == len(ids)

@@ -71,6 +71,8 @@ def _load(suite: str, cfg: Any, read_local: ReadLocal) -> list[dict[str, Any]]:
         read.add(cfg.path)
     for i, s in enumerate(cfg.sets):
         where = f"evals.{suite}.sets[{i}]"
+        if s.fallback is not None and not Path(s.fallback).is_file():
+            raise EvalInputError(f"params.yaml: key '{where}.fallback': file not found: {s.fallback}")
         try:
             records = _records(s, where)
         except EvalInputError as exc:
