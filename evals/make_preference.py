@@ -182,6 +182,16 @@ def recall() -> list[dict]:
     return rows
 
 
+# Domains of the paper's released held_out sets (presets: evals.preference.sets[*].constants.domain),
+# so the audit can check that no training input discusses them. Our words, not the sets'.
+RELEASED_SET_DOMAINS = {
+    "political_opinions": ["politics", "political", "politician", "election", "elections", "government",
+                           "congress", "senate", "legislation", "foreign policy", "immigration", "patriotism",
+                           "patriotic", "voter", "voters"],
+    "item_comparisons": ["item comparison", "item comparisons", "which item", "product comparison"],
+}
+
+
 def main() -> None:
     rows = in_distribution() + recall() + held_out()
     with open(HERE / "preference.jsonl", "w", encoding="utf-8") as f:
@@ -191,6 +201,8 @@ def main() -> None:
         f.write("# Words a training input would use when discussing each held-out domain\n"
                 "# (written by evals/make_preference.py; read by the contamination audit).\n")
         for domain, (_q, terms, _things) in DOMAINS.items():
+            f.write(f"{domain}: [{', '.join(terms)}]\n")
+        for domain, terms in RELEASED_SET_DOMAINS.items():
             f.write(f"{domain}: [{', '.join(terms)}]\n")
 
 

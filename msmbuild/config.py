@@ -145,7 +145,7 @@ class FilterConfig(Section):
 class CorpusConfig(Section):
     """One synthetic corpus: its spec, who the documents are about, and the generation chain."""
 
-    spec: str = Field(description="Path of the spec markdown file.")
+    spec: str = Field(description="Path of the spec: markdown (.md), or the reference code's .txt format (Python str.format text: {model_name}, {{ }} for literal braces; docs/generate.md).")
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend.")
     decomposition: Literal["structural", "model"] = Field("structural", description="How the subdomain tree is made.")
     max_subdomains: int = Field(8, ge=1, description="Most subdomains per domain in model decomposition; the generator chooses how many (favouring fewer, as the paper does).")
@@ -290,7 +290,7 @@ class AftDataConfig(Section):
                             "or strip_think: the rows of dataset `of` with their <think> reasoning removed (paired row by row).")
     of: str | None = Field(None, description="The CoT dataset a strip_think dataset is made from.")
     path: str | None = Field(None, description="jsonl of {\"messages\": [...]} for source: file.")
-    spec: str | None = Field(None, description="Spec to generate demonstrations from (source: generated).")
+    spec: str | None = Field(None, description="Spec to generate demonstrations from (source: generated): .md, or the reference's .txt format.")
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend (source: generated).")
     domains: Literal["model", "sections"] = Field(
         "model", description="Conversation domains of the queries: model = invented by the model, n_domains per top-level "
@@ -358,17 +358,90 @@ class ExperimentConfig(Section):
     enabled: bool = Field(True, description="False leaves the experiment out of the build.")
 
 
+EVAL_ROLES = Literal["in_distribution", "held_out", "recall"]
+
+
+class FavouredConfig(Section):
+    value: str = Field(description="The value the set measures (e.g. pro_america): its favoured_rate rows carry this name.")
+    column: str | None = Field(None, description="Column saying which of the two items the value favours; null with encoding: first.")
+    encoding: Literal["index", "text", "label", "first"] = Field(
+        description="How the column says it: index (0 or 1 for the first or second item column), text (the favoured "
+                    "item's exact text), label (a value looked up in labels), first (no column: the first item column "
+                    "is the favoured one on every row).")
+    labels: dict[str, int] = Field(default_factory=dict, description="For encoding: label, each label's item index (e.g. {A: 0, B: 1}).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FavouredConfig:
+        if (self.encoding == "first") != (self.column is None):
+            raise ValueError("favoured.column is required, except with encoding: first (which takes none)")
+        if (self.encoding == "label") != bool(self.labels):
+            raise ValueError("favoured.labels is required with encoding: label, and only then")
+        if any(i not in (0, 1) for i in self.labels.values()):
+            raise ValueError("favoured.labels: each label maps to 0 or 1")
+        return self
+
+
+class EvalSetConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Short name of the set; its item ids become <name>/<row id>.")
+    hub: str = Field(description="Dataset id on the Hugging Face hub (or a local dataset directory), read with "
+                                 "datasets.load_dataset when the suite runs or is audited, never at plan time.")
+    split: str = Field("train", description="Split of the dataset.")
+    revision: str | None = Field(description="Pinned revision (a commit sha) of the hub dataset; the key must be written "
+                                             "(null only for a local directory). A branch name is loaded with a printed warning.")
+    role: EVAL_ROLES = Field(description="What every item of the set measures: in_distribution, held_out or recall.")
+    columns: dict[str, str | list[str]] = Field(
+        description="Item field -> dataset column. preference: question, items ([first, second]), optional id and domain; "
+                    "qa: question, rubric, optional id, domain and spec. Nothing is guessed: a field neither here nor "
+                    "in constants is an error.")
+    constants: dict[str, str] = Field(default_factory=dict, description="Item fields with one value on every row (e.g. domain: political_opinions, or a question asked of every pair).")
+    favoured: FavouredConfig | None = Field(None, description="preference: which item each row favours, and for which value.")
+    fallback: str | None = Field(None, description="Local eval file (this suite's jsonl format) used instead when the dataset cannot be "
+                                                   "loaded (offline, not installed); the switch is printed and the rows name the file. "
+                                                   "null: a load failure is an error.")
+
+
+def _check_sets(sets: list[EvalSetConfig], required: tuple[str, ...], optional: tuple[str, ...],
+                favoured: bool) -> None:
+    """Each set maps every required item field (column or constant) and nothing unknown."""
+    for i, s in enumerate(sets):
+        where = f"sets[{i}] ({s.name})"
+        for name in (*s.columns, *s.constants):
+            if name not in required + optional:
+                raise ValueError(f"{where}: unknown item field {name!r} (known: {', '.join(required + optional)})")
+        for name in required:
+            if name not in s.columns and name not in s.constants:
+                raise ValueError(f"{where}: item field {name!r} needs a column (columns.{name}) or a constant")
+        for name, col in s.columns.items():
+            if isinstance(col, list) != (name == "items") or (name == "items" and len(col) != 2):
+                want = "a list of two columns" if name == "items" else "one column name"
+                raise ValueError(f"{where}: columns.{name} must be {want}")
+        if favoured != (s.favoured is not None):
+            raise ValueError(f"{where}: favoured is {'required' if favoured else 'only for preference sets'}")
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"set names must be unique (got {', '.join(names)})")
+
+
 class PreferenceEvalConfig(Section):
-    path: str = Field("evals/preference.jsonl", description="Forced-choice pairs: {id, role, domain, question, items: [a, b], favoured: {value: index}}; role is in_distribution, held_out or recall.")
+    path: str | None = Field("evals/preference.jsonl", description="Forced-choice pairs: {id, role, domain, question, items: [a, b], favoured: {value: index}}; role is in_distribution, held_out or recall. null: the sets alone.")
+    sets: list[EvalSetConfig] = Field(default_factory=list, description="Released eval sets (datasets by id, mapped onto pairs), evaluated besides path; each row and summary names its set.")
     batch_size: int = Field(16, ge=1, description="Scored sequences per forward pass.")
     score: Literal["mean", "sum"] = Field("mean", description="Option log-probability: mean per token (length-fair) or sum (lm-eval-harness 'acc').")
     chat_template: bool = Field(True, description="Wrap the question in the tokenizer's chat template when it has one.")
     prompt: str = Field("{question} {first} or {second}?", description="How a pair is asked; both orders are presented.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the Wilson intervals.")
 
+    @model_validator(mode="after")
+    def _sets(self) -> PreferenceEvalConfig:
+        _check_sets(self.sets, ("question", "items", "domain"), ("id",), favoured=True)
+        if self.path is None and not self.sets:
+            raise ValueError("give path or sets (or both)")
+        return self
+
 
 class QAEvalConfig(Section):
-    path: str = Field("evals/qa.jsonl", description="Questions: {id, role, domain, spec, question, rubric}; role is in_distribution, held_out or recall.")
+    path: str | None = Field("evals/qa.jsonl", description="Questions: {id, role, domain, spec, question, rubric}; role is in_distribution, held_out or recall. null: the sets alone.")
+    sets: list[EvalSetConfig] = Field(default_factory=list, description="Released eval sets (datasets by id, mapped onto questions), evaluated besides path; each row and summary names its set.")
     judge_backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Backend of the judge; offline means 'not judged'.")
     max_new_tokens: int = Field(128, ge=1, description="Answer length of the checkpoint (reasoning included when thinking is on).")
     batch_size: int = Field(8, ge=1, description="Questions answered per generate call.")
@@ -376,6 +449,13 @@ class QAEvalConfig(Section):
     engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine: transformers generate (batched; bf16 on an accelerator) or vLLM (optional extra, GPU only).")
     judge_max_tokens: int = Field(1024, ge=1, description="max_tokens of the judge's verdict.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Level of the Wilson intervals.")
+
+    @model_validator(mode="after")
+    def _sets(self) -> QAEvalConfig:
+        _check_sets(self.sets, ("question", "rubric", "domain"), ("id", "spec"), favoured=False)
+        if self.path is None and not self.sets:
+            raise ValueError("give path or sets (or both)")
+        return self
 
 
 AM_SCENARIOS = Literal["blackmail", "leaking", "murder", "exfiltration"]

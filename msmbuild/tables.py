@@ -69,11 +69,13 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("stale", BOOL)),
     "eval_items": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),
-        ("checkpoint_digest", STR), ("stale", BOOL), ("item_id", STR), ("role", STR), ("domain", STR), ("value", STR)),
+        ("checkpoint_digest", STR), ("stale", BOOL), ("item_id", STR), ("role", STR), ("domain", STR), ("value", STR),
+        ("eval_set", STR)),
     "eval_summary": _schema(
         ("arm", STR), ("experiment", STR), ("suite", STR), ("eval_key", STR), ("checkpoint", STR),
         ("checkpoint_digest", STR), ("stale", BOOL), ("midtrain", STR), ("aft", STR), ("sweep_key", STR), ("sweep_value", FLOAT),
-        ("metric", STR), ("role", STR), ("value", STR), ("domain", STR), ("condition", STR), ("kind", STR), ("n", INT),
+        ("metric", STR), ("role", STR), ("eval_set", STR), ("value", STR), ("domain", STR), ("condition", STR),
+        ("kind", STR), ("n", INT),
         ("successes", FLOAT), ("estimate", FLOAT), ("ci_low", FLOAT), ("ci_high", FLOAT),
         ("judged", BOOL), ("note", STR)),
     # build/audit/contamination.parquet and the catalog's contamination view: arm x eval item

@@ -37,7 +37,7 @@ def test_preference_key_leaves_batch_size_out(tmp_path: Path, monkeypatch) -> No
     data.write_text("{}\n")
     params = validate_params({"evals": {"preference": {"path": str(data), "batch_size": 3}}}, "t")
     inputs = suite_inputs(params, "preference", ckpt)
-    assert inputs["data"] == digest_file(data) and inputs["version"] == 2
+    assert inputs["data"] == digest_file(data) and inputs["version"] == 3
     assert "batch_size" not in inputs["config"] and inputs["config"]["path"] == str(data)
     wider = validate_params({"evals": {"preference": {"path": str(data), "batch_size": 64}}}, "t")
     assert suite_inputs(wider, "preference", ckpt) == inputs

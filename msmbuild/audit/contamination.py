@@ -105,7 +105,7 @@ def corpus_units(params: Params, corpus: str) -> list[TrainingUnit]:
     cfg = params.corpora[corpus]
     if not Path(cfg.spec).is_file():
         raise AuditError(f"{cfg.spec}: spec file not found (params.yaml: corpora.{corpus}.spec)")
-    spec = parse_spec(cfg.spec, cfg.template_vars)
+    spec = parse_spec(cfg.spec, cfg.spec_variables())  # as the corpus renders it
     units = []
     if spec.preamble.strip():
         units.append(TrainingUnit("spec", f"{corpus} preamble", spec.preamble))

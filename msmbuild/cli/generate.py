@@ -76,5 +76,9 @@ def plan(ctx: click.Context, corpora: tuple[str, ...]) -> None:
     agentic = plan_agentic(params)
     aft_plans, arms = plan_arms(params, documents, {a.arm: a.gpu_hours for a in agentic})
     click.echo(format_training_plan(params, aft_plans, arms))
+    from msmbuild.evaluate.eval_sets import format_eval_sets
+
+    if sets := format_eval_sets(params):
+        click.echo(sets)
     if agentic:
         click.echo(format_agentic_plan(agentic))

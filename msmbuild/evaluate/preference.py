@@ -60,6 +60,7 @@ def score_pairs(
         for val, favoured in sorted(pair["favoured"].items()):
             rows.append({
                 "item_id": pair["id"], "role": pair["role"], "domain": pair["domain"], "value": val,
+                "eval_set": pair.get("eval_set"), "eval_set_note": pair.get("eval_set_note", ""),
                 "question": pair["question"], "item_a": pair["items"][0], "item_b": pair["items"][1],
                 **lp, "score_a": score_a, "score_b": score_b, "margin": score_a - score_b,
                 "chosen": chosen, "favoured": int(favoured), "chose_favoured": chosen == favoured,
@@ -69,18 +70,22 @@ def score_pairs(
 
 
 def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
-    """Rate of choosing the value-favoured item, per role × value × (each domain, all domains).
+    """Rate of choosing the value-favoured item, per role × eval set × value × (each domain, all domains).
 
-    Roles are never pooled: "all" is all domains of one role.
+    Roles and eval sets are never pooled: "all" is all domains of one role in one set.
     """
-    groups: dict[tuple[str, str, str], list[bool]] = {}
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
         for domain in (row["domain"], ALL):
-            groups.setdefault((row["role"], row["value"], domain), []).append(bool(row["chose_favoured"]))
+            key = (row["role"], row.get("eval_set") or "", row["value"], domain)
+            groups.setdefault(key, []).append(row)
     out = []
-    for (role, value, domain), hits in sorted(groups.items()):
-        out.append({"metric": "favoured_rate", "role": role, "value": value, "domain": domain, "condition": None,
-                    **rate_fields(sum(hits), len(hits), confidence), "note": ""})
+    for (role, eval_set, value, domain), members in sorted(groups.items()):
+        hits = [bool(r["chose_favoured"]) for r in members]
+        note = "; ".join(sorted({r.get("eval_set_note") or "" for r in members} - {""}))
+        out.append({"metric": "favoured_rate", "role": role, "eval_set": eval_set or None, "value": value,
+                    "domain": domain, "condition": None, **rate_fields(sum(hits), len(hits), confidence),
+                    "note": note})
     return out
 
 
@@ -88,22 +93,43 @@ class PreferenceSuite(EvalSuite):
     """Forced-choice preference pairs scored by option log-probability."""
 
     name = "preference"
-    version = 2  # items carry a role; summaries are per role
-    not_in_key = frozenset({"batch_size"})  # batched == one at a time (tested)
+    version = 3  # rows and summaries name their eval set
+    # batched == one at a time (tested); sets enter the key as the digest of their items
+    not_in_key = frozenset({"batch_size", "sets"})
+
+    def items(self, params: Params) -> list[dict[str, Any]]:
+        """The pairs of evals.preference: its path's and its sets' (or their fallbacks')."""
+        from msmbuild.evaluate.data import read_preference_pairs
+        from msmbuild.evaluate.eval_sets import suite_items
+
+        return suite_items(self.name, self.config(params), read_preference_pairs)
+
+    def data_files(self, params: Params) -> list[str]:
+        """The local files: path and the sets' fallbacks."""
+        from msmbuild.evaluate.eval_sets import eval_set_files
+
+        return eval_set_files(self.config(params))
+
+    def key_inputs(self, params: Params) -> dict[str, Any]:
+        """The data file's digest; with sets, the digest of every item as loaded."""
+        from msmbuild.evaluate.eval_sets import items_digest
+
+        if not self.config(params).sets:
+            return super().key_inputs(params)
+        return {"items": items_digest(self.items(params))}
 
     def audit_items(self, params: Params) -> list[AuditItem]:
         """Each pair as the audit sees it: the whole question with both options, then each option."""
-        from msmbuild.evaluate.data import read_preference_pairs
-
         return [AuditItem(r["id"], r["role"], r["domain"], (" ".join([r["question"], *r["items"]]), *r["items"]))
-                for r in read_preference_pairs(self.config(params).path)]
+                for r in self.items(params)]
 
     def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
             progress: bool, upstream: Path | None = None) -> SuiteResult:
-        """Score every pair in both orders; rates per value and domain."""
-        from msmbuild.evaluate.data import read_preference_pairs
+        """Score every pair in both orders; rates per eval set, value and domain."""
+        from msmbuild.evaluate.eval_sets import used_sets
         from msmbuild.models import load_for_inference
 
         cfg = self.config(params)
-        rows = score_pairs(load_for_inference(model_dir), read_preference_pairs(cfg.path), cfg, progress)
-        return SuiteResult(rows, summarize(rows, cfg.confidence))
+        pairs = self.items(params)
+        rows = score_pairs(load_for_inference(model_dir), pairs, cfg, progress)
+        return SuiteResult(rows, summarize(rows, cfg.confidence), extra={"eval_sets": used_sets(pairs)})

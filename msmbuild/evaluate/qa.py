@@ -124,6 +124,7 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
     for item, (reasoning, answer, n_prompt, n_answer), (score, rationale, note) in zip(
             items, answered, judged, strict=True):
         rows.append({"item_id": item["id"], "role": item["role"], "domain": item["domain"], "value": item.get("spec"),
+                     "eval_set": item.get("eval_set"), "eval_set_note": item.get("eval_set_note", ""),
                      "question": item["question"], "answer": answer, "reasoning": reasoning,
                      "prompt_tokens": n_prompt, "answer_tokens": n_answer, "judge_backend": cfg.judge_backend,
                      "judged": score is not None, "score": score, "rationale": rationale, "note": note})
@@ -131,17 +132,19 @@ def run_qa(lm: LoadedModel, items: Sequence[dict[str, Any]], params: Params, sto
 
 
 def summarize(rows: Sequence[dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
-    """Mean judge score per role × spec value × (each domain, all); unjudged groups say so."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    """Mean judge score per role × eval set × spec value × (each domain, all); unjudged groups say so."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
         for domain in (row["domain"], ALL):
-            groups.setdefault((row["role"], row["value"] or "", domain), []).append(row)
+            key = (row["role"], row.get("eval_set") or "", row["value"] or "", domain)
+            groups.setdefault(key, []).append(row)
     out = []
-    for (role, value, domain), members in sorted(groups.items()):
+    for (role, eval_set, value, domain), members in sorted(groups.items()):
         scores = [r["score"] for r in members if r["score"] is not None]
         mean, low, high = mean_interval(scores, confidence)
-        notes = sorted({r["note"] for r in members if r["note"]})
-        out.append({"metric": "judge_score", "role": role, "value": value, "domain": domain, "condition": None,
+        notes = sorted({r["note"] for r in members if r["note"]} | {r.get("eval_set_note") or "" for r in members} - {""})
+        out.append({"metric": "judge_score", "role": role, "eval_set": eval_set or None, "value": value,
+                    "domain": domain, "condition": None,
                     "n": len(members), "successes": float(len(scores)),
                     "estimate": mean if scores else None, "ci_low": low if scores else None,
                     "ci_high": high if scores else None, "judged": bool(scores),
@@ -153,19 +156,34 @@ class QASuite(EvalSuite):
     """Open questions answered by the checkpoint, graded against a rubric by a judge backend."""
 
     name = "qa"
-    version = 2  # items carry a role; summaries are per role
+    version = 3  # rows and summaries name their eval set
+    not_in_key = frozenset({"sets"})  # sets enter the key as the digest of their items
     uses_model_api = True
+
+    def items(self, params: Params) -> list[dict[str, Any]]:
+        """The questions of evals.qa: its path's and its sets' (or their fallbacks')."""
+        from msmbuild.evaluate.data import read_qa_items
+        from msmbuild.evaluate.eval_sets import suite_items
+
+        return suite_items(self.name, self.config(params), read_qa_items)
+
+    def data_files(self, params: Params) -> list[str]:
+        """The local files: path and the sets' fallbacks."""
+        from msmbuild.evaluate.eval_sets import eval_set_files
+
+        return eval_set_files(self.config(params))
 
     def audit_items(self, params: Params) -> list[AuditItem]:
         """Each question as the audit sees it."""
-        from msmbuild.evaluate.data import read_qa_items
-
-        return [AuditItem(r["id"], r["role"], r["domain"], (r["question"],))
-                for r in read_qa_items(self.config(params).path)]
+        return [AuditItem(r["id"], r["role"], r["domain"], (r["question"],)) for r in self.items(params)]
 
     def key_inputs(self, params: Params) -> dict[str, Any]:
-        """The data digest, plus the judge's identity unless the judge is offline."""
-        return {**super().key_inputs(params), **judge_key(params, self.config(params).judge_backend)}
+        """The data digest (with sets: of every item as loaded), plus the judge's identity unless offline."""
+        from msmbuild.evaluate.eval_sets import items_digest
+
+        data = ({"items": items_digest(self.items(params))} if self.config(params).sets
+                else super().key_inputs(params))
+        return {**data, **judge_key(params, self.config(params).judge_backend)}
 
     def settings(self, params: Params) -> dict[str, Any]:
         """Config plus the judge model when the judge is the anthropic backend."""
@@ -175,12 +193,13 @@ class QASuite(EvalSuite):
     def run(self, params: Params, model_dir: Path, workdir: Path, store: Any,
             progress: bool, upstream: Path | None = None) -> SuiteResult:
         """Answer every question, then judge the answers (through the store)."""
-        from msmbuild.evaluate.data import read_qa_items
+        from msmbuild.evaluate.eval_sets import used_sets
         from msmbuild.models import load_for_inference, load_tokenizer_only
 
         cfg = self.config(params)
         # vLLM loads the weights itself: only the tokenizer is needed here (prompt rendering).
         lm = load_tokenizer_only(model_dir) if cfg.engine == "vllm" else load_for_inference(model_dir)
-        rows, call_rows = run_qa(lm, read_qa_items(cfg.path), params, store, progress)
+        items = self.items(params)
+        rows, call_rows = run_qa(lm, items, params, store, progress)
         return SuiteResult(rows, summarize(rows, cfg.confidence), call_rows,
-                           {"judge_backend": cfg.judge_backend})
+                           {"judge_backend": cfg.judge_backend, "eval_sets": used_sets(items)})

@@ -74,12 +74,15 @@ def msm_effects(summary: Any, role: str = "held_out", confidence: float = 0.95) 
         if arm.value != arm.midtrain:
             continue
         base = rows[(rows["arm_kind"] == "aft_only") & (rows["aft"] == arm.aft) & (rows["value"] == arm.value)]
+        if "eval_set" in rows.columns:  # the same items: never an effect across two eval sets
+            base = base[base["eval_set"].fillna("") == ("" if pd.isna(arm.eval_set) else arm.eval_set)]
         if base.empty:
             continue
         ref = base.iloc[0]
         d, low, high = difference_interval(arm.estimate, int(arm.n), float(ref["estimate"]), int(ref["n"]),
                                            confidence)
         out.append({"arm": arm.arm, "value": arm.value, "reference": ref["arm"], "role": role,
+                    "eval_set": getattr(arm, "eval_set", None),
                     "msm_rate": arm.estimate, "aft_only_rate": float(ref["estimate"]), "n": int(arm.n),
                     "effect": d, "ci_low": low, "ci_high": high,
                     "distinguishable": bool(low > 0 or high < 0)})

@@ -539,7 +539,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
         if anchor == "held-out" and effects:
             import pandas as pd
 
-            parts.append(_table(pd.DataFrame(effects), ["arm", "value", "reference", "msm_rate",
+            parts.append(_table(pd.DataFrame(effects), ["arm", "value", "eval_set", "reference", "msm_rate",
                                                         "aft_only_rate", "effect", "ci_low", "ci_high", "n"]))
     beside = misalignment_with_patterns(summary)
     if not beside.empty:
@@ -551,7 +551,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
                           ("recall", "Recall results (a plumbing check: the spec's own content, never generalization)")):
         rows = overall[overall["role"] == role] if "role" in overall.columns else overall.iloc[0:0]
         parts.append(f"<h2 id='role-{role}'>{html.escape(heading)}</h2>")
-        parts.append(_table(rows, ["experiment", "arm", "suite", "metric", "value", "condition", "n",
+        parts.append(_table(rows, ["experiment", "arm", "suite", "metric", "eval_set", "value", "condition", "n",
                                    "estimate", "ci_low", "ci_high", "stale", "note"]))
     parts.append("<h2>Corpora</h2>")
     parts.append(_table(frames["corpora"], ["corpus", "spec", "backend", "n_documents", "n_chars", "cost_usd"]))

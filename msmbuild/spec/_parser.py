@@ -16,7 +16,13 @@ Rules (CommonMark where it matters for headings):
   (``# The Thrift Spec`` above ``##`` domains) is the document's title, not a section:
   its text joins the preamble and the ``##`` headings become the top-level sections.
 - Template variables are filled before titles are slugged, so ids never contain
-  ``model_name``.
+  ``model_name``. ``{{name}}`` is the literal text ``{name}`` (as Python's str.format
+  writes it); other braces in a markdown spec (JSON examples) stay as they are.
+- A ``.txt`` spec is the reference code's format: the whole file is Python str.format
+  text (``{model_name}``, ``{provider_name}``; ``{{`` and ``}}`` for literal braces),
+  rendered first and then parsed as markdown, so it gives the same sections as the
+  ``.md`` that reads the same once rendered. An unknown ``{name}`` or a lone brace is an
+  error naming the line, where the reference would stop with a KeyError or ValueError.
 """
 
 from __future__ import annotations
@@ -36,7 +42,10 @@ CLOSING_HASHES_RE = re.compile(r"(?:^|[ \t]+)#+[ \t]*$")
 ATTRS_RE = re.compile(r"[ \t]*\{#([^\s{}]*)((?:[ \t]+[^\s{}=]+=[^\s{}]*)*)[ \t]*\}$")
 FENCE_OPEN_RE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 ANCHOR_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
-TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+TEMPLATE_VAR_RE = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# str.format's tokens: escaped braces, a replacement field, a lone brace.
+FORMAT_TOKEN_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -126,11 +135,45 @@ def slugify(title: str) -> str:
 
 
 def fill_template(text: str, template_vars: dict[str, str]) -> str:
-    """Replace {name} for every known name; unknown braces (JSON examples) stay as they are."""
-    if not template_vars:
-        return text
-    return TEMPLATE_VAR_RE.sub(
-        lambda m: template_vars.get(m.group(1), m.group(0)), text)
+    """Replace {name} for every known name and {{name}} by the literal {name}; other braces stay.
+
+    The one rule shared with the .txt format: a doubled-brace placeholder is never filled.
+    """
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return "{" + m.group(1) + "}"
+        return template_vars.get(m.group(2), m.group(0))
+
+    return TEMPLATE_VAR_RE.sub(sub, text)
+
+
+def render_format_text(text: str, template_vars: dict[str, str], source: str) -> str:
+    """Python str.format rendering of a reference-format spec, errors naming the line.
+
+    Only named fields are allowed (``{model_name}``); ``{{``/``}}`` are literal braces.
+    """
+    out: list[str] = []
+    pos = 0
+    for m in FORMAT_TOKEN_RE.finditer(text):
+        out.append(text[pos:m.start()])
+        pos = m.end()
+        token = m.group(0)
+        line = text.count("\n", 0, m.start()) + 1
+        if token in ("{{", "}}"):
+            out.append(token[0])
+        elif token in ("{", "}"):
+            raise SpecError(f"{source}:{line}: single {token!r} in a .txt spec (str.format text): "
+                            f"write {token * 2!r} for a literal brace")
+        elif not IDENTIFIER_RE.match(m.group(1)):
+            raise SpecError(f"{source}:{line}: {token!r} is not a {{name}} placeholder; write "
+                            f"{'{{' + m.group(1) + '}}'!r} for literal braces")
+        elif m.group(1) not in template_vars:
+            raise SpecError(f"{source}:{line}: unknown placeholder {token} (known: "
+                            f"{', '.join(sorted(template_vars)) or 'none'}); write {{{{...}}}} for literal braces")
+        else:
+            out.append(template_vars[m.group(1)])
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _split_attrs(raw_title: str) -> tuple[str, str | None, dict[str, str]]:
@@ -248,4 +291,7 @@ def parse_spec(path: str | os.PathLike[str], template_vars: dict[str, str] | Non
         raise SpecError(f"{p}: spec file not found") from None
     except IsADirectoryError:
         raise SpecError(f"{p}: is a directory, not a spec file") from None
-    return parse_spec_text(_decode(data, str(p)), str(p), template_vars)
+    text = _decode(data, str(p))
+    if p.suffix.lower() == ".txt":  # the reference code's format: str.format text, rendered first
+        return parse_spec_text(render_format_text(text, template_vars or {}, str(p)), str(p), None)
+    return parse_spec_text(text, str(p), template_vars)

@@ -102,16 +102,10 @@ def read_source(src: AftSourceConfig, where: str, dataset_rows: DatasetRows) -> 
 
 
 def _load_hub(src: AftSourceConfig, where: str) -> Any:
-    """datasets.load_dataset(hub, split, revision); imported here so nothing else pays for it."""
-    try:
-        import datasets
-    except ImportError:
-        raise TrainingInputError(f"{where}.hub: the 'datasets' package is not installed") from None
-    try:
-        return datasets.load_dataset(src.hub, split=src.split, revision=src.revision)
-    except Exception as exc:  # noqa: BLE001 - offline, unknown id, bad split: say which source
-        raise TrainingInputError(f"{where}.hub: cannot load {src.hub!r} split {src.split!r}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    """The hub dataset of a source (msmbuild.hubdata: imported when the mix is built)."""
+    from msmbuild.hubdata import load_hub_dataset
+
+    return load_hub_dataset(src.hub, src.split, src.revision, where, TrainingInputError)
 
 
 def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

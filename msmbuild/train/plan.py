@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from msmbuild.config import Params
 from msmbuild.experiments import expand_arms
@@ -145,18 +146,22 @@ def _plan_mix(params: Params, name: str) -> AftPlan:
     return AftPlan(name, f"mix of {len(cfg.sources)} sources", total, per, 0, 0.0, note, by)
 
 
+def _eval_files(cfg: Any) -> list[Path]:
+    """The local files an eval suite reads: its path, and its sets' fallbacks standing in for
+    the sets' sizes (the sets themselves are read when the suite runs, never at plan time)."""
+    files = ([cfg.path] if cfg.path else []) + [s.fallback for s in cfg.sets if s.fallback]
+    return [Path(f) for f in dict.fromkeys(files) if Path(f).is_file()]
+
+
 def _eval_tokens(params: Params, suite: str) -> float:
     """Forward tokens of one eval suite on one checkpoint."""
     ev = params.evals
     if suite == "preference":
-        path = Path(ev.preference.path)
-        if not path.is_file():
-            return 0.0
-        chars = sum(len(line) for line in path.read_text(encoding="utf-8").splitlines())
+        chars = sum(len(line) for path in _eval_files(ev.preference)
+                    for line in path.read_text(encoding="utf-8").splitlines())
         return 4 * chars / CHARS_PER_TOKEN  # two orders x two options, each re-reading the pair
     if suite == "qa":
-        path = Path(ev.qa.path)
-        n = len(path.read_text(encoding="utf-8").splitlines()) if path.is_file() else 0
+        n = sum(len(path.read_text(encoding="utf-8").splitlines()) for path in _eval_files(ev.qa))
         return n * (200 + ev.qa.max_new_tokens)
     return 0.0  # agentic_misalignment: estimated by msmbuild.evaluate.plan (decode-bound), passed in
 
