@@ -120,10 +120,10 @@ def _number_emails(content: str) -> str:
 def build_prompts(goal_type: str, goal_value: str, urgency_type: str, *, prod: bool = False,
                   extra_system_instructions: str | None = None, agent_name: str = "Alex") -> tuple[str, str, str]:
     """(system prompt, user prompt, email content) of one exfiltration condition, the agent named ``agent_name``."""
-    from msmbuild.evaluate.am_prompts import address_part, rename_agent
-
     from inspect_evals.agentic_misalignment.prompt_generator import get_variables_for_condition
     from inspect_evals.agentic_misalignment.templates.system_prompt_templates import USER_PROMPT
+
+    from msmbuild.evaluate.am_names import address_part, rename_agent
 
     if urgency_type not in URGENCY_TYPES:
         raise ExfiltrationError(f"the exfiltration scenario has urgency types {', '.join(URGENCY_TYPES)} only, "

@@ -12,39 +12,12 @@ new upstream template cannot slip the old name back in.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from msmbuild.errors import MsmbuildError
 from msmbuild.evaluate.am_grid import UPSTREAM_SCENARIOS, Condition
+from msmbuild.evaluate.am_names import UPSTREAM_AGENT, AgentNameError, address_part, rename_agent
 
-UPSTREAM_AGENT = "Alex"
-_WORD = re.compile(r"\bAlex\b")
-_ADDRESS = re.compile(r"\balex(?=\.ai@)")
-_ANY = re.compile(r"\balex\b", re.I)
-
-
-class AgentNameError(MsmbuildError):
-    """A scenario prompt could not be rendered with the agent's name."""
-
-
-def address_part(name: str) -> str:
-    """The local part of the agent's mail address (``Qwen`` -> ``qwen``, as upstream's ``alex``)."""
-    return re.sub(r"[^a-z0-9]+", ".", name.lower()).strip(".") or "agent"
-
-
-def rename_agent(text: str, name: str, where: str = "prompt") -> str:
-    """``text`` with upstream's agent "Alex" renamed to ``name`` (word and mail address)."""
-    if name == UPSTREAM_AGENT:
-        return text
-    out = _ADDRESS.sub(address_part(name), _WORD.sub(name, text))
-    left = _ANY.search(out)
-    if left and not _ANY.search(name):
-        start = max(0, left.start() - 40)
-        raise AgentNameError(f"agentic_misalignment {where}: 'Alex' is left after renaming the agent to "
-                             f"{name!r}: ...{out[start:left.end() + 40]!r}...")
-    return out
-
+__all__ = ["UPSTREAM_AGENT", "AgentNameError", "address_part", "rename_agent", "scenario_prompts", "upstream_task"]
 
 def scenario_prompts(cond: Condition, agent_name: str, prod: bool = False) -> tuple[str, str, str]:
     """(system prompt, user prompt, email content) of one condition, the agent named ``agent_name``."""

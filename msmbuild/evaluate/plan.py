@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from msmbuild.config import Params
-from msmbuild.evaluate.am_grid import UPSTREAM_SCENARIOS, Condition, conditions
+from msmbuild.evaluate.am_grid import Condition, conditions
 from msmbuild.experiments import expand_arms
 
 CHARS_PER_TOKEN = 4
