@@ -513,9 +513,8 @@ def build_report(params: Params, progress: bool = True) -> Path:
         ]),
         ("misalignment", "Agentic misalignment", [
             ("Harmful-action rate per condition", "misalignment.png", lambda p: plot_misalignment(summary, p)),
-            ("Data efficiency (Figure 5): harmful rate vs AFT amount, MSM + AFT against AFT only. "
-             + (" ".join(f.text() + "." for f in folds) or "No fold reduction: no swept MSM + AFT and AFT-only pair."),
-             "misalignment_efficiency.png", lambda p: plot_misalignment_efficiency(mis_efficiency, p)),
+            ("Data efficiency (Figure 5): harmful rate vs AFT amount, MSM + AFT against AFT only "
+             "(full-data arm included; the fold reduction below)", "misalignment_efficiency.png", lambda p: plot_misalignment_efficiency(mis_efficiency, p)),
             ("Misalignment and reasoning patterns (share of samples per arm, 95% Wilson intervals)",
              "reasoning_patterns.png", lambda p: plot_reasoning_patterns(summary, p)),
         ]),
@@ -566,6 +565,9 @@ def build_report(params: Params, progress: bool = True) -> Path:
             parts.append(f"<h3>{html.escape(title)}</h3>")
             parts.append(f"<img src='{name}' alt='{html.escape(title)}'>" if drawn[name]
                          else "<p class='empty'>no data yet</p>")
+        if anchor == "misalignment" and folds:
+            parts.append("<ul id='fold-reduction'>" + "".join(f"<li>{html.escape(f.text())}</li>" for f in folds)
+                         + "</ul>")
         if anchor == "held-out" and effects:
             import pandas as pd
 
