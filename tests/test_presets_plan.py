@@ -28,9 +28,14 @@ def test_preset_validates_and_every_value_cites_a_source(preset):
 @pytest.mark.parametrize("preset,expect", [
     ("presets/cheese_llama31_8b.yaml", ["msm_america", "it_only", "meta-llama/Llama-3.1-8B: 8e+09"]),
     ("presets/agentic_qwen3_32b.yaml", ["qwen3_msm_anti_aft", "qwen25_it_only", "anti_cot_mix",
+                                        # the arm matrix for both models and Figure 5's sweep
+                                        *[f"{m}_{r}" for m in ("qwen3", "qwen25") for r in (
+                                            "base", "msm_only", "aft_cot", "aft_nocot", "msm_aft_cot",
+                                            "msm_aft_nocot", "deliberative", "anti_aft")],
+                                        "qwen3_msm_aft_nocot_sweep-fraction0.015625", "spec_rule_cot_mix",
                                         "spec_cot without <think>", "Qwen/Qwen3-32B: 3.2e+10",
-                                        # the paper's 27 conditions, with grader $ and GPU-hours
-                                        "arm qwen3_msm_aft_cot: 27 conditions x samples = 2700 samples",
+                                        # the paper's 27 conditions x the reference's 300 samples
+                                        "arm qwen3_msm_aft_cot: 27 conditions x samples = 8100 samples",
                                         "exfiltration_explicit-collectivism_replacement",
                                         "grader anthropic/claude-sonnet-4-6: est. $",
                                         "reasoning-pattern judge (anthropic): est. $",

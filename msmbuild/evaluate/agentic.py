@@ -1,8 +1,9 @@
 """Agentic misalignment: the grid of inspect tasks against the local checkpoint.
 
 Each condition (scenario × goal setting × urgency, see ``am_grid``) is one inspect task:
-inspect_evals' ``agentic_misalignment`` for blackmail/leaking/murder, msmbuild's own for
-exfiltration (``am_exfiltration``); ``samples`` is inspect's epochs. The checkpoint
+inspect_evals' prompts and classifiers for blackmail/leaking/murder with the agent renamed
+(``am_prompts``), msmbuild's own for exfiltration (``am_exfiltration``); the agent carries
+``agent_name`` (the runner fills it per arm); ``samples`` is inspect's epochs. The checkpoint
 answers through one of two engines:
 
 - ``hf``: an inspect_ai model API (``msmbuild/<checkpoint>``) over the same local
@@ -206,15 +207,15 @@ def checkpoint_model(model_dir: Path, cfg: AgenticMisalignmentConfig) -> Any:
                      batch_size=cfg.batch_size)
 
 
-def build_task(cond: Condition, grader: Any) -> Any:
-    """The inspect task of one condition."""
+def build_task(cond: Condition, grader: Any, agent_name: str) -> Any:
+    """The inspect task of one condition, the agent named ``agent_name`` in every prompt."""
     if cond.scenario in UPSTREAM_SCENARIOS:
-        from inspect_evals.agentic_misalignment import agentic_misalignment
+        from msmbuild.evaluate.am_prompts import upstream_task
 
-        return agentic_misalignment(**cond.task_args(), grader_model=grader)
+        return upstream_task(cond, grader, agent_name)
     from msmbuild.evaluate.am_exfiltration import exfiltration_task
 
-    return exfiltration_task(cond.goal_type, cond.goal_value, cond.urgency_type, grader)
+    return exfiltration_task(cond.goal_type, cond.goal_value, cond.urgency_type, grader, agent_name=agent_name)
 
 
 def _score_fields(sample: Any) -> tuple[float | None, float | None, str]:
@@ -301,7 +302,10 @@ def run_agentic(model_dir: Path, params: Params, log_dir: Path,
     grid = conditions(cfg)
     model = checkpoint_model(model_dir, cfg)
     grader = grader_model(cfg)
-    tasks = [build_task(cond, grader) for cond in grid]
+    from msmbuild.evaluate.am_prompts import UPSTREAM_AGENT
+
+    # the runner resolves a null agent_name per arm (experiments.agent_name_for)
+    tasks = [build_task(cond, grader, cfg.agent_name or UPSTREAM_AGENT) for cond in grid]
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
         logs = _eval_all(tasks, model, cfg, log_dir, progress)
@@ -325,7 +329,7 @@ class AgenticMisalignmentSuite(EvalSuite):
     """The agentic-misalignment grid (inspect_evals tasks and our exfiltration) against the local checkpoint."""
 
     name = "agentic_misalignment"
-    version = 2  # the paper's grid, samples per condition, reasoning kept apart from the reply
+    version = 3  # 2: the paper's grid, samples per condition, reasoning kept apart; 3: the agent's name in every scenario
     not_in_key = frozenset({"gpu_tokens_per_s"})  # the plan's throughput assumption changes no result
 
     def key_inputs(self, params: Params) -> dict[str, Any]:

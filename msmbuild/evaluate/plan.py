@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from msmbuild.config import Params
-from msmbuild.evaluate.am_grid import UPSTREAM_SCENARIOS, Condition, conditions
+from msmbuild.evaluate.am_grid import Condition, conditions
 from msmbuild.experiments import expand_arms
 
 CHARS_PER_TOKEN = 4
@@ -57,16 +57,9 @@ class AgenticPlan:
 def prompt_tokens(cond: Condition) -> int | None:
     """Measured prompt size of a condition (None when inspect_evals is not installed)."""
     try:
-        if cond.scenario in UPSTREAM_SCENARIOS:
-            from inspect_evals.agentic_misalignment.prompt_generator import generate_prompts
+        from msmbuild.evaluate.am_prompts import UPSTREAM_AGENT, scenario_prompts
 
-            p = generate_prompts(cond.scenario, cond.goal_type, cond.goal_value, cond.urgency_type,
-                                 None, False, None)
-            text = p.system_prompt + p.user_prompt + p.email_content
-        else:
-            from msmbuild.evaluate.am_exfiltration import build_prompts
-
-            text = "".join(build_prompts(cond.goal_type, cond.goal_value, cond.urgency_type))
+        text = "".join(scenario_prompts(cond, UPSTREAM_AGENT))
     except ImportError:
         return None
     return len(text) // CHARS_PER_TOKEN

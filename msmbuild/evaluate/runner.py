@@ -17,7 +17,7 @@ from typing import Any
 from msmbuild.config import Params, open_store
 from msmbuild.errors import EvalInputError
 from msmbuild.evaluate.suite import suite_named, suites
-from msmbuild.experiments import Arm, arm_by_name, expand_arms
+from msmbuild.experiments import Arm, agent_name_for, arm_by_name, expand_arms
 from msmbuild.hashing import canonical_json, digest_file
 from msmbuild.layout import EVAL_CALLS, EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.models import checkpoint_identity
@@ -40,6 +40,17 @@ def upstream_items(layout: Layout, arm: Arm, suite: str) -> Path | None:
     """The per-sample rows of the suite that ``suite`` reads on the same arm (None if it reads none)."""
     reads = suite_named(suite).reads
     return layout.eval_items(arm.name, reads) if reads else None
+
+
+def with_agent_name(params: Params, arm: Arm) -> Params:
+    """params with the agentic eval's agent name resolved for ``arm`` (null: the name its
+    training gives the model, experiments.agent_name_for), so the name is in the eval's key."""
+    cfg = params.evals.agentic_misalignment
+    if cfg.agent_name is not None:
+        return params
+    name = agent_name_for(params, arm)
+    evals = params.evals.model_copy(update={"agentic_misalignment": cfg.model_copy(update={"agent_name": name})})
+    return params.model_copy(update={"evals": evals})
 
 
 def suite_inputs(params: Params, suite: str, model_dir: Path, upstream: Path | None = None) -> dict[str, Any]:
@@ -111,7 +122,7 @@ def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = N
     """Run (or look up) one suite on one arm's checkpoint; materialize at the layout's eval_dir."""
     suite_named(suite)  # an unknown suite fails before any work
     store = store or open_store(params)
-    arm_params = arm.params(params)
+    arm_params = with_agent_name(arm.params(params), arm)
     layout = Layout.of(params)
     model_dir = layout.arm_model(arm)
     if not model_dir.exists():

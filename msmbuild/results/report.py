@@ -283,6 +283,27 @@ def plot_data_efficiency(rows: Any, path: Path) -> bool:
     return True
 
 
+def plot_misalignment_efficiency(rows: Any, path: Path) -> bool:
+    """Figure 5: overall harmful rate vs AFT tokens (or fraction), MSM + AFT against AFT only."""
+    if rows.empty:
+        return False
+    plt = _figure()
+    x = "aft_tokens" if rows["aft_tokens"].notna().all() else "sweep_value"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (base, _exp), sub in rows.groupby(["base_model", "experiment"]):
+        sub = sub.dropna(subset=[x]).sort_values(x)
+        msm = bool(sub["msm"].any())
+        ax.errorbar(sub[x], sub["estimate"], yerr=_err(sub), marker="o", capsize=2, ls="-" if msm else "--",
+                    label=f"{'MSM + AFT' if msm else 'AFT only'}: {sub['aft'].iloc[0]} ({_short(base)})")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("AFT tokens trained on" if x == "aft_tokens" else "fraction of the AFT data")
+    ax.set_ylabel("harmful-action rate (all conditions)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, path)
+    return True
+
+
 def plot_loss(runs: Any, path: Path) -> bool:
     """Training loss per step: midtraining and AFT in separate panels, one line per run."""
     if runs.empty or "loss" not in runs.columns or "step" not in runs.columns:
@@ -467,6 +488,12 @@ def build_report(params: Params, progress: bool = True) -> Path:
     effects = msm_effects(summary)
     audit, measures = _audit_summary(params)
     efficiency = data_efficiency_rows(summary, frames["runs"])
+    from msmbuild.experiments import expand_arms
+    from msmbuild.results.efficiency import misalignment_efficiency_rows, misalignment_folds
+
+    mis_efficiency = misalignment_efficiency_rows(summary, frames["runs"],
+                                                  {a.name: a.base_model for a in expand_arms(params)})
+    folds = misalignment_folds(mis_efficiency)
     sections = [
         ("held-out", "Held-out domains: generalization (the paper's measure)", [
             ("On held-out domains, how often does each arm choose its value's item? "
@@ -486,6 +513,8 @@ def build_report(params: Params, progress: bool = True) -> Path:
         ]),
         ("misalignment", "Agentic misalignment", [
             ("Harmful-action rate per condition", "misalignment.png", lambda p: plot_misalignment(summary, p)),
+            ("Data efficiency (Figure 5): harmful rate vs AFT amount, MSM + AFT against AFT only "
+             "(full-data arm included; the fold reduction below)", "misalignment_efficiency.png", lambda p: plot_misalignment_efficiency(mis_efficiency, p)),
             ("Misalignment and reasoning patterns (share of samples per arm, 95% Wilson intervals)",
              "reasoning_patterns.png", lambda p: plot_reasoning_patterns(summary, p)),
         ]),
@@ -536,6 +565,9 @@ def build_report(params: Params, progress: bool = True) -> Path:
             parts.append(f"<h3>{html.escape(title)}</h3>")
             parts.append(f"<img src='{name}' alt='{html.escape(title)}'>" if drawn[name]
                          else "<p class='empty'>no data yet</p>")
+        if anchor == "misalignment" and folds:
+            parts.append("<ul id='fold-reduction'>" + "".join(f"<li>{html.escape(f.text())}</li>" for f in folds)
+                         + "</ul>")
         if anchor == "held-out" and effects:
             import pandas as pd
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from msmbuild.store import MemoResult, Store
     from msmbuild.train.loop import BatchFn
 
-AFT_VERSION = 5  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed; 5: aft_train.init (frozen adapters under checkpoint.json)
+AFT_VERSION = 6  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed; 5: aft_train.init (frozen adapters under checkpoint.json); 6: warm-up never trains a step at LR 0
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]], max_len: int,

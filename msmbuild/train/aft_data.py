@@ -3,8 +3,10 @@
 Rows are ``{"messages": [{"role": ..., "content": ...}, ...]}`` with optional fields
 (``id``, ``think``) kept as they are; ``<think>`` blocks inside assistant turns stay in the
 target. ``fraction`` keeps a fixed-seed subset that is nested: each row gets a rank from
-the digest of its content, and a fraction keeps the lowest ranks, so the ¼ subset is
-inside the ½ subset and adding rows elsewhere does not reshuffle it.
+the digest of its question id (``aft_mix.question_id``: a CoT row and its stripped twin
+share it), and a fraction keeps the lowest ranks, so the ¼ subset is inside the ½ subset,
+adding rows elsewhere does not reshuffle it, and a CoT set and its no-CoT twin keep the
+same questions at every fraction.
 
 Source ``generated`` builds the rows from a spec through a generation backend: user
 queries per domain (the spec's top-level sections) → a reply to each with the domain's
@@ -39,16 +41,18 @@ if TYPE_CHECKING:
     from msmbuild.store import Store
 
 THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.S)
-SUBSET_SEED = "aft-subset-v1"
+SUBSET_SEED = "aft-subset-v2"  # v2: ranked by question id
 
 
 def nested_subset(rows: list[dict[str, Any]], fraction: float) -> list[dict[str, Any]]:
     """The rows of the fixed-seed nested subset of size round(fraction × n) (at least 1)."""
     if fraction >= 1:
         return list(rows)
+    from msmbuild.train.aft_mix import question_id
+
     n_keep = max(1, round(fraction * len(rows)))
     ranks = sorted(range(len(rows)), key=lambda i: (
-        digest_bytes(SUBSET_SEED.encode() + canonical_json(rows[i])), i))
+        digest_bytes(SUBSET_SEED.encode() + canonical_json(question_id(rows[i]))), i))
     keep = set(ranks[:n_keep])
     return [r for i, r in enumerate(rows) if i in keep]
 

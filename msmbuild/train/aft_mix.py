@@ -8,9 +8,11 @@ is trained on the IT data alone. A mix lists sources, each with a proportion:
 - ``hub: <dataset id or local dataset dir>``: read with ``datasets.load_dataset`` when the
   mix is built (never at import or plan time).
 
-Each source's rows are ranked by the digest of their content, and a source contributes
-its lowest-ranked rows, so the choice is fixed, independent of file order, and the
-instruction-only baseline trains on exactly the IT rows that the mixed arm sees. Every
+Each source's rows are ranked by the digest of their question id (``question_id``), and a
+source contributes its lowest-ranked rows, so the choice is fixed, independent of file
+order, and the instruction-only baseline trains on exactly the IT rows that the mixed arm
+sees. The question id is shared by a CoT row and its stripped twin, so a CoT mix and its
+no-CoT mix at any ``fraction`` hold the same questions. Every
 output row carries ``source`` (where it came from) and ``source_role`` (spec or
 instruction) so the proportions can be checked in the training data itself.
 """
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 DatasetRows = Callable[[str], list[dict[str, Any]]]
 
-MIX_SEED = "aft-mix-v1"
+MIX_SEED = "aft-mix-v2"  # v2: ranked by question id, not by the whole conversation
 # ShareGPT-style speakers (the `from` field) and the chat roles they stand for.
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant"}
@@ -108,10 +110,24 @@ def _load_hub(src: AftSourceConfig, where: str) -> Any:
     return load_hub_dataset(src.hub, src.split, src.revision, where, TrainingInputError)
 
 
+def question_id(row: dict[str, Any]) -> Any:
+    """What identifies the question a row answers, whatever its reply says.
+
+    A stripped row's ``paired_with`` (the id of the CoT row it came from), else the row's
+    ``id``, else its non-assistant turns (the conversation without the replies). A CoT row
+    and its strip_think twin therefore share one question id.
+    """
+    if row.get("paired_with") is not None:
+        return ["id", row["paired_with"]]
+    if row.get("id") is not None:
+        return ["id", row["id"]]
+    return ["turns", [m for m in row["messages"] if m["role"] != "assistant"]]
+
+
 def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows in their fixed order of preference (digest of content, then position)."""
+    """Rows in their fixed order of preference: digest of the question id, then position."""
     order = sorted(range(len(rows)), key=lambda i: (
-        digest_bytes(MIX_SEED.encode() + canonical_json(rows[i]["messages"])), i))
+        digest_bytes(MIX_SEED.encode() + canonical_json(question_id(rows[i]))), i))
     return [rows[i] for i in order]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import math
@@ -70,6 +71,24 @@ def total_steps(cfg: TrainConfig, n_items: int, world: int) -> int:
         return cfg.max_steps
     per_step = cfg.batch_size * cfg.grad_accum * world
     return max(1, math.ceil(n_items * cfg.epochs / per_step))
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    """Optimizer steps of linear warm-up: warmup_ratio of the run, rounded up."""
+    return math.ceil(cfg.warmup_ratio * steps)
+
+
+def lr_factor(step: int, warmup: int, steps: int) -> float:
+    """Multiplier of the peak LR at optimizer step ``step`` (0-based): linear warm-up, then cosine.
+
+    Warm-up step s runs at (s + 1) / (warmup + 1) of the peak, so no step trains at LR 0
+    (transformers' schedule starts at 0 and wastes the first step); cosine decay from the
+    peak follows over the remaining steps, never reaching 0 inside the run.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def prepare_model(model: Any, cfg: TrainConfig) -> Any:
@@ -172,7 +191,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
 
     import torch
     from accelerate import Accelerator
-    from transformers import get_cosine_schedule_with_warmup
+    from torch.optim.lr_scheduler import LambdaLR
 
     gc.collect()  # garbage of earlier work in this process (a merged adapter, a loaded model) goes first
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16(cfg) else "no",
@@ -183,7 +202,8 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     torch.manual_seed(cfg.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, cfg)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
+    warmup = warmup_steps(cfg, steps)
+    scheduler = LambdaLR(optimizer, functools.partial(lr_factor, warmup=warmup, steps=steps))
 
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path, log_path = state_dir / STATE_FILE, state_dir / LOG_FILE

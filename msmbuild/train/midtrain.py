@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from msmbuild.experiments import Arm
     from msmbuild.store import MemoResult, Store
 
-MIDTRAIN_VERSION = 4  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed
+MIDTRAIN_VERSION = 5  # 2: fused AdamW; 3: LoRA runs store the adapter, not a merged copy; 4: LoRA init seeded from train.seed; 5: warm-up never trains a step at LR 0
 
 
 def packed_batches(packed: PackedCorpus, seed: int) -> Callable[[list[int]], dict[str, Any]]:

@@ -88,7 +88,8 @@ def plan_aft(params: Params, name: str) -> AftPlan:
     elif cfg.source == "strip_think":
         cot = plan_aft(params, cfg.of)
         plan = AftPlan(name, f"{cfg.of} without <think>", cot.examples, cot.tokens_per_example,
-                       note=f"paired row by row with {cfg.of}; generation counted there")
+                       note=f"paired row by row with {cfg.of}; generation counted there; tokens at the CoT "
+                            "rows' size (an upper bound: the reasoning is removed)")
     else:
         plan = _plan_mix(params, name)
     if plan.examples is not None and cfg.fraction < 1:
