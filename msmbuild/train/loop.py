@@ -72,6 +72,11 @@ def total_steps(cfg: TrainConfig, n_items: int, world: int) -> int:
     return max(1, math.ceil(n_items * cfg.epochs / per_step))
 
 
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    """Optimizer steps of linear learning-rate warm-up (the scheduler's, and the plan's)."""
+    return math.ceil(cfg.warmup_ratio * steps)
+
+
 def prepare_model(model: Any, cfg: TrainConfig) -> Any:
     """Wrap in LoRA (peft) or unfreeze everything; gradient checkpointing if asked.
 
@@ -183,7 +188,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     torch.manual_seed(cfg.seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, cfg)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(cfg, steps), steps)
 
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path, log_path = state_dir / STATE_FILE, state_dir / LOG_FILE

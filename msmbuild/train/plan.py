@@ -207,6 +207,90 @@ def plan_arms(params: Params, documents: dict[str, int],
     return list(aft_plans.values()), arms
 
 
+@dataclass
+class TrainingStage:
+    """One training run the build makes: its examples (AFT) or packed blocks (midtraining),
+    optimizer and warm-up steps by the trainer's own arithmetic (msmbuild.train.loop)."""
+
+    kind: str  # midtrain | aft
+    name: str  # the midtraining tag, or the arm
+    arms: tuple[str, ...]  # arms that share it
+    examples: int | None  # AFT examples / packed midtraining blocks (None: unknown before a hub dataset is read)
+    tokens: float
+    steps: int | None
+    warmup: int | None
+    key: str  # the params key that sets its size
+    effective_batch: int = 1
+    epochs: float = 1.0
+
+
+def aft_data_key(params: Params, name: str, arm_overrides: dict | None = None) -> str:
+    """The params key that sets an AFT dataset's size (a sweep's fraction, a mix's n_examples, ...)."""
+    for key in arm_overrides or {}:
+        if key.startswith(f"aft.{name}.fraction"):
+            return key
+    cfg = params.aft[name]
+    if cfg.source == "strip_think" and cfg.of is not None:
+        return aft_data_key(params, cfg.of)
+    return {"mix": f"aft.{name}.n_examples", "generated": f"aft.{name}.n_queries"}.get(cfg.source, f"aft.{name}.path")
+
+
+def arm_aft_examples(params: Params, arm) -> AftPlan:
+    """The AFT plan of the data ``arm`` trains on (its sweep point; the IT rows alone for an IT-only arm)."""
+    p = arm.params(params)
+    ap = plan_aft(p, arm.aft)
+    if arm.aft_sources == "instruction_only":
+        known = [v for s, v in zip(p.aft[arm.aft].sources, ap.by_source.values(), strict=True)
+                 if s.role == "instruction"]
+        ap.examples = None if any(v is None for v in known) else sum(known)
+    return ap
+
+
+def training_stages(params: Params, documents: dict[str, int]) -> list[TrainingStage]:
+    """Every midtraining run (once per tag) and every AFT run (per arm, each sweep point)."""
+    from msmbuild.experiments import midtrain_arms
+    from msmbuild.train.loop import total_steps, warmup_steps
+
+    arms = expand_arms(params)
+    out: list[TrainingStage] = []
+    for tag, arm in midtrain_arms(params).items():
+        p = arm.params(params)
+        cfg = p.midtrain
+        tokens = documents.get(arm.midtrain, 0) * p.plan.tokens_per_document
+        blocks = int(tokens // cfg.seq_len)
+        steps = total_steps(cfg, blocks, cfg.gpus) if blocks else 0
+        out.append(TrainingStage("midtrain", tag, tuple(a.name for a in arms if a.midtrain_tag == tag), blocks,
+                                 _midtrain_tokens(p, documents.get(arm.midtrain, 0)), steps,
+                                 warmup_steps(cfg, steps), f"corpora.{arm.midtrain}.n_doc_ideas",
+                                 cfg.batch_size * cfg.grad_accum * cfg.gpus, cfg.epochs))
+    for arm in arms:
+        if arm.aft is None:
+            continue
+        p = arm.params(params)
+        cfg = p.aft_train
+        ap = arm_aft_examples(params, arm)
+        steps = None if ap.examples is None else total_steps(cfg, ap.examples, cfg.gpus)
+        out.append(TrainingStage("aft", arm.name, (arm.name,), ap.examples, _aft_tokens(p, ap), steps,
+                                 None if steps is None else warmup_steps(cfg, steps),
+                                 aft_data_key(p, arm.aft, dict(arm.overrides)),
+                                 cfg.batch_size * cfg.grad_accum * cfg.gpus, cfg.epochs))
+    return out
+
+
+def format_training_stages(stages: list[TrainingStage]) -> str:
+    """A line per training run: examples (or packed blocks), epochs, effective batch, steps, warm-up."""
+    width = max([len(s.name) for s in stages] + [20])
+    lines = ["training stages (optimizer steps by the trainer's arithmetic: ceil(examples x epochs / effective batch)):",
+             f"  {'stage':<8} {'name':<{width}} {'examples':>9} {'epochs':>6} {'batch':>6} {'steps':>7} {'warm-up':>7}"]
+    for s in stages:
+        ex = "?" if s.examples is None else str(s.examples)
+        steps = "?" if s.steps is None else str(s.steps)
+        warm = "?" if s.warmup is None else str(s.warmup)
+        lines.append(f"  {s.kind:<8} {s.name:<{width}} {ex:>9} {s.epochs:>6g} {s.effective_batch:>6} {steps:>7} {warm:>7}")
+    lines.append("  (midtraining examples are packed blocks of seq_len tokens from the planned documents)")
+    return "\n".join(lines)
+
+
 def totals(arms: list[ArmPlan]) -> tuple[float, float]:
     """(training, eval) GPU-hours of the whole matrix, each shared midtraining run once."""
     midtrain = {a.midtrain_tag: a.midtrain_gpu_hours for a in arms if a.midtrain_tag is not None}
