@@ -28,8 +28,8 @@ from msmbuild.config import DEFAULT_JUDGE_SPEC, AftDataConfig, Params, validate_
 from msmbuild.errors import MsmbuildError, PreflightError
 from msmbuild.experiments import Arm, agent_name_for, base_model_family, expand_arms
 
-__all__ = ["MIN_STEPS", "Finding", "PreflightError", "enforce_preflight", "format_findings",
-           "preflight_before_spending", "run_preflight", "spends"]
+__all__ = ["MIN_STEPS", "Finding", "PreflightError", "aft_calls_api", "enforce_preflight", "format_findings",
+           "preflight_before_spending", "run_preflight", "spends", "suite_calls_api"]
 
 Mode = Literal["plan", "build", "rehearse"]
 # Fewer optimizer steps than this cannot move a model (and warm-up eats the first ones).
@@ -54,8 +54,8 @@ class Finding:
     def line(self) -> str:
         """The one line printed for it."""
         if self.waived_by is not None:
-            return f"preflight {self.check} (waived: {self.waived_by}): {self.message}"
-        return f"preflight {self.check}: {self.message}"
+            return f"preflight waived {self.check} ({self.waived_by}): {self.message}"
+        return f"preflight {self.severity} {self.check}: {self.message}"
 
 
 def _waiver(params: Params, check: str, targets: tuple[str, ...]) -> str | None:
@@ -82,9 +82,35 @@ def api_stages(params: Params) -> list[tuple[str, str]]:
     return out
 
 
+def aft_calls_api(params: Params, name: str) -> bool:
+    """Building AFT dataset ``name`` generates data through the Anthropic API (itself or a source)."""
+    return any(params.aft[d].source == "generated" and params.aft[d].backend == "anthropic"
+               for d in _closure(params, name))
+
+
+def suite_calls_api(params: Params, suite: str) -> bool:
+    """Running eval ``suite`` calls the Anthropic API (a judge or the grader)."""
+    ev = params.evals
+    return {"qa": ev.qa.judge_backend == "anthropic",
+            "agentic_misalignment": ev.agentic_misalignment.grader_model.startswith("anthropic/"),
+            "reasoning_patterns": ev.reasoning_patterns.judge_backend == "anthropic"}.get(suite, False)
+
+
+def loopback_api(params: Params) -> bool:
+    """The Anthropic backend points at a loopback address (a local test server such as
+    msmbuild.testing.FakeAnthropic): its calls cost nothing."""
+    from urllib.parse import urlparse
+
+    url = params.backends.anthropic.base_url or os.environ.get("ANTHROPIC_BASE_URL")
+    host = urlparse(url).hostname if url else None
+    return host in ("localhost", "::1") or (host or "").startswith("127.")
+
+
 def spends(params: Params) -> bool:
-    """Whether the run costs money: an API stage, or an arm on a base model that is not tiny."""
-    return bool(api_stages(params)) or any(a.base_model != "tiny" for a in expand_arms(params))
+    """Whether the run costs money: an API stage (not on a loopback server), or an arm on a
+    base model that is not tiny."""
+    return ((bool(api_stages(params)) and not loopback_api(params))
+            or any(a.base_model != "tiny" for a in expand_arms(params)))
 
 
 def _closure(params: Params, name: str) -> list[str]:
@@ -153,9 +179,10 @@ def check_judge_spec(params: Params) -> list[Finding]:
             judge = DEFAULT_JUDGE_SPEC
         if not _same_file(judge, cfg.spec):
             built_in = " (the built-in criteria)" if cfg.judge_spec is None else ""
+            # the offline backend's judge is no model and reads no criteria: a warning there
             out.append(Finding("judge_spec", key, f"aft.{name} is generated from {cfg.spec} but judged by criteria "
                                f"written for {judge}{built_in}: write aft.{name}.judge_criteria for its spec and set "
-                               f"{key}", "error"))
+                               f"{key}", "warning" if cfg.backend == "offline" else "error"))
     return out
 
 
@@ -387,25 +414,44 @@ def enforce_preflight(params: Params, *, mode: Mode, documents: dict[str, int] |
     return findings
 
 
-_checked: set[str] = set()
+def _input_digests(params: Params) -> dict[str, str]:
+    """Digests of the files the checks read (specs, AFT files, eval items, domain words)."""
+    from msmbuild.hashing import digest_file
+
+    paths = [c.spec for c in params.corpora.values()]
+    for a in params.aft.values():
+        paths += [x for x in (a.spec, a.path, a.judge_spec) if x]
+        paths += [s.path for s in a.sources if s.path]
+    ev = params.evals
+    paths += [ev.preference.path, ev.qa.path, params.audit.domain_terms or ""]
+    return {p: digest_file(p) for p in sorted(set(paths)) if p and Path(p).is_file()}
 
 
 def preflight_before_spending(params: Params, *, calls_api: bool, base_models: tuple[str, ...] = ()) -> None:
-    """Before a build command's first paid step: enforce_preflight(mode="build") once per process.
+    """Before a build command's first paid step: enforce_preflight(mode="build").
 
     Runs only when the command spends (it calls the API, or trains or evaluates a base
-    model that is not tiny); the offline CPU demo never pays for it.
+    model that is not tiny) in a run that spends; the offline CPU demo never pays for it.
+    A recipe that passed is remembered under build/.preflight/ by the digest of params,
+    the input files and the API key's presence, so the build's other jobs skip the checks.
     """
     if not calls_api and all(b == "tiny" for b in base_models):
         return
+    if not spends(params):
+        return  # the CPU demo, or a loopback test server with tiny models
+    from msmbuild.fsutil import write_bytes_if_changed
     from msmbuild.hashing import canonical_json, digest_bytes
 
-    key = digest_bytes(canonical_json(params.model_dump(mode="json")))
-    if key in _checked:
+    env = params.backends.anthropic.api_key_env
+    key = digest_bytes(canonical_json({"params": params.model_dump(mode="json"), "files": _input_digests(params),
+                                       "key_set": bool(os.environ.get(env)), "calls_api": calls_api}))
+    marker = Path(params.build_dir) / ".preflight" / f"{key}.ok"
+    if marker.is_file():
         return
     findings = enforce_preflight(params, mode="build", calls_api=calls_api)
-    _checked.add(key)
     import click
 
     for f in findings:
         click.echo(f.line(), err=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_if_changed(marker, (format_findings(findings) + "\n").encode())

@@ -23,9 +23,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from msmbuild.config import Params
-from msmbuild.experiments import expand_arms
+from msmbuild.errors import MsmbuildError
+from msmbuild.experiments import Arm, expand_arms
+
+if TYPE_CHECKING:
+    from msmbuild.store import Store
 
 CHARS_PER_TOKEN = 4
 
@@ -43,6 +48,8 @@ class AftPlan:
     note: str = ""
     by_source: dict[str, int | None] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)  # generation calls per stage (first round)
+    cost_usd_no_batch: float = 0.0  # the same calls without Message Batches pricing
+    batched_stages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -60,6 +67,9 @@ class ArmPlan:
     midtrain_gpu_hours: float = 0.0
     aft_gpu_hours: float = 0.0
     eval_gpu_hours: float = 0.0
+    midtrain_held: bool = False  # the store already holds this checkpoint (not counted in the totals)
+    aft_held: bool = False
+    eval_held: bool = False
 
     @property
     def train_gpu_hours(self) -> float:
@@ -103,13 +113,16 @@ def _plan_generated(params: Params, name: str) -> AftPlan:
     domains = (f"{gen.domains} conversation domains ({cfg.n_domains} per section, invented by the model)"
                if cfg.domains == "model" else f"{gen.domains} sections as domains")
     calls = ", ".join(f"{n} {stage}" for stage, n in gen.calls.items())
+    tokens = ", ".join(f"{stage} {n}" for stage, n in gen.input_tokens.items())
     caching = "" if cfg.backend != "anthropic" else (
         "; spec context priced as cache reads" if gen.context_cached else
         "; spec context priced as plain input (prompt_caching off or below the model's cacheable minimum)")
     return AftPlan(name, f"generated from {cfg.spec} ({cfg.backend})", gen.examples,
                    params.plan.tokens_per_aft_example, requests=gen.requests, cost_usd=gen.cost_usd,
-                   note=f"before the judge's filter; {domains}; calls: {calls}{caching}",
-                   calls=dict(gen.calls))
+                   note=f"before the judge's filter; {domains}; calls: {calls}; input tok/req with the spec "
+                        f"context: {tokens}{caching}",
+                   calls=dict(gen.calls), cost_usd_no_batch=gen.cost_usd_no_batch,
+                   batched_stages=[f"{name}/{s}" for s in gen.batched_stages])
 
 
 def _plan_mix(params: Params, name: str) -> AftPlan:
@@ -176,11 +189,13 @@ def _aft_tokens(params: Params, plan: AftPlan) -> float:
 
 
 def plan_arms(params: Params, documents: dict[str, int],
-              agentic_gpu_hours: dict[str, float] | None = None) -> tuple[list[AftPlan], list[ArmPlan]]:
+              agentic_gpu_hours: dict[str, float] | None = None,
+              store: Store | None = None) -> tuple[list[AftPlan], list[ArmPlan]]:
     """AFT dataset plans and per-arm compute.
 
     ``documents`` is the planned count per corpus; ``agentic_gpu_hours`` the agentic
-    eval's GPU-hours per arm from msmbuild.evaluate.plan (one estimate, added here).
+    eval's GPU-hours per arm from msmbuild.evaluate.plan (one estimate, added here). With
+    ``store``, what it already holds is marked held and left out of the totals.
     """
     from msmbuild.train.model_size import parameter_count
 
@@ -200,11 +215,68 @@ def plan_arms(params: Params, documents: dict[str, int],
             aft = _aft_tokens(p, ap)
         ev = sum(_eval_tokens(p, s) for s in arm.evals)
         train_hours = 6 * n / (peak * params.plan.train_mfu) / 3600
-        arms.append(ArmPlan(arm.name, arm.base_model, n, how, mid, arm.midtrain_tag, aft, ev,
-                            train_hours * mid, train_hours * aft,
-                            2 * n * ev / (peak * params.plan.eval_mfu) / 3600
-                            + (agentic_gpu_hours or {}).get(arm.name, 0.0)))
+        plan = ArmPlan(arm.name, arm.base_model, n, how, mid, arm.midtrain_tag, aft, ev,
+                       train_hours * mid, train_hours * aft,
+                       2 * n * ev / (peak * params.plan.eval_mfu) / 3600
+                       + (agentic_gpu_hours or {}).get(arm.name, 0.0))
+        if store is not None:
+            plan.midtrain_held, plan.aft_held, plan.eval_held = held_stages(params, arm, store)
+        arms.append(plan)
     return list(aft_plans.values()), arms
+
+
+def _held_checkpoint(params: Params, arm: Arm, kind: str, store: Store) -> bool:
+    """The checkpoint placed for this stage was trained from today's data and config, and the
+    store holds its action (its lineage.json rebuilds the action key)."""
+    from msmbuild.hashing import digest_file
+    from msmbuild.layout import Layout
+    from msmbuild.train.action import read_lineage
+    from msmbuild.train.loop import train_key_config
+
+    layout = Layout.of(params)
+    p = arm.params(params)
+    dest = layout.arm_midtrain(arm) if kind == "midtrain" else layout.arm_aft(arm)
+    try:
+        lineage = read_lineage(dest) if dest is not None else None
+    except MsmbuildError:
+        return False
+    if not lineage or not isinstance(lineage.get("inputs"), dict):
+        return False
+    inputs = lineage["inputs"]
+    cfg = p.midtrain if kind == "midtrain" else p.aft_train
+    if inputs.get("train") != train_key_config(cfg, cfg.gpus):
+        return False
+    if kind == "midtrain":
+        import json
+
+        from msmbuild.data.shards import shard_digests
+
+        manifest = layout.manifest(arm.midtrain or "")
+        if not manifest.is_file() or inputs.get("shards") != shard_digests(json.loads(manifest.read_text())):
+            return False
+    else:
+        from msmbuild.train.aft_data import arm_aft_data
+
+        data = arm_aft_data(params, arm)
+        if not data.is_file() or inputs.get("data") != digest_file(data):
+            return False
+    return store.get_action(store.key(lineage["kind"], inputs)) is not None
+
+
+def held_stages(params: Params, arm: Arm, store: Store) -> tuple[bool, bool, bool]:
+    """(midtraining, AFT, evals) of ``arm`` that the store already holds.
+
+    Evals count as held when the arm's checkpoint is held and every suite's summary is
+    placed (an eval setting changed since is not detected here; ``msmbuild status`` says).
+    """
+    from msmbuild.layout import Layout
+
+    mid = arm.midtrain is not None and _held_checkpoint(params, arm, "midtrain", store)
+    aft = arm.aft is not None and (arm.midtrain is None or mid) and _held_checkpoint(params, arm, "aft", store)
+    trained = (arm.midtrain is None or mid) and (arm.aft is None or aft)
+    layout = Layout.of(params)
+    ev = trained and all(layout.eval_summary(arm.name, s).is_file() for s in arm.evals)
+    return mid, aft, ev
 
 
 @dataclass
@@ -235,7 +307,7 @@ def aft_data_key(params: Params, name: str, arm_overrides: dict | None = None) -
     return {"mix": f"aft.{name}.n_examples", "generated": f"aft.{name}.n_queries"}.get(cfg.source, f"aft.{name}.path")
 
 
-def arm_aft_examples(params: Params, arm) -> AftPlan:
+def arm_aft_examples(params: Params, arm: Arm) -> AftPlan:
     """The AFT plan of the data ``arm`` trains on (its sweep point; the IT rows alone for an IT-only arm)."""
     p = arm.params(params)
     ap = plan_aft(p, arm.aft)
@@ -292,10 +364,11 @@ def format_training_stages(stages: list[TrainingStage]) -> str:
 
 
 def totals(arms: list[ArmPlan]) -> tuple[float, float]:
-    """(training, eval) GPU-hours of the whole matrix, each shared midtraining run once."""
-    midtrain = {a.midtrain_tag: a.midtrain_gpu_hours for a in arms if a.midtrain_tag is not None}
-    return (sum(midtrain.values()) + sum(a.aft_gpu_hours for a in arms),
-            sum(a.eval_gpu_hours for a in arms))
+    """(training, eval) GPU-hours still to spend, each shared midtraining run once; what the
+    store holds is not counted."""
+    midtrain = {a.midtrain_tag: a.midtrain_gpu_hours for a in arms if a.midtrain_tag is not None and not a.midtrain_held}
+    return (sum(midtrain.values()) + sum(a.aft_gpu_hours for a in arms if not a.aft_held),
+            sum(a.eval_gpu_hours for a in arms if not a.eval_held))
 
 
 def _size(n: float) -> str:
@@ -316,12 +389,20 @@ def format_training_plan(params: Params, aft_plans: list[AftPlan], arms: list[Ar
             lines.append(f"  {'':<22} {'?' if k is None else k:>9}  <- {label}")
     lines.append(f"  AFT generation total: {sum(a.requests for a in aft_plans)} requests, "
                  f"${sum(a.cost_usd for a in aft_plans):.2f}")
-    lines += ["training and evals (GPU-hours):",
-              f"  {'arm':<36} {'params':>8} {'midtrain tok':>13} {'AFT tok':>10} {'eval tok':>10} "
-              f"{'train GPU-h':>11} {'eval GPU-h':>10}"]
+    batched = [s for a in aft_plans for s in a.batched_stages]
+    if batched:
+        from msmbuild.generate.plan import batch_line
+
+        lines.append(batch_line(sum(a.cost_usd for a in aft_plans), sum(a.cost_usd_no_batch for a in aft_plans),
+                                batched))
+    width = max([len(a.arm) for a in arms] + [36])
+    lines += ["training and evals (GPU-hours; 'held': the store already holds it, not counted in the totals):",
+              f"  {'arm':<{width}} {'params':>8} {'midtrain tok':>13} {'AFT tok':>10} {'eval tok':>10} "
+              f"{'train GPU-h':>11} {'eval GPU-h':>10}  held"]
     for a in arms:
-        lines.append(f"  {a.arm:<36} {_size(a.n_params):>8} {a.midtrain_tokens:>13.3g} {a.aft_tokens:>10.3g} "
-                     f"{a.eval_tokens:>10.3g} {a.train_gpu_hours:>11.3g} {a.eval_gpu_hours:>10.3g}")
+        held = ",".join(n for n, h in (("midtrain", a.midtrain_held), ("aft", a.aft_held), ("evals", a.eval_held)) if h)
+        lines.append(f"  {a.arm:<{width}} {_size(a.n_params):>8} {a.midtrain_tokens:>13.3g} {a.aft_tokens:>10.3g} "
+                     f"{a.eval_tokens:>10.3g} {a.train_gpu_hours:>11.3g} {a.eval_gpu_hours:>10.3g}  {held or '-'}")
     train, ev = totals(arms)
     sources = sorted({f"{a.base_model}: {a.n_params:.3g} ({a.n_params_from})" for a in arms})
     lines += [f"estimated GPU-hours: training {train:.3g}, evals {ev:.3g} (each shared midtraining run counted once)",
