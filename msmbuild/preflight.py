@@ -66,19 +66,15 @@ def _waiver(params: Params, check: str, targets: tuple[str, ...]) -> str | None:
 def api_stages(params: Params) -> list[tuple[str, str]]:
     """(params key, what) of every stage that calls the Anthropic API."""
     arms = expand_arms(params)
-    out = [(f"corpora.{n}.backend", f"corpus {n}") for n, c in params.corpora.items() if c.backend == "anthropic"
-           and any(a.midtrain == n for a in arms)]
-    used = {d for a in arms if a.aft for d in _closure(params, a.aft)}
+    out = [(f"corpora.{n}.backend", f"corpus {n}") for n, c in params.corpora.items() if c.backend == "anthropic"]
     out += [(f"aft.{n}.backend", f"AFT dataset {n}") for n, c in params.aft.items()
-            if c.source == "generated" and c.backend == "anthropic" and n in used]
+            if c.source == "generated" and c.backend == "anthropic"]
     suites = {s for a in arms for s in a.evals}
-    ev = params.evals
-    if "qa" in suites and ev.qa.judge_backend == "anthropic":
-        out.append(("evals.qa.judge_backend", "the qa judge"))
-    if "agentic_misalignment" in suites and ev.agentic_misalignment.grader_model.startswith("anthropic/"):
-        out.append(("evals.agentic_misalignment.grader_model", "the agentic-misalignment grader"))
-    if "reasoning_patterns" in suites and ev.reasoning_patterns.judge_backend == "anthropic":
-        out.append(("evals.reasoning_patterns.judge_backend", "the reasoning-pattern judge"))
+    out += [(key, what) for suite, key, what in (
+        ("qa", "evals.qa.judge_backend", "the qa judge"),
+        ("agentic_misalignment", "evals.agentic_misalignment.grader_model", "the agentic-misalignment grader"),
+        ("reasoning_patterns", "evals.reasoning_patterns.judge_backend", "the reasoning-pattern judge"))
+        if suite in suites and suite_calls_api(params, suite)]
     return out
 
 
@@ -233,7 +229,7 @@ def _comparison_key(params: Params, arm: Arm) -> tuple:
 
 def check_equal_aft_budget(params: Params) -> list[Finding]:
     """equal_aft_budget: compared arms train on the same number of AFT examples."""
-    from msmbuild.train.plan import _aft_tokens, aft_data_key, arm_aft_examples
+    from msmbuild.train.plan import aft_tokens, aft_data_key, arm_aft_examples
 
     groups: dict[tuple, list[Arm]] = {}
     for arm in expand_arms(params):
@@ -246,7 +242,7 @@ def check_equal_aft_budget(params: Params) -> list[Finding]:
         sizes = []
         for arm in arms:
             ap = arm_aft_examples(params, arm)
-            sizes.append((arm, ap.examples, _aft_tokens(arm.params(params), ap)))
+            sizes.append((arm, ap.examples, aft_tokens(arm.params(params), ap)))
         if any(n is None for _a, n, _t in sizes) or len({n for _a, n, _t in sizes}) == 1:
             continue
         small = min(sizes, key=lambda s: s[1])[0]
@@ -371,8 +367,13 @@ def check_contamination(params: Params) -> list[Finding]:
 
     if not params.audit.enabled:
         return []
+    try:
+        leaks = preflight_leaks(params)
+    except MsmbuildError as exc:  # an eval file or the domain words missing: the build's audit says so too
+        return [Finding("contamination", "audit", f"not checked before generation: {str(exc).splitlines()[0]}",
+                        "warning")]
     out = []
-    for row in preflight_leaks(params):
+    for row in leaks:
         key = f"evals.{row['suite']}.path"
         out.append(Finding("contamination", key, f"held_out {row['suite']} item {row['item_id']!r} (domain "
                            f"{row['domain']}, arm {row['arm']}) {row['reasons']}; fix {key} or the training text, "

@@ -181,7 +181,7 @@ def _midtrain_tokens(params: Params, documents: int) -> float:
     return documents * params.plan.tokens_per_document * cfg.epochs
 
 
-def _aft_tokens(params: Params, plan: AftPlan) -> float:
+def aft_tokens(params: Params, plan: AftPlan) -> float:
     cfg = params.aft_train
     if cfg.max_steps is not None:
         return float(cfg.max_steps * cfg.batch_size * cfg.grad_accum * min(cfg.seq_len, plan.tokens_per_example))
@@ -212,7 +212,7 @@ def plan_arms(params: Params, documents: dict[str, int],
             if arm.aft_sources == "instruction_only":
                 ap.examples = sum(v or 0 for s, v in zip(p.aft[arm.aft].sources, ap.by_source.values(),
                                                         strict=True) if s.role == "instruction")
-            aft = _aft_tokens(p, ap)
+            aft = aft_tokens(p, ap)
         ev = sum(_eval_tokens(p, s) for s in arm.evals)
         train_hours = 6 * n / (peak * params.plan.train_mfu) / 3600
         plan = ArmPlan(arm.name, arm.base_model, n, how, mid, arm.midtrain_tag, aft, ev,
@@ -342,7 +342,7 @@ def training_stages(params: Params, documents: dict[str, int]) -> list[TrainingS
         cfg = p.aft_train
         ap = arm_aft_examples(params, arm)
         steps = None if ap.examples is None else total_steps(cfg, ap.examples, cfg.gpus)
-        out.append(TrainingStage("aft", arm.name, (arm.name,), ap.examples, _aft_tokens(p, ap), steps,
+        out.append(TrainingStage("aft", arm.name, (arm.name,), ap.examples, aft_tokens(p, ap), steps,
                                  None if steps is None else warmup_steps(cfg, steps),
                                  aft_data_key(p, arm.aft, dict(arm.overrides)),
                                  cfg.batch_size * cfg.grad_accum * cfg.gpus, cfg.epochs))
