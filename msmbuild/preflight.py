@@ -229,7 +229,7 @@ def _comparison_key(params: Params, arm: Arm) -> tuple:
 
 def check_equal_aft_budget(params: Params) -> list[Finding]:
     """equal_aft_budget: compared arms train on the same number of AFT examples."""
-    from msmbuild.train.plan import aft_tokens, aft_data_key, arm_aft_examples
+    from msmbuild.train.plan import aft_data_key, aft_tokens, arm_aft_examples
 
     groups: dict[tuple, list[Arm]] = {}
     for arm in expand_arms(params):
