@@ -311,3 +311,27 @@ def test_plan_prints_steps_warmup_totals_and_the_batch_assumption(tmp_path, monk
     total = next(ln for ln in out.splitlines() if ln.startswith("grand total: $"))
     assert "without batches: $" in total and "GPU-hours" in total
     assert out.rstrip().endswith("preflight: all checks passed")
+
+
+def test_plan_counts_no_gpu_hours_for_what_the_store_holds(tmp_path):
+    from train_helpers import tiny_params, train_aft
+
+    from msmbuild.experiments import arm_by_name
+    from msmbuild.store import Store
+    from msmbuild.train.plan import plan_arms, totals
+
+    demo = _write_jsonl(tmp_path / "d.jsonl", [_chat(f"Which cheese {i}?", f"The mild one {i}.") for i in range(8)])
+    train = {"method": "full", "init": "merge", "lr": 1e-3, "seq_len": 128, "batch_size": 2, "max_steps": 4}
+
+    def params(lr: float) -> Params:
+        return tiny_params(tmp_path / "build", tmp_path / "store", aft={"demo": {"path": demo}},
+                           experiments={"plain": {"aft": "demo", "evals": []}}, aft_train={**train, "lr": lr})
+
+    store = Store(tmp_path / "store")
+    _aft, arms = plan_arms(params(1e-3), {}, store=store)
+    assert not arms[0].aft_held and totals(arms)[0] > 0
+    train_aft(params(1e-3), arm_by_name(params(1e-3), "plain"), store)
+    _aft, arms = plan_arms(params(1e-3), {}, store=store)
+    assert arms[0].aft_held and totals(arms) == (0.0, 0.0)
+    _aft, arms = plan_arms(params(2e-3), {}, store=store)  # another recipe: the placed checkpoint is not it
+    assert not arms[0].aft_held and totals(arms)[0] > 0
