@@ -136,13 +136,14 @@ def format_agentic_plan(plans: list[AgenticPlan]) -> str:
                  f"{'judge USD':>10} {'gen tokens':>12} {'GPU-h':>7}  grader / judge")
     for plan in plans:
         lines.append(f"  {plan.arm:<{width}} {grids.index(plan.conditions) + 1:>4} {len(plan.conditions):>10} "
-                     f"{plan.samples:>8} {_usd(plan.grader_usd):>10} {_usd(plan.judge_usd):>10} "
+                     f"{plan.samples:>8} {_usd(plan.grader_usd):>10} "
+                     f"{_usd(plan.judge_usd) if plan.judge != 'none' else '-':>10} "
                      f"{plan.generated_tokens:>12,} {plan.gpu_hours:>7.2f}  {plan.grader_model} / {plan.judge}")
     if plans:
         grader = sum(p.grader_usd or 0.0 for p in plans)
         judge = sum(p.judge_usd or 0.0 for p in plans)
         models = ", ".join(sorted({p.grader_model for p in plans}))
-        judges = ", ".join(sorted({p.judge for p in plans}))
+        judges = ", ".join(sorted({p.judge for p in plans if p.judge != "none"})) or "none"
         lines.append(f"agentic total: grader {models}: est. ${grader:.2f}; reasoning-pattern judge ({judges}): "
                      f"est. ${judge:.2f}; {sum(p.gpu_hours for p in plans):.2f} GPU-hours "
                      "(see msmbuild.evaluate.plan for the assumptions)")
