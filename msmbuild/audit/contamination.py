@@ -435,7 +435,7 @@ def _pre_generation_units(params: Params, arm: Arm) -> list[TrainingUnit]:
     units: list[TrainingUnit] = []
     if arm.midtrain and Path(params.corpora[arm.midtrain].spec).is_file():
         cfg = params.corpora[arm.midtrain]
-        spec = parse_spec(cfg.spec, cfg.template_vars)
+        spec = parse_spec(cfg.spec, cfg.spec_variables())  # as the corpus renders it
         if spec.preamble.strip():
             units.append(TrainingUnit("spec", f"{arm.midtrain} preamble", spec.preamble))
         units += [TrainingUnit("spec", f"{arm.midtrain} §{s.id}", f"{s.title}\n\n{s.text}") for s in spec.sections]
