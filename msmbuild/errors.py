@@ -59,3 +59,7 @@ class AuditError(MsmbuildError):
 
 class ContaminationError(MsmbuildError):
     """A held-out eval item matches a training input above the audit's thresholds."""
+
+
+class PreflightError(MsmbuildError):
+    """A recipe that cannot work (msmbuild.preflight): one line per failed check, each naming a params key."""

@@ -3,6 +3,7 @@ end-to-end on the tiny checkpoint with rows in DuckDB."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -153,7 +154,8 @@ def test_plan_lists_the_27_conditions_with_grader_usd_and_gpu_hours(tmp_path):
         "evals:\n  agentic_misalignment:\n    samples: 200\n    gpu_tokens_per_s: 1000\n")
     result = CliRunner().invoke(cli, ["--params", str(tmp_path / "params.yaml"), "plan"])
     assert result.exit_code == 0, result.output
-    assert "27 conditions x samples = 5400 samples" in result.output
+    assert "agentic_misalignment grid 1: 27 conditions, used by 1 arm(s)" in result.output
+    assert re.search(r"^  qwen3 +1 +27 +5400 ", result.output, re.M)  # one aligned row per arm
     assert "exfiltration_none-none_replacement" in result.output
     # 5400 samples x 8192 tokens at 1000 tokens/s
     assert f"{5400 * 8192 / 1000 / 3600:.2f} GPU-hours" in result.output

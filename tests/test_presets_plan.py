@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,12 @@ def test_preset_validates_and_every_value_cites_a_source(preset):
     assert modes == {"all", "instruction_only"}  # every preset has its IT-only baseline arm
 
 
+# Today's presets fail preflight on known recipe problems (issue: the paper presets): the
+# §3.1 AFT trains 2 optimizer steps, the §4 anti-spec data is judged by criteria written for
+# the spec. Once the presets are fixed, this becomes an empty mapping and plan exits 0.
+KNOWN_PREFLIGHT_ERRORS: dict[str, list[str]] = {}  # the shipped presets pass preflight
+
+
 @pytest.mark.parametrize("preset,expect", [
     ("presets/cheese_llama31_8b.yaml", ["msm_america", "it_only", "meta-llama/Llama-3.1-8B: 8e+09"]),
     ("presets/agentic_qwen3_32b.yaml", ["qwen3_msm_anti_aft", "qwen25_it_only", "anti_cot_mix",
@@ -34,15 +41,17 @@ def test_preset_validates_and_every_value_cites_a_source(preset):
                                             "msm_aft_nocot", "deliberative", "anti_aft")],
                                         "qwen3_msm_aft_nocot_sweep-fraction0.015625", "spec_rule_cot_mix",
                                         "spec_cot without <think>", "Qwen/Qwen3-32B: 3.2e+10",
-                                        # the paper's 27 conditions x the reference's 300 samples
-                                        "arm qwen3_msm_aft_cot: 27 conditions x samples = 8100 samples",
+                                        # the paper's 27 conditions x the reference's 300 samples, with grader $
+                                        r"re:^agentic_misalignment grid 1: 27 conditions, used by \d+ arm\(s\)",
+                                        r"re:^  qwen3_msm_aft_cot +1 +27 +8100 +\$",
                                         "exfiltration_explicit-collectivism_replacement",
                                         "grader anthropic/claude-sonnet-4-6: est. $",
                                         "reasoning-pattern judge (anthropic): est. $",
-                                        "GPU-hours (upper bound at the assumed decode throughput"]),
+                                        "upper bound at the assumed decode throughput"]),
 ])
 def test_plan_on_a_preset_runs_offline_and_prints_the_estimate(preset, expect, tmp_path, monkeypatch):
     from msmbuild.cli import cli
+    from msmbuild.errors import PreflightError
 
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
@@ -50,11 +59,19 @@ def test_plan_on_a_preset_runs_offline_and_prints_the_estimate(preset, expect, t
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("MSMBUILD_STORE_PATH", str(tmp_path / "store"))
     res = CliRunner().invoke(cli, ["--params", preset, "plan"])
-    assert res.exit_code == 0, res.output
+    known = KNOWN_PREFLIGHT_ERRORS.get(preset)
+    if known is None:
+        assert res.exit_code == 0, res.output
+    else:  # the whole plan is printed, then preflight names the known problems
+        assert isinstance(res.exception, PreflightError), res.output
+        assert all(text in str(res.exception) for text in known), str(res.exception)
     out = res.output
-    for text in ["new calls: $", "AFT datasets:", "AFT generation total:",
+    for text in ["new calls: $", "AFT datasets:", "AFT generation total:", "training stages", "grand total: $",
                  "estimated GPU-hours: training", "6*N*tokens", "989 TFLOP/s", "MFU 0.4", *expect]:
-        assert text in out, text
+        if text.startswith("re:"):  # an aligned table row
+            assert re.search(text[3:], out, re.M), text
+        else:
+            assert text in out, text
     assert not any(tmp_path.glob("**/*.jsonl"))  # plan writes no AFT data
 
 

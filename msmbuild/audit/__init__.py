@@ -4,6 +4,6 @@
     outcome = audit(params)      # writes build/audit/; raises ContaminationError on a held_out leak
 """
 
-from msmbuild.audit.contamination import audit, run_audit
+from msmbuild.audit.contamination import audit, preflight_leaks, run_audit
 
-__all__ = ["audit", "run_audit"]
+__all__ = ["audit", "preflight_leaks", "run_audit"]

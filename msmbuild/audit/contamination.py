@@ -426,6 +426,78 @@ def audit(params: Params, store: Store | None = None, progress: bool = True) -> 
     return outcome
 
 
+def _pre_generation_units(params: Params, arm: Arm) -> list[TrainingUnit]:
+    """The training inputs of an arm that exist before anything is generated: its corpus's
+    spec sections and its AFT files (a file dataset, or a mix's file datasets and local jsonl)."""
+    from msmbuild.spec import parse_spec
+    from msmbuild.train.aft_data import read_demonstrations
+
+    units: list[TrainingUnit] = []
+    if arm.midtrain and Path(params.corpora[arm.midtrain].spec).is_file():
+        cfg = params.corpora[arm.midtrain]
+        spec = parse_spec(cfg.spec, cfg.spec_variables())  # as the corpus renders it
+        if spec.preamble.strip():
+            units.append(TrainingUnit("spec", f"{arm.midtrain} preamble", spec.preamble))
+        units += [TrainingUnit("spec", f"{arm.midtrain} §{s.id}", f"{s.title}\n\n{s.text}") for s in spec.sections]
+    files: list[tuple[str, str]] = []
+    todo = [arm.aft] if arm.aft else []
+    while todo:
+        name = todo.pop()
+        cfg = params.aft[name]
+        if cfg.source == "file" and cfg.path:
+            files.append((f"aft {name}", cfg.path))
+        todo += [s.aft for s in cfg.sources if s.aft]
+        files += [(f"aft {name} ({s.path})", s.path) for s in cfg.sources
+                  if s.path and s.path.endswith(".jsonl") and s.messages_field == "messages"]
+    for label, path in files:
+        if Path(path).is_file():
+            rows = read_demonstrations(path)
+            units.append(TrainingUnit("aft", label, "\n\n".join(m["content"] for r in rows for m in r["messages"])))
+    return units
+
+
+def preflight_leaks(params: Params) -> list[dict[str, Any]]:
+    """held_out items that already leak from the inputs that exist before generation (spec
+    sections, AFT files), by the audit's own measures and thresholds (embedding excepted: no
+    model is loaded before a build); the full audit stays a build stage."""
+    cfg = params.audit
+    arms = audited_arms(params)
+    audited = audited_suites(params)
+    suite_names = sorted({s for a in arms for s in a.evals if s in audited})
+    items = [i for i in (eval_items(params, suite_names) if arms else []) if i.role == "held_out"]
+    if not items:
+        return []
+    terms = read_domain_terms(cfg, {i.domain for i in items})
+    measured: dict[tuple[str, str], dict[str, Any]] = {}
+    leaks = []
+    for arm in arms:
+        results = []
+        for unit in _pre_generation_units(params, arm):
+            if (unit.digest, unit.name) not in measured:
+                measured[(unit.digest, unit.name)] = measure_unit(unit, items, terms, cfg, None)
+            results.append((unit, measured[(unit.digest, unit.name)]))
+        if not results:
+            continue
+        for item in items:
+            if item.suite not in arm.evals or cfg.accept.get(item.item_id) or cfg.accept.get(item.domain):
+                continue
+            per_unit = [(u, r["items"][item.uid]) for u, r in results]
+            shared, shared_src, shared_chunk = _best(per_unit, "shared_words")
+            lexical, lexical_src, lexical_chunk = _best(per_unit, "lexical")
+            hits = [(u.name, r["domains"][item.domain]) for u, r in results if item.domain in r["domains"]]
+            row = {"arm": arm.name, "suite": item.suite, "item_id": item.item_id, "role": item.role,
+                   "domain": item.domain, "shared_words": int(shared or 0), "shared_source": shared_src,
+                   "shared_chunk": shared_chunk, "lexical": lexical, "lexical_source": lexical_src,
+                   "lexical_chunk": lexical_chunk, "embedding": None,
+                   "domain_mentions": sum(h["mentions"] for _n, h in hits),
+                   "domain_source": hits[0][0] if hits else "", "domain_term": hits[0][1]["term"] if hits else "",
+                   "domain_text": hits[0][1]["text"] if hits else ""}
+            reasons = _verdict(row, cfg.model_copy(update={"embedding": cfg.embedding.model_copy(update={"path": None})}))
+            if reasons:
+                leaks.append({**row, "reasons": "; ".join(reasons)})
+    return leaks
+
+
 def audit_input_files(params: Params) -> list[str]:
     """Files the audit reads (the workflow's inputs of the audit job)."""
     arms = audited_arms(params) if params.audit.enabled else []

@@ -16,7 +16,7 @@ import sys
 import click
 
 from msmbuild import __version__
-from msmbuild.errors import MsmbuildError
+from msmbuild.errors import MsmbuildError, PreflightError
 
 # name -> (module, attribute, one-line help). Add a stage's command here.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line and exit 2."""
     try:
         cli.main(args=argv, prog_name="msmbuild", standalone_mode=False)
+    except PreflightError as exc:  # one line per failed check
+        for line in str(exc).splitlines():
+            click.echo(f"error: {line}", err=True)
+        sys.exit(exc.exit_code)
     except MsmbuildError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

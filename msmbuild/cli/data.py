@@ -41,7 +41,14 @@ def aft_data(ctx: click.Context, name: str | None, arm: str | None, whole: bool,
 
     if (name is not None) + (arm is not None) + all_files != 1 or (whole and name is None):
         raise click.UsageError("give one of NAME (with --whole optionally), --arm ARM or --all")
+    from msmbuild.preflight import aft_calls_api, preflight_before_spending
+
     p = load_ctx_params(ctx)
+    if arm is not None:
+        wanted = [arm_by_name(p, arm).aft]
+    else:
+        wanted = [name] if name is not None else list(p.aft)
+    preflight_before_spending(p, calls_api=any(d in p.aft and aft_calls_api(p, d) for d in wanted if d))
     store = open_store(p)
     if arm is not None:
         click.echo(prepare_arm_aft_data(p, arm_by_name(p, arm), store))

@@ -23,8 +23,13 @@ def evaluate(ctx: click.Context, arm: str | None, suite: str | None, run_all: bo
     from msmbuild.config import open_store
     from msmbuild.evaluate import evaluate as run_eval
     from msmbuild.evaluate import evaluate_suite, planned_evals
+    from msmbuild.experiments import arm_by_name
+    from msmbuild.preflight import preflight_before_spending, suite_calls_api
 
     params = load_ctx_params(ctx)
+    todo = planned_evals(params) if run_all else ([(arm_by_name(params, arm), suite)] if arm and suite else [])
+    preflight_before_spending(params, calls_api=any(suite_calls_api(params, s) for _a, s in todo),
+                              base_models=tuple(a.base_model for a, _s in todo))
     store = open_store(params)
     if run_all:
         # build/evals is the --all output (a DVC out): it exists even when nothing asks for evals

@@ -35,6 +35,9 @@ def _train(ctx: click.Context, arm: str | None, all_arms: bool, stage: str) -> N
         arms = [arm_by_name(p, arm)]
     else:
         arms = list(midtrain_arms(p).values()) if stage == "midtrain" else aft_arms(p)
+    from msmbuild.preflight import preflight_before_spending
+
+    preflight_before_spending(p, calls_api=False, base_models=tuple(a.base_model for a in arms))
     store, layout = open_store(p), Layout.of(p)
     made = layout.midtrain_models if stage == "midtrain" else layout.aft_models
     made.mkdir(parents=True, exist_ok=True)  # dvc tracks it, even with no arm to train

@@ -108,26 +108,36 @@ def _usd(value: float | None) -> str:
 
 
 def format_agentic_plan(plans: list[AgenticPlan]) -> str:
-    """The conditions x samples (once per distinct grid), then each arm's estimates."""
+    """Each distinct condition grid once, then one aligned row per arm, then the totals."""
     lines: list[str] = []
-    shown: list[list[ConditionPlan]] = []
+    grids: list[list[ConditionPlan]] = []
     for plan in plans:
-        lines.append(f"agentic_misalignment, arm {plan.arm}: {len(plan.conditions)} conditions x samples = "
-                     f"{plan.samples} samples")
-        if plan.conditions in shown:
-            lines.append(f"  conditions: as listed for grid {shown.index(plan.conditions) + 1} above")
-        else:
-            shown.append(plan.conditions)
-            lines.append(f"  grid {len(shown)}: {'condition':<40} {'samples':>8} {'prompt tok':>10}")
-            for c in plan.conditions:
-                size = "-" if c.prompt_tokens is None else str(c.prompt_tokens)
-                lines.append(f"  {'':<8}{c.id:<40} {c.samples:>8} {size:>10}")
-        lines.append(f"  grader {plan.grader_model}: est. {_usd(plan.grader_usd)}; reasoning-pattern judge "
-                     f"({plan.judge}): est. {_usd(plan.judge_usd)}")
-        lines.append(f"  generation: at most {plan.generated_tokens:,} tokens = {plan.gpu_hours:.2f} GPU-hours "
-                     f"(upper bound at the assumed decode throughput; included in the arm's eval GPU-h above)")
+        if plan.conditions not in grids:
+            grids.append(plan.conditions)
+    for g, grid in enumerate(grids, 1):
+        users = [p.arm for p in plans if p.conditions == grid]
+        width = max([len(c.id) for c in grid] + [9])
+        lines.append(f"agentic_misalignment grid {g}: {len(grid)} conditions, used by {len(users)} arm(s)")
+        lines.append(f"  {'condition':<{width}} {'samples':>8} {'prompt tok':>10}")
+        for c in grid:
+            size = "-" if c.prompt_tokens is None else str(c.prompt_tokens)
+            lines.append(f"  {c.id:<{width}} {c.samples:>8} {size:>10}")
+    width = max([len(p.arm) for p in plans] + [3])
+    lines.append("agentic_misalignment per arm (generation GPU-h: an upper bound at the assumed decode "
+                 "throughput, every sample at max_new_tokens; included in the arm's eval GPU-h above):")
+    lines.append(f"  {'arm':<{width}} {'grid':>4} {'conditions':>10} {'samples':>8} {'grader USD':>10} "
+                 f"{'judge USD':>10} {'gen tokens':>12} {'GPU-h':>7}  grader / judge")
+    for plan in plans:
+        lines.append(f"  {plan.arm:<{width}} {grids.index(plan.conditions) + 1:>4} {len(plan.conditions):>10} "
+                     f"{plan.samples:>8} {_usd(plan.grader_usd):>10} "
+                     f"{_usd(plan.judge_usd) if plan.judge != 'none' else '-':>10} "
+                     f"{plan.generated_tokens:>12,} {plan.gpu_hours:>7.2f}  {plan.grader_model} / {plan.judge}")
     if plans:
-        total_usd = sum((p.grader_usd or 0.0) + (p.judge_usd or 0.0) for p in plans)
-        lines.append(f"agentic total: ${total_usd:.2f} grader/judge, {sum(p.gpu_hours for p in plans):.2f} GPU-hours "
+        grader = sum(p.grader_usd or 0.0 for p in plans)
+        judge = sum(p.judge_usd or 0.0 for p in plans)
+        models = ", ".join(sorted({p.grader_model for p in plans}))
+        judges = ", ".join(sorted({p.judge for p in plans if p.judge != "none"})) or "none"
+        lines.append(f"agentic total: grader {models}: est. ${grader:.2f}; reasoning-pattern judge ({judges}): "
+                     f"est. ${judge:.2f}; {sum(p.gpu_hours for p in plans):.2f} GPU-hours "
                      "(see msmbuild.evaluate.plan for the assumptions)")
     return "\n".join(lines)

@@ -40,6 +40,7 @@ from msmbuild.generate.estimate import (
     ITEM_OUTPUT_TOKENS,
     assumed_output_tokens,
     cached_context_tokens,
+    input_tokens,
 )
 from msmbuild.generate.stages import sampling_for
 from msmbuild.spec import parse_spec
@@ -72,6 +73,9 @@ class DemonstrationPlan:
     calls: dict[str, int] = field(default_factory=dict)
     cost_usd: float = 0.0
     context_cached: bool = False  # the spec context is priced as cache reads (anthropic)
+    cost_usd_no_batch: float = 0.0  # the same calls at the Messages API price
+    batched_stages: list[str] = field(default_factory=list)  # stages priced as Message Batches
+    input_tokens: dict[str, int] = field(default_factory=dict)  # mean input tokens per request, spec context included
 
     @property
     def requests(self) -> int:
@@ -118,14 +122,20 @@ def plan_demonstrations(params: Params, name: str) -> DemonstrationPlan:
     cfg = params.aft[name]
     planned, n_sections, n_domains = planned_requests(params, name)
     plan = DemonstrationPlan(n_domains * cfg.n_queries, n_sections, n_domains)
+    tokens: dict[str, int] = {}
     for p in planned:
         plan.calls[p.request.stage] = plan.calls.get(p.request.stage, 0) + p.count
+        tokens[p.request.stage] = tokens.get(p.request.stage, 0) + input_tokens(p.request) * p.count
+    plan.input_tokens = {stage: round(t / plan.calls[stage]) for stage, t in tokens.items()}
     if cfg.backend == "anthropic":
         plan.cost_usd, plan.context_cached = _price(params, planned)
+        plan.cost_usd_no_batch, _ = _price(params, planned, batches=False)
+        acfg = params.backends.anthropic
+        plan.batched_stages = [s for s, n in plan.calls.items() if acfg.batch.enabled and n >= acfg.batch.threshold]
     return plan
 
 
-def _price(params: Params, planned: list[Planned]) -> tuple[float, bool]:
+def _price(params: Params, planned: list[Planned], batches: bool = True) -> tuple[float, bool]:
     """USD of the planned calls, with cache writes and reads of each shared prefix, and
     whether any context is priced as cached."""
     from msmbuild.generate.backends.pricing import estimate_cost
@@ -146,7 +156,7 @@ def _price(params: Params, planned: list[Planned]) -> tuple[float, bool]:
         prompt_in = round(sum((len(p.request.system) + len(p.request.prompt)) // CHARS_PER_TOKEN * p.count
                               for p in group) / k)
         out = round(sum(p.output_tokens * p.count for p in group) / k)
-        batch = acfg.batch.enabled and per_stage[stage] >= acfg.batch.threshold
+        batch = batches and acfg.batch.enabled and per_stage[stage] >= acfg.batch.threshold
         # the backend marks a context long enough to cache when another request shares its prefix
         ctx = cached_context_tokens(model, group[0].request, acfg.prompt_caching) if k > 1 else 0
         if ctx:

@@ -28,9 +28,9 @@ from msmbuild.errors import MsmbuildError
 from msmbuild.generate.backends.base import GenRequest, GenResult
 from msmbuild.generate.corpus import corpus_config
 from msmbuild.generate.estimate import (
-    CHARS_PER_TOKEN,
     DOC_OUTPUT_TOKENS,
     assumed_output_tokens,
+    input_tokens,
     list_size,
     stage_cost,
 )
@@ -46,7 +46,7 @@ from msmbuild.generate.stages import (
 )
 from msmbuild.spec import parse_spec
 
-__all__ = ["DOC_OUTPUT_TOKENS", "CorpusPlan", "StagePlan", "format_plan", "plan_corpus"]
+__all__ = ["DOC_OUTPUT_TOKENS", "CorpusPlan", "StagePlan", "batch_line", "format_plan", "plan_corpus"]
 
 
 @dataclass
@@ -60,6 +60,8 @@ class StagePlan:
     output_tokens: int  # mean per request (measured on cached answers when there are some)
     cost_usd: float = 0.0
     new_requests: list[GenRequest] = field(default_factory=list, repr=False)
+    cost_usd_no_batch: float = 0.0  # the same calls at the Messages API price
+    batched: bool = False  # priced as Message Batches (the stage reaches batch.threshold)
 
     @property
     def new(self) -> int:
@@ -83,6 +85,11 @@ class CorpusPlan:
     def cost_usd(self) -> float:
         """Estimated USD of the new calls (unknown cache counted as new)."""
         return sum(s.cost_usd for s in self.stages)
+
+    @property
+    def cost_usd_no_batch(self) -> float:
+        """The same calls without Message Batches pricing."""
+        return sum(s.cost_usd_no_batch for s in self.stages)
 
 
 class _KeyOnly:
@@ -139,7 +146,7 @@ class _PlanRun(StageRun):
             c = self.counts.setdefault(request.stage, {"requests": 0, "cached": 0, "in": 0,
                                                         "cached_out": [], "new": []})
             c["requests"] += 1
-            c["in"] += (len(request.system) + len(request.prompt)) // CHARS_PER_TOKEN
+            c["in"] += input_tokens(request)  # the shared spec context included: it is priced
             key = self.key(request)
             found = self.store.lookup_json(key) if self.known else None
             if found is not None:
@@ -201,6 +208,9 @@ def _price(params: Params, model: str, plans: list[StagePlan], warnings: list[st
     for p in plans:
         p.cost_usd = stage_cost(model, p.new_requests, p.output_tokens, params.prices, acfg.batch,
                                 acfg.prompt_caching)
+        p.cost_usd_no_batch = stage_cost(model, p.new_requests, p.output_tokens, params.prices, None,
+                                         acfg.prompt_caching)
+        p.batched = acfg.batch.enabled and len(p.new_requests) >= acfg.batch.threshold
 
 
 def format_plan(plans: list[CorpusPlan]) -> str:
@@ -223,5 +233,17 @@ def format_plan(plans: list[CorpusPlan]) -> str:
         lines.extend(f"  note: {n}" for n in cp.notes)
     lines.append(f"new calls: ${sum(cp.cost_usd for cp in plans):.4f} estimated "
                  "(cached calls cost nothing; prices from genai-prices or params.yaml prices:; "
-                 "tokens ~4 characters each; see msmbuild.generate.plan)")
+                 "tokens ~4 characters each, in tok/req includes the spec context sent with each request; "
+                 "see msmbuild.generate.plan)")
+    batched = [f"{cp.corpus}/{s.stage}" for cp in plans for s in cp.stages if s.batched]
+    if batched:
+        lines.append(batch_line(sum(cp.cost_usd for cp in plans), sum(cp.cost_usd_no_batch for cp in plans),
+                                batched))
     return "\n".join(lines)
+
+
+def batch_line(with_batch: float, without: float, stages: list[str]) -> str:
+    """The line that says where Message Batches pricing is assumed, and the price without it."""
+    shown = ", ".join(stages[:6]) + (f" and {len(stages) - 6} more" if len(stages) > 6 else "")
+    return (f"  Message Batches pricing assumed (backends.anthropic.batch: enabled, stages of at least "
+            f"batch.threshold new requests: {shown}): ${with_batch:.2f}; without batches: ${without:.2f}")
