@@ -61,8 +61,11 @@ def verify(ctx: click.Context) -> None:
         click.echo(f"unsafe tree  {s.object_path(d)}: {why}")
     for path in report.strays:
         click.echo(f"stray    {path} (not an object; skipped, `msmbuild store gc` quarantines it)")
-    if not report.ok:
-        if report.corrupt or report.strays:
+    copies = s.placed_mismatches(params.build_dir)
+    for path, obj in copies:
+        click.echo(f"changed  {path} (a copy that no longer hashes to its object {obj[:12]})")
+    if not report.ok or copies:
+        if report.corrupt or report.strays or copies:
             click.echo("repair: msmbuild store repair (restores from the remote or an intact copy; "
                        "what has no good copy is dropped and rebuilt by the next build)")
         raise SystemExit(1)
@@ -80,14 +83,17 @@ def repair(ctx: click.Context) -> None:
         click.echo(f"quarantined {report.strays} stray files")
     if not report.corrupt:
         click.echo("no corrupt objects")
-        return
-    click.echo(f"{len(report.corrupt)} corrupt objects: {len(report.restored)} restored, "
-               f"{len(report.replaced)} build paths re-placed")
+    else:
+        click.echo(f"{len(report.corrupt)} corrupt objects: {len(report.restored)} restored, "
+                   f"{len(report.replaced)} build paths re-placed")
     for path in report.replaced:
         click.echo(f"  re-placed  {path}")
+    for path in report.links:
+        click.echo(f"  removed link  {path} (a symbolic link; its target was left alone)")
     if report.needs_rebuild:
         for path in report.removed:
-            click.echo(f"  removed    {path}")
+            if path not in report.links:
+                click.echo(f"  removed    {path}")
         click.echo(f"{len(report.corrupt) - len(report.restored)} objects had no good copy: dropped "
                    f"{len(report.dropped_actions)} action records; run `snakemake --cores all` "
                    "(or the stage's msmbuild command) to recompute only those")
@@ -116,6 +122,9 @@ def gc(ctx: click.Context, extra_roots: tuple[str, ...], dry_run: bool) -> None:
                f"({out['bytes_freed'] / 1e6:.1f} MB); kept {out['objects_kept']} objects; "
                f"removed {out['resume_removed']} abandoned resume directories, "
                f"{out['tmp_removed']} temp files; quarantined {out['strays_quarantined']} stray files")
+    for link in out["links_skipped"]:
+        click.echo(f"skipped  {link}: a symbolic link; gc never follows one out of the store "
+                   "(remove or replace it by hand)", err=True)
 
 
 @store.command()
