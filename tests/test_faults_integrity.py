@@ -109,3 +109,118 @@ def test_verify_finds_a_same_size_change_in_a_copied_checkpoint_and_repair_fixes
     assert weights.read_bytes() == b"a" * 1000
     code, out, _ = _run_cli(["store", "verify"], capsys)
     assert code == 0 and out.endswith("ok\n"), out
+
+
+# -- msmbuild query cannot write; the catalog reads only what the index names, verified --------
+def _documents_workspace(tmp_path: Path, monkeypatch) -> Path:
+    """A workspace whose corpus c has 5 documents in two partitions (and the catalog built)."""
+    from msmbuild.config import load_params
+    from msmbuild.generate.partitions import write_dataset
+    from msmbuild.layout import Layout
+    from msmbuild.results.query import ensure_catalog
+
+    ws = _workspace(tmp_path, monkeypatch)
+    params = load_params(ws / "params.yaml")
+    write_dataset(Layout.of(params), "c", [{"doc_id": f"d{i}", "corpus": "c", "subdomain": f"s{i % 2}",
+                                            "text": f"document {i}", "n_chars": 10} for i in range(5)])
+    ensure_catalog(params)
+    return ws
+
+
+def _files(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+WRITES = [
+    "EXPLAIN ANALYZE COPY (SELECT 'injected' AS text) TO '{part}' (FORMAT parquet)",
+    "EXPLAIN ANALYZE COPY (SELECT 1 AS estimate) TO '{results}/eval_summary.parquet' (FORMAT parquet)",
+    "COPY (SELECT 'injected' AS text) TO '{part}' (FORMAT parquet)",
+    "COPY (SELECT 1 AS a) TO '{ws}/written.csv'",
+    "COPY (SELECT 1 AS a) TO ':memory:.wal' (FORMAT csv)",  # DuckDB allows its own names unless emptied
+    "EXPLAIN ANALYZE COPY (SELECT 1 AS a) TO ':memory:' (FORMAT csv)",
+    "ATTACH '{ws}/other.duckdb' AS other",
+    "EXPORT DATABASE '{ws}/exported'",
+    "PRAGMA profiling_output = '{ws}/profile.json'",
+    "CALL enable_logging()",
+    "SET allowed_directories = ['{ws}/']",
+    "SET enable_external_access = true",
+    "SET lock_configuration = false",
+]
+
+
+@pytest.mark.parametrize("sql", WRITES)
+def test_no_statement_run_by_query_can_write_a_file(tmp_path, monkeypatch, capsys, sql):
+    """Through the CLI and through the sandboxed connection itself (without the statement
+    check in front), each statement fails and no file under the workspace changes."""
+    from msmbuild.config import load_params
+    from msmbuild.results.query import connect
+
+    ws = _documents_workspace(tmp_path, monkeypatch)
+    part = next((ws / "build" / "corpora" / "c" / "documents").glob("*.parquet"))
+    sql = sql.format(part=part, results=ws / "build" / "results", ws=ws)
+    before = _files(ws)
+    code, out, err = _run_cli(["query", sql], capsys)
+    assert code == 2 and err.count("\n") == 1, (code, out, err)
+    con = connect(load_params(ws / "params.yaml"))
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - DuckDB's several error types
+            con.execute(sql)
+            con.execute(f"COPY (SELECT 1 AS a) TO '{ws}/written.csv'")  # a SET that took would show here
+        assert con.execute("SELECT count(*) FROM documents").fetchall() == [(5,)]
+    finally:
+        con.close()
+    assert _files(ws) == before
+    code, out, _ = _run_cli(["query", "SELECT count(*) AS n FROM documents"], capsys)
+    assert code == 0 and " 5" in out
+
+
+def test_the_catalog_reads_only_what_the_index_names(tmp_path, monkeypatch, capsys):
+    """A copied partition does not raise the count; a 0-byte stray .parquet breaks nothing."""
+    import shutil
+
+    ws = _documents_workspace(tmp_path, monkeypatch)
+    docs = ws / "build" / "corpora" / "c" / "documents"
+    shutil.copy(docs / "s0.parquet", docs / "s0 (copy).parquet")
+    (docs / "stray.parquet").write_bytes(b"")
+    (ws / "build" / "corpora" / "c" / "calls" / "documents").mkdir(parents=True)
+    (ws / "build" / "corpora" / "c" / "calls" / "documents" / "stray.parquet").write_bytes(b"")
+    (ws / "build" / "corpora" / "c" / "documents.json").touch()  # the catalog is rebuilt
+    code, out, err = _run_cli(["query", "SELECT count(*) AS n FROM documents"], capsys)
+    assert code == 0 and out.split()[1] == "5", (out, err)
+    code, out, err = _run_cli(["query", "SELECT n_documents FROM corpora"], capsys)
+    assert code == 0 and out.split()[1] == "5", (out, err)
+    code, out, err = _run_cli(["query", "SELECT count(*) AS n FROM calls"], capsys)
+    assert code == 0, err
+
+
+def test_a_truncated_index_is_a_clear_error_naming_it(tmp_path, monkeypatch, capsys):
+    ws = _documents_workspace(tmp_path, monkeypatch)
+    index = ws / "build" / "corpora" / "c" / "documents.json"
+    index.write_bytes(index.read_bytes()[:40])
+    code, out, err = _run_cli(["query", "SELECT count(*) AS n FROM documents"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"{Path('build/corpora/c/documents.json')}: not valid JSON" in err
+    assert "msmbuild generate documents c" in err
+
+
+def test_a_partition_changed_in_place_is_refused_by_the_catalog_and_the_shards(tmp_path, monkeypatch, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ws = _documents_workspace(tmp_path, monkeypatch)
+    part = ws / "build" / "corpora" / "c" / "documents" / "s0.parquet"
+    table = pq.read_table(part)
+    injected = table.set_column(table.schema.get_field_index("text"), "text",
+                                pa.array(["injected"] * len(table), pa.string()))
+    pq.write_table(injected, part)
+    (ws / "build" / "corpora" / "c" / "documents.json").touch()
+    code, out, err = _run_cli(["query", "SELECT count(*) AS n FROM documents"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{Path('build/corpora/c/documents/s0.parquet')}: does not hold the bytes" in err
+
+    from msmbuild.generate.partitions import document_files
+    from msmbuild.layout import Layout
+
+    with pytest.raises(Exception, match="s0.parquet: does not hold the bytes"):
+        document_files(Layout(ws / "build"), "c")  # what the shards read

@@ -38,6 +38,7 @@ from msmbuild.generate.idea_partitions import (
 )
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.partitions import (
+    VerifiedFiles,
     partition_name,
     place,
     read_index,
@@ -417,7 +418,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
     partitions the persisted index names are decided again, and only a partition whose
     candidates or dropped rows changed is read and written. Returns (paths changed, entries).
     """
-    old = read_index(layout, corpus)
+    old = read_index(layout, corpus, strict=False)  # a corrupt index is rewritten
     known = {p["partition"]: p for p in old["partitions"]} if old else {}
     names = [partition_name(sub["id"]) for sub in subs]
     recs = {name: records[sub["id"]] for name, sub in zip(names, subs, strict=True)}
@@ -435,13 +436,14 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
             if place(store, rec.outputs["documents"], path, was.get("documents")):
                 changed.append(str(path))
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
-                and path.is_file() and path.stat().st_size == was["documents"]["size"]:
+                and VerifiedFiles.of(path).holds(path, was["documents"]["digest"]):
             entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests")})
         else:
             entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
             data = entry.pop("data")
             if write_bytes_if_changed(path, data):
                 changed.append(str(path))
+            VerifiedFiles.of(path).note(path, entry["documents"]["digest"])
         calls = layout.document_calls_partition(corpus, name)
         entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
         if place(store, rec.outputs["calls"], calls, was.get("calls")):
@@ -453,6 +455,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
               layout.step_calls(corpus, "tree")]
     if write_index(layout, corpus, entries, inputs):
         changed.append(str(layout.documents_index(corpus)))
+    VerifiedFiles.save_all()
     return changed, entries
 
 

@@ -17,7 +17,9 @@ the store gives it, and whose file has that entry's size, is not touched (no new
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,14 +39,18 @@ def partition_name(subdomain: str) -> str:
     return quote(subdomain, safe="-_.") or "_"
 
 
-def read_index(layout: Layout, corpus: str) -> dict[str, Any] | None:
-    """documents.json of a corpus, or None when it is missing or not an index of this format."""
-    return _read_json_index(layout.documents_index(corpus), INDEX_FORMAT)
+def read_index(layout: Layout, corpus: str, strict: bool = True) -> dict[str, Any] | None:
+    """documents.json of a corpus, or None when it is missing.
+
+    A file that is there but is not an index of this format (truncated, corrupt, edited) is
+    an error naming it; with ``strict=False`` (a step about to rewrite it) it reads as None.
+    """
+    return _read_json_index(layout.documents_index(corpus), INDEX_FORMAT, strict, "documents", corpus)
 
 
-def read_ideas_index(layout: Layout, corpus: str) -> dict[str, Any] | None:
-    """ideas.json of a corpus (msmbuild.generate.idea_partitions), or None when missing or unreadable."""
-    return _read_json_index(layout.ideas_index(corpus), IDEAS_INDEX_FORMAT)
+def read_ideas_index(layout: Layout, corpus: str, strict: bool = True) -> dict[str, Any] | None:
+    """ideas.json of a corpus (msmbuild.generate.idea_partitions), or None when missing; see read_index."""
+    return _read_json_index(layout.ideas_index(corpus), IDEAS_INDEX_FORMAT, strict, "ideas", corpus)
 
 
 def require_ideas_index(layout: Layout, corpus: str) -> dict[str, Any]:
@@ -72,14 +78,22 @@ def read_ideas(layout: Layout, corpus: str):
     return pa.concat_tables(tables) if tables else SCHEMAS["ideas"].empty_table()
 
 
-def _read_json_index(path: Path, fmt: int) -> dict[str, Any] | None:
+def _read_json_index(path: Path, fmt: int, strict: bool, step: str, corpus: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
+    problem = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == fmt else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data, problem = None, f"not valid JSON ({exc}); truncated or corrupt"
+    if problem is None and not (isinstance(data, dict) and data.get("format") == fmt
+                                and isinstance(data.get("partitions"), list)):
+        problem = f"not a partition index of format {fmt}"
+    if problem is None:
+        return data
+    if strict:
+        raise MsmbuildError(f"{path}: {problem}; run `msmbuild generate {step} {corpus}` to write it again")
+    return None
 
 
 def require_index(layout: Layout, corpus: str) -> dict[str, Any]:
@@ -88,14 +102,10 @@ def require_index(layout: Layout, corpus: str) -> dict[str, Any]:
 
 
 def document_files(layout: Layout, corpus: str) -> list[Path]:
-    """The corpus's document partition files in tree order (the index names them)."""
-    index = require_index(layout, corpus)
-    files = [layout.document_partition(corpus, p["partition"]) for p in index["partitions"]]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise MsmbuildError(f"{missing[0]}: listed in {layout.documents_index(corpus)} but missing "
-                            f"({len(missing)} partition file(s)); run `msmbuild generate documents {corpus}`")
-    return files
+    """The corpus's document partition files in tree order: only what the index names, each
+    verified against its index digest (``verified_files``)."""
+    require_index(layout, corpus)
+    return verified_files(layout, corpus, "documents")
 
 
 def read_documents(layout: Layout, corpus: str, columns: Sequence[str] | None = None):
@@ -114,11 +124,130 @@ def read_documents(layout: Layout, corpus: str, columns: Sequence[str] | None = 
 
 
 def place(store: Store, digest: str, path: Path, known: dict[str, Any] | None) -> bool:
-    """Put a stored partition at path unless the index entry says it is there; True if written."""
-    if known is not None and known.get("digest") == digest and path.is_file() \
-            and path.stat().st_size == known.get("size"):
+    """Put a stored partition at path unless it is already there; True if written.
+
+    "There" means the index entry names this digest and the file is verified to hold it
+    (``VerifiedFiles``: a stat when nothing touched the file since it was last verified,
+    else a re-hash), so a partition changed in place is written again.
+    """
+    cache = VerifiedFiles.of(path)
+    if known is not None and known.get("digest") == digest and cache.holds(path, digest):
         return False
-    return write_bytes_if_changed(path, store.get_bytes(digest))
+    written = write_bytes_if_changed(path, store.get_bytes(digest))  # verified bytes
+    cache.note(path, digest)
+    return written
+
+
+class VerifiedFiles:
+    """Which partition files were verified against their index digest, by stat.
+
+    A file's (size, mtime_ns, ctime_ns, inode) when it last hashed to a digest is kept in
+    ``build/corpora/<corpus>/.verified.json``; while all four are unchanged the file still
+    holds those bytes (any write changes ctime, which no user call can set back), so
+    verifying costs one stat. A changed stat re-hashes the file. The catalog, the shards
+    and the documents step read a partition only after ``holds`` said yes.
+    """
+
+    _open: dict[Path, VerifiedFiles] = {}
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list[Any]] = {}
+        self.dirty = False
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                self.entries = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 5}
+        except (OSError, ValueError):
+            pass
+
+    @classmethod
+    def of(cls, partition: Path) -> VerifiedFiles:
+        """The cache of the corpus a partition file belongs to (one per process and corpus)."""
+        corpus_dir = partition.parent.parent
+        if corpus_dir.name == "calls":
+            corpus_dir = corpus_dir.parent
+        cache_path = corpus_dir / ".verified.json"
+        if cache_path not in cls._open:
+            cls._open[cache_path] = cls(cache_path)
+        return cls._open[cache_path]
+
+    @staticmethod
+    def _stat(path: Path) -> list[int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        import stat as _stat_mod
+
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] if _stat_mod.S_ISREG(st.st_mode) else None
+
+    def holds(self, path: Path, digest: str) -> bool:
+        """Whether the file at path has exactly the bytes of digest (stat, or hash when changed)."""
+        from msmbuild.hashing import digest_file
+
+        now = self._stat(path)
+        if now is None:
+            return False
+        name = str(path.resolve())
+        if self.entries.get(name) == [*now, digest]:
+            return True
+        if digest_file(path) != digest or self._stat(path) != now:
+            return False
+        self.entries[name] = [*now, digest]
+        self.dirty = True
+        return True
+
+    def note(self, path: Path, digest: str) -> None:
+        """Record that path was just written with the (verified) bytes of digest."""
+        now = self._stat(path)
+        if now is not None:
+            self.entries[str(path.resolve())] = [*now, digest]
+            self.dirty = True
+
+    def save(self) -> None:
+        """Write the cache when it learned something (atomically; a lost update only costs a re-hash)."""
+        if self.dirty and self.path.parent.is_dir():
+            with contextlib.suppress(OSError):
+                write_bytes_if_changed(self.path, json.dumps(self.entries, sort_keys=True).encode())
+            self.dirty = False
+
+    @classmethod
+    def save_all(cls) -> None:
+        """Save every cache this process opened."""
+        for cache in cls._open.values():
+            cache.save()
+
+
+def indexed_files(layout: Layout, corpus: str, what: str) -> list[tuple[Path, str]]:
+    """(file, digest) of each partition a corpus's index names: ``what`` is "documents" or
+    "document_calls" (documents.json), "ideas" or "idea_calls" (ideas.json). An entry without
+    a digest (an index of an older layout) names no file."""
+    if what in ("documents", "document_calls"):
+        index, field = read_index(layout, corpus), "documents" if what == "documents" else "calls"
+        path = layout.document_partition if what == "documents" else layout.document_calls_partition
+    else:
+        index, field = read_ideas_index(layout, corpus), "ideas" if what == "ideas" else "calls"
+        path = layout.ideas_partition if what == "ideas" else layout.idea_calls_partition
+    return [(path(corpus, p["partition"]), p[field]["digest"])
+            for p in (index or {}).get("partitions", []) if isinstance(p.get(field), dict)]
+
+
+def verified_files(layout: Layout, corpus: str, what: str) -> list[Path]:
+    """The partition files of a corpus's index (see indexed_files), each verified against the
+    digest the index records for it; an error naming the first that is missing or differs."""
+    files = indexed_files(layout, corpus, what)
+    index = layout.documents_index(corpus) if what.startswith("document") else layout.ideas_index(corpus)
+    step = "documents" if what.startswith("document") else "ideas"
+    for path, digest in files:
+        if not path.is_file():
+            raise MsmbuildError(f"{path}: listed in {index} but missing; run `msmbuild generate {step} {corpus}`")
+        if not VerifiedFiles.of(path).holds(path, digest):
+            raise MsmbuildError(
+                f"{path}: does not hold the bytes {index} records for it (digest {digest[:12]}…): it was "
+                f"changed after it was placed; run `msmbuild generate {step} {corpus}` to place it again")
+    VerifiedFiles.save_all()
+    return [path for path, _ in files]
 
 
 def remove_stale(directory: Path, keep: Iterable[str]) -> list[str]:
