@@ -224,3 +224,147 @@ def test_a_partition_changed_in_place_is_refused_by_the_catalog_and_the_shards(t
 
     with pytest.raises(Exception, match="s0.parquet: does not hold the bytes"):
         document_files(Layout(ws / "build"), "c")  # what the shards read
+
+
+# -- cut-off answers -----------------------------------------------------------------------------
+def _anthropic_corpus(root: Path, url: str, batch: bool = False) -> None:
+    import yaml
+    from generate_helpers import make_workspace
+
+    make_workspace(root, backend="anthropic", n_doc_types=1, n_doc_ideas=2)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["store"] = {"path": str(root / "store")}
+    params["backends"] = {"anthropic": {
+        "model": "claude-sonnet-4-6", "base_url": url, "http_client": "httpx",
+        "batch": {"enabled": batch, "threshold": 1, "poll_initial_s": 0.05, "poll_max_s": 0.1}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _step(step: str):
+    from msmbuild.config import load_params
+    from msmbuild.generate import corpus
+
+    return getattr(corpus, f"generate_{step}")(load_params("params.yaml"), "small", progress=False)
+
+
+def _documents(root: Path):
+    from msmbuild.generate.partitions import read_documents
+    from msmbuild.layout import Layout
+
+    return read_documents(Layout(root / "build"), "small").to_pylist()
+
+
+def _document_calls(root: Path) -> dict[str, dict]:
+    """The stored document answers by key (value and meta)."""
+    store = Store(root / "store")
+    out = {}
+    for key in store.action_keys():
+        record = store.actions.get(key)
+        if record.meta.get("kind") == "generate" and record.meta.get("stage") == "document":
+            out[key] = store.lookup_json(key)
+    return out
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["messages", "batches"])
+def test_a_cut_off_document_is_never_stored_and_a_rerun_asks_again(tmp_path, monkeypatch, batch):
+    """The server cuts every document answer off at max_tokens (an unclosed <content>): the
+    step fails naming the cut-off items, nothing cut off is stored; once the server is
+    healthy the rerun asks for exactly those, every kept document is complete and carries
+    its stop reason, and a rebuild makes no model call."""
+    from msmbuild.errors import BackendError
+    from msmbuild.testing import FakeAnthropic
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.chdir(tmp_path)
+    with FakeAnthropic() as server:
+        _anthropic_corpus(tmp_path, server.url, batch)
+        _step("tree")
+        _step("ideas")
+        server.inject("max_tokens", times=-1, match="<content>")
+        with pytest.raises(BackendError, match="cut off at max_tokens") as failed:
+            _step("documents")
+        n_docs = int(str(failed.value).split(" of ")[0].rsplit(" ", 1)[1])
+        assert n_docs >= 5 and f"{n_docs} of {n_docs} requests failed" in str(failed.value)  # every one
+        assert not (tmp_path / "build" / "corpora" / "small" / "documents.json").exists()
+        assert _document_calls(tmp_path) == {}  # no cut-off answer was stored
+        server.reset()
+        report = _step("documents")
+        assert report.stats.misses == n_docs and report.counts["kept"] == n_docs
+        assert report.counts["cut off"] == 0
+        docs = _documents(tmp_path)
+        assert len(docs) == n_docs and {d["stop_reason"] for d in docs} == {"end_turn"}
+        assert all("<content>" not in d["text"] and d["text"].strip() for d in docs)
+        assert {c.meta["stop_reason"] for c in _document_calls(tmp_path).values()} == {"end_turn"}
+        server.reset()
+        again = _step("documents")
+        assert again.stats.misses == 0 and server.stats()["endpoints"].get("messages", 0) == 0
+        assert server.stats()["endpoints"].get("batches_create", 0) == 0
+
+
+def test_an_upgraded_store_with_cut_off_answers_is_found_by_verify_and_rebuilt_after_repair(
+        tmp_path, monkeypatch, capsys):
+    """Answers stored by an msmbuild that kept cut-off documents (an unclosed <content>,
+    no stop reason recorded; or stop_reason max_tokens): verify lists them and the
+    partitions built from them, repair drops both, the next build asks for those only."""
+    from msmbuild.testing import FakeAnthropic
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    monkeypatch.chdir(tmp_path)
+    with FakeAnthropic() as server:
+        _anthropic_corpus(tmp_path, server.url)
+        for step in ("tree", "ideas", "documents"):
+            _step(step)
+        store = Store(tmp_path / "store")
+        calls = _document_calls(tmp_path)
+        old_style = sorted(calls)[:3]
+        for i, key in enumerate(old_style):  # as an older msmbuild stored them
+            value = dict(calls[key].value)
+            value["text"] = value["text"].split("</content>")[0][:-40]
+            value["meta"] = {k: v for k, v in value["meta"].items() if k != "stop_reason"}
+            if i == 0:
+                value["meta"]["stop_reason"] = "max_tokens"
+            meta = {k: v for k, v in calls[key].meta.items() if k != "stop_reason"}
+            store.save_json(key, value, meta)
+        code, out, _ = _run_cli(["store", "verify"], capsys)
+        assert code == 1
+        assert out.count("cut off  ") == 3 and "stop_reason max_tokens" in out and "never closed" in out
+        assert "kept by  documents partition" in out
+        code, out, err = _run_cli(["store", "repair"], capsys)
+        assert code == 0 and "dropped 3 cut-off model answers" in out, (out, err)
+        server.reset()
+        report = _step("documents")
+        assert report.stats.misses == 3 and server.stats()["endpoints"]["messages"] == 3
+        assert {d["stop_reason"] for d in _documents(tmp_path)} == {"end_turn"}
+        code, out, _ = _run_cli(["store", "verify"], capsys)
+        assert code == 0 and out.endswith("ok\n"), out
+
+
+def test_a_changed_partition_is_found_by_verify_and_replaced_by_repair_or_the_next_build(
+        tmp_path, monkeypatch, capsys):
+    import yaml
+    from generate_helpers import make_workspace
+
+    monkeypatch.chdir(tmp_path)
+    make_workspace(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["store"] = {"path": str(tmp_path / "store")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for step in ("tree", "ideas", "documents"):
+        _step(step)
+    part = sorted((tmp_path / "build" / "corpora" / "small" / "documents").glob("*.parquet"))[0]
+    good = part.read_bytes()
+
+    def tamper() -> None:  # same size, other bytes: what a size check cannot see
+        part.write_bytes(good[:100] + bytes([good[100] ^ 1]) + good[101:])
+
+    tamper()
+    code, out, _ = _run_cli(["store", "verify"], capsys)
+    assert code == 1 and f"changed  {part.relative_to(tmp_path)}" in out, out
+    code, out, _ = _run_cli(["store", "repair"], capsys)
+    assert code == 0 and f"re-placed  {part.relative_to(tmp_path)}" in out, out
+    assert part.read_bytes() == good
+    tamper()
+    _step("documents")
+    assert part.read_bytes() == good
+    code, out, _ = _run_cli(["store", "verify"], capsys)
+    assert code == 0 and out.endswith("ok\n"), out

@@ -64,12 +64,32 @@ def verify(ctx: click.Context) -> None:
     copies = s.placed_mismatches(params.build_dir)
     for path, obj in copies:
         click.echo(f"changed  {path} (a copy that no longer hashes to its object {obj[:12]})")
-    if not report.ok or copies:
-        if report.corrupt or report.strays or copies:
+    parts, cut = _build_checks(params, s)
+    for problem in parts:
+        if problem.why in ("missing", "changed"):
+            click.echo(f"{problem.why:<8} {problem.path} (listed in {problem.index} with digest "
+                       f"{problem.digest[:12]})")
+        else:
+            click.echo(f"bad index  {problem.path}: {problem.why}")
+    for key, why in sorted(cut.calls.items()):
+        click.echo(f"cut off  {s.action_path(key)} (a model answer: {why})")
+    for key, calls in sorted(cut.partitions.items()):
+        click.echo(f"  kept by  documents partition {key[:12]} ({len(calls)} cut-off documents)")
+    if not report.ok or copies or parts or cut.calls:
+        if report.corrupt or report.strays or copies or parts or cut.calls:
             click.echo("repair: msmbuild store repair (restores from the remote or an intact copy; "
                        "what has no good copy is dropped and rebuilt by the next build)")
         raise SystemExit(1)
     click.echo("ok")
+
+
+def _build_checks(params, s):
+    """Partition files that differ from their index, and cut-off answers kept in the store."""
+    from msmbuild.generate.calls import find_cut_off
+    from msmbuild.generate.partitions import check_partitions
+    from msmbuild.layout import Layout
+
+    return check_partitions(Layout.of(params), params.corpora), find_cut_off(s)
 
 
 @store.command()
@@ -77,7 +97,21 @@ def verify(ctx: click.Context) -> None:
 def repair(ctx: click.Context) -> None:
     """Restore corrupt objects (remote, or an intact copy in build/) and fix the build paths
     that hold them; what cannot be restored is dropped so the next build recomputes only it."""
+    from msmbuild.generate.partitions import restore_partitions
+
     params, s = _store(ctx)
+    parts, cut = _build_checks(params, s)
+    for key in sorted(set(cut.calls) | set(cut.partitions)):
+        s.actions.remove(key)
+    if cut.calls:
+        click.echo(f"dropped {len(cut.calls)} cut-off model answers and the {len(cut.partitions)} documents "
+                   "partitions built from them: the next build asks again for those documents only")
+    restored, lost = restore_partitions(s, parts)
+    for path in restored:
+        click.echo(f"  re-placed  {path} (from the store, as its index records it)")
+    for path in lost:
+        click.echo(f"  not restored  {path}: not in the store; the next `msmbuild generate` of its corpus "
+                   "writes it again")
     report = s.repair(params.build_dir)
     if report.strays:
         click.echo(f"quarantined {report.strays} stray files")

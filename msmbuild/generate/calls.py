@@ -23,7 +23,7 @@ from typing import Any
 
 from msmbuild.errors import BackendError
 from msmbuild.gcfreeze import frozen_heap
-from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
+from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, ItemError
 from msmbuild.hashing import digest_text
 from msmbuild.progress import Progress
 from msmbuild.store import ResultWriter, Store
@@ -69,8 +69,70 @@ def request_key(store: Store, identity: dict[str, Any], request: GenRequest) -> 
     return store.key(CALL_KIND, {"backend": identity, "request": request.key_inputs()})
 
 
+def cut_off(result: GenResult) -> bool:
+    """Whether an answer stopped because it ran out of tokens (never kept as a result)."""
+    return result.meta.get("stop_reason") == "max_tokens"
+
+
+def unclosed_content(answer: str) -> bool:
+    """Whether an answer opens <content> and never closes it: the document ends mid-text.
+
+    (A scratchpad may quote the tag; only the last <content> counts.)
+    """
+    opened = answer.rfind("<content>")
+    return opened >= 0 and "</content>" not in answer[opened:]
+
+
+@dataclass
+class CutOff:
+    """Stored answers cut off before it was refused (``find_cut_off``) and what kept them."""
+
+    calls: dict[str, str] = field(default_factory=dict)  # call key -> why
+    partitions: dict[str, list[str]] = field(default_factory=dict)  # partition key -> its cut-off calls
+
+
+def find_cut_off(store: Store) -> CutOff:
+    """Every stored model answer that was cut off (stop_reason max_tokens, or a document
+    whose <content> is never closed: made by an msmbuild that kept such answers), and the
+    documents partitions built from them (``meta["keeps"]``). ``msmbuild store verify``
+    lists them; ``msmbuild store repair`` drops them so the next build asks again."""
+    from msmbuild.errors import StoreError
+
+    found = CutOff()
+    partitions = []
+    for key in store.action_keys():
+        try:
+            record = store.actions.get(key)
+        except StoreError:
+            continue  # verify reports a malformed record by itself
+        if record is None:
+            continue
+        kind = record.meta.get("kind")
+        if kind == "documents-partition":
+            partitions.append((key, record.meta.get("keeps") or []))
+            continue
+        if kind != CALL_KIND:
+            continue
+        try:
+            stored = store.lookup_json(key)
+        except StoreError:
+            continue
+        if stored is None or not isinstance(stored.value, dict):
+            continue
+        res = GenResult.from_json(stored.value)
+        if cut_off(res):
+            found.calls[key] = "stop_reason max_tokens"
+        elif record.meta.get("stage") == "document" and unclosed_content(res.text):
+            found.calls[key] = "<content> never closed"
+    for key, keeps in partitions:
+        bad = [k for k in keeps if k in found.calls]
+        if bad:
+            found.partitions[key] = bad
+    return found
+
+
 def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: float,
-         error: str, backend: Backend, made_at: float = 0.0) -> dict[str, Any]:
+         error: str, backend: Backend, made_at: float = 0.0, stop_reason: str = "") -> dict[str, Any]:
     usage = res.usage if res is not None else None
     return {
         "key": key, "corpus": "", "stage": req.stage, "prompt_version": req.prompt_version, "subdomain": "",
@@ -85,6 +147,7 @@ def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: fl
         "cost_usd": res.cost_usd if res is not None else 0.0,
         "wall_s": wall_s, "made_at": made_at, "error": error,
         "context_digest": str(res.meta.get("context_digest", "")) if res is not None else "",
+        "stop_reason": str(res.meta.get("stop_reason") or "") if res is not None else stop_reason,
     }
 
 
@@ -126,6 +189,9 @@ def run_requests(
         if refresh_stale and res.meta.get("context_digest", "") != _context_digest(requests[i]):
             todo[key] = [i]
             continue
+        if cut_off(res):  # stored before cut-off answers were refused: ask again, replace it
+            todo[key] = [i]
+            continue
         results[i] = res
         rows[i] = _row(key, requests[i], res, True, float(found.meta.get("wall_s", 0.0)), "", backend,
                        float(found.meta.get("created") or 0.0))
@@ -136,8 +202,14 @@ def run_requests(
     lock = threading.Lock()
     last = [time.perf_counter()]
 
+    cut: list[tuple[int, GenResult]] = []
+
     def on_result(writer: ResultWriter, j: int, res: GenResult) -> None:
         key = miss_keys[j]
+        if cut_off(res):  # any backend: a cut-off answer is a failed item, never stored
+            with lock:
+                cut.append((j, res))
+            return
         res.meta["context_digest"] = _context_digest(miss_requests[j])
         with lock:
             now = time.perf_counter()
@@ -150,7 +222,8 @@ def run_requests(
                 "cache_creation_input_tokens": res.usage.cache_creation_input_tokens,
                 "cache_read_input_tokens": res.usage.cache_read_input_tokens,
                 "cost_usd": res.cost_usd, "batch": res.batch,
-                "produced_by_model": res.produced_by_model, "wall_s": wall, "created": time.time()}
+                "produced_by_model": res.produced_by_model, "wall_s": wall, "created": time.time(),
+                "stop_reason": res.meta.get("stop_reason")}
         # Stored by the writer thread, made durable in groups: one syncfs about every
         # second (and when the run ends) covers every result written before it.
         writer.save_json(key, res.to_json(), meta)
@@ -176,10 +249,14 @@ def run_requests(
                 deliver = functools.partial(on_result, writer)
                 deliver.flush = writer.flush  # type: ignore[attr-defined]  # see Backend.generate
                 errors = backend.generate(miss_requests, deliver)
+            errors += [ItemError(j, f"{backend.name} {miss_requests[j].stage} request: the answer was cut off "
+                                    f"(stop_reason max_tokens, {res.usage.output_tokens} output tokens); "
+                                    "not stored: a rerun asks again", "max_tokens") for j, res in cut]
             for err in sorted(errors, key=lambda e: e.index):
                 key = miss_keys[err.index]
                 for i in todo[key]:
-                    rows[i] = _row(key, requests[i], None, False, 0.0, str(err), backend)
+                    rows[i] = _row(key, requests[i], None, False, 0.0, str(err), backend,
+                                   stop_reason=err.stop_reason)
                     failures.append(f"{requests[i].stage} request #{i} (key {key[:12]}): {err}")
                 stats.errors += 1
     finally:

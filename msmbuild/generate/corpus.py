@@ -303,6 +303,7 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
                   "kept": sum(e["n_docs"] for e in entries),
                   "too short": sum(m["too_short"] for m in metas),
                   "too long": sum(m["too_long"] for m in metas),
+                  "cut off": sum(m.get("cut_off", 0) for m in metas),
                   "near-duplicates": sum(m["near_duplicate"] for m in metas)
                   + sum(len(e["dropped"]) for e in entries),
                   "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo)}
@@ -392,6 +393,7 @@ def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, st
         meta = {"kind": "documents-partition", "corpus": s.run.corpus, "subdomain": sid,
                 "n_generated": len(docs_by[sid]), "n_docs": report.kept, "too_short": report.too_short,
                 "too_long": report.too_long, "near_duplicate": report.near_duplicate,
+                "cut_off": report.cut_off,
                 "n_chars": sum(d["n_chars"] for d in kept), "spec_digests": digests,
                 # not "cost_usd": store stats sums that key over actions, and the calls carry it
                 "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "n_calls": len(calls_by[sid]),

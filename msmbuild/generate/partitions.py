@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -101,6 +102,60 @@ def require_index(layout: Layout, corpus: str) -> dict[str, Any]:
     return _required(read_index(layout, corpus), layout.documents_index(corpus), "documents", corpus)
 
 
+@dataclass
+class PartitionProblem:
+    """A partition file that does not hold what its index records (``check_partitions``)."""
+
+    path: Path
+    digest: str
+    index: Path
+    why: str  # "missing", "changed" or the index's own problem
+    corpus: str = ""
+    step: str = ""
+
+
+def check_partitions(layout: Layout, corpora: Iterable[str]) -> list[PartitionProblem]:
+    """Every partition file the corpora's indexes name that is missing or whose bytes do not
+    match the digest recorded for it, and every index that cannot be read."""
+    problems = []
+    for corpus in corpora:
+        for what, step in (("ideas", "ideas"), ("idea_calls", "ideas"), ("documents", "documents"),
+                           ("document_calls", "documents")):
+            index = layout.documents_index(corpus) if step == "documents" else layout.ideas_index(corpus)
+            try:
+                files = indexed_files(layout, corpus, what)
+            except MsmbuildError as exc:
+                if not any(p.index == index for p in problems):
+                    problems.append(PartitionProblem(index, "", index, str(exc).split(": ", 1)[-1], corpus, step))
+                continue
+            for path, digest in files:
+                if not path.is_file():
+                    problems.append(PartitionProblem(path, digest, index, "missing", corpus, step))
+                elif not VerifiedFiles.of(path).holds(path, digest):
+                    problems.append(PartitionProblem(path, digest, index, "changed", corpus, step))
+    VerifiedFiles.save_all()
+    return problems
+
+
+def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tuple[list[Path], list[Path]]:
+    """Place each listed partition again from the store; (restored, not in the store)."""
+    restored, lost = [], []
+    for problem in problems:
+        if not problem.digest:
+            lost.append(problem.path)
+            continue
+        try:
+            data = store.get_bytes(problem.digest)
+        except (MsmbuildError, OSError):
+            lost.append(problem.path)
+            continue
+        write_bytes_if_changed(problem.path, data)
+        VerifiedFiles.of(problem.path).note(problem.path, problem.digest)
+        restored.append(problem.path)
+    VerifiedFiles.save_all()
+    return restored, lost
+
+
 def document_files(layout: Layout, corpus: str) -> list[Path]:
     """The corpus's document partition files in tree order: only what the index names, each
     verified against its index digest (``verified_files``)."""
@@ -111,16 +166,27 @@ def document_files(layout: Layout, corpus: str) -> list[Path]:
 def read_documents(layout: Layout, corpus: str, columns: Sequence[str] | None = None):
     """The corpus's documents as one pyarrow Table (tree order)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from msmbuild.tables import SCHEMAS
 
     schema = SCHEMAS["documents"]
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
-    tables = [pq.read_table(f, columns=list(schema.names), use_threads=False, pre_buffer=False)
-              for f in document_files(layout, corpus)]
+    tables = [read_partition(f, schema) for f in document_files(layout, corpus)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def read_partition(path: Path, schema):
+    """A partition file as a pyarrow Table with exactly schema's columns: a column its file
+    predates (e.g. stop_reason) is null, so partitions of several msmbuild versions concatenate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[n for n in schema.names if n in present], use_threads=False,
+                          pre_buffer=False)
+    columns = [table.column(f.name) if f.name in present else pa.nulls(len(table), f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def place(store: Store, digest: str, path: Path, known: dict[str, Any] | None) -> bool:
@@ -320,7 +386,6 @@ def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -
 def read_calls(layout: Layout, corpus: str):
     """Every model call of the corpus's three steps as one pyarrow Table (tree, ideas, documents)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from msmbuild.tables import SCHEMAS
 
@@ -329,5 +394,5 @@ def read_calls(layout: Layout, corpus: str):
               for p in (read_ideas_index(layout, corpus) or {}).get("partitions", [])]
     index = read_index(layout, corpus)
     files += [layout.document_calls_partition(corpus, p["partition"]) for p in (index or {}).get("partitions", [])]
-    tables = [pq.read_table(f, use_threads=False, pre_buffer=False) for f in files if f.is_file()]
+    tables = [read_partition(f, SCHEMAS["calls"]) for f in files if f.is_file()]
     return pa.concat_tables(tables) if tables else SCHEMAS["calls"].empty_table()
