@@ -368,3 +368,22 @@ def test_a_changed_partition_is_found_by_verify_and_replaced_by_repair_or_the_ne
     assert part.read_bytes() == good
     code, out, _ = _run_cli(["store", "verify"], capsys)
     assert code == 0 and out.endswith("ok\n"), out
+
+
+# -- low: a directory at a lease path, a deleted ideas.json -------------------------------------
+def test_a_directory_at_a_lease_path_is_a_clear_error(tmp_path):
+    from msmbuild.errors import StoreError
+
+    store = Store(tmp_path / "store")
+    key = Store.key("midtrain", {"i": 1})
+    store.lease_path(key).mkdir(parents=True)
+    with pytest.raises(StoreError, match=r"\.lease: a directory stands where the action's lease file goes"):
+        store.claim(key)
+
+
+def test_a_missing_output_snakemake_will_not_remake_is_not_up_to_date():
+    from msmbuild.status import OutputStatus, StatusReport
+
+    gone = OutputStatus("build/corpora/c/ideas.json", "corpus_ideas", "missing", "no update")
+    assert gone.stale and not StatusReport(outputs=[gone]).up_to_date
+    assert "--forcerun corpus_ideas" in gone.describe()
