@@ -387,3 +387,17 @@ def test_a_missing_output_snakemake_will_not_remake_is_not_up_to_date():
     gone = OutputStatus("build/corpora/c/ideas.json", "corpus_ideas", "missing", "no update")
     assert gone.stale and not StatusReport(outputs=[gone]).up_to_date
     assert "--forcerun corpus_ideas" in gone.describe()
+
+
+def test_a_build_replaces_a_linked_checkpoint_directory_without_touching_its_target(tmp_path, monkeypatch):
+    ws = _workspace(tmp_path, monkeypatch)
+    store = Store(ws / "store", link_modes=("copy",))
+    _key, tree, dest = _placed_checkpoint(ws, store, "a")
+    elsewhere = tmp_path / "elsewhere"
+    dest.rename(elsewhere)
+    dest.symlink_to(elsewhere, target_is_directory=True)
+    os.chmod(elsewhere / "model.safetensors", 0o644)
+    (elsewhere / "model.safetensors").write_bytes(b"q" * 1000)  # same size: sizes alone look right
+    store.materialize_if_changed(tree, dest)
+    assert not dest.is_symlink() and (dest / "model.safetensors").read_bytes() == b"a" * 1000
+    assert (elsewhere / "model.safetensors").read_bytes() == b"q" * 1000

@@ -296,11 +296,13 @@ class Store:
         """Materialize a tree unless dest already holds it (no new mtimes on a no-op build).
 
         A marker beside dest (``.<name>.tree``) records the tree last placed there. Sizes
-        are a cheap check: a truncated object (and its link) is placed again.
+        are a cheap check: a truncated object (and its link) is placed again, and so is a
+        dest that is a symbolic link (the link is swapped out; its target is left alone).
         """
         dest = Path(dest)
         marker = dest.parent / f".{dest.name}.tree"
-        if dest.is_dir() and marker.is_file() and marker.read_text() == tree and all(
+        # a link at dest is nothing msmbuild placed: it is replaced (the link, never its target)
+        if dest.is_dir() and not dest.is_symlink() and marker.is_file() and marker.read_text() == tree and all(
                 (dest / rel).is_file() and (dest / rel).stat().st_size == size
                 for rel, _obj, size, _x in self.tree_entries(tree)):
             return dest
