@@ -45,8 +45,11 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-hash every object and inline value, check every action's outputs exist; exit 1 on problems."""
+    from msmbuild.generate.calls import CutOff
+
     params, s = _store(ctx)
-    report = s.verify()
+    cut = CutOff()  # cut-off model answers, found in verify's one pass over the records
+    report = s.verify(visit=lambda key, record: cut(key, record, s))
     click.echo(f"checked {report.objects_checked} objects, {report.actions_checked} actions")
     affected = s.affected_paths(params.build_dir, report.corrupt) if report.corrupt else {}
     for d in report.corrupt:
@@ -64,7 +67,7 @@ def verify(ctx: click.Context) -> None:
     copies = s.placed_mismatches(params.build_dir)
     for path, obj in copies:
         click.echo(f"changed  {path} (a copy that no longer hashes to its object {obj[:12]})")
-    parts, cut = _build_checks(params, s)
+    parts = _changed_partitions(params)
     for problem in parts:
         if problem.why in ("missing", "changed"):
             click.echo(f"{problem.why:<8} {problem.path} (listed in {problem.index} with digest "
@@ -83,13 +86,12 @@ def verify(ctx: click.Context) -> None:
     click.echo("ok")
 
 
-def _build_checks(params, s):
-    """Partition files that differ from their index, and cut-off answers kept in the store."""
-    from msmbuild.generate.calls import find_cut_off
+def _changed_partitions(params):
+    """Partition files that are missing or differ from the digest their index records."""
     from msmbuild.generate.partitions import check_partitions
     from msmbuild.layout import Layout
 
-    return check_partitions(Layout.of(params), params.corpora), find_cut_off(s)
+    return check_partitions(Layout.of(params), params.corpora)
 
 
 @store.command()
@@ -97,10 +99,11 @@ def _build_checks(params, s):
 def repair(ctx: click.Context) -> None:
     """Restore corrupt objects (remote, or an intact copy in build/) and fix the build paths
     that hold them; what cannot be restored is dropped so the next build recomputes only it."""
+    from msmbuild.generate.calls import find_cut_off
     from msmbuild.generate.partitions import restore_partitions
 
     params, s = _store(ctx)
-    parts, cut = _build_checks(params, s)
+    parts, cut = _changed_partitions(params), find_cut_off(s)
     for key in sorted(set(cut.calls) | set(cut.partitions)):
         s.actions.remove(key)
     if cut.calls:

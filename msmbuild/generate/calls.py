@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from msmbuild.errors import BackendError
+from msmbuild.errors import BackendError, MsmbuildError
 from msmbuild.gcfreeze import frozen_heap
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, ItemError
 from msmbuild.hashing import digest_text
@@ -85,49 +85,60 @@ def unclosed_content(answer: str) -> bool:
 
 @dataclass
 class CutOff:
-    """Stored answers cut off before it was refused (``find_cut_off``) and what kept them."""
+    """Stored answers cut off before that was refused, and what kept them.
+
+    Called with every action record (``Store.verify``'s visit, or ``find_cut_off``), it
+    notes each model answer that was cut off (stop_reason max_tokens, or a document whose
+    <content> is never closed: made by an msmbuild that kept such answers) and each
+    documents partition built from one (``meta["keeps"]``). ``msmbuild store verify``
+    lists them; ``msmbuild store repair`` drops them so the next build asks again.
+    """
 
     calls: dict[str, str] = field(default_factory=dict)  # call key -> why
-    partitions: dict[str, list[str]] = field(default_factory=dict)  # partition key -> its cut-off calls
+    _keeps: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def __call__(self, key: str, record: Any, store: Store | None = None) -> None:
+        kind = record.meta.get("kind")
+        if kind == "documents-partition":
+            self._keeps.append((key, list(record.meta.get("keeps") or [])))
+            return
+        if kind != CALL_KIND:
+            return
+        value = record.inline.get("value")
+        if value is None and store is not None and "value" in record.outputs:
+            try:
+                value = store.get_json(record.outputs["value"])
+            except (MsmbuildError, OSError, ValueError):  # a corrupt object: verify reports it
+                return
+        if not isinstance(value, dict):
+            return
+        meta = value.get("meta") or {}
+        if meta.get("stop_reason") == "max_tokens" or record.meta.get("stop_reason") == "max_tokens":
+            self.calls[key] = "stop_reason max_tokens"
+        elif record.meta.get("stage") == "document" and unclosed_content(str(value.get("text") or "")):
+            self.calls[key] = "<content> never closed"
+
+    @property
+    def partitions(self) -> dict[str, list[str]]:
+        """documents partition key -> the cut-off calls it was built from."""
+        out = {}
+        for key, keeps in self._keeps:
+            bad = [k for k in keeps if k in self.calls]
+            if bad:
+                out[key] = bad
+        return out
 
 
 def find_cut_off(store: Store) -> CutOff:
-    """Every stored model answer that was cut off (stop_reason max_tokens, or a document
-    whose <content> is never closed: made by an msmbuild that kept such answers), and the
-    documents partitions built from them (``meta["keeps"]``). ``msmbuild store verify``
-    lists them; ``msmbuild store repair`` drops them so the next build asks again."""
-    from msmbuild.errors import StoreError
-
+    """CutOff over every action record of the store (one pass)."""
     found = CutOff()
-    partitions = []
     for key in store.action_keys():
         try:
             record = store.actions.get(key)
-        except StoreError:
+        except MsmbuildError:
             continue  # verify reports a malformed record by itself
-        if record is None:
-            continue
-        kind = record.meta.get("kind")
-        if kind == "documents-partition":
-            partitions.append((key, record.meta.get("keeps") or []))
-            continue
-        if kind != CALL_KIND:
-            continue
-        try:
-            stored = store.lookup_json(key)
-        except StoreError:
-            continue
-        if stored is None or not isinstance(stored.value, dict):
-            continue
-        res = GenResult.from_json(stored.value)
-        if cut_off(res):
-            found.calls[key] = "stop_reason max_tokens"
-        elif record.meta.get("stage") == "document" and unclosed_content(res.text):
-            found.calls[key] = "<content> never closed"
-    for key, keeps in partitions:
-        bad = [k for k in keeps if k in found.calls]
-        if bad:
-            found.partitions[key] = bad
+        if record is not None and not record.bad_inline():
+            found(key, record, store)
     return found
 
 

@@ -39,6 +39,7 @@ from msmbuild.generate.idea_partitions import (
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.partitions import (
     VerifiedFiles,
+    indexed_files,
     partition_name,
     place,
     read_index,
@@ -118,10 +119,12 @@ def spending_cap(params: Params, corpus: str, step: str | None = None) -> Spendi
     layout = Layout.of(params)
     spent = 0.0
     files = [layout.step_calls(corpus, "tree")] if step != "tree" else []
-    if step != "ideas":
-        files += sorted(layout.idea_calls_dir(corpus).glob("*.parquet"))
-    if step != "documents":
-        files += sorted(layout.document_calls_dir(corpus).glob("*.parquet"))
+    for what, skip in (("idea_calls", "ideas"), ("document_calls", "documents")):
+        if step != skip:  # the ledgers the indexes name (a stray file is not a call)
+            try:
+                files += [path for path, _ in indexed_files(layout, corpus, what)]
+            except MsmbuildError:
+                pass  # an unreadable index is rewritten by its step; it names no spending
     for path in files:
         if path.is_file():
             spent += sum(r["cost_usd"] or 0.0 for r in read_parquet_rows(path)

@@ -5,14 +5,17 @@ msmbuild.generate.idea_partitions writes them, ``read_ideas`` reads them.)
 
 A corpus's documents live in ``build/corpora/<corpus>/documents/<partition>.parquet`` and
 the documents step's calls in ``calls/documents/<partition>.parquet``, one partition per
-subdomain (``partition_name``). Every file has the registered schema, so DuckDB
-(``read_parquet('.../documents/*.parquet')``), pyarrow and ``datasets`` read the directory
-as one table. ``documents.json`` lists the partitions in tree order with their store
-digests and counts: readers take the file list from it (so a half-placed directory is
-never read), and the workflow depends on it (it changes exactly when a partition does).
+subdomain (``partition_name``). Every file has the registered schema (a column added
+later reads as null in older files), so DuckDB, pyarrow and ``datasets`` read them as one
+table. ``documents.json`` lists the partitions in tree order with their store digests and
+counts: msmbuild's readers (the catalog, the shards) take the file list from it and read
+a file only once it is verified against its digest (``verified_files``, ``VerifiedFiles``),
+so a half-placed directory, a stray or copied file and a partition changed in place are
+never read; the workflow depends on the index (it changes exactly when a partition does).
 
 Placing partitions is O(changed): a partition whose index entry already names the digest
-the store gives it, and whose file has that entry's size, is not touched (no new mtime).
+the store gives it, and whose file is verified to hold it (a stat while nothing touched
+it), is not touched (no new mtime).
 """
 
 from __future__ import annotations

@@ -638,8 +638,12 @@ class Store:
         return count
 
     # -- maintenance -----------------------------------------------------------
-    def verify(self) -> VerifyReport:
-        """Check every object's digest and that every action's outputs exist."""
+    def verify(self, visit: Callable[[str, ActionResult], None] | None = None) -> VerifyReport:
+        """Check every object's digest and that every action's outputs exist.
+
+        visit(key, record), when given, sees every readable record in the same pass (for
+        checks of what a record means, which the store does not know).
+        """
         report = VerifyReport()
         report.strays = [str(p) for p in self.cas.iter_strays()]
         for digest in self.cas.iter_digests():
@@ -660,6 +664,8 @@ class Store:
                 continue
             if record.bad_inline():
                 report.bad_actions.append(key)
+            elif visit is not None:
+                visit(key, record)
             for digest in record.object_digests():
                 if not self.cas.has(digest):
                     report.missing.append(digest)
