@@ -401,3 +401,27 @@ def test_a_build_replaces_a_linked_checkpoint_directory_without_touching_its_tar
     store.materialize_if_changed(tree, dest)
     assert not dest.is_symlink() and (dest / "model.safetensors").read_bytes() == b"a" * 1000
     assert (elsewhere / "model.safetensors").read_bytes() == b"q" * 1000
+
+
+def test_repair_follows_a_link_above_the_checkpoints_the_user_made(tmp_path, monkeypatch, capsys):
+    """build/models on another disk through a link is the user's layout: repair restores
+    the checkpoint there and keeps the link."""
+    remote = tmp_path / "remote"
+    ws = _workspace(tmp_path, monkeypatch, remote)
+    disk = tmp_path / "big-disk" / "models"
+    disk.mkdir(parents=True)
+    (ws / "build").mkdir()
+    (ws / "build" / "models").symlink_to(disk, target_is_directory=True)
+    store = Store(ws / "store", link_modes=("copy",), remote=str(remote))
+    _key, _tree, dest = _placed_checkpoint(ws, store, "a")
+    store.push()
+    digest = next(d for d in store.cas.iter_digests() if store.cas.path(d).stat().st_size == 1000)
+    obj = store.cas.path(digest)
+    os.chmod(obj, 0o644)
+    obj.write_bytes(b"y" * 1000)
+    os.chmod(dest / "model.safetensors", 0o644)
+    (dest / "model.safetensors").write_bytes(b"y" * 1000)
+    code, out, err = _run_cli(["store", "repair"], capsys)
+    assert code == 0 and "removed link" not in out, (out, err)
+    assert (ws / "build" / "models").is_symlink()
+    assert (disk / "midtrain" / "a" / "model.safetensors").read_bytes() == b"a" * 1000

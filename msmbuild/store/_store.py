@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import logging
 import os
 import shutil
@@ -94,6 +95,23 @@ def _is_disk_full(exc: BaseException) -> bool:
             return True
         cur, seen = cur.__cause__ or cur.__context__, seen + 1
     return False
+
+
+def _walk_build(build_dir: str | os.PathLike[str]) -> Iterable[tuple[str, list[str]]]:
+    """(directory, file names) under build_dir, following links to directories (build/models
+    on another disk is a user's layout) but entering each real directory once (no loops)."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(build_dir, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        yield dirpath, filenames
 
 
 def _walk_no_links(directory: Path) -> Iterable[Path]:
@@ -680,7 +698,9 @@ class Store:
     def placed_trees(self, build_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:
         """(dest, tree digest) of every tree placed under build_dir with a marker."""
         out = []
-        for marker in Path(build_dir).rglob(TREE_MARKER_GLOB):
+        markers = [Path(d) / name for d, files in _walk_build(build_dir) for name in files
+                   if fnmatch.fnmatchcase(name, TREE_MARKER_GLOB)]
+        for marker in markers:
             dest = marker.parent / marker.name[1:-len(".tree")]
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 tree = marker.read_text().strip()
@@ -699,7 +719,7 @@ class Store:
             with contextlib.suppress(OSError):
                 st = self.cas.path(d).stat()
                 inodes[(st.st_dev, st.st_ino)] = d
-        for dirpath, _dirs, files in os.walk(build_dir):
+        for dirpath, files in _walk_build(build_dir):
             for name in files:
                 path = Path(dirpath) / name
                 with contextlib.suppress(OSError):
@@ -812,17 +832,12 @@ class Store:
                         continue
                     if root is not None:
                         (root.parent / f".{root.name}.tree").unlink(missing_ok=True)
-                    outcome = remove_within(build_dir, target)
-                    if outcome.startswith("refused"):
-                        link = symlink_on_path(build_dir, target)
-                        outcome = remove_within(build_dir, link) if link is not None else outcome
-                        target = link or target
-                    if outcome != "missing" and not outcome.startswith("refused"):
+                    # a link at target is removed as a link; its target is never entered
+                    outcome = remove_within(target.parent, target)
+                    if outcome != "missing":
                         report.removed.append(target)
                         if outcome == "link removed":
                             report.links.append(target)
-                    else:
-                        log.warning("repair: %s not removed (%s)", target, outcome)
         self.cas.sync()
         return report
 
@@ -830,11 +845,15 @@ class Store:
                             roots: dict[Path, str] | None = None) -> bool:
         """Place a (restored) object at a build path again; True when done here.
 
-        A path reached through a symbolic link is not written through it: the link is
-        removed (its target is left alone) and, when it is a placed tree's directory, the
-        tree is placed there again as a real directory.
+        A path reached through a symbolic link at or inside a placed tree (msmbuild places
+        real directories there) is not written through it: the link is removed (its target
+        is left alone) and, when it is the tree's directory, the tree is placed there again
+        as a real directory. Links above a tree (build/models on another disk) are the
+        user's layout and are followed as before.
         """
-        link = symlink_on_path(build_dir, path)
+        roots = roots if roots is not None else {dest: tree for dest, tree in self.placed_trees(build_dir)}
+        root = next((dest for dest in roots if path.is_relative_to(dest)), None)
+        link = symlink_on_path(root.parent, path) if root is not None else None
         if link is None or link == path:
             executable = bool(path.stat().st_mode & 0o111) if path.exists() else False
             self.cas.materialize_file(digest, path, verified=True)
@@ -843,8 +862,7 @@ class Store:
             return True
         if link in report.removed or link in report.replaced:
             return False
-        roots = roots if roots is not None else {dest: tree for dest, tree in self.placed_trees(build_dir)}
-        remove_within(build_dir, link)
+        remove_within(link.parent, link)
         report.links.append(link)
         tree = roots.get(link)
         if tree is not None and all(self.cas.verify_object(obj) for _rel, obj, _size, _x in self.tree_entries(tree)):
