@@ -56,3 +56,43 @@ def iter_jsonl(path: str | os.PathLike[str], error: type[Exception],
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise error(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+
+
+def symlink_on_path(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path | None:
+    """The first symbolic link among path and the directories between root and it, or None.
+
+    ``path`` must lie under ``root`` (lexically); root itself may be a link (a store placed
+    on another disk through a link is the user's choice, not an escape).
+    """
+    root, path = Path(root), Path(path)
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def remove_within(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> str:
+    """Remove a file, link or directory tree under root without acting through a link.
+
+    A link at ``path`` is unlinked (its target is left alone); a link on the way to path
+    (a directory between root and it) stops the removal. Returns what happened: "removed",
+    "link removed", "missing" or "refused: <link> is a symbolic link".
+    """
+    import shutil
+
+    root, path = Path(root), Path(path)
+    link = symlink_on_path(root, path.parent)
+    if link is not None:
+        return f"refused: {link} is a symbolic link"
+    if path.is_symlink():
+        path.unlink()
+        return "link removed"
+    if not path.exists():
+        return "missing"
+    if path.is_dir():
+        shutil.rmtree(path)  # fd-based on Linux: never follows a link inside the tree
+    else:
+        path.unlink()
+    return "removed"

@@ -53,11 +53,21 @@ class OutputStatus:
 
     @property
     def stale(self) -> bool:
-        """True when the engine would rebuild it."""
-        return self.plan != "no update"
+        """True when the engine would rebuild it, or it is gone (see ``deleted``)."""
+        return self.plan != "no update" or self.deleted
+
+    @property
+    def deleted(self) -> bool:
+        """Missing although the engine plans nothing: deleted after the outputs made from
+        it were built (Snakemake does not remake such a file by itself, and the next step
+        that reads it fails)."""
+        return self.status == "missing" and self.plan == "no update"
 
     def describe(self) -> str:
         """One line in words: whether it will be rebuilt, and the engine's reason."""
+        if self.deleted:
+            return (f"{self.path}: missing (deleted after what is made from it); Snakemake will not remake "
+                    f"it by itself: run `snakemake --cores all --forcerun {self.rule}`")
         if not self.stale:
             return f"{self.path}: up to date"
         reason = {"ok": "an input it is made from will be rebuilt first",

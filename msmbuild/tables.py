@@ -33,7 +33,7 @@ CALL_FIELDS = (
     ("model", STR), ("cache_hit", BOOL), ("input_tokens", INT), ("output_tokens", INT),
     ("cache_creation_input_tokens", INT), ("cache_read_input_tokens", INT),
     ("cache_saving_usd", FLOAT), ("cost_usd", FLOAT), ("wall_s", FLOAT), ("made_at", FLOAT), ("error", STR),
-    ("context_digest", STR),
+    ("context_digest", STR), ("stop_reason", STR),
 )
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -43,7 +43,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("domain", STR), ("subdomain", STR), ("doc_type", STR), ("idea", STR),
         ("sample_index", INT), ("text", STR), ("n_chars", INT), ("backend", STR), ("model", STR),
         ("prompt_version", STR), ("produced_by_model", BOOL), ("input_tokens", INT),
-        ("output_tokens", INT), ("cost_usd", FLOAT), ("spec_digest", STR)),
+        ("output_tokens", INT), ("cost_usd", FLOAT), ("spec_digest", STR), ("stop_reason", STR)),
     "ideas": _schema(
         ("corpus", STR), ("subdomain", STR), ("subdomain_title", STR), ("domain", STR),
         ("section_id", STR), ("section_hash", STR), ("doc_type_index", INT), ("doc_type", STR),

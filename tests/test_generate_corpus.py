@@ -29,7 +29,7 @@ from msmbuild.store import Store
 DOC_COLUMNS = ["doc_id", "corpus", "section_id", "section_hash", "domain", "subdomain",
                "doc_type", "idea", "sample_index", "text", "n_chars", "backend", "model",
                "prompt_version", "produced_by_model", "input_tokens", "output_tokens",
-               "cost_usd", "spec_digest"]
+               "cost_usd", "spec_digest", "stop_reason"]
 
 
 @pytest.fixture

@@ -183,3 +183,15 @@ def test_status_lines_read_as_sentences(ws: Path) -> None:
     assert "update pending" not in out and "(ok)" not in out
     assert f"{DOCS}: will be rebuilt (an input it is made from will be rebuilt first)" in out
     assert "build/corpora/small/tree.json: will be rebuilt (an input file changed)" in out
+
+
+@pytest.mark.faults
+def test_status_names_a_deleted_ideas_index(ws: Path) -> None:
+    """A deleted ideas.json: Snakemake plans nothing (documents.json is newer) and the next
+    documents step would fail; status says so and how to remake it."""
+    (ws / "build" / "corpora" / "small" / "ideas.json").unlink()
+    proc = run(["msmbuild", "status"], ws)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "build/corpora/small/ideas.json: missing (deleted after what is made from it)" in proc.stdout
+    must(["snakemake", "--cores", "2", "-q", "--forcerun", "corpus_ideas"], ws)
+    assert must(["msmbuild", "status"], ws).strip() == "up to date"

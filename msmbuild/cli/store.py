@@ -45,8 +45,11 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Re-hash every object and inline value, check every action's outputs exist; exit 1 on problems."""
+    from msmbuild.generate.calls import CutOff
+
     params, s = _store(ctx)
-    report = s.verify()
+    cut = CutOff()  # cut-off model answers, found in verify's one pass over the records
+    report = s.verify(visit=lambda key, record: cut(key, record, s))
     click.echo(f"checked {report.objects_checked} objects, {report.actions_checked} actions")
     affected = s.affected_paths(params.build_dir, report.corrupt) if report.corrupt else {}
     for d in report.corrupt:
@@ -61,12 +64,34 @@ def verify(ctx: click.Context) -> None:
         click.echo(f"unsafe tree  {s.object_path(d)}: {why}")
     for path in report.strays:
         click.echo(f"stray    {path} (not an object; skipped, `msmbuild store gc` quarantines it)")
-    if not report.ok:
-        if report.corrupt or report.strays:
+    copies = s.placed_mismatches(params.build_dir)
+    for path, obj in copies:
+        click.echo(f"changed  {path} (a copy that no longer hashes to its object {obj[:12]})")
+    parts = _changed_partitions(params)
+    for problem in parts:
+        if problem.why in ("missing", "changed"):
+            click.echo(f"{problem.why:<8} {problem.path} (listed in {problem.index} with digest "
+                       f"{problem.digest[:12]})")
+        else:
+            click.echo(f"bad index  {problem.path}: {problem.why}")
+    for key, why in sorted(cut.calls.items()):
+        click.echo(f"cut off  {s.action_path(key)} (a model answer: {why})")
+    for key, calls in sorted(cut.partitions.items()):
+        click.echo(f"  kept by  documents partition {key[:12]} ({len(calls)} cut-off documents)")
+    if not report.ok or copies or parts or cut.calls:
+        if report.corrupt or report.strays or copies or parts or cut.calls:
             click.echo("repair: msmbuild store repair (restores from the remote or an intact copy; "
                        "what has no good copy is dropped and rebuilt by the next build)")
         raise SystemExit(1)
     click.echo("ok")
+
+
+def _changed_partitions(params):
+    """Partition files that are missing or differ from the digest their index records."""
+    from msmbuild.generate.partitions import check_partitions
+    from msmbuild.layout import Layout
+
+    return check_partitions(Layout.of(params), params.corpora)
 
 
 @store.command()
@@ -74,20 +99,38 @@ def verify(ctx: click.Context) -> None:
 def repair(ctx: click.Context) -> None:
     """Restore corrupt objects (remote, or an intact copy in build/) and fix the build paths
     that hold them; what cannot be restored is dropped so the next build recomputes only it."""
+    from msmbuild.generate.calls import find_cut_off
+    from msmbuild.generate.partitions import restore_partitions
+
     params, s = _store(ctx)
+    parts, cut = _changed_partitions(params), find_cut_off(s)
+    for key in sorted(set(cut.calls) | set(cut.partitions)):
+        s.actions.remove(key)
+    if cut.calls:
+        click.echo(f"dropped {len(cut.calls)} cut-off model answers and the {len(cut.partitions)} documents "
+                   "partitions built from them: the next build asks again for those documents only")
+    restored, lost = restore_partitions(s, parts)
+    for path in restored:
+        click.echo(f"  re-placed  {path} (from the store, as its index records it)")
+    for path in lost:
+        click.echo(f"  not restored  {path}: not in the store; the next `msmbuild generate` of its corpus "
+                   "writes it again")
     report = s.repair(params.build_dir)
     if report.strays:
         click.echo(f"quarantined {report.strays} stray files")
     if not report.corrupt:
         click.echo("no corrupt objects")
-        return
-    click.echo(f"{len(report.corrupt)} corrupt objects: {len(report.restored)} restored, "
-               f"{len(report.replaced)} build paths re-placed")
+    else:
+        click.echo(f"{len(report.corrupt)} corrupt objects: {len(report.restored)} restored, "
+                   f"{len(report.replaced)} build paths re-placed")
     for path in report.replaced:
         click.echo(f"  re-placed  {path}")
+    for path in report.links:
+        click.echo(f"  removed link  {path} (a symbolic link; its target was left alone)")
     if report.needs_rebuild:
         for path in report.removed:
-            click.echo(f"  removed    {path}")
+            if path not in report.links:
+                click.echo(f"  removed    {path}")
         click.echo(f"{len(report.corrupt) - len(report.restored)} objects had no good copy: dropped "
                    f"{len(report.dropped_actions)} action records; run `snakemake --cores all` "
                    "(or the stage's msmbuild command) to recompute only those")
@@ -116,6 +159,9 @@ def gc(ctx: click.Context, extra_roots: tuple[str, ...], dry_run: bool) -> None:
                f"({out['bytes_freed'] / 1e6:.1f} MB); kept {out['objects_kept']} objects; "
                f"removed {out['resume_removed']} abandoned resume directories, "
                f"{out['tmp_removed']} temp files; quarantined {out['strays_quarantined']} stray files")
+    for link in out["links_skipped"]:
+        click.echo(f"skipped  {link}: a symbolic link; gc never follows one out of the store "
+                   "(remove or replace it by hand)", err=True)
 
 
 @store.command()

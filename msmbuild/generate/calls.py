@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from msmbuild.errors import BackendError
+from msmbuild.errors import BackendError, MsmbuildError
 from msmbuild.gcfreeze import frozen_heap
-from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
+from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, ItemError
 from msmbuild.hashing import digest_text
 from msmbuild.progress import Progress
 from msmbuild.store import ResultWriter, Store
@@ -69,8 +69,81 @@ def request_key(store: Store, identity: dict[str, Any], request: GenRequest) -> 
     return store.key(CALL_KIND, {"backend": identity, "request": request.key_inputs()})
 
 
+def cut_off(result: GenResult) -> bool:
+    """Whether an answer stopped because it ran out of tokens (never kept as a result)."""
+    return result.meta.get("stop_reason") == "max_tokens"
+
+
+def unclosed_content(answer: str) -> bool:
+    """Whether an answer opens <content> and never closes it: the document ends mid-text.
+
+    (A scratchpad may quote the tag; only the last <content> counts.)
+    """
+    opened = answer.rfind("<content>")
+    return opened >= 0 and "</content>" not in answer[opened:]
+
+
+@dataclass
+class CutOff:
+    """Stored answers cut off before that was refused, and what kept them.
+
+    Called with every action record (``Store.verify``'s visit, or ``find_cut_off``), it
+    notes each model answer that was cut off (stop_reason max_tokens, or a document whose
+    <content> is never closed: made by an msmbuild that kept such answers) and each
+    documents partition built from one (``meta["keeps"]``). ``msmbuild store verify``
+    lists them; ``msmbuild store repair`` drops them so the next build asks again.
+    """
+
+    calls: dict[str, str] = field(default_factory=dict)  # call key -> why
+    _keeps: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def __call__(self, key: str, record: Any, store: Store | None = None) -> None:
+        kind = record.meta.get("kind")
+        if kind == "documents-partition":
+            self._keeps.append((key, list(record.meta.get("keeps") or [])))
+            return
+        if kind != CALL_KIND:
+            return
+        value = record.inline.get("value")
+        if value is None and store is not None and "value" in record.outputs:
+            try:
+                value = store.get_json(record.outputs["value"])
+            except (MsmbuildError, OSError, ValueError):  # a corrupt object: verify reports it
+                return
+        if not isinstance(value, dict):
+            return
+        meta = value.get("meta") or {}
+        if meta.get("stop_reason") == "max_tokens" or record.meta.get("stop_reason") == "max_tokens":
+            self.calls[key] = "stop_reason max_tokens"
+        elif record.meta.get("stage") == "document" and unclosed_content(str(value.get("text") or "")):
+            self.calls[key] = "<content> never closed"
+
+    @property
+    def partitions(self) -> dict[str, list[str]]:
+        """documents partition key -> the cut-off calls it was built from."""
+        out = {}
+        for key, keeps in self._keeps:
+            bad = [k for k in keeps if k in self.calls]
+            if bad:
+                out[key] = bad
+        return out
+
+
+def find_cut_off(store: Store) -> CutOff:
+    """CutOff over every action record of the store (one pass)."""
+    found = CutOff()
+    for key in store.action_keys():
+        try:
+            record = store.actions.get(key)
+        except MsmbuildError:
+            continue  # verify reports a malformed record by itself
+        if record is not None and not record.bad_inline():
+            found(key, record, store)
+    return found
+
+
 def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: float,
-         error: str, backend: Backend, made_at: float = 0.0) -> dict[str, Any]:
+         error: str, backend: Backend, made_at: float = 0.0, stop_reason: str = "") -> dict[str, Any]:
     usage = res.usage if res is not None else None
     return {
         "key": key, "corpus": "", "stage": req.stage, "prompt_version": req.prompt_version, "subdomain": "",
@@ -85,6 +158,7 @@ def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: fl
         "cost_usd": res.cost_usd if res is not None else 0.0,
         "wall_s": wall_s, "made_at": made_at, "error": error,
         "context_digest": str(res.meta.get("context_digest", "")) if res is not None else "",
+        "stop_reason": str(res.meta.get("stop_reason") or "") if res is not None else stop_reason,
     }
 
 
@@ -126,6 +200,9 @@ def run_requests(
         if refresh_stale and res.meta.get("context_digest", "") != _context_digest(requests[i]):
             todo[key] = [i]
             continue
+        if cut_off(res):  # stored before cut-off answers were refused: ask again, replace it
+            todo[key] = [i]
+            continue
         results[i] = res
         rows[i] = _row(key, requests[i], res, True, float(found.meta.get("wall_s", 0.0)), "", backend,
                        float(found.meta.get("created") or 0.0))
@@ -136,8 +213,14 @@ def run_requests(
     lock = threading.Lock()
     last = [time.perf_counter()]
 
+    cut: list[tuple[int, GenResult]] = []
+
     def on_result(writer: ResultWriter, j: int, res: GenResult) -> None:
         key = miss_keys[j]
+        if cut_off(res):  # any backend: a cut-off answer is a failed item, never stored
+            with lock:
+                cut.append((j, res))
+            return
         res.meta["context_digest"] = _context_digest(miss_requests[j])
         with lock:
             now = time.perf_counter()
@@ -150,7 +233,8 @@ def run_requests(
                 "cache_creation_input_tokens": res.usage.cache_creation_input_tokens,
                 "cache_read_input_tokens": res.usage.cache_read_input_tokens,
                 "cost_usd": res.cost_usd, "batch": res.batch,
-                "produced_by_model": res.produced_by_model, "wall_s": wall, "created": time.time()}
+                "produced_by_model": res.produced_by_model, "wall_s": wall, "created": time.time(),
+                "stop_reason": res.meta.get("stop_reason")}
         # Stored by the writer thread, made durable in groups: one syncfs about every
         # second (and when the run ends) covers every result written before it.
         writer.save_json(key, res.to_json(), meta)
@@ -176,10 +260,14 @@ def run_requests(
                 deliver = functools.partial(on_result, writer)
                 deliver.flush = writer.flush  # type: ignore[attr-defined]  # see Backend.generate
                 errors = backend.generate(miss_requests, deliver)
+            errors += [ItemError(j, f"{backend.name} {miss_requests[j].stage} request: the answer was cut off "
+                                    f"(stop_reason max_tokens, {res.usage.output_tokens} output tokens); "
+                                    "not stored: a rerun asks again", "max_tokens") for j, res in cut]
             for err in sorted(errors, key=lambda e: e.index):
                 key = miss_keys[err.index]
                 for i in todo[key]:
-                    rows[i] = _row(key, requests[i], None, False, 0.0, str(err), backend)
+                    rows[i] = _row(key, requests[i], None, False, 0.0, str(err), backend,
+                                   stop_reason=err.stop_reason)
                     failures.append(f"{requests[i].stage} request #{i} (key {key[:12]}): {err}")
                 stats.errors += 1
     finally:

@@ -38,6 +38,8 @@ from msmbuild.generate.idea_partitions import (
 )
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.partitions import (
+    VerifiedFiles,
+    indexed_files,
     partition_name,
     place,
     read_index,
@@ -117,10 +119,12 @@ def spending_cap(params: Params, corpus: str, step: str | None = None) -> Spendi
     layout = Layout.of(params)
     spent = 0.0
     files = [layout.step_calls(corpus, "tree")] if step != "tree" else []
-    if step != "ideas":
-        files += sorted(layout.idea_calls_dir(corpus).glob("*.parquet"))
-    if step != "documents":
-        files += sorted(layout.document_calls_dir(corpus).glob("*.parquet"))
+    for what, skip in (("idea_calls", "ideas"), ("document_calls", "documents")):
+        if step != skip:  # the ledgers the indexes name (a stray file is not a call)
+            try:
+                files += [path for path, _ in indexed_files(layout, corpus, what)]
+            except MsmbuildError:
+                pass  # an unreadable index is rewritten by its step; it names no spending
     for path in files:
         if path.is_file():
             spent += sum(r["cost_usd"] or 0.0 for r in read_parquet_rows(path)
@@ -302,6 +306,7 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
                   "kept": sum(e["n_docs"] for e in entries),
                   "too short": sum(m["too_short"] for m in metas),
                   "too long": sum(m["too_long"] for m in metas),
+                  "cut off": sum(m.get("cut_off", 0) for m in metas),
                   "near-duplicates": sum(m["near_duplicate"] for m in metas)
                   + sum(len(e["dropped"]) for e in entries),
                   "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo)}
@@ -391,6 +396,7 @@ def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, st
         meta = {"kind": "documents-partition", "corpus": s.run.corpus, "subdomain": sid,
                 "n_generated": len(docs_by[sid]), "n_docs": report.kept, "too_short": report.too_short,
                 "too_long": report.too_long, "near_duplicate": report.near_duplicate,
+                "cut_off": report.cut_off,
                 "n_chars": sum(d["n_chars"] for d in kept), "spec_digests": digests,
                 # not "cost_usd": store stats sums that key over actions, and the calls carry it
                 "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "n_calls": len(calls_by[sid]),
@@ -417,7 +423,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
     partitions the persisted index names are decided again, and only a partition whose
     candidates or dropped rows changed is read and written. Returns (paths changed, entries).
     """
-    old = read_index(layout, corpus)
+    old = read_index(layout, corpus, strict=False)  # a corrupt index is rewritten
     known = {p["partition"]: p for p in old["partitions"]} if old else {}
     names = [partition_name(sub["id"]) for sub in subs]
     recs = {name: records[sub["id"]] for name, sub in zip(names, subs, strict=True)}
@@ -435,13 +441,14 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
             if place(store, rec.outputs["documents"], path, was.get("documents")):
                 changed.append(str(path))
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
-                and path.is_file() and path.stat().st_size == was["documents"]["size"]:
+                and VerifiedFiles.of(path).holds(path, was["documents"]["digest"]):
             entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests")})
         else:
             entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
             data = entry.pop("data")
             if write_bytes_if_changed(path, data):
                 changed.append(str(path))
+            VerifiedFiles.of(path).note(path, entry["documents"]["digest"])
         calls = layout.document_calls_partition(corpus, name)
         entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
         if place(store, rec.outputs["calls"], calls, was.get("calls")):
@@ -453,6 +460,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
               layout.step_calls(corpus, "tree")]
     if write_index(layout, corpus, entries, inputs):
         changed.append(str(layout.documents_index(corpus)))
+    VerifiedFiles.save_all()
     return changed, entries
 
 

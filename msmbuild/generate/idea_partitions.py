@@ -26,6 +26,7 @@ from typing import Any
 from msmbuild.fsutil import json_bytes
 from msmbuild.generate.partitions import (
     IDEAS_INDEX_FORMAT,
+    VerifiedFiles,
     partition_name,
     place,
     read_ideas_index,
@@ -123,7 +124,7 @@ def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, 
     A partition whose ideas.json entry names the digest its action gives, and whose file
     has that entry's size, is not touched (no new mtime), as with documents.json.
     """
-    old = read_ideas_index(layout, corpus)
+    old = read_ideas_index(layout, corpus, strict=False)  # a corrupt index is rewritten
     known = {p["partition"]: p for p in old["partitions"]} if old else {}
     changed: list[str] = []
     entries = []
@@ -154,4 +155,5 @@ def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, 
              "partitions": entries}
     if write_touching(layout.ideas_index(corpus), json_bytes(index), inputs):
         changed.append(str(layout.ideas_index(corpus)))
+    VerifiedFiles.save_all()
     return changed

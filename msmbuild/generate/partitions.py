@@ -5,20 +5,26 @@ msmbuild.generate.idea_partitions writes them, ``read_ideas`` reads them.)
 
 A corpus's documents live in ``build/corpora/<corpus>/documents/<partition>.parquet`` and
 the documents step's calls in ``calls/documents/<partition>.parquet``, one partition per
-subdomain (``partition_name``). Every file has the registered schema, so DuckDB
-(``read_parquet('.../documents/*.parquet')``), pyarrow and ``datasets`` read the directory
-as one table. ``documents.json`` lists the partitions in tree order with their store
-digests and counts: readers take the file list from it (so a half-placed directory is
-never read), and the workflow depends on it (it changes exactly when a partition does).
+subdomain (``partition_name``). Every file has the registered schema (a column added
+later reads as null in older files), so DuckDB, pyarrow and ``datasets`` read them as one
+table. ``documents.json`` lists the partitions in tree order with their store digests and
+counts: msmbuild's readers (the catalog, the shards) take the file list from it and read
+a file only once it is verified against its digest (``verified_files``, ``VerifiedFiles``),
+so a half-placed directory, a stray or copied file and a partition changed in place are
+never read; the workflow depends on the index (it changes exactly when a partition does).
 
 Placing partitions is O(changed): a partition whose index entry already names the digest
-the store gives it, and whose file has that entry's size, is not touched (no new mtime).
+the store gives it, and whose file is verified to hold it (a stat while nothing touched
+it), is not touched (no new mtime).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,14 +43,18 @@ def partition_name(subdomain: str) -> str:
     return quote(subdomain, safe="-_.") or "_"
 
 
-def read_index(layout: Layout, corpus: str) -> dict[str, Any] | None:
-    """documents.json of a corpus, or None when it is missing or not an index of this format."""
-    return _read_json_index(layout.documents_index(corpus), INDEX_FORMAT)
+def read_index(layout: Layout, corpus: str, strict: bool = True) -> dict[str, Any] | None:
+    """documents.json of a corpus, or None when it is missing.
+
+    A file that is there but is not an index of this format (truncated, corrupt, edited) is
+    an error naming it; with ``strict=False`` (a step about to rewrite it) it reads as None.
+    """
+    return _read_json_index(layout.documents_index(corpus), INDEX_FORMAT, strict, "documents", corpus)
 
 
-def read_ideas_index(layout: Layout, corpus: str) -> dict[str, Any] | None:
-    """ideas.json of a corpus (msmbuild.generate.idea_partitions), or None when missing or unreadable."""
-    return _read_json_index(layout.ideas_index(corpus), IDEAS_INDEX_FORMAT)
+def read_ideas_index(layout: Layout, corpus: str, strict: bool = True) -> dict[str, Any] | None:
+    """ideas.json of a corpus (msmbuild.generate.idea_partitions), or None when missing; see read_index."""
+    return _read_json_index(layout.ideas_index(corpus), IDEAS_INDEX_FORMAT, strict, "ideas", corpus)
 
 
 def require_ideas_index(layout: Layout, corpus: str) -> dict[str, Any]:
@@ -72,14 +82,22 @@ def read_ideas(layout: Layout, corpus: str):
     return pa.concat_tables(tables) if tables else SCHEMAS["ideas"].empty_table()
 
 
-def _read_json_index(path: Path, fmt: int) -> dict[str, Any] | None:
+def _read_json_index(path: Path, fmt: int, strict: bool, step: str, corpus: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
+    problem = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("format") == fmt else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data, problem = None, f"not valid JSON ({exc}); truncated or corrupt"
+    if problem is None and not (isinstance(data, dict) and data.get("format") == fmt
+                                and isinstance(data.get("partitions"), list)):
+        problem = f"not a partition index of format {fmt}"
+    if problem is None:
+        return data
+    if strict:
+        raise MsmbuildError(f"{path}: {problem}; run `msmbuild generate {step} {corpus}` to write it again")
+    return None
 
 
 def require_index(layout: Layout, corpus: str) -> dict[str, Any]:
@@ -87,38 +105,218 @@ def require_index(layout: Layout, corpus: str) -> dict[str, Any]:
     return _required(read_index(layout, corpus), layout.documents_index(corpus), "documents", corpus)
 
 
+@dataclass
+class PartitionProblem:
+    """A partition file that does not hold what its index records (``check_partitions``)."""
+
+    path: Path
+    digest: str
+    index: Path
+    why: str  # "missing", "changed" or the index's own problem
+    corpus: str = ""
+    step: str = ""
+
+
+def check_partitions(layout: Layout, corpora: Iterable[str]) -> list[PartitionProblem]:
+    """Every partition file the corpora's indexes name that is missing or whose bytes do not
+    match the digest recorded for it, and every index that cannot be read."""
+    problems = []
+    for corpus in corpora:
+        for what, step in (("ideas", "ideas"), ("idea_calls", "ideas"), ("documents", "documents"),
+                           ("document_calls", "documents")):
+            index = layout.documents_index(corpus) if step == "documents" else layout.ideas_index(corpus)
+            try:
+                files = indexed_files(layout, corpus, what)
+            except MsmbuildError as exc:
+                if not any(p.index == index for p in problems):
+                    problems.append(PartitionProblem(index, "", index, str(exc).split(": ", 1)[-1], corpus, step))
+                continue
+            for path, digest in files:
+                if not path.is_file():
+                    problems.append(PartitionProblem(path, digest, index, "missing", corpus, step))
+                elif not VerifiedFiles.of(path).holds(path, digest):
+                    problems.append(PartitionProblem(path, digest, index, "changed", corpus, step))
+    VerifiedFiles.save_all()
+    return problems
+
+
+def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tuple[list[Path], list[Path]]:
+    """Place each listed partition again from the store; (restored, not in the store)."""
+    restored, lost = [], []
+    for problem in problems:
+        if not problem.digest:
+            lost.append(problem.path)
+            continue
+        try:
+            data = store.get_bytes(problem.digest)
+        except (MsmbuildError, OSError):
+            lost.append(problem.path)
+            continue
+        write_bytes_if_changed(problem.path, data)
+        VerifiedFiles.of(problem.path).note(problem.path, problem.digest)
+        restored.append(problem.path)
+    VerifiedFiles.save_all()
+    return restored, lost
+
+
 def document_files(layout: Layout, corpus: str) -> list[Path]:
-    """The corpus's document partition files in tree order (the index names them)."""
-    index = require_index(layout, corpus)
-    files = [layout.document_partition(corpus, p["partition"]) for p in index["partitions"]]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise MsmbuildError(f"{missing[0]}: listed in {layout.documents_index(corpus)} but missing "
-                            f"({len(missing)} partition file(s)); run `msmbuild generate documents {corpus}`")
-    return files
+    """The corpus's document partition files in tree order: only what the index names, each
+    verified against its index digest (``verified_files``)."""
+    require_index(layout, corpus)
+    return verified_files(layout, corpus, "documents")
 
 
 def read_documents(layout: Layout, corpus: str, columns: Sequence[str] | None = None):
     """The corpus's documents as one pyarrow Table (tree order)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from msmbuild.tables import SCHEMAS
 
     schema = SCHEMAS["documents"]
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
-    tables = [pq.read_table(f, columns=list(schema.names), use_threads=False, pre_buffer=False)
-              for f in document_files(layout, corpus)]
+    tables = [read_partition(f, schema) for f in document_files(layout, corpus)]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
+def read_partition(path: Path, schema):
+    """A partition file as a pyarrow Table with exactly schema's columns: a column its file
+    predates (e.g. stop_reason) is null, so partitions of several msmbuild versions concatenate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[n for n in schema.names if n in present], use_threads=False,
+                          pre_buffer=False)
+    columns = [table.column(f.name) if f.name in present else pa.nulls(len(table), f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def place(store: Store, digest: str, path: Path, known: dict[str, Any] | None) -> bool:
-    """Put a stored partition at path unless the index entry says it is there; True if written."""
-    if known is not None and known.get("digest") == digest and path.is_file() \
-            and path.stat().st_size == known.get("size"):
+    """Put a stored partition at path unless it is already there; True if written.
+
+    "There" means the index entry names this digest and the file is verified to hold it
+    (``VerifiedFiles``: a stat when nothing touched the file since it was last verified,
+    else a re-hash), so a partition changed in place is written again.
+    """
+    cache = VerifiedFiles.of(path)
+    if known is not None and known.get("digest") == digest and cache.holds(path, digest):
         return False
-    return write_bytes_if_changed(path, store.get_bytes(digest))
+    written = write_bytes_if_changed(path, store.get_bytes(digest))  # verified bytes
+    cache.note(path, digest)
+    return written
+
+
+class VerifiedFiles:
+    """Which partition files were verified against their index digest, by stat.
+
+    A file's (size, mtime_ns, ctime_ns, inode) when it last hashed to a digest is kept in
+    ``build/corpora/<corpus>/.verified.json``; while all four are unchanged the file still
+    holds those bytes (any write changes ctime, which no user call can set back), so
+    verifying costs one stat. A changed stat re-hashes the file. The catalog, the shards
+    and the documents step read a partition only after ``holds`` said yes.
+    """
+
+    _open: dict[Path, VerifiedFiles] = {}
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list[Any]] = {}
+        self.dirty = False
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                self.entries = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 5}
+        except (OSError, ValueError):
+            pass
+
+    @classmethod
+    def of(cls, partition: Path) -> VerifiedFiles:
+        """The cache of the corpus a partition file belongs to (one per process and corpus)."""
+        corpus_dir = partition.parent.parent
+        if corpus_dir.name == "calls":
+            corpus_dir = corpus_dir.parent
+        cache_path = corpus_dir / ".verified.json"
+        if cache_path not in cls._open:
+            cls._open[cache_path] = cls(cache_path)
+        return cls._open[cache_path]
+
+    @staticmethod
+    def _stat(path: Path) -> list[int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        import stat as _stat_mod
+
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] if _stat_mod.S_ISREG(st.st_mode) else None
+
+    def holds(self, path: Path, digest: str) -> bool:
+        """Whether the file at path has exactly the bytes of digest (stat, or hash when changed)."""
+        from msmbuild.hashing import digest_file
+
+        now = self._stat(path)
+        if now is None:
+            return False
+        name = str(path.resolve())
+        if self.entries.get(name) == [*now, digest]:
+            return True
+        if digest_file(path) != digest or self._stat(path) != now:
+            return False
+        self.entries[name] = [*now, digest]
+        self.dirty = True
+        return True
+
+    def note(self, path: Path, digest: str) -> None:
+        """Record that path was just written with the (verified) bytes of digest."""
+        now = self._stat(path)
+        if now is not None:
+            self.entries[str(path.resolve())] = [*now, digest]
+            self.dirty = True
+
+    def save(self) -> None:
+        """Write the cache when it learned something (atomically; a lost update only costs a re-hash)."""
+        if self.dirty and self.path.parent.is_dir():
+            with contextlib.suppress(OSError):
+                write_bytes_if_changed(self.path, json.dumps(self.entries, sort_keys=True).encode())
+            self.dirty = False
+
+    @classmethod
+    def save_all(cls) -> None:
+        """Save every cache this process opened."""
+        for cache in cls._open.values():
+            cache.save()
+
+
+def indexed_files(layout: Layout, corpus: str, what: str) -> list[tuple[Path, str]]:
+    """(file, digest) of each partition a corpus's index names: ``what`` is "documents" or
+    "document_calls" (documents.json), "ideas" or "idea_calls" (ideas.json). An entry without
+    a digest (an index of an older layout) names no file."""
+    if what in ("documents", "document_calls"):
+        index, field = read_index(layout, corpus), "documents" if what == "documents" else "calls"
+        path = layout.document_partition if what == "documents" else layout.document_calls_partition
+    else:
+        index, field = read_ideas_index(layout, corpus), "ideas" if what == "ideas" else "calls"
+        path = layout.ideas_partition if what == "ideas" else layout.idea_calls_partition
+    return [(path(corpus, p["partition"]), p[field]["digest"])
+            for p in (index or {}).get("partitions", []) if isinstance(p.get(field), dict)]
+
+
+def verified_files(layout: Layout, corpus: str, what: str) -> list[Path]:
+    """The partition files of a corpus's index (see indexed_files), each verified against the
+    digest the index records for it; an error naming the first that is missing or differs."""
+    files = indexed_files(layout, corpus, what)
+    index = layout.documents_index(corpus) if what.startswith("document") else layout.ideas_index(corpus)
+    step = "documents" if what.startswith("document") else "ideas"
+    for path, digest in files:
+        if not path.is_file():
+            raise MsmbuildError(f"{path}: listed in {index} but missing; run `msmbuild generate {step} {corpus}`")
+        if not VerifiedFiles.of(path).holds(path, digest):
+            raise MsmbuildError(
+                f"{path}: does not hold the bytes {index} records for it (digest {digest[:12]}…): it was "
+                f"changed after it was placed; run `msmbuild generate {step} {corpus}` to place it again")
+    VerifiedFiles.save_all()
+    return [path for path, _ in files]
 
 
 def remove_stale(directory: Path, keep: Iterable[str]) -> list[str]:
@@ -191,7 +389,6 @@ def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -
 def read_calls(layout: Layout, corpus: str):
     """Every model call of the corpus's three steps as one pyarrow Table (tree, ideas, documents)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from msmbuild.tables import SCHEMAS
 
@@ -200,5 +397,5 @@ def read_calls(layout: Layout, corpus: str):
               for p in (read_ideas_index(layout, corpus) or {}).get("partitions", [])]
     index = read_index(layout, corpus)
     files += [layout.document_calls_partition(corpus, p["partition"]) for p in (index or {}).get("partitions", [])]
-    tables = [pq.read_table(f, use_threads=False, pre_buffer=False) for f in files if f.is_file()]
+    tables = [read_partition(f, SCHEMAS["calls"]) for f in files if f.is_file()]
     return pa.concat_tables(tables) if tables else SCHEMAS["calls"].empty_table()

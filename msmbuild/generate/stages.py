@@ -28,7 +28,7 @@ from typing import Any
 from msmbuild.config import CorpusConfig, FilterConfig, Params
 from msmbuild.errors import BackendError
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
-from msmbuild.generate.calls import CallRun
+from msmbuild.generate.calls import CallRun, cut_off, unclosed_content
 from msmbuild.generate.estimate import SpendingCap, assumed_output_tokens
 from msmbuild.generate.identity import identity_for
 from msmbuild.generate.prompts import load_prompt
@@ -361,12 +361,13 @@ def plan_subdomains(tree: dict[str, Any], run: StageRun) -> tuple[dict[str, Any]
 
 
 # -- documents ---------------------------------------------------------------------------------
-_CONTENT_RE = re.compile(r"<content>\s*(.*?)\s*(?:</content>|\Z)", re.S)
+_CONTENT_RE = re.compile(r"<content>\s*(.*?)\s*</content>", re.S)
 _SCRATCHPAD_RE = re.compile(r"<scratchpad>.*?(?:</scratchpad>|\Z)", re.S)
 
 
 def document_content(answer: str) -> str:
-    """The text inside <content> (the scratchpad is dropped); "" when there is no <content>."""
+    """The text inside <content>...</content> (the scratchpad is dropped); "" when there is
+    no closed <content>: an unclosed one is an answer that was cut off (``unclosed_content``)."""
     m = _CONTENT_RE.search(_SCRATCHPAD_RE.sub("", answer))
     return m.group(1).strip() if m else ""
 
@@ -406,6 +407,10 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
     results = run.call(requests, tags, "documents")
     rows_by_key = {r["key"]: r for r in run.rows[-len(requests):]} if requests else {}
     contents = [document_content(r.text) for r in results]
+    # cut off: stopped at max_tokens (a stored answer from before those were refused) or an
+    # unclosed <content>; dropped and counted, never kept as a document
+    cut = [cut_off(r) or unclosed_content(r.text) for r in results]
+    contents = ["" if c else text for text, c in zip(contents, cut, strict=True)]
     chain: list[list[tuple[GenRequest, GenResult]]] = [[(q, r)] for q, r in zip(requests, results, strict=True)]
     if cfg.revise and requests:
         common = [{"subdomain": m[1]["title"], "doc_type": m[0]["doc_type"], "idea": m[0]["idea"],
@@ -421,7 +426,7 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
         for links, cq, cr, rq, rr in zip(chain, crit_req, crit, rev_req, revised, strict=True):
             links += [(cq, cr), (rq, rr)]
     docs = []
-    for (row, _sub, k), links, content in zip(meta, chain, contents, strict=True):
+    for (row, _sub, k), links, content, was_cut in zip(meta, chain, contents, cut, strict=True):
         final_req, final = links[-1]
         first = links[0][1]
         call_rows = [rows_by_key[run.key(q)] for q, _ in links]
@@ -438,6 +443,7 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
             "output_tokens": sum(c["output_tokens"] for c in call_rows),
             "cost_usd": float(sum(c["cost_usd"] for c in call_rows)),
             "spec_digest": str(first.meta.get("context_digest", "")),
+            "stop_reason": str(first.meta.get("stop_reason") or "") or None, "cut_off": was_cut,
         })
     return docs
 
@@ -451,6 +457,7 @@ class FilterReport:
     too_short: int = 0
     too_long: int = 0
     near_duplicate: int = 0
+    cut_off: int = 0  # the answer stopped at max_tokens or left <content> open
 
 
 def _shingles(text: str, n: int = 5) -> set[str]:
@@ -468,7 +475,9 @@ def filter_documents(docs: list[dict[str, Any]], filters: FilterConfig
     report = FilterReport()
     sized = []
     for d in docs:
-        if d["n_chars"] < filters.min_chars:
+        if d.get("cut_off"):
+            report.cut_off += 1
+        elif d["n_chars"] < filters.min_chars:
             report.too_short += 1
         elif d["n_chars"] > filters.max_chars:
             report.too_long += 1

@@ -24,7 +24,7 @@ from msmbuild.config import Params
 from msmbuild.errors import ParamsError
 from msmbuild.experiments import Arm, expand_arms
 from msmbuild.fsutil import write_bytes_if_changed
-from msmbuild.generate.partitions import read_ideas_index, read_index
+from msmbuild.generate.partitions import read_ideas_index, read_index, verified_files
 from msmbuild.layout import EVAL_ITEMS, EVAL_SUMMARY, Layout
 from msmbuild.results.costs import build_started, mark_this_build
 from msmbuild.results.lineage import Lineage
@@ -160,46 +160,50 @@ def corpus_tables(params: Params):
     return calls, _frame(rows, "corpora")
 
 
-def _partition_globs(params: Params, directory: Callable[[str], Path]) -> list[str]:
-    """One glob per corpus that has partition files (read_parquet fails on a glob matching none)."""
-    return [(directory(name) / "*.parquet").as_posix() for name in params.corpora
-            if any(directory(name).glob("*.parquet"))]
+def partition_files(params: Params, what: str) -> list[Path]:
+    """Every corpus's partition files of one kind (``msmbuild.generate.partitions.indexed_files``):
+    only what the indexes name, each verified against its index digest (a stat while
+    unchanged since it was verified; an error naming a file that differs or is missing)."""
+    layout = Layout.of(params)
+    return [f for name in params.corpora for f in verified_files(layout, name, what)]
 
 
-def view_sql(params: Params, resolve: bool = False) -> dict[str, str]:
+Source = Callable[[str, list[Path]], str]
+
+
+def read_parquet_source(resolve: bool) -> Source:
+    """The FROM target of a view over parquet files: DuckDB's read_parquet (for catalog.sql)."""
+    def source(_name: str, files: list[Path]) -> str:
+        quoted = ["'" + (f.resolve().as_posix() if resolve else f.as_posix()).replace("'", "''") + "'"
+                  for f in files]
+        if len(quoted) == 1:
+            return f"read_parquet({quoted[0]})"
+        return f"read_parquet([{', '.join(quoted)}], union_by_name = true)"
+    return source
+
+
+def view_sql(params: Params, resolve: bool = False, source: Source | None = None) -> dict[str, str]:
     """The SELECT behind each catalog view (paths relative to the project root, or absolute).
 
-    documents and calls add the corpora's partition files to the table under
-    build/results/ (``UNION ALL BY NAME``); the other views read their one file.
+    documents and calls add the corpora's partition files that the indexes name (verified,
+    ``partition_files``) to the table under build/results/ (``UNION ALL BY NAME``); the
+    other views read their one file. ``source(name, files)`` renders what a view reads
+    (default: read_parquet over the paths; ``msmbuild query`` passes registered datasets).
     """
     layout = Layout.of(params)
-
-    def path(p: Path | str) -> str:
-        text = Path(p).resolve().as_posix() if resolve else Path(p).as_posix()
-        return "'" + text.replace("'", "''") + "'"
-
-    def parts(directory: Callable[[str], Path]) -> str:
-        return "[" + ", ".join(path(g) for g in _partition_globs(params, directory)) + "]"
-
-    sql = {t: f"SELECT * FROM read_parquet({path(layout.table(t))})" for t in TABLES}
-    if _partition_globs(params, layout.documents_dir):
-        sql["documents"] += (" UNION ALL BY NAME SELECT * FROM read_parquet("
-                             f"{parts(layout.documents_dir)}, union_by_name = true)")
-    call_globs = [g for d in (layout.idea_calls_dir, layout.document_calls_dir) for g in _partition_globs(params, d)]
-    if call_globs:
+    source = source or read_parquet_source(resolve)
+    sql = {t: f"SELECT * FROM {source(t, [layout.table(t)])}" for t in TABLES}
+    documents = partition_files(params, "documents")
+    if documents:
+        sql["documents"] += f" UNION ALL BY NAME SELECT * FROM {source('documents_partitions', documents)}"
+    calls = partition_files(params, "idea_calls") + partition_files(params, "document_calls")
+    if calls:
         started = build_started()
         this_build = "NOT coalesce(cache_hit, false)" + (
             f" AND coalesce(made_at, 0) >= {started!r}" if started is not None else "")
         sql["calls"] += (f" UNION ALL BY NAME SELECT 'corpus' AS source, *, ({this_build}) AS this_build"
-                         f" FROM read_parquet([{', '.join(path(g) for g in call_globs)}], union_by_name = true)")
+                         f" FROM {source('calls_partitions', calls)}")
     return sql
-
-
-def partition_dirs(params: Params) -> list[Path]:
-    """The directories of partition files the catalog's views read (for DuckDB's sandbox)."""
-    layout = Layout.of(params)
-    return [d(name) for name in params.corpora
-            for d in (layout.documents_dir, layout.idea_calls_dir, layout.document_calls_dir) if d(name).is_dir()]
 
 
 def shard_table(params: Params, lineage: Lineage | None = None):

@@ -11,7 +11,7 @@ from msmbuild.buildmark import BUILD_MARKER
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.layout import Layout
-from msmbuild.results.catalog import TABLES, build_catalog, partition_dirs, view_sql
+from msmbuild.results.catalog import TABLES, build_catalog, view_sql
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -34,39 +34,79 @@ def ensure_catalog(params: Params, progress: bool = False) -> Path:
 
 READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
 """Statement types a default query may run: everything else (COPY, ATTACH, INSTALL, LOAD,
-SET, PRAGMA, CREATE, ...) can write, reach outside the catalog or change the sandbox."""
+SET, PRAGMA, CREATE, ...) can write, reach outside the catalog or change the sandbox.
+This is a first, readable refusal; what makes a query unable to write is the sandbox."""
+
+# The parquet files behind a view of the sandboxed connection, by name: documents and calls
+# partitions get the registered schema (a partition written before a column existed reads
+# it as null, as read_parquet's union_by_name does).
+_SCHEMAS = {"documents_partitions": "documents", "calls_partitions": "calls"}
+
+
+def _dataset_source(con: Any) -> Any:
+    """A view source that registers each file list as a pyarrow dataset with the connection.
+
+    DuckDB scans a registered dataset through Arrow, not through its own file system, so
+    the connection needs no file access at all: ``enable_external_access`` is off with no
+    ``allowed_paths``/``allowed_directories``, which is what keeps COPY, EXPLAIN ANALYZE
+    COPY, ATTACH and every other statement from writing a file (an allowed path is
+    writable too).
+    """
+    import pyarrow.dataset as ds
+
+    from msmbuild.tables import SCHEMAS
+
+    def source(name: str, files: list[Path]) -> str:
+        schema = SCHEMAS[_SCHEMAS[name]] if name in _SCHEMAS else None
+        relation = f"_msmbuild_{name}"
+        con.register(relation, ds.dataset([f.resolve().as_posix() for f in files], schema=schema,
+                                          format="parquet"))
+        return relation
+    return source
 
 
 def connect(params: Params, allow_external_access: bool = False):
     """An in-memory DuckDB connection with one view per catalog table.
 
-    By default the connection is sandboxed with DuckDB's own settings: external access
-    is off except for reading the catalog's parquet files (``allowed_paths``), extensions
-    are neither installed nor auto-loaded, and ``lock_configuration`` refuses any SET
-    that would undo this. ``allow_external_access`` gives the full DuckDB (files, ATTACH,
+    By default the connection can touch no file: the catalog's parquet files (only those
+    the indexes name, verified) are registered as Arrow datasets, and DuckDB runs with
+    external access off and nothing allowed, extensions neither installed nor auto-loaded,
+    no temp directory to spill to, and ``lock_configuration`` refusing any SET that would
+    undo this. ``allow_external_access`` gives the full DuckDB (files, ATTACH,
     extensions), for a trusted user who asks for it.
     """
     import duckdb
 
     ensure_catalog(params)
-    layout = Layout.of(params)
-    paths = {t: layout.table(t).resolve().as_posix() for t in TABLES}
     if allow_external_access:
         con = duckdb.connect()
+        views = view_sql(params, resolve=True)
     else:
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                     "autoload_known_extensions": False})
-        con.execute("SET allowed_paths = $paths", {"paths": sorted(paths.values())})
-        # the corpora's document partitions, which the documents and calls views read in place
-        dirs = [d.resolve().as_posix() + "/" for d in partition_dirs(params)]
-        if dirs:
-            con.execute("SET allowed_directories = $dirs", {"dirs": dirs})
+                                     "autoload_known_extensions": False, "temp_directory": ""})
+        # Emptied before external access goes off: DuckDB otherwise allows the in-memory
+        # database's own names (":memory:", ":memory:.wal", ...) relative to the working
+        # directory, and COPY ... TO ':memory:.wal' would write there.
+        con.execute("SET allowed_paths = []")
+        con.execute("SET allowed_directories = []")
         con.execute("SET enable_external_access = false")
-    for table, select in view_sql(params, resolve=True).items():
+        _check_sandbox(con)
+        views = view_sql(params, source=_dataset_source(con))
+    for table, select in views.items():
         con.execute(f"CREATE VIEW {table} AS {select}")
     if not allow_external_access:
         con.execute("SET lock_configuration = true")
     return con
+
+
+def _check_sandbox(con: Any) -> None:
+    """Refuse to go on unless DuckDB reports no file access at all (fail closed)."""
+    access, paths, dirs = con.execute(
+        "SELECT current_setting('enable_external_access'), current_setting('allowed_paths'), "
+        "current_setting('allowed_directories')").fetchall()[0]
+    if access or paths or dirs:
+        raise QueryError(f"DuckDB's sandbox did not take (external access {access}, allowed paths {paths}, "
+                         f"allowed directories {dirs}); refusing to run the query")
 
 
 def _first_line(exc: Exception) -> str:

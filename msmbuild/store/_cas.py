@@ -211,7 +211,7 @@ class ObjectStore:
         if not self.objects_dir.is_dir():
             return
         for fan in os.scandir(self.objects_dir):
-            if not fan.is_dir() or len(fan.name) != 2:
+            if not fan.is_dir(follow_symlinks=False) or len(fan.name) != 2:
                 continue
             for entry in os.scandir(fan.path):
                 if not entry.name.startswith(".") and is_digest(fan.name + entry.name):

@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from msmbuild.errors import StoreError
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 10.0
@@ -76,7 +78,7 @@ def read_owner(path: Path) -> dict[str, Any]:
     """The owner record of a lease file ({} when absent or unreadable)."""
     try:
         data = json.loads(path.read_bytes())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):  # gone, or not a file (a directory: try_acquire names it)
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -95,6 +97,10 @@ def try_acquire(path: Path, heartbeat_s: float = HEARTBEAT_S) -> Lease | None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except FileExistsError:
+        if path.is_dir() or path.is_symlink():  # no process of ours made that: nobody could release it
+            raise StoreError(f"{path}: a {'directory' if path.is_dir() else 'symbolic link'} stands where "
+                             "the action's lease file goes (msmbuild never makes one there); remove it "
+                             "and rerun") from None
         return None
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from msmbuild.errors import CorruptObjectError, DiskFullError, StoreError, UnsafeTreeError
+from msmbuild.fsutil import remove_within, symlink_on_path
 from msmbuild.hashing import action_key, canonical_json, digest_bytes, digest_file, is_digest
 from msmbuild.layout import DEFAULT_STORE_PATH, resume_dir
 from msmbuild.store import _lease
@@ -95,6 +97,30 @@ def _is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _walk_build(build_dir: str | os.PathLike[str]) -> Iterable[tuple[str, list[str]]]:
+    """(directory, file names) under build_dir, following links to directories (build/models
+    on another disk is a user's layout) but entering each real directory once (no loops)."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(build_dir, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        yield dirpath, filenames
+
+
+def _walk_no_links(directory: Path) -> Iterable[Path]:
+    """Every entry under directory; linked directories are listed, never entered."""
+    for dirpath, dirnames, filenames in os.walk(directory):  # followlinks=False
+        for name in dirnames + filenames:
+            yield Path(dirpath) / name
+
+
 def _free_mb(path: Path) -> str:
     try:
         return f"{shutil.disk_usage(path).free / 1e6:.1f}"
@@ -111,6 +137,7 @@ class RepairReport:
     replaced: list[Path] = field(default_factory=list)  # build paths linked to a restored object
     dropped_actions: list[str] = field(default_factory=list)  # recorded results needing a lost object
     removed: list[Path] = field(default_factory=list)  # build paths removed for a rebuild
+    links: list[Path] = field(default_factory=list)  # symbolic links removed (their targets left alone)
     strays: int = 0
 
     @property
@@ -287,11 +314,13 @@ class Store:
         """Materialize a tree unless dest already holds it (no new mtimes on a no-op build).
 
         A marker beside dest (``.<name>.tree``) records the tree last placed there. Sizes
-        are a cheap check: a truncated object (and its link) is placed again.
+        are a cheap check: a truncated object (and its link) is placed again, and so is a
+        dest that is a symbolic link (the link is swapped out; its target is left alone).
         """
         dest = Path(dest)
         marker = dest.parent / f".{dest.name}.tree"
-        if dest.is_dir() and marker.is_file() and marker.read_text() == tree and all(
+        # a link at dest is nothing msmbuild placed: it is replaced (the link, never its target)
+        if dest.is_dir() and not dest.is_symlink() and marker.is_file() and marker.read_text() == tree and all(
                 (dest / rel).is_file() and (dest / rel).stat().st_size == size
                 for rel, _obj, size, _x in self.tree_entries(tree)):
             return dest
@@ -481,8 +510,10 @@ class Store:
                 f"there (`msmbuild store gc` removes what no build refers to; keep {resume}, "
                 "the run resumes from it) and rerun") from None
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(self.resume_dir(key), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_within(self.root, workdir)
+        with contextlib.suppress(OSError):
+            remove_within(self.root, self.resume_dir(key))
         return MemoResult(key, digest, record.meta, False, "computed")
 
     def _replace_corrupt(self, tree: str, workdir: Path) -> None:
@@ -625,8 +656,12 @@ class Store:
         return count
 
     # -- maintenance -----------------------------------------------------------
-    def verify(self) -> VerifyReport:
-        """Check every object's digest and that every action's outputs exist."""
+    def verify(self, visit: Callable[[str, ActionResult], None] | None = None) -> VerifyReport:
+        """Check every object's digest and that every action's outputs exist.
+
+        visit(key, record), when given, sees every readable record in the same pass (for
+        checks of what a record means, which the store does not know).
+        """
         report = VerifyReport()
         report.strays = [str(p) for p in self.cas.iter_strays()]
         for digest in self.cas.iter_digests():
@@ -647,6 +682,8 @@ class Store:
                 continue
             if record.bad_inline():
                 report.bad_actions.append(key)
+            elif visit is not None:
+                visit(key, record)
             for digest in record.object_digests():
                 if not self.cas.has(digest):
                     report.missing.append(digest)
@@ -661,7 +698,9 @@ class Store:
     def placed_trees(self, build_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:
         """(dest, tree digest) of every tree placed under build_dir with a marker."""
         out = []
-        for marker in Path(build_dir).rglob(TREE_MARKER_GLOB):
+        markers = [Path(d) / name for d, files in _walk_build(build_dir) for name in files
+                   if fnmatch.fnmatchcase(name, TREE_MARKER_GLOB)]
+        for marker in markers:
             dest = marker.parent / marker.name[1:-len(".tree")]
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 tree = marker.read_text().strip()
@@ -680,7 +719,7 @@ class Store:
             with contextlib.suppress(OSError):
                 st = self.cas.path(d).stat()
                 inodes[(st.st_dev, st.st_ino)] = d
-        for dirpath, _dirs, files in os.walk(build_dir):
+        for dirpath, files in _walk_build(build_dir):
             for name in files:
                 path = Path(dirpath) / name
                 with contextlib.suppress(OSError):
@@ -717,6 +756,24 @@ class Store:
                     problems.append(f"{dest / rel}: {actual} bytes, stored as {size}")
         return problems
 
+    def placed_mismatches(self, build_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:
+        """(build path, object) of every placed tree entry that is a copy (not a hardlink of
+        the object) whose bytes no longer hash to the object: a same-size corruption that
+        the size check of ``check_placed`` cannot see. Reads every copied entry."""
+        out = []
+        for dest, tree in self.placed_trees(build_dir):
+            try:
+                entries = self.cas.tree_entries(tree)
+            except (StoreError, ValueError):
+                continue
+            for rel, obj, _size, _x in entries:
+                path = dest / rel
+                with contextlib.suppress(OSError):
+                    if path.is_file() and not (self.cas.has(obj) and os.path.samefile(path, self.cas.path(obj))) \
+                            and digest_file(path) != obj:
+                        out.append((path, obj))
+        return out
+
     def repair(self, build_dir: str | os.PathLike[str]) -> RepairReport:
         """Find corrupt objects, restore them, and fix the build paths that hold them.
 
@@ -724,10 +781,20 @@ class Store:
         from an intact copy under build_dir; the build paths that held it are re-placed.
         An object with no good copy anywhere: every action record that needs it is
         dropped and the placed trees (or files) holding it are removed, so the next build
-        recomputes exactly those results and nothing else. Strays are quarantined.
+        recomputes exactly those results and nothing else. Strays are quarantined; copied
+        build files whose bytes changed are placed again from the store.
+
+        Never through a symbolic link: a placed tree reached through a link (a linked
+        checkpoint directory) has the link removed, its target left alone, and is placed
+        again as a real directory when its objects could be restored.
         """
+        build_dir = Path(build_dir)
         report = RepairReport(strays=self._quarantine_strays())
         report.corrupt = [d for d in self.cas.iter_digests() if not self.cas.verify_object(d)]
+        for path, obj in self.placed_mismatches(build_dir):
+            if obj not in report.corrupt and self.cas.verify_object(obj) and self._replace_build_path(
+                    build_dir, path, obj, report):
+                report.replaced.append(path)
         if not report.corrupt:
             return report
         affected = self.affected_paths(build_dir, report.corrupt)
@@ -746,11 +813,8 @@ class Store:
                 continue
             report.restored.append(digest)
             for path in affected[digest]:
-                executable = bool(path.stat().st_mode & 0o111) if path.exists() else False
-                self.cas.materialize_file(digest, path, verified=True)
-                if executable:
-                    os.chmod(path, 0o555)
-                report.replaced.append(path)
+                if self._replace_build_path(build_dir, path, digest, report, roots):
+                    report.replaced.append(path)
         if lost:
             for key in list(self.actions.iter_keys()):
                 try:
@@ -764,15 +828,51 @@ class Store:
                 for path in affected[digest]:
                     root = next((dest for dest in roots if path.is_relative_to(dest)), None)
                     target = root or path
+                    if target in report.removed:
+                        continue
                     if root is not None:
                         (root.parent / f".{root.name}.tree").unlink(missing_ok=True)
-                        shutil.rmtree(root, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
-                    if target not in report.removed:
+                    # a link at target is removed as a link; its target is never entered
+                    outcome = remove_within(target.parent, target)
+                    if outcome != "missing":
                         report.removed.append(target)
+                        if outcome == "link removed":
+                            report.links.append(target)
         self.cas.sync()
         return report
+
+    def _replace_build_path(self, build_dir: Path, path: Path, digest: str, report: RepairReport,
+                            roots: dict[Path, str] | None = None) -> bool:
+        """Place a (restored) object at a build path again; True when done here.
+
+        A path reached through a symbolic link at or inside a placed tree (msmbuild places
+        real directories there) is not written through it: the link is removed (its target
+        is left alone) and, when it is the tree's directory, the tree is placed there again
+        as a real directory. Links above a tree (build/models on another disk) are the
+        user's layout and are followed as before.
+        """
+        roots = roots if roots is not None else {dest: tree for dest, tree in self.placed_trees(build_dir)}
+        root = next((dest for dest in roots if path.is_relative_to(dest)), None)
+        link = symlink_on_path(root.parent, path) if root is not None else None
+        if link is None or link == path:
+            executable = bool(path.stat().st_mode & 0o111) if path.exists() else False
+            self.cas.materialize_file(digest, path, verified=True)
+            if executable:
+                os.chmod(path, 0o555)
+            return True
+        if link in report.removed or link in report.replaced:
+            return False
+        remove_within(link.parent, link)
+        report.links.append(link)
+        tree = roots.get(link)
+        if tree is not None and all(self.cas.verify_object(obj) for _rel, obj, _size, _x in self.tree_entries(tree)):
+            self.materialize_if_changed(tree, link)
+            report.replaced.append(link)
+        else:
+            if tree is not None:
+                (link.parent / f".{link.name}.tree").unlink(missing_ok=True)
+            report.removed.append(link)
+        return False
 
     def _quarantine_strays(self) -> int:
         """Move every stray file out of objects/; returns how many."""
@@ -804,6 +904,7 @@ class Store:
         build writes to the store: an object written but not yet recorded is unreachable.
         """
         keep_actions = self._kept_closure(keep_actions)
+        self._links_seen: list[Path] = []
         roots = set(keep_objects)
         removed_actions = 0
         for key in list(self.actions.iter_keys()):
@@ -822,21 +923,52 @@ class Store:
         cutoff = time.time() - tmp_grace_s
         resume_removed = self._gc_resume(cutoff)
         tmp_removed = 0
-        for pattern in ("objects/*/.tmp-*", "actions/*/.tmp-*", "scratch/*"):
-            for tmp in self.root.glob(pattern):
+        temps = [(fan, ".tmp-") for top in ("objects", "actions") for fan in self._real_entries(top, dirs=True)]
+        temps += [(scratch, "") for scratch in (self._real_dir("scratch"),) if scratch is not None]
+        for directory, prefix in temps:
+            for tmp in self._real_entries(directory, prefix=prefix):
                 try:
                     if tmp.lstat().st_mtime > cutoff:
                         continue
-                    if tmp.is_dir() and not tmp.is_symlink():
-                        shutil.rmtree(tmp, ignore_errors=True)
-                    else:
-                        tmp.unlink()
-                    tmp_removed += 1
-                except FileNotFoundError:
-                    continue
+                    if remove_within(self.root, tmp) != "missing":
+                        tmp_removed += 1
+                except OSError as exc:
+                    log.warning("gc: could not remove %s: %s", tmp, exc)
         return {"actions_removed": removed_actions, "objects_removed": len(dead),
                 "bytes_freed": freed, "objects_kept": len(live), "tmp_removed": tmp_removed,
-                "strays_quarantined": strays, "resume_removed": resume_removed}
+                "strays_quarantined": strays, "resume_removed": resume_removed,
+                "links_skipped": list(self._links_seen)}
+
+    def _real_dir(self, *parts: str | Path) -> Path | None:
+        """root/parts when it is a real directory reached through no symbolic link; a link
+        on the way is noted (``_links_seen``) and never followed, so gc stays in the store."""
+        path = self.root.joinpath(*parts)
+        link = symlink_on_path(self.root, path)
+        if link is not None:
+            if link not in self._links_seen:
+                self._links_seen.append(link)
+                log.warning("%s is a symbolic link (to %s): msmbuild store gc does not follow it; "
+                            "remove or replace it by hand", link, os.readlink(link))
+            return None
+        return path if path.is_dir() else None
+
+    def _real_entries(self, directory: str | Path, prefix: str = "", dirs: bool = False) -> list[Path]:
+        """Entries of a store directory (see _real_dir) whose names start with prefix; with
+        dirs, only real subdirectories (a linked one is noted and skipped)."""
+        base = self._real_dir(directory)
+        if base is None:
+            return []
+        out = []
+        for entry in os.scandir(base):
+            if not entry.name.startswith(prefix):
+                continue
+            path = Path(entry.path)
+            if dirs:
+                if self._real_dir(path.relative_to(self.root)) is not None:
+                    out.append(path)
+            else:
+                out.append(path)
+        return sorted(out)
 
     def _kept_closure(self, keys: Iterable[str]) -> set[str]:
         """keys plus every action a kept record names in ``meta["keeps"]`` (transitively).
@@ -864,22 +996,29 @@ class Store:
         that has not changed since cutoff (or whose action is already recorded), and a
         killed writer's ``.*.tmp-*`` files in live ones. Returns directories removed."""
         removed = 0
-        for path in sorted(self.root.glob("resume/*")):
+        for path in self._real_entries("resume"):
             key = path.name
             try:
                 leased = self.lease_path(key).exists()
             except StoreError:
                 leased = False
-            newest = max((p.lstat().st_mtime for p in path.rglob("*")), default=path.lstat().st_mtime)
+            if path.is_symlink() or not path.is_dir():
+                newest = path.lstat().st_mtime  # a link is removed as a link, never followed
+            else:
+                newest = max((p.lstat().st_mtime for p in _walk_no_links(path)), default=path.lstat().st_mtime)
             done = is_digest(key) and self.actions.path(key).is_file()
             if not leased and (done or newest <= cutoff):
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
+                try:
+                    remove_within(self.root, path)
+                    removed += 1
+                except OSError as exc:
+                    log.warning("gc: could not remove %s: %s", path, exc)
                 continue
-            for tmp in path.glob(".*.tmp-*"):
-                with contextlib.suppress(FileNotFoundError):
-                    if tmp.lstat().st_mtime <= cutoff:
-                        tmp.unlink()
+            if not path.is_symlink() and path.is_dir():
+                for tmp in path.glob(".*.tmp-*"):
+                    with contextlib.suppress(FileNotFoundError):
+                        if tmp.lstat().st_mtime <= cutoff:
+                            tmp.unlink()
         return removed
 
     def stats(self) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 Tests and benchmarks point the real ``anthropic`` SDK at it (``base_url``). It answers
 deterministically from the request, counts requests per endpoint and per prompt and the
 in-flight maximum, and injects faults on demand (``FAULT_KINDS``: HTTP errors with
-retry-after, a dropped connection, a malformed structured answer, errored, expired and
-never-ending batch items); ``hold_after(n)`` holds every Messages answer after the n-th
+retry-after, a dropped connection, a malformed structured answer, an answer cut off at
+max_tokens, errored, expired and never-ending batch items); ``hold_after(n)`` holds every Messages answer after the n-th
 until ``release()``.
 
 It enforces ``rate_limits`` (per minute, any subset of ``RATE_KINDS``) with the API's token
@@ -64,7 +64,7 @@ _HTTP_FAULTS: dict[str, tuple[int, str]] = {
     "402": (402, "billing_error"),
 }
 FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "batch_errored", "batch_invalid", "batch_expired",
-               "batch_hang")
+               "batch_hang", "max_tokens")
 
 _WORDS = (
     "the assistant weighs each request against the spec and explains its choice plainly "
@@ -348,8 +348,12 @@ class _State:
             counted += 0 if hit else p.tokens
         return {"requests": 1, "input-tokens": counted, "output-tokens": int(params.get("max_tokens") or 0)}
 
-    def answer(self, params: dict[str, Any], malformed: bool = False) -> dict[str, Any]:
-        """A Message derived from the request alone (same request, same answer)."""
+    def answer(self, params: dict[str, Any], malformed: bool = False, cut_off: bool = False) -> dict[str, Any]:
+        """A Message derived from the request alone (same request, same answer).
+
+        cut_off: the answer stops at max_tokens, mid-sentence (its first half, tags left
+        open), with ``stop_reason: max_tokens``, as the API sends an answer that ran out.
+        """
         body = json.dumps(params, sort_keys=True).encode()
         digest = xxhash.xxh3_128_hexdigest(body)
         rng = random.Random(digest)
@@ -378,6 +382,11 @@ class _State:
                 out_text = f"<scratchpad>plan for: {prompt[:60]}</scratchpad>\n<content>\n{out_text}\n</content>"
             content = [{"type": "text", "text": out_text}]
             stop = "end_turn"
+        if cut_off:
+            out_text = out_text[:len(out_text) // 2]
+            content = ([{"type": "text", "text": out_text}] if content[0]["type"] == "text"
+                       else [{**content[0], "input": {}}])
+            stop = "max_tokens"
         return {
             "id": f"msg_{digest[:24]}", "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop, "stop_sequence": None,
@@ -428,7 +437,8 @@ class _State:
                     "error": {"type": etype, "message": f"injected {fault.kind}"}}}
             else:
                 malformed = bool(params.get("tools")) and self.take_fault(prompt, ("malformed",)) is not None
-                result = {"type": "succeeded", "message": self.answer(params, malformed)}
+                cut_off = self.take_fault(prompt, ("max_tokens",)) is not None
+                result = {"type": "succeeded", "message": self.answer(params, malformed, cut_off)}
             counts[result["type"]] += 1
             results.append({"custom_id": req["custom_id"], "result": result})
         results.reverse()  # real results are not in request order either
@@ -638,7 +648,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not params.get("model") or not params.get("messages") or not params.get("max_tokens"):
                 return self._error(400, "invalid_request_error", "model, messages and max_tokens are required")
             malformed = bool(params.get("tools")) and st.take_fault(prompt, ("malformed",)) is not None
-            message = st.answer(params, malformed)
+            message = st.answer(params, malformed, st.take_fault(prompt, ("max_tokens",)) is not None)
             usage = message["usage"]
             with st.answered_cond:
                 if st.answer_limit is not None and st.endpoints["messages_ok"] >= st.answer_limit:

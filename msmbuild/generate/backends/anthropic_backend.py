@@ -72,6 +72,10 @@ _BODY_ONLY = ("temperature", "top_p", "top_k")
 class _ItemFailure(Exception):
     """One request failed for good; the others go on."""
 
+    def __init__(self, message: str, stop_reason: str = ""):
+        super().__init__(message)
+        self.stop_reason = stop_reason
+
 
 def _error_text(exc: Any) -> str:
     """'<status> <type>: <message>' from an SDK status error (never any header)."""
@@ -293,13 +297,13 @@ class _Run:
         if flush is not None:
             await asyncio.to_thread(flush)
 
-    def fail(self, digest: str, message: str) -> None:
+    def fail(self, digest: str, message: str, stop_reason: str = "") -> None:
         if digest in self.done:
             return
         self.done.add(digest)
         req = self.requests[digest]
         for i in self.groups[digest]:
-            self.errors.append(ItemError(i, f"anthropic {req.stage} request: {message}"))
+            self.errors.append(ItemError(i, f"anthropic {req.stage} request: {message}", stop_reason))
 
     # -- the whole run ------------------------------------------------------------------
     async def main(self) -> list[ItemError]:
@@ -356,7 +360,7 @@ class _Run:
         try:
             result = await self._complete(self.requests[digest], first)
         except _ItemFailure as exc:
-            self.fail(digest, str(exc))
+            self.fail(digest, str(exc), exc.stop_reason)
         else:
             self.deliver(digest, result)
 
@@ -375,6 +379,10 @@ class _Run:
             saving += cache_saving_usd(self.cfg.model, one, self.b.prices, batch=in_batch)
             meta = {"stop_reason": msg.stop_reason, "reasks": reasks,
                     "wall_s": time.perf_counter() - start, "cache_saving_usd": saving}
+            if msg.stop_reason == "max_tokens":  # a cut-off answer is never a result (docs/generate.md)
+                raise _ItemFailure(f"the answer was cut off at max_tokens={params['max_tokens']} "
+                                   f"(stop_reason max_tokens, {one.output_tokens} output tokens, "
+                                   f"${cost:.4f}); not stored: a rerun asks again", "max_tokens")
             if req.schema is None:
                 data, problem = None, None
                 text = "".join(getattr(b, "text", "") for b in msg.content if b.type == "text")
@@ -571,7 +579,7 @@ class _Run:
             result = line.result
             if result.type == "succeeded":
                 if self.requests[d].schema is None:
-                    self.deliver(d, await self._complete(self.requests[d], result.message))
+                    await self._one(d, result.message)  # a cut-off answer fails its item only
                 else:  # may need re-asks through Messages: do not hold up the stream
                     tg.create_task(self._one(d, result.message))
             elif result.type == "errored" and getattr(result.error.error, "type", "") == "invalid_request_error":

@@ -104,9 +104,10 @@ class GenResult:
 class ItemError(Exception):
     """A request that failed for good (after retries); the run keeps every other result."""
 
-    def __init__(self, index: int, message: str):
+    def __init__(self, index: int, message: str, stop_reason: str = ""):
         super().__init__(message)
         self.index = index
+        self.stop_reason = stop_reason  # the model's, when it answered but the answer is not kept
 
 
 OnResult = Callable[[int, GenResult], None]
