@@ -89,9 +89,10 @@ class Layout:
         return self.documents_dir(corpus) / f"{partition}.parquet"
 
     def dedup_index(self, corpus: str) -> Path:
-        """dedup.sqlite: the LSH bands of every document, for near-duplicates across subdomains
-        (derived state, rebuilt from the store when missing; not a workflow output)."""
-        return self.corpus_dir(corpus) / "dedup.sqlite"
+        """The LSH bands of every document, for near-duplicates across subdomains (derived,
+        mutable state, rebuilt from the store when missing). Outside build/corpora: no DVC
+        output or dependency holds it, as its bytes differ from build to build."""
+        return self.build / "derived" / "dedup" / f"{corpus}.sqlite"
 
     def step_calls(self, corpus: str, step: str) -> Path:
         """The calls ledger of the tree step (the ideas and documents steps' are partitioned)."""

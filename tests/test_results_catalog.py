@@ -137,6 +137,11 @@ def test_query_cli_formats_and_bad_sql(in_project, capsys, tmp_path):
     assert err.startswith("error: Parser Error: syntax error")
     code, _, err = _run_cli(["query", "SELECT * FROM no_such_table"], capsys)
     assert code == 2 and "no_such_table" in err and len(err.strip().splitlines()) == 1
+    # DuckDB's hints stay, on the same one line; the echo of the query does not
+    code, _, err = _run_cli(["query", "SELECT * FROM documnts"], capsys)
+    assert code == 2 and 'Did you mean "documents"' in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run_cli(["query", "SELECT cost FROM calls"], capsys)
+    assert code == 2 and "Candidate bindings:" in err and "cost_usd" in err and "LINE 1" not in err
 
 
 class _Page(HTMLParser):

@@ -26,10 +26,12 @@ from typing import Any
 from msmbuild.config import CorpusConfig, Params, open_store
 from msmbuild.errors import MsmbuildError, SpecError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
+from msmbuild.generate.adoption import adopt_documents, adopt_ideas
 from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
 from msmbuild.generate.dedup import DedupIndex, decide, load_signatures, signature_bytes, signatures
 from msmbuild.generate.estimate import SpendingCap
+from msmbuild.generate.idea_partitions import INDEX_META as IDEAS_INDEX_META
 from msmbuild.generate.idea_partitions import (
     batches,
     ideas_partition_key,
@@ -72,7 +74,7 @@ PARTITION_FORMAT = 2  # bump when a partition's content changes for the same inp
 # What documents.json says of each partition (from its action's meta): counts for status,
 # the catalog's corpora row and the report, without reading a partition.
 INDEX_META = ("n_docs", "n_chars", "kept_cost_usd", "n_calls", "calls_cost_usd", "new_cost_usd", "made_at",
-              "spec_digests")
+              "spec_digests", "n_generated", "too_short", "too_long", "near_duplicate")
 
 
 @dataclass
@@ -235,6 +237,8 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         subs = iter_subdomains(tree)
         keys = {sub["id"]: ideas_partition_key(s.run, sub) for sub in subs}
         records = _lookup(s.store, keys)
+        records.update(adopt_ideas(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
+                                   IDEAS_INDEX_META))
         todo = [sub for sub in subs if sub["id"] not in records]
         per_sub = s.cfg.n_doc_types * s.cfg.n_doc_ideas
         for batch in batches(todo, [per_sub] * len(todo), batch_size or BATCH_SIZE):
@@ -286,10 +290,13 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         planned = _ideas_entries(s.layout, corpus, subs)
         keys = {sub["id"]: partition_key(s.run, sub, planned[sub["id"]]) for sub in subs}
         records = _lookup(s.store, keys)
+        records.update(adopt_documents(s.store, s.layout, corpus,
+                                       {k: v for k, v in keys.items() if k not in records}, INDEX_META,
+                                       s.cfg.filters.dedup_threshold < 1.0))
         todo = [sub for sub in subs if sub["id"] not in records]
         weights = [planned[sub["id"]]["n_ideas"] * s.cfg.n_samples for sub in todo]
         for batch in batches(todo, weights, batch_size or BATCH_SIZE):
-            assertions, ideas = _planned_ideas(s.store, [planned[sub["id"]] for sub in batch])
+            assertions, ideas = _planned_ideas(s.store, s.layout, corpus, [planned[sub["id"]] for sub in batch])
             docs = write_documents(tree, assertions, ideas, s.run)
             records.update(_save_partitions(s, batch, keys, docs))
             del docs, ideas
@@ -324,14 +331,18 @@ def _ideas_entries(layout: Layout, corpus: str, subs: list[dict[str, Any]]) -> d
     return entries
 
 
-def _planned_ideas(store: Store, entries: list[dict[str, Any]]
+def _planned_ideas(store: Store, layout: Layout, corpus: str, entries: list[dict[str, Any]]
                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(assertions by subdomain, idea rows) of some subdomains, from their ideas actions."""
+    """(assertions by subdomain, idea rows) of some subdomains, from their ideas actions
+    (a pulled ideas partition that verifies is adopted as its action first)."""
     import pyarrow.parquet as pq
 
     assertions, ideas = {}, []
     for e in entries:
         found = store.get_action(e["key"])
+        if found is None:
+            adopted = adopt_ideas(store, layout, corpus, {e["subdomain"]: e["key"]}, IDEAS_INDEX_META)
+            found = (adopted[e["subdomain"]], "adopted") if adopted else None
         if found is None or found[0].outputs["ideas"] != e["ideas"]["digest"]:
             raise MsmbuildError(f"ideas.json: the ideas of subdomain {e['subdomain']!r} are no longer in "
                                 f"the store (action {e['key'][:12]}); run `msmbuild generate ideas` for "

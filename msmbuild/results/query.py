@@ -11,7 +11,13 @@ from msmbuild.buildmark import BUILD_MARKER
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.layout import Layout
-from msmbuild.results.catalog import TABLES, build_catalog, partition_dirs, view_sql
+from msmbuild.results.catalog import (
+    TABLES,
+    build_catalog,
+    build_started_sql,
+    partition_dirs,
+    view_sql,
+)
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -62,6 +68,8 @@ def connect(params: Params, allow_external_access: bool = False):
         if dirs:
             con.execute("SET allowed_directories = $dirs", {"dirs": dirs})
         con.execute("SET enable_external_access = false")
+    if started := build_started_sql():  # "this build" for the calls and corpora views
+        con.execute(started)
     for table, select in view_sql(params, resolve=True).items():
         con.execute(f"CREATE VIEW {table} AS {select}")
     if not allow_external_access:
@@ -70,8 +78,18 @@ def connect(params: Params, allow_external_access: bool = False):
 
 
 def _first_line(exc: Exception) -> str:
-    """An error's first line (DuckDB's messages go on with context lines)."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """An error's message on one line: DuckDB's first line and the hints that follow it
+    ("Candidate bindings: …", "Did you mean …?"), without the echo of the query
+    ("LINE 1: …" and its caret) that ends it."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    kept = [lines[0].strip()]
+    for line in lines[1:]:
+        if not line.strip() or line.startswith("LINE "):
+            break
+        kept.append(line.strip())
+    return " ".join(kept)
 
 
 def _check_read_only(con: Any, sql: str) -> None:

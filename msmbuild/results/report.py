@@ -435,17 +435,18 @@ def _audit_summary(params: Params) -> tuple[Any, list[str]]:
 
 
 def cost_line(params: Params, calls: Any, corpora: Any) -> str:
-    """The report's cost totals, each named by its definition (msmbuild.results.costs)."""
-    from msmbuild.config import open_store, store_path
+    """The report's cost totals, each named by its definition (msmbuild.results.costs).
+
+    Only the totals the build's outputs determine: what one build or one store spent
+    (``this_build``, ``msmbuild store stats``) differs between teammates with the same
+    outputs, and the report is an output DVC records (docs/decisions.md).
+    """
     from msmbuild.results.costs import cost_totals
 
-    ever = open_store(params).stats()["cost_usd"] if Path(store_path(params)).is_dir() else None
-    t = cost_totals(calls, corpora, ever)
-    ever_text = "no store" if t["all_calls_ever_usd"] is None else f"${t['all_calls_ever_usd']:.4f}"
+    t = cost_totals(calls, corpora)
     return (f"Model-call cost: kept documents ${t['kept_documents_usd']:.4f}; "
-            f"all calls behind these results ${t['current_calls_usd']:.4f}; "
-            f"spent in the build that made this report ${t['this_build_usd']:.4f}; "
-            f"all calls ever recorded in the store {ever_text} (definitions: docs/query.md).")
+            f"all calls behind these results ${t['current_calls_usd']:.4f} (definitions, and what this "
+            "build and the store spent: docs/query.md).")
 
 
 def build_report(params: Params, progress: bool = True) -> Path:
