@@ -143,6 +143,9 @@ def corpus_tables(params: Params):
     # Stored without the build's start time (outputs are byte-deterministic): the views
     # compute this_build and spent_usd at query time (view_sql, BUILD_STARTED_VARIABLE).
     calls = mark_this_build(_union_parquet(call_files, "calls"), None)
+    for column in _frame([], "catalog_calls").columns:  # the views name every column
+        if column not in calls.columns:
+            calls[column] = None
     rows = []
     for name, corpus in params.corpora.items():
         parts = (read_index(layout, name) or {}).get("partitions", [])
