@@ -302,3 +302,25 @@ def test_an_eval_number_whose_checkpoint_changed_since_shows_stale(project, tmp_
     # by content the old number still joins the copies it was measured on, not the new base
     assert con.execute("SELECT count(*) FROM eval_summary e JOIN checkpoints c ON c.digest = e.checkpoint_digest "
                        "WHERE e.arm = 'base' AND c.stage = 'base'").fetchone() == (0,)
+
+
+@pytest.mark.slow
+def test_an_edited_spec_makes_the_evals_trained_from_it_stale_at_once(project, tmp_path, monkeypatch):
+    """The catalog agrees with `msmbuild status` before any rebuild: the MSM arms' numbers
+    are stale as soon as their corpus's spec changes; the base and AFT-only arms' are not."""
+    from msmbuild.results.query import run_query
+    from msmbuild.spec import parse_spec
+
+    root = tmp_path / "copy"
+    shutil.copytree(project, root, symlinks=True)
+    monkeypatch.chdir(root)
+    params = load_params("params.yaml", check_files=False)
+    for arm, suite in planned_evals(params):
+        evaluate_suite(params, arm, suite, progress=False)
+    sections = Layout(Path("build")).sections("pro_america")
+    sections.write_text(json.dumps(parse_spec("spec.md").to_json()))
+    query = "SELECT arm, bool_or(coalesce(stale, false)) AS s FROM eval_summary GROUP BY arm ORDER BY arm"
+    assert not any(run_query(params, query)["s"])
+    Path("spec.md").write_text("# Spec\n\nBuy local, and say why.\n")
+    stale = dict(run_query(params, query).itertuples(index=False))
+    assert {arm for arm, s in stale.items() if s} == {a for a in stale if a.startswith("msm_aft")}, stale

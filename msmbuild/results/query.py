@@ -33,7 +33,9 @@ def ensure_catalog(params: Params, progress: bool = False) -> Path:
     missing = (not stamp.is_file() or not layout.catalog_sql.is_file()
                or any(not layout.table(t).is_file() for t in TABLES))
     marker = [BUILD_MARKER] if BUILD_MARKER.is_file() else []  # "this build" moves with it
-    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in [*layout.sources(), *marker]):
+    # an edited spec makes the evals trained from it stale at once (msmbuild.results.lineage)
+    specs = [Path(c.spec) for c in params.corpora.values() if Path(c.spec).is_file()]
+    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in [*layout.sources(), *marker, *specs]):
         build_catalog(params, progress=progress)
     return layout.results_dir
 
