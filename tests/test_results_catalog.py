@@ -324,3 +324,30 @@ def test_an_edited_spec_makes_the_evals_trained_from_it_stale_at_once(project, t
     Path("spec.md").write_text("# Spec\n\nBuy local, and say why.\n")
     stale = dict(run_query(params, query).itertuples(index=False))
     assert {arm for arm, s in stale.items() if s} == {a for a in stale if a.startswith("msm_aft")}, stale
+
+
+@pytest.mark.slow
+def test_a_pulled_eval_result_is_adopted_by_an_empty_store(project, tmp_path, monkeypatch):
+    """An eval result DVC brought into build/evals, whose summary.json names this action and
+    its files' digests, is the eval's result for a store that never ran it; an edited copy
+    is not (the eval runs)."""
+    from msmbuild.store import Store
+
+    root = tmp_path / "copy"
+    shutil.copytree(project, root, symlinks=True)
+    monkeypatch.chdir(root)
+    params = load_params("params.yaml", check_files=False)
+    arm, suite = planned_evals(params)[0]
+    first = evaluate_suite(params, arm, suite, progress=False)
+    items = (first.directory / "items.parquet").read_bytes()
+    empty = Store(tmp_path / "empty-store")
+    adopted = evaluate_suite(params, arm, suite, store=empty, progress=False)
+    assert adopted.hit and adopted.key == first.key
+    record, _ = empty.get_action(adopted.key)
+    assert record.meta["adopted"] is True
+    assert (first.directory / "items.parquet").read_bytes() == items
+    other = Store(tmp_path / "other-store")
+    summary = json.loads((first.directory / "summary.json").read_text())
+    summary["files"]["items.parquet"] = "0" * 32  # does not verify
+    (first.directory / "summary.json").write_text(json.dumps(summary))
+    assert not evaluate_suite(params, arm, suite, store=other, progress=False).hit
