@@ -189,7 +189,13 @@ def test_report_renders_with_charts_and_provenance(in_project):
     raw = index.read_text()
     assert "Base model(s): <b>tiny</b>" in raw and "backend(s): <b>offline</b>" in raw
     assert "agentic" not in " ".join(page.images)  # no misalignment data -> no chart, says so
-    assert "no data yet" in text
+    assert "no experiment in params.yaml lists agentic_misalignment" in text  # not "no data yet"
+    assert "None" not in text and "-0.00" not in raw
+    # the headline (held-out) comes before the audit
+    assert raw.index("id='held-out'") < raw.index("id='contamination'")
+    # a report is an output: a second render is byte-identical (no build time, no store totals)
+    again = build_report(params, progress=False).read_bytes()
+    assert again == raw.encode()
 
 
 def test_catalog_cli_writes_views_for_duckdb_cli(in_project):
@@ -351,3 +357,19 @@ def test_a_pulled_eval_result_is_adopted_by_an_empty_store(project, tmp_path, mo
     summary["files"]["items.parquet"] = "0" * 32  # does not verify
     (first.directory / "summary.json").write_text(json.dumps(summary))
     assert not evaluate_suite(params, arm, suite, store=other, progress=False).hit
+
+
+def test_report_formatting_helpers():
+    from msmbuild.results.report import _cell, _num, plot_cost, same_for_every_value
+
+    assert (_num(-0.001, sign=True), _num(-0.004), _num(0.12, sign=True)) == ("+0.00", "0.00", "+0.12")
+    assert (_cell(None), _cell(float("nan")), _cell(True), _cell(0.25)) == ("—", "—", "yes", "0.250")
+    rows = pd.DataFrame([{"experiment": "e", "arm": "a", "suite": "preference", "metric": "favoured_rate",
+                          "condition": None, "value": v, "n": 12, "estimate": 1.0, "ci_low": 0.75, "ci_high": 1.0}
+                         for v in ("x", "y", "z")])
+    one = same_for_every_value(rows)
+    assert len(one) == 1 and one.iloc[0]["value"] == "every value"
+    rows.loc[1, "estimate"] = 0.5  # values differ: every row stays
+    assert len(same_for_every_value(rows)) == 3
+    free = pd.DataFrame([{"corpus": "c", "source": "corpus", "stage": "ideas", "cost_usd": 0.0}])
+    assert plot_cost(free, Path("unused.png")).startswith("no paid calls")
