@@ -88,6 +88,11 @@ class Layout:
     def document_partition(self, corpus: str, partition: str) -> Path:
         return self.documents_dir(corpus) / f"{partition}.parquet"
 
+    def dropped_rows(self, corpus: str, partition: str) -> Path:
+        """The rows a partition lost to near-duplicates of earlier subdomains (not documents:
+        kept so that a teammate's build can rebuild the partition's candidates and adopt them)."""
+        return self.documents_dir(corpus) / "near_duplicates" / f"{partition}.parquet"
+
     def dedup_index(self, corpus: str) -> Path:
         """The LSH bands of every document, for near-duplicates across subdomains (derived,
         mutable state, rebuilt from the store when missing). Outside build/corpora: no DVC

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from msmbuild.fsutil import json_bytes
 from msmbuild.generate.dedup import signature_bytes, signatures
 from msmbuild.generate.partitions import read_ideas_index, read_index
-from msmbuild.hashing import digest_bytes
+from msmbuild.hashing import digest_bytes, digest_file
 from msmbuild.layout import Layout
 from msmbuild.store import ActionResult, Store
 
@@ -63,14 +64,34 @@ def adopt_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
     return out
 
 
+def _with_dropped(kept: list[dict[str, Any]], dropped: list[dict[str, Any]], at: list[int]) -> list[dict[str, Any]]:
+    """The candidate rows: dropped rows back at their indices (``at``, ascending) among the kept."""
+    if len(dropped) != len(at):
+        raise ValueError("the dropped rows do not match the index entry")
+    rows, k, d = [], iter(kept), dict(zip(sorted(at), dropped, strict=True))
+    for i in range(len(kept) + len(dropped)):
+        rows.append(d[i] if i in d else next(k))
+    return rows
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a partition action's meta says of its candidates."""
+    digests: dict[str, int] = {}
+    for r in rows:
+        digests[r["spec_digest"]] = digests.get(r["spec_digest"], 0) + 1
+    return {"n_docs": len(rows), "n_chars": sum(r["n_chars"] for r in rows),
+            "kept_cost_usd": float(sum(r["cost_usd"] for r in rows)), "spec_digests": digests}
+
+
 def adopt_documents(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
                     fields: tuple[str, ...], dedup: bool) -> dict[str, ActionResult]:
     """The documents partitions of the subdomains in keys that verify, adopted as their actions.
 
-    Only a partition that lost no row to a near-duplicate of another subdomain holds its
-    action's candidates byte for byte; one that did is built again.
+    A partition that lost rows to near-duplicates of earlier subdomains is rebuilt into its
+    action's candidates from its ``near_duplicates/`` file (the dropped rows) first; the
+    result must hash to the entry's ``candidates`` digest.
     """
-    from msmbuild.tables import read_parquet_rows
+    from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows
 
     index = read_index(layout, corpus)
     if index is None:
@@ -79,25 +100,29 @@ def adopt_documents(store: Store, layout: Layout, corpus: str, keys: dict[str, s
     out: dict[str, ActionResult] = {}
     for sid, key in keys.items():
         e = entries.get(sid)
-        if e is None or e.get("key") != key or e.get("dropped") or "calls" not in e \
-                or e.get("candidates") != e["documents"]["digest"] or any(f not in e for f in fields):
+        if e is None or e.get("key") != key or "calls" not in e or any(f not in e for f in fields):
             continue
         docs = layout.document_partition(corpus, e["partition"])
         calls = layout.document_calls_partition(corpus, e["partition"])
-        if not (docs.is_file() and calls.is_file()):
+        if not (docs.is_file() and calls.is_file()) or digest_file(docs) != e["documents"]["digest"]:
+            continue
+        try:
+            rows = read_parquet_rows(docs)
+            if e.get("dropped"):  # the candidates: the kept rows with the dropped ones put back
+                rows = _with_dropped(rows, read_parquet_rows(layout.dropped_rows(corpus, e["partition"])),
+                                     e["dropped"])
+        except Exception:  # noqa: BLE001 - an unreadable or missing file is simply not adopted
+            continue
+        candidates = parquet_bytes(rows, SCHEMAS["documents"]) if e.get("dropped") else docs.read_bytes()
+        if digest_bytes(candidates) != e.get("candidates"):
             continue
         meta = {"kind": "documents-partition", "corpus": corpus, "subdomain": sid, **{f: e[f] for f in fields},
-                "sizes": {"documents": e["documents"]["size"], "calls": e["calls"]["size"]},
+                **_counts(rows), "sizes": {"documents": len(candidates), "calls": e["calls"]["size"]},
                 "keeps": _kept_call_keys(calls)}
-        extra = None
+        extra = {"documents": store.put_bytes(candidates)}
         if dedup:
-            try:
-                texts = [r["text"] for r in read_parquet_rows(docs)]
-            except Exception:  # noqa: BLE001 - an unreadable file is simply not adopted
-                continue
-            extra = {"signatures": store.put_bytes(signature_bytes(signatures(texts)))}
-        rec = store.adopt_files(key, {"documents": docs, "calls": calls},
-                                {"documents": e["documents"]["digest"], "calls": e["calls"]["digest"]}, meta, extra)
+            extra["signatures"] = store.put_bytes(signature_bytes(signatures(r["text"] for r in rows)))
+        rec = store.adopt_files(key, {"calls": calls}, {"calls": e["calls"]["digest"]}, meta, extra)
         if rec is not None:
             out[sid] = rec
     if out:

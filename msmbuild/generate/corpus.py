@@ -446,19 +446,23 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
             if place(store, rec.outputs["documents"], path, was.get("documents")):
                 changed.append(str(path))
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
-                and path.is_file() and path.stat().st_size == was["documents"]["size"]:
+                and path.is_file() and path.stat().st_size == was["documents"]["size"] \
+                and layout.dropped_rows(corpus, name).is_file():
             entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests")})
         else:
             entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
-            data = entry.pop("data")
+            data, gone = entry.pop("data"), entry.pop("gone")
             if write_bytes_if_changed(path, data):
                 changed.append(str(path))
+            if write_bytes_if_changed(layout.dropped_rows(corpus, name), gone):
+                changed.append(str(layout.dropped_rows(corpus, name)))
         calls = layout.document_calls_partition(corpus, name)
         entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
         if place(store, rec.outputs["calls"], calls, was.get("calls")):
             changed.append(str(calls))
         entries.append(entry)
     changed += remove_stale(layout.documents_dir(corpus), names)
+    changed += remove_stale(layout.dropped_rows(corpus, "_").parent, [n for n in names if drops[n]])
     changed += remove_stale(layout.document_calls_dir(corpus), names)
     inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas_index(corpus),
               layout.step_calls(corpus, "tree")]
@@ -498,10 +502,11 @@ def _without_rows(store: Store, candidates: str, dropped: list[int]) -> dict[str
     gone = set(dropped)
     kept = [r for i, r in enumerate(rows) if i not in gone]
     data = parquet_bytes(kept, SCHEMAS["documents"])
+    dropped_bytes = parquet_bytes([rows[i] for i in sorted(gone)], SCHEMAS["documents"])
     digests: dict[str, int] = {}
     for d in kept:
         digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
-    return {"data": data, "documents": {"digest": digest_bytes(data), "size": len(data)},
+    return {"data": data, "gone": dropped_bytes, "documents": {"digest": digest_bytes(data), "size": len(data)},
             "n_docs": len(kept), "n_chars": sum(d["n_chars"] for d in kept),
             "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "spec_digests": digests}
 
