@@ -54,6 +54,8 @@ def test_readme_sharing_steps_typed_literally(tmp_path: Path) -> None:
                     words = ["git", "commit", "-qm", "build"]
                 sh(words, a, env)
         assert sh(["git", "status", "--porcelain", "--untracked-files=no"], a) == ""
+        sh(["snakemake", "--cores", "2"], a, env)  # a build that changes nothing
+        assert sh(["git", "status", "--porcelain", "--untracked-files=no"], a) == ""
 
         b = tmp_path / "b"
         sh(["git", "clone", "-q", str(a), str(b)], tmp_path)
