@@ -343,7 +343,7 @@ def _cell(value: Any) -> str:
     """One table cell: a dash for a missing value (never Python's None), floats to 3 places."""
     if value is None or (isinstance(value, float) and value != value):
         return "—"
-    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy's too
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's too
         return "yes" if value else "no"
     if isinstance(value, float):
         return _num(value, 3)
