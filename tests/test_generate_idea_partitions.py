@@ -154,6 +154,8 @@ def test_pulled_partitions_are_adopted_by_an_empty_store(tmp_path: Path, monkeyp
     Path(".msmbuild").rename(".msmbuild-builder")  # the teammate's empty store
     ideas, docs = _step(generate_ideas), _step(generate_documents)
     assert ideas.counts["subdomains rebuilt"] == 0 and docs.counts["subdomains rebuilt"] == 0
+    n = len(index["partitions"])
+    assert ideas.counts["of them adopted from pulled files"] == docs.counts["of them adopted from pulled files"] == n
     assert ideas.stats.requests == docs.stats.requests == 0
     assert {p: p.read_bytes() for p in corpus.rglob("*") if p.is_file()} == before
     store = Store(".msmbuild/store")

@@ -237,8 +237,9 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         subs = iter_subdomains(tree)
         keys = {sub["id"]: ideas_partition_key(s.run, sub) for sub in subs}
         records = _lookup(s.store, keys)
-        records.update(adopt_ideas(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
-                                   IDEAS_INDEX_META))
+        adopted = adopt_ideas(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
+                              IDEAS_INDEX_META)
+        records.update(adopted)
         todo = [sub for sub in subs if sub["id"] not in records]
         per_sub = s.cfg.n_doc_types * s.cfg.n_doc_ideas
         for batch in batches(todo, [per_sub] * len(todo), batch_size or BATCH_SIZE):
@@ -254,7 +255,9 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         return s.report("ideas", {"subdomains": len(subs), "ideas": sum(m["n_ideas"] for m in metas),
                                   "unsuitable": sum(m["n_unsuitable"] for m in metas),
                                   "subdomains rebuilt": len(todo),
-                                  "subdomains unchanged": len(subs) - len(todo)}, changed)
+                                  "subdomains unchanged": len(subs) - len(todo),
+                                  **({"of them adopted from pulled files": len(adopted)} if adopted else {})},
+                        changed)
     finally:
         s.close()
 
@@ -290,9 +293,9 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         planned = _ideas_entries(s.layout, corpus, subs)
         keys = {sub["id"]: partition_key(s.run, sub, planned[sub["id"]]) for sub in subs}
         records = _lookup(s.store, keys)
-        records.update(adopt_documents(s.store, s.layout, corpus,
-                                       {k: v for k, v in keys.items() if k not in records}, INDEX_META,
-                                       s.cfg.filters.dedup_threshold < 1.0))
+        adopted = adopt_documents(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
+                                  INDEX_META, s.cfg.filters.dedup_threshold < 1.0)
+        records.update(adopted)
         todo = [sub for sub in subs if sub["id"] not in records]
         weights = [planned[sub["id"]]["n_ideas"] * s.cfg.n_samples for sub in todo]
         for batch in batches(todo, weights, batch_size or BATCH_SIZE):
@@ -311,7 +314,8 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
                   "too long": sum(m["too_long"] for m in metas),
                   "near-duplicates": sum(m["near_duplicate"] for m in metas)
                   + sum(len(e["dropped"]) for e in entries),
-                  "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo)}
+                  "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo),
+                  **({"of them adopted from pulled files": len(adopted)} if adopted else {})}
         if s.cfg.context == "full_incremental":
             current = digest_text(s.run.context) if s.run.context else ""
             counts["made against an older spec"] = sum(n for e in entries for d, n in e["spec_digests"].items()
