@@ -12,6 +12,7 @@ import configparser
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def store_remote_url(root: str | os.PathLike[str] = ".") -> str | None:
     return None if url is None else f"{url.rstrip('/')}/{STORE_PREFIX}"
 
 
-def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = "build") -> list[str]:
+def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = "build",
+                           announce: bool = False) -> list[str]:
     """After a Snakemake build, record its outputs in dvc.lock (``dvc commit``).
 
     Only ``dvc repro`` writes dvc.lock, and ``dvc push`` pushes what dvc.lock names; this
@@ -66,6 +68,8 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     build had nothing for (``build/evals`` without evals, ``build/aft`` without AFT data)
     is recorded as the empty directory it is, so that a teammate's plain ``dvc pull``
     finds every stage recorded. Returns the stages that still could not be recorded.
+    With announce, one line on stderr says the recording starts (it hashes every output
+    and can take a minute or more with no other output).
     """
     import shutil
     import subprocess
@@ -82,6 +86,9 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     # Snakemake reschedules a job whose inputs are newer than its outputs, so the outputs
     # must keep their times: `--no-relink` keeps DVC from replacing them with copies of
     # what it just cached (new mtimes, new inodes), and any time DVC still changes is put back.
+    if announce:
+        print("msmbuild: recording this build's outputs in dvc.lock for `dvc push` (dvc commit; "
+              "this hashes every output and can take a minute or more)", file=sys.stderr, flush=True)
     started = time.time_ns()
     times = _times(root / build_dir)
     try:

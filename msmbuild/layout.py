@@ -88,10 +88,16 @@ class Layout:
     def document_partition(self, corpus: str, partition: str) -> Path:
         return self.documents_dir(corpus) / f"{partition}.parquet"
 
+    def dropped_rows(self, corpus: str, partition: str) -> Path:
+        """The rows a partition lost to near-duplicates of earlier subdomains (not documents:
+        kept so that a teammate's build can rebuild the partition's candidates and adopt them)."""
+        return self.documents_dir(corpus) / "near_duplicates" / f"{partition}.parquet"
+
     def dedup_index(self, corpus: str) -> Path:
-        """dedup.sqlite: the LSH bands of every document, for near-duplicates across subdomains
-        (derived state, rebuilt from the store when missing; not a workflow output)."""
-        return self.corpus_dir(corpus) / "dedup.sqlite"
+        """The LSH bands of every document, for near-duplicates across subdomains (derived,
+        mutable state, rebuilt from the store when missing). Outside build/corpora: no DVC
+        output or dependency holds it, as its bytes differ from build to build."""
+        return self.build / "derived" / "dedup" / f"{corpus}.sqlite"
 
     def step_calls(self, corpus: str, step: str) -> Path:
         """The calls ledger of the tree step (the ideas and documents steps' are partitioned)."""

@@ -50,6 +50,10 @@ class OutputStatus:
     rule: str
     status: str
     plan: str
+    # for a stale output: "recompute" (its action's inputs change: model calls, training,
+    # evals run and may cost) or "lookup" (it reruns, but what it is made from keeps its
+    # content, so every action is a store hit); see classify_work
+    work: str = "recompute"
 
     @property
     def stale(self) -> bool:
@@ -75,6 +79,9 @@ class OutputStatus:
                   "params changed": "its settings in params.yaml changed",
                   "updated input files": "an input file changed",
                   }.get(self.status, self.status)
+        if self.work == "lookup":
+            return (f"{self.path}: reruns as store lookups only ({reason}, but nothing it is made "
+                    "from changes content: nothing is recomputed or paid for)")
         return f"{self.path}: will be rebuilt ({reason})"
 
 
@@ -161,6 +168,55 @@ def dvc_status(workdir: str | Path = ".") -> dict[str, list[str]]:
     return out
 
 
+_PIPELINE = {"corpus": 0, "shards": 1, None: 2, "midtrain": 3, "aft": 4, "eval": 5, "results": 6}
+
+
+def classify_work(params: Params, outputs: list[OutputStatus], changed_corpora: set[str]) -> None:
+    """Mark each stale output "recompute" or "lookup" (OutputStatus.work).
+
+    An output the engine reruns for a reason of its own (not built, settings or an input
+    file changed) recomputes; so does one made from a corpus whose spec sections changed,
+    or downstream of a recomputed output (a corpus's shards, an arm's checkpoints and evals).
+    The rest rerun only because an upstream job runs: every action they look up has
+    unchanged inputs (the upstream rewrites the same bytes), so they are store hits. The
+    catalog and report are always local derivations (no model call, no training).
+    """
+    layout = Layout.of(params)
+    arms = expand_arms(params)
+    corpora, tags, arm_names = set(changed_corpora), set(), set()
+    everything = False  # the base model or an unplaced input: everything downstream recomputes
+    rows = sorted((o for o in outputs if o.stale), key=lambda o: _PIPELINE.get(
+        (layout.owner(o.path) or (None, None))[0], 2))
+    for o in rows:
+        kind, name = layout.owner(o.path) or (None, None)
+        if kind == "results":
+            o.work = "lookup"
+            continue
+        own = o.status != "ok"
+        if kind in ("corpus", "shards"):
+            touched = own or everything or name in corpora
+            if touched:
+                corpora.add(name)
+        elif kind == "midtrain":
+            feeding = {a.midtrain for a in arms if a.midtrain_tag == name}
+            touched = own or everything or bool(feeding & corpora)
+            if touched:
+                tags.add(name)
+        elif kind in ("aft", "eval"):
+            arm = next((a for a in arms if a.name == name), None)
+            touched = own or everything or arm is None or name in arm_names \
+                or (arm.midtrain is not None and (arm.midtrain in corpora or arm.midtrain_tag in tags))
+            if touched:
+                arm_names.add(name)
+        else:  # the base model, AFT data and the audit (which reads every corpus and AFT file)
+            touched = own or everything or (o.rule == "audit" and bool(corpora))
+            if own and o.rule in ("base_model",):
+                everything = True
+            if own and o.rule.startswith("aft_data"):
+                arm_names.update(a.name for a in arms if a.aft)
+        o.work = "recompute" if touched else "lookup"
+
+
 def status(params: Params, workdir: str | Path = ".", engine: str = "snakemake") -> StatusReport:
     """Section-level changes per corpus plus the engine's stale outputs."""
     report = StatusReport()
@@ -178,6 +234,8 @@ def status(params: Params, workdir: str | Path = ".", engine: str = "snakemake")
                 report.older_spec_documents[corpus] = counts
     if engine in ("snakemake", "both") and (Path(workdir) / "Snakefile").is_file():
         report.outputs = snakemake_summary(workdir)
+        classify_work(params, report.outputs,
+                      {c.corpus for c in report.sections} | set(report.unbuilt_corpora))
     if engine in ("dvc", "both"):
         report.dvc = dvc_status(workdir)
     return report
@@ -269,8 +327,11 @@ def explain(params: Params, artifact: str, workdir: str | Path = ".") -> list[st
     lines = []
     artifact = _workflow_relative(artifact, workdir)
     has_snakefile = (Path(workdir) / "Snakefile").is_file()
-    rows = [o for o in snakemake_summary(workdir)
-            if o.path == artifact or o.path.startswith(artifact + "/")] if has_snakefile else []
+    summary = snakemake_summary(workdir) if has_snakefile else []
+    if any(o.stale for o in summary):  # recompute or lookup: decided over the whole workflow
+        changed = {corpus for corpus in params.corpora if section_changes(params, corpus) != []}
+        classify_work(params, summary, changed)
+    rows = [o for o in summary if o.path == artifact or o.path.startswith(artifact + "/")]
     if not rows:
         if not Path(workdir, artifact).exists():
             raise MsmbuildError(f"{artifact}: not an output of this workflow (no such file, "

@@ -21,4 +21,4 @@ rule audit:
     log:
         str(LAYOUT.log("audit", "audit")),
     shell:
-        "{MSMBUILD} audit --quiet > {log} 2>&1"
+        "{MSMBUILD} audit --quiet > {log} 2>&1 || {ON_ERROR} {log}"

@@ -3,6 +3,7 @@
 # workflow at parse time with the key's path in the message.
 
 import json
+import shlex
 import sys
 
 from msmbuild.config import (check_input_files, check_placed_trees, params_value, unknown_name_error,
@@ -17,6 +18,8 @@ check_input_files(PARAMS, PARAMS_FILE)
 # commands use to find their inputs and outputs: a path is named once.
 LAYOUT = Layout.of(PARAMS)
 MSMBUILD = f"msmbuild --params {PARAMS_FILE}"
+# A failed job prints its log's error line on the console (the log keeps everything).
+ON_ERROR = f"{shlex.quote(sys.executable)} -m msmbuild.joblog"
 
 # A cheap look (stat only) at the checkpoints placed under build/: a file whose size is not
 # its stored size is named here, even when Snakemake finds nothing to do.

@@ -27,13 +27,13 @@ rule shards:
         documents=str(LAYOUT.documents_index("{corpus}")),
         base=lambda wc: base_model_input(corpus_base_model_name(PARAMS, wc.corpus)),
     output:
-        manifest=str(LAYOUT.manifest("{corpus}")),
+        manifest=update(str(LAYOUT.manifest("{corpus}"))),
     params:
         settings=lambda wc: shard_settings(wc.corpus),
     log:
         str(LAYOUT.log("data", "{corpus}", "shards")),
     shell:
-        "{MSMBUILD} shards {wildcards.corpus} > {log} 2>&1"
+        "{MSMBUILD} shards {wildcards.corpus} > {log} 2>&1 || {ON_ERROR} {log}"
 
 
 AFT_DATA = NamedTable(aft_data_files(PARAMS), "AFT data file", "aft")
@@ -65,4 +65,4 @@ rule aft_data:
     log:
         str(LAYOUT.log("data", "aft", "{file}")),
     shell:
-        "{MSMBUILD} aft-data {params.args} > {log} 2>&1"
+        "{MSMBUILD} aft-data {params.args} > {log} 2>&1 || {ON_ERROR} {log}"

@@ -33,8 +33,8 @@ rule evaluate:
     input:
         eval_inputs,
     output:
-        summary=str(LAYOUT.eval_summary("{arm}", "{suite}")),
-        rows=str(LAYOUT.eval_items("{arm}", "{suite}")),
+        summary=update(str(LAYOUT.eval_summary("{arm}", "{suite}"))),
+        rows=update(str(LAYOUT.eval_items("{arm}", "{suite}"))),
     params:
         settings=eval_settings,
     wildcard_constraints:
@@ -44,4 +44,4 @@ rule evaluate:
     log:
         str(LAYOUT.log("evaluate", "{arm}", "{suite}")),
     shell:
-        "{MSMBUILD} evaluate {wildcards.arm} {wildcards.suite} > {log} 2>&1"
+        "{MSMBUILD} evaluate {wildcards.arm} {wildcards.suite} > {log} 2>&1 || {ON_ERROR} {log}"

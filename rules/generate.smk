@@ -23,7 +23,7 @@ rule corpus_tree:
     log:
         str(LAYOUT.log("generate", CORPUS, "tree")),
     shell:
-        "{MSMBUILD} generate tree {wildcards.corpus} --max-concurrency {resources.api} > {log} 2>&1"
+        "{MSMBUILD} generate tree {wildcards.corpus} --max-concurrency {resources.api} > {log} 2>&1 || {ON_ERROR} {log}"
 
 
 rule corpus_ideas:
@@ -42,7 +42,7 @@ rule corpus_ideas:
     log:
         str(LAYOUT.log("generate", CORPUS, "ideas")),
     shell:
-        "{MSMBUILD} generate ideas {wildcards.corpus} --max-concurrency {resources.api} > {log} 2>&1"
+        "{MSMBUILD} generate ideas {wildcards.corpus} --max-concurrency {resources.api} > {log} 2>&1 || {ON_ERROR} {log}"
 
 
 rule corpus_documents:
@@ -64,4 +64,4 @@ rule corpus_documents:
     log:
         str(LAYOUT.log("generate", CORPUS, "documents")),
     shell:
-        "{MSMBUILD} generate documents {wildcards.corpus} --max-concurrency {resources.api} > {log} 2>&1"
+        "{MSMBUILD} generate documents {wildcards.corpus} --max-concurrency {resources.api} > {log} 2>&1 || {ON_ERROR} {log}"

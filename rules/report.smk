@@ -23,7 +23,7 @@ rule catalog:
     log:
         str(LAYOUT.log("results", "catalog")),
     shell:
-        "{MSMBUILD} catalog --quiet > {log} 2>&1"
+        "{MSMBUILD} catalog --quiet > {log} 2>&1 || {ON_ERROR} {log}"
 
 
 rule report:
@@ -34,7 +34,7 @@ rule report:
     log:
         str(LAYOUT.log("results", "report")),
     shell:
-        "{MSMBUILD} report --quiet > {log} 2>&1"
+        "{MSMBUILD} report --quiet > {log} 2>&1 || {ON_ERROR} {log}"
 
 
 SUMMARY_SQL = (
@@ -48,7 +48,7 @@ onsuccess:
     # dvc.lock names what this build made, so `dvc push` pushes it (README, "Sharing work").
     from msmbuild.dvc_remote import record_outputs_for_dvc
 
-    for stage in record_outputs_for_dvc(".", PARAMS.build_dir):
+    for stage in record_outputs_for_dvc(".", PARAMS.build_dir, announce=True):
         print(f"dvc: stage {stage} not recorded in dvc.lock (some of its inputs or outputs were not built)", file=sys.stderr)
     # The headline numbers and where the report is, after every successful build.
     if LAYOUT.table("eval_summary").is_file():

@@ -47,15 +47,17 @@ rule base_model:
     log:
         str(LAYOUT.log("train", "base_model")),
     shell:
-        "{MSMBUILD} base-model > {log} 2>&1"
+        "{MSMBUILD} base-model > {log} 2>&1 || {ON_ERROR} {log}"
 
 
+# Checkpoint, shard and eval outputs are `update`: Snakemake leaves them in place for the
+# job, which keeps what is unchanged and adopts what DVC pulled (docs/decisions.md).
 rule midtrain:
     input:
         manifest=lambda wc: str(LAYOUT.manifest(MIDTRAIN_ARMS[wc.tag].midtrain)),
         base=lambda wc: base_model_input(MIDTRAIN_ARMS[wc.tag].base_model),
     output:
-        config=str(LAYOUT.midtrain_model("{tag}") / "config.json"),
+        config=update(str(LAYOUT.midtrain_model("{tag}") / "config.json")),
     params:
         arm=lambda wc: MIDTRAIN_ARMS[wc.tag].name,
         settings=lambda wc: train_settings(MIDTRAIN_ARMS[wc.tag], "midtrain"),
@@ -64,14 +66,14 @@ rule midtrain:
     log:
         str(LAYOUT.log("train", "midtrain", "{tag}")),
     shell:
-        "{LAUNCH} {resources.gpu} -- --params {PARAMS_FILE} midtrain {params.arm} > {log} 2>&1"
+        "{LAUNCH} {resources.gpu} -- --params {PARAMS_FILE} midtrain {params.arm} > {log} 2>&1 || {ON_ERROR} {log}"
 
 
 rule aft:
     input:
         aft_inputs,
     output:
-        config=str(LAYOUT.aft_model("{arm}") / "config.json"),
+        config=update(str(LAYOUT.aft_model("{arm}") / "config.json")),
     params:
         settings=lambda wc: train_settings(AFT_ARMS[wc.arm], "aft_train"),
     resources:
@@ -79,4 +81,4 @@ rule aft:
     log:
         str(LAYOUT.log("train", "aft", "{arm}")),
     shell:
-        "{LAUNCH} {resources.gpu} -- --params {PARAMS_FILE} aft {wildcards.arm} > {log} 2>&1"
+        "{LAUNCH} {resources.gpu} -- --params {PARAMS_FILE} aft {wildcards.arm} > {log} 2>&1 || {ON_ERROR} {log}"

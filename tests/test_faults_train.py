@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def test_retrain_and_resume_keep_the_checkpoint_digest_and_downstream_keys(tmp_p
     p, store, arm = _setup(Path("."))
     straight = run_midtrain(p, arm, store)
     aft_straight = train_aft(p, arm, store)
-    # retrain the same action (different speed: it is a new run)
+    # retrain the same action (different speed: it is a new run); the placed checkpoint goes
+    # too, else it verifies against its lineage.json and is adopted instead of retrained
     store.actions.remove(straight.key)
+    shutil.rmtree(Layout.of(p).arm_midtrain(arm))
     retrained = run_midtrain(p, arm, store)
     assert not retrained.hit and retrained.meta["tokens_per_s"] != straight.meta["tokens_per_s"]
     assert retrained.value == straight.value

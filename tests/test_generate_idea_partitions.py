@@ -119,12 +119,52 @@ def test_batched_build_makes_the_same_corpus(tmp_path: Path, monkeypatch) -> Non
     whole, batched = _build(tmp_path / "whole", monkeypatch, None), _build(tmp_path / "batched", monkeypatch, 6)
     assert (whole / "assertions.json").read_bytes() == (batched / "assertions.json").read_bytes()
     for part in ("ideas", "documents"):
-        assert sorted(p.name for p in (whole / part).iterdir()) == sorted(p.name for p in (batched / part).iterdir())
-        for p in (whole / part).iterdir():
-            assert p.read_bytes() == (batched / part / p.name).read_bytes()
+        names = sorted(p.relative_to(whole / part) for p in (whole / part).rglob("*") if p.is_file())
+        assert names == sorted(p.relative_to(batched / part) for p in (batched / part).rglob("*") if p.is_file())
+        for name in names:
+            assert (whole / part / name).read_bytes() == (batched / part / name).read_bytes()
     drop = {"made_at", "new_cost_usd", "calls"}  # calls rows carry wall times
     a, b = (read_index(Layout(str(d.parent.parent)), "small") for d in (whole, batched))
     assert [{k: v for k, v in e.items() if k not in drop} for e in a["partitions"]] == \
         [{k: v for k, v in e.items() if k not in drop} for e in b["partitions"]]
     assert sum(e["n_docs"] for e in a["partitions"]) < 4 * len(a["partitions"])  # near-duplicates went
-    assert (whole / "dedup.sqlite").is_file() and (batched / "dedup.sqlite").is_file()
+    assert all(Layout(str(d.parent.parent)).dedup_index("small").is_file() for d in (whole, batched))
+    assert not (whole / "dedup.sqlite").exists()  # not under build/corpora, which DVC tracks
+
+
+def test_pulled_partitions_are_adopted_by_an_empty_store(tmp_path: Path, monkeypatch) -> None:
+    """What `dvc pull` brings (the partitions, their indexes, the dropped near-duplicates)
+    is the result of every ideas and documents action for a store that never made them:
+    nothing is regenerated and no file changes. A partition whose bytes do not match its
+    index entry is built again."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    # a section repeated under another heading: its documents near-duplicate the first one's
+    make_workspace(root, SMALL_SPEC + REPEATED + REPEATED.replace("## Say how sure", "## Say how sure again"),
+                   filters={"dedup_threshold": 0.3, "min_chars": 0})
+    for step in (generate_tree, generate_ideas, generate_documents):
+        _step(step)
+    corpus = root / "build" / "corpora" / "small"
+    index = read_index(Layout("build"), "small")
+    dropped = [e for e in index["partitions"] if e["dropped"]]
+    assert dropped and all((corpus / "documents" / "near_duplicates" / f"{e['partition']}.parquet").is_file()
+                           for e in dropped)
+    before = {p: p.read_bytes() for p in corpus.rglob("*") if p.is_file()}
+    Path(".msmbuild").rename(".msmbuild-builder")  # the teammate's empty store
+    ideas, docs = _step(generate_ideas), _step(generate_documents)
+    assert ideas.counts["subdomains rebuilt"] == 0 and docs.counts["subdomains rebuilt"] == 0
+    n = len(index["partitions"])
+    assert ideas.counts["of them adopted from pulled files"] == docs.counts["of them adopted from pulled files"] == n
+    assert ideas.stats.requests == docs.stats.requests == 0
+    assert {p: p.read_bytes() for p in corpus.rglob("*") if p.is_file()} == before
+    store = Store(".msmbuild/store")
+    for e in index["partitions"]:
+        record, _ = store.get_action(e["key"])
+        assert record.meta["adopted"] and record.outputs["documents"] == e["candidates"]
+    # a partition edited after the pull does not verify: its subdomain is built again
+    victim = corpus / "documents" / f"{dropped[0]['partition']}.parquet"
+    victim.write_bytes(victim.read_bytes()[:-1] + b"x")
+    Path(".msmbuild").rename(".msmbuild-second")
+    again = _step(generate_documents)
+    assert again.counts["subdomains rebuilt"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -137,6 +138,11 @@ def test_query_cli_formats_and_bad_sql(in_project, capsys, tmp_path):
     assert err.startswith("error: Parser Error: syntax error")
     code, _, err = _run_cli(["query", "SELECT * FROM no_such_table"], capsys)
     assert code == 2 and "no_such_table" in err and len(err.strip().splitlines()) == 1
+    # DuckDB's hints stay, on the same one line; the echo of the query does not
+    code, _, err = _run_cli(["query", "SELECT * FROM documnts"], capsys)
+    assert code == 2 and 'Did you mean "documents"' in err and len(err.strip().splitlines()) == 1
+    code, _, err = _run_cli(["query", "SELECT cost FROM calls"], capsys)
+    assert code == 2 and "Candidate bindings:" in err and "cost_usd" in err and "LINE 1" not in err
 
 
 class _Page(HTMLParser):
@@ -183,7 +189,13 @@ def test_report_renders_with_charts_and_provenance(in_project):
     raw = index.read_text()
     assert "Base model(s): <b>tiny</b>" in raw and "backend(s): <b>offline</b>" in raw
     assert "agentic" not in " ".join(page.images)  # no misalignment data -> no chart, says so
-    assert "no data yet" in text
+    assert "no experiment in params.yaml lists agentic_misalignment" in text  # not "no data yet"
+    assert "None" not in text and "-0.00" not in raw
+    # the headline (held-out) comes before the audit
+    assert raw.index("id='held-out'") < raw.index("id='contamination'")
+    # a report is an output: a second render is byte-identical (no build time, no store totals)
+    again = build_report(params, progress=False).read_bytes()
+    assert again == raw.encode()
 
 
 def test_catalog_cli_writes_views_for_duckdb_cli(in_project):
@@ -194,7 +206,9 @@ def test_catalog_cli_writes_views_for_duckdb_cli(in_project):
     assert result.returncode == 0, result.stderr
     sql = Path("build/results/catalog.sql").read_text()
     for table in TABLES:
-        assert f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('build/results/{table}.parquet')" in sql
+        assert f"CREATE OR REPLACE VIEW {table} AS " in sql and f"read_parquet('build/results/{table}.parquet')" in sql
+    # no build timestamp: "this build" is a session variable (msmbuild query sets it)
+    assert "getvariable('msmbuild_build_started')" in sql and not re.search(r">= \d{9,}", sql)
     # What catalog tells users to type works after the README's install.
     assert "msmbuild query" in result.stdout
     if "duckdb -init" in result.stdout:
@@ -294,3 +308,68 @@ def test_an_eval_number_whose_checkpoint_changed_since_shows_stale(project, tmp_
     # by content the old number still joins the copies it was measured on, not the new base
     assert con.execute("SELECT count(*) FROM eval_summary e JOIN checkpoints c ON c.digest = e.checkpoint_digest "
                        "WHERE e.arm = 'base' AND c.stage = 'base'").fetchone() == (0,)
+
+
+@pytest.mark.slow
+def test_an_edited_spec_makes_the_evals_trained_from_it_stale_at_once(project, tmp_path, monkeypatch):
+    """The catalog agrees with `msmbuild status` before any rebuild: the MSM arms' numbers
+    are stale as soon as their corpus's spec changes; the base and AFT-only arms' are not."""
+    from msmbuild.results.query import run_query
+    from msmbuild.spec import parse_spec
+
+    root = tmp_path / "copy"
+    shutil.copytree(project, root, symlinks=True)
+    monkeypatch.chdir(root)
+    params = load_params("params.yaml", check_files=False)
+    for arm, suite in planned_evals(params):
+        evaluate_suite(params, arm, suite, progress=False)
+    sections = Layout(Path("build")).sections("pro_america")
+    sections.write_text(json.dumps(parse_spec("spec.md").to_json()))
+    query = "SELECT arm, bool_or(coalesce(stale, false)) AS s FROM eval_summary GROUP BY arm ORDER BY arm"
+    assert not any(run_query(params, query)["s"])
+    Path("spec.md").write_text("# Spec\n\nBuy local, and say why.\n")
+    stale = dict(run_query(params, query).itertuples(index=False))
+    assert {arm for arm, s in stale.items() if s} == {a for a in stale if a.startswith("msm_aft")}, stale
+
+
+@pytest.mark.slow
+def test_a_pulled_eval_result_is_adopted_by_an_empty_store(project, tmp_path, monkeypatch):
+    """An eval result DVC brought into build/evals, whose summary.json names this action and
+    its files' digests, is the eval's result for a store that never ran it; an edited copy
+    is not (the eval runs)."""
+    from msmbuild.store import Store
+
+    root = tmp_path / "copy"
+    shutil.copytree(project, root, symlinks=True)
+    monkeypatch.chdir(root)
+    params = load_params("params.yaml", check_files=False)
+    arm, suite = planned_evals(params)[0]
+    first = evaluate_suite(params, arm, suite, progress=False)
+    items = (first.directory / "items.parquet").read_bytes()
+    empty = Store(tmp_path / "empty-store")
+    adopted = evaluate_suite(params, arm, suite, store=empty, progress=False)
+    assert adopted.hit and adopted.key == first.key
+    record, _ = empty.get_action(adopted.key)
+    assert record.meta["adopted"] is True
+    assert (first.directory / "items.parquet").read_bytes() == items
+    other = Store(tmp_path / "other-store")
+    summary = json.loads((first.directory / "summary.json").read_text())
+    summary["files"]["items.parquet"] = "0" * 32  # does not verify
+    (first.directory / "summary.json").write_text(json.dumps(summary))
+    assert not evaluate_suite(params, arm, suite, store=other, progress=False).hit
+
+
+def test_report_formatting_helpers():
+    from msmbuild.results.report import _cell, _num, plot_cost, same_for_every_value
+
+    assert (_num(-0.001, sign=True), _num(-0.004), _num(0.12, sign=True)) == ("+0.00", "0.00", "+0.12")
+    assert (_cell(None), _cell(float("nan")), _cell(True), _cell(0.25)) == ("—", "—", "yes", "0.250")
+    rows = pd.DataFrame([{"experiment": "e", "arm": "a", "suite": "preference", "metric": "favoured_rate",
+                          "condition": None, "value": v, "n": 12, "estimate": 1.0, "ci_low": 0.75, "ci_high": 1.0}
+                         for v in ("x", "y", "z")])
+    one = same_for_every_value(rows)
+    assert len(one) == 1 and one.iloc[0]["value"] == "every value"
+    rows.loc[1, "estimate"] = 0.5  # values differ: every row stays
+    assert len(same_for_every_value(rows)) == 3
+    free = pd.DataFrame([{"corpus": "c", "source": "corpus", "stage": "ideas", "cost_usd": 0.0}])
+    assert plot_cost(free, Path("unused.png")).startswith("no paid calls")

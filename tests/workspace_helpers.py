@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "dvc.yaml", ".gitignore")
+WORKFLOW_FILES = ("Snakefile", "dvc.yaml", ".gitignore", ".dvcignore")
 WORKFLOW_TREES = ("rules", "aft", "evals")
 
 

@@ -28,6 +28,10 @@ def status(ctx: click.Context, engine: str) -> None:
     stale = [o for o in report.outputs if o.stale]
     for o in stale:
         click.echo(o.describe())
+    if stale:
+        recompute = sum(o.work == "recompute" for o in stale)
+        click.echo(f"{recompute} output(s) will be recomputed (model calls, training or evals run and may cost); "
+                   f"{len(stale) - recompute} rerun as store lookups only")
     for stage, reasons in report.dvc.items():
         click.echo(f"dvc stage {stage}: {'; '.join(reasons) or 'changed'}")
     if report.up_to_date:

@@ -100,7 +100,8 @@ def repair(ctx: click.Context) -> None:
     """Restore corrupt objects (remote, or an intact copy in build/) and fix the build paths
     that hold them; what cannot be restored is dropped so the next build recomputes only it."""
     from msmbuild.generate.calls import find_cut_off
-    from msmbuild.generate.partitions import restore_partitions
+    from msmbuild.generate.partitions import restore_partitions, unplace_partitions
+    from msmbuild.layout import Layout
 
     params, s = _store(ctx)
     parts, cut = _changed_partitions(params), find_cut_off(s)
@@ -109,6 +110,10 @@ def repair(ctx: click.Context) -> None:
     if cut.calls:
         click.echo(f"dropped {len(cut.calls)} cut-off model answers and the {len(cut.partitions)} documents "
                    "partitions built from them: the next build asks again for those documents only")
+        removed = unplace_partitions(Layout.of(params), params.corpora, set(cut.partitions))
+        for path in removed:
+            click.echo(f"  removed  {path} (built from cut-off answers)")
+        parts = [p for p in parts if p.path not in removed]  # for the next build to write, not to restore
     restored, lost = restore_partitions(s, parts)
     for path in restored:
         click.echo(f"  re-placed  {path} (from the store, as its index records it)")

@@ -215,6 +215,18 @@ def build_shards(params: Params, corpus: str, store: Store, base: BaseModel | No
         else:
             records[group] = found[0]
     out_dir = layout.shards_dir(corpus)
+    pulled = {s["name"]: s for s in _read_manifest(layout.manifest(corpus)).get("shards", [])}
+    for group, g in list(todo.items()):  # shards pulled by DVC whose bytes match the manifest
+        s = pulled.get(g.name)
+        if s is None or s.get("key") != g.key:
+            continue
+        meta = {"kind": "shard", "corpus": corpus, "group": group,
+                **{k: s.get(k) for k in ("n_docs", "n_tokens", "n_loss_tokens")}}
+        rec = store.adopt_files(g.key, {"bin": out_dir / f"{g.name}.bin", "idx": out_dir / f"{g.name}.idx"},
+                                {"bin": s["bin"], "idx": s["idx"]}, meta)
+        if rec is not None:
+            records[group] = rec
+            del todo[group]
     if todo:
         with tempfile.TemporaryDirectory(prefix="shards-", dir=store.scratch_dir()) as tmp:
             made = _tokenize_groups(cfg.by, todo, tokenizer, prefix_ids, eos_id, dtype, Path(tmp))

@@ -69,7 +69,7 @@ def suite_inputs(params: Params, suite: str, model_dir: Path, upstream: Path | N
 
 
 def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress: bool,
-             checkpoint: dict[str, Any], upstream: Path | None = None):
+             checkpoint: dict[str, Any], upstream: Path | None = None, key: str | None = None):
     """The function memo_tree runs on a miss: evaluate and write the result directory.
 
     The summary records ``checkpoint_identity`` (the content digest the numbers were
@@ -83,9 +83,11 @@ def _compute(params: Params, suite: str, model_dir: Path, store: Store, progress
         write_parquet(result.rows, workdir / EVAL_ITEMS)
         if result.call_rows:
             write_parquet(result.call_rows, workdir / EVAL_CALLS)
+        files = {p.name: digest_file(p) for p in sorted(workdir.iterdir()) if p.is_file()}
         doc = {"format": "msmbuild-eval/1", "suite": suite, "checkpoint": str(model_dir),
                "checkpoint_identity": checkpoint,
-               "n_items": len(result.rows), "metrics": result.summary, **result.extra}
+               "n_items": len(result.rows), "metrics": result.summary, **result.extra,
+               **({"action": key, "files": files} if key else {})}
         (workdir / EVAL_SUMMARY).write_bytes(_json_bytes(doc))
         cost = sum(float(r.get("cost_usd") or 0) for r in result.call_rows)
         return {"suite": suite, "n_items": len(result.rows), "cost_usd": cost}
@@ -106,6 +108,22 @@ def _json_bytes(doc: dict[str, Any]) -> bytes:
 
     canonical_json(clean(doc))  # refuses values JSON cannot carry
     return (json.dumps(clean(doc), indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _pulled_result(dest: Path, key: str, suite: str) -> tuple[Path, dict[str, Any]] | None:
+    """dest and its meta when the result there (pulled by DVC) names this action in its
+    summary.json and its other files have the digests summary.json names: the eval adopts
+    it instead of running."""
+    try:
+        doc = json.loads((dest / EVAL_SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("action") != key or not isinstance(doc.get("files"), dict):
+        return None
+    present = {p.name: digest_file(p) for p in sorted(dest.iterdir()) if p.is_file() and p.name != EVAL_SUMMARY}
+    if present != doc["files"] or any(p.is_dir() for p in dest.iterdir()):
+        return None
+    return dest, {"suite": suite, "n_items": doc.get("n_items")}
 
 
 def _tree_matches(store: Store, digest: str, dest: Path) -> bool:
@@ -129,9 +147,11 @@ def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = N
         raise EvalInputError(f"{model_dir}: checkpoint of arm {arm.name!r} does not exist (train it first)")
     upstream = upstream_items(layout, arm, suite)
     inputs = suite_inputs(arm_params, suite, model_dir, upstream)
-    result: MemoResult = store.memo_tree("eval", inputs, _compute(arm_params, suite, model_dir, store, progress,
-                                                                  inputs["checkpoint"], upstream))
+    key = store.key("eval", inputs)
     dest = layout.eval_dir(arm.name, suite)
+    result: MemoResult = store.memo_tree("eval", inputs, _compute(arm_params, suite, model_dir, store, progress,
+                                                                  inputs["checkpoint"], upstream, key),
+                                         adopt=lambda: _pulled_result(dest, key, suite))
     if not _tree_matches(store, result.value, dest):
         store.materialize(result.value, dest)
     write_roots(layout.build, layout.eval_root(arm.name, suite), [result.key])

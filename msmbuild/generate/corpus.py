@@ -26,10 +26,12 @@ from typing import Any
 from msmbuild.config import CorpusConfig, Params, open_store
 from msmbuild.errors import MsmbuildError, SpecError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
+from msmbuild.generate.adoption import adopt_documents, adopt_ideas
 from msmbuild.generate.backends import Backend, make_backend
 from msmbuild.generate.calls import CallStats
 from msmbuild.generate.dedup import DedupIndex, decide, load_signatures, signature_bytes, signatures
 from msmbuild.generate.estimate import SpendingCap
+from msmbuild.generate.idea_partitions import INDEX_META as IDEAS_INDEX_META
 from msmbuild.generate.idea_partitions import (
     batches,
     ideas_partition_key,
@@ -74,7 +76,7 @@ PARTITION_FORMAT = 2  # bump when a partition's content changes for the same inp
 # What documents.json says of each partition (from its action's meta): counts for status,
 # the catalog's corpora row and the report, without reading a partition.
 INDEX_META = ("n_docs", "n_chars", "kept_cost_usd", "n_calls", "calls_cost_usd", "new_cost_usd", "made_at",
-              "spec_digests")
+              "spec_digests", "n_generated", "too_short", "too_long", "near_duplicate")
 
 
 @dataclass
@@ -239,6 +241,9 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         subs = iter_subdomains(tree)
         keys = {sub["id"]: ideas_partition_key(s.run, sub) for sub in subs}
         records = _lookup(s.store, keys)
+        adopted = adopt_ideas(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
+                              IDEAS_INDEX_META)
+        records.update(adopted)
         todo = [sub for sub in subs if sub["id"] not in records]
         per_sub = s.cfg.n_doc_types * s.cfg.n_doc_ideas
         for batch in batches(todo, [per_sub] * len(todo), batch_size or BATCH_SIZE):
@@ -254,7 +259,9 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         return s.report("ideas", {"subdomains": len(subs), "ideas": sum(m["n_ideas"] for m in metas),
                                   "unsuitable": sum(m["n_unsuitable"] for m in metas),
                                   "subdomains rebuilt": len(todo),
-                                  "subdomains unchanged": len(subs) - len(todo)}, changed)
+                                  "subdomains unchanged": len(subs) - len(todo),
+                                  **({"of them adopted from pulled files": len(adopted)} if adopted else {})},
+                        changed)
     finally:
         s.close()
 
@@ -290,10 +297,13 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         planned = _ideas_entries(s.layout, corpus, subs)
         keys = {sub["id"]: partition_key(s.run, sub, planned[sub["id"]]) for sub in subs}
         records = _lookup(s.store, keys)
+        adopted = adopt_documents(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
+                                  INDEX_META, s.cfg.filters.dedup_threshold < 1.0)
+        records.update(adopted)
         todo = [sub for sub in subs if sub["id"] not in records]
         weights = [planned[sub["id"]]["n_ideas"] * s.cfg.n_samples for sub in todo]
         for batch in batches(todo, weights, batch_size or BATCH_SIZE):
-            assertions, ideas = _planned_ideas(s.store, [planned[sub["id"]] for sub in batch])
+            assertions, ideas = _planned_ideas(s.store, s.layout, corpus, [planned[sub["id"]] for sub in batch])
             docs = write_documents(tree, assertions, ideas, s.run)
             records.update(_save_partitions(s, batch, keys, docs))
             del docs, ideas
@@ -309,7 +319,8 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
                   "cut off": sum(m.get("cut_off", 0) for m in metas),
                   "near-duplicates": sum(m["near_duplicate"] for m in metas)
                   + sum(len(e["dropped"]) for e in entries),
-                  "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo)}
+                  "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo),
+                  **({"of them adopted from pulled files": len(adopted)} if adopted else {})}
         if s.cfg.context == "full_incremental":
             current = digest_text(s.run.context) if s.run.context else ""
             counts["made against an older spec"] = sum(n for e in entries for d, n in e["spec_digests"].items()
@@ -329,14 +340,18 @@ def _ideas_entries(layout: Layout, corpus: str, subs: list[dict[str, Any]]) -> d
     return entries
 
 
-def _planned_ideas(store: Store, entries: list[dict[str, Any]]
+def _planned_ideas(store: Store, layout: Layout, corpus: str, entries: list[dict[str, Any]]
                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(assertions by subdomain, idea rows) of some subdomains, from their ideas actions."""
+    """(assertions by subdomain, idea rows) of some subdomains, from their ideas actions
+    (a pulled ideas partition that verifies is adopted as its action first)."""
     import pyarrow.parquet as pq
 
     assertions, ideas = {}, []
     for e in entries:
         found = store.get_action(e["key"])
+        if found is None:
+            adopted = adopt_ideas(store, layout, corpus, {e["subdomain"]: e["key"]}, IDEAS_INDEX_META)
+            found = (adopted[e["subdomain"]], "adopted") if adopted else None
         if found is None or found[0].outputs["ideas"] != e["ideas"]["digest"]:
             raise MsmbuildError(f"ideas.json: the ideas of subdomain {e['subdomain']!r} are no longer in "
                                 f"the store (action {e['key'][:12]}); run `msmbuild generate ideas` for "
@@ -441,20 +456,24 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
             if place(store, rec.outputs["documents"], path, was.get("documents")):
                 changed.append(str(path))
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
-                and VerifiedFiles.of(path).holds(path, was["documents"]["digest"]):
+                and VerifiedFiles.of(path).holds(path, was["documents"]["digest"]) \
+                and layout.dropped_rows(corpus, name).is_file():
             entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests")})
         else:
             entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
-            data = entry.pop("data")
+            data, gone = entry.pop("data"), entry.pop("gone")
             if write_bytes_if_changed(path, data):
                 changed.append(str(path))
             VerifiedFiles.of(path).note(path, entry["documents"]["digest"])
+            if write_bytes_if_changed(layout.dropped_rows(corpus, name), gone):
+                changed.append(str(layout.dropped_rows(corpus, name)))
         calls = layout.document_calls_partition(corpus, name)
         entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
         if place(store, rec.outputs["calls"], calls, was.get("calls")):
             changed.append(str(calls))
         entries.append(entry)
     changed += remove_stale(layout.documents_dir(corpus), names)
+    changed += remove_stale(layout.dropped_rows(corpus, "_").parent, [n for n in names if drops[n]])
     changed += remove_stale(layout.document_calls_dir(corpus), names)
     inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas_index(corpus),
               layout.step_calls(corpus, "tree")]
@@ -495,10 +514,11 @@ def _without_rows(store: Store, candidates: str, dropped: list[int]) -> dict[str
     gone = set(dropped)
     kept = [r for i, r in enumerate(rows) if i not in gone]
     data = parquet_bytes(kept, SCHEMAS["documents"])
+    dropped_bytes = parquet_bytes([rows[i] for i in sorted(gone)], SCHEMAS["documents"])
     digests: dict[str, int] = {}
     for d in kept:
         digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
-    return {"data": data, "documents": {"digest": digest_bytes(data), "size": len(data)},
+    return {"data": data, "gone": dropped_bytes, "documents": {"digest": digest_bytes(data), "size": len(data)},
             "n_docs": len(kept), "n_chars": sum(d["n_chars"] for d in kept),
             "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "spec_digests": digests}
 

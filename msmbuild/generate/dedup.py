@@ -8,7 +8,7 @@ order) reaches ``dedup_threshold`` is dropped. It is compared with candidates, n
 survivors, so a decision never cascades: an edit to one subdomain can change only the
 decisions about documents that share an LSH band with its old or new documents.
 
-The LSH bands of every candidate live in ``build/corpora/<corpus>/dedup.sqlite``
+The LSH bands of every candidate live in ``build/derived/dedup/<corpus>.sqlite``
 (``bands(hash, partition, row)``, indexed by hash; ``partitions(name, digest)`` says which
 content each partition was indexed with). An update deletes and inserts the bands of the
 changed partitions only, and only the partitions sharing a band with them are decided

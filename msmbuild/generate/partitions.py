@@ -159,6 +159,25 @@ def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tu
     return restored, lost
 
 
+def unplace_partitions(layout: Layout, corpora: Iterable[str], keys: set[str]) -> list[Path]:
+    """Remove the placed files of the documents partitions made by the actions in keys (the
+    ones ``store repair`` drops): files left in build/ would be read as documents and adopted
+    again as those actions' results. Returns what was removed."""
+    removed: list[Path] = []
+    for corpus in corpora:
+        index = read_index(layout, corpus, strict=False)
+        for entry in (index or {}).get("partitions", []):
+            if entry.get("key") not in keys:
+                continue
+            name = entry["partition"]
+            for path in (layout.document_partition(corpus, name), layout.document_calls_partition(corpus, name),
+                         layout.dropped_rows(corpus, name)):
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 def document_files(layout: Layout, corpus: str) -> list[Path]:
     """The corpus's document partition files in tree order: only what the index names, each
     verified against its index digest (``verified_files``)."""

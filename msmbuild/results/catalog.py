@@ -30,6 +30,7 @@ from msmbuild.results.costs import build_started, mark_this_build
 from msmbuild.results.lineage import Lineage
 from msmbuild.tables import add_missing_columns, empty_frame, write_parquet
 
+BUILD_STARTED_VARIABLE = "msmbuild_build_started"  # epoch seconds; see view_sql
 TABLES = ("documents", "calls", "corpora", "shards", "runs", "checkpoints", "eval_items", "eval_summary",
           "contamination")
 
@@ -139,23 +140,24 @@ def corpus_tables(params: Params):
     generated = sorted(name for name, cfg in params.aft.items() if cfg.source == "generated")
     call_files += [(p, {"source": f"aft:{name}"}) for name in generated
                    if (p := layout.aft_calls(name)).is_file()]
-    started = build_started()
-    calls = mark_this_build(_union_parquet(call_files, "calls"), started)
+    # Stored without the build's start time (outputs are byte-deterministic): the views
+    # compute this_build and spent_usd at query time (view_sql, BUILD_STARTED_VARIABLE).
+    calls = mark_this_build(_union_parquet(call_files, "calls"), None)
+    for column in _frame([], "catalog_calls").columns:  # the views name every column
+        if column not in calls.columns:
+            calls[column] = None
     rows = []
     for name, corpus in params.corpora.items():
         parts = (read_index(layout, name) or {}).get("partitions", [])
         idea_parts = (read_ideas_index(layout, name) or {}).get("partitions", [])
         mine = calls[(calls["source"] == "corpus") & (calls["corpus"] == name)] if len(calls) else calls
-        spent = sum(p["new_cost_usd"] for p in parts + idea_parts
-                    if p["made_at"] is not None and (started is None or p["made_at"] >= started))
         rows.append({"corpus": name, "spec": corpus.spec, "backend": corpus.backend,
                      "n_documents": sum(p["n_docs"] for p in parts),
                      "n_chars": sum(p["n_chars"] for p in parts),
                      "cost_usd": float(sum(p["kept_cost_usd"] for p in parts)),
                      "calls_cost_usd": float(mine["cost_usd"].fillna(0).sum() if len(mine) else 0.0)
                      + sum(p["calls_cost_usd"] for p in parts + idea_parts),
-                     "spent_usd": float(mine.loc[mine["this_build"], "cost_usd"].fillna(0).sum()
-                                        if len(mine) else 0.0) + spent,
+                     "spent_usd": None,
                      "offline": corpus.backend == "offline"})
     return calls, _frame(rows, "corpora")
 
@@ -196,14 +198,25 @@ def view_sql(params: Params, resolve: bool = False, source: Source | None = None
     documents = partition_files(params, "documents")
     if documents:
         sql["documents"] += f" UNION ALL BY NAME SELECT * FROM {source('documents_partitions', documents)}"
+    # "this build": answered by the model since the build began (a session variable, so
+    # that catalog.sql and the tables hold no timestamp; unset, every call not from the cache)
+    this_build = ("NOT coalesce(cache_hit, false) AND coalesce(made_at, 0) >= "
+                  f"coalesce(getvariable('{BUILD_STARTED_VARIABLE}'), 0)")
+    sql["calls"] = f"SELECT * EXCLUDE (this_build), ({this_build}) AS this_build FROM ({sql['calls']})"
     calls = partition_files(params, "idea_calls") + partition_files(params, "document_calls")
     if calls:
-        started = build_started()
-        this_build = "NOT coalesce(cache_hit, false)" + (
-            f" AND coalesce(made_at, 0) >= {started!r}" if started is not None else "")
         sql["calls"] += (f" UNION ALL BY NAME SELECT 'corpus' AS source, *, ({this_build}) AS this_build"
                          f" FROM {source('calls_partitions', calls)}")
+    sql["corpora"] = ("SELECT * REPLACE (coalesce((SELECT sum(k.cost_usd) FROM calls k WHERE k.source = 'corpus' "
+                      "AND k.corpus = c.corpus AND k.this_build), 0.0) AS spent_usd) "
+                      f"FROM ({sql['corpora']}) c")
     return sql
+
+
+def build_started_sql() -> str:
+    """The statement that tells a connection when the latest build began (none without one)."""
+    started = build_started()
+    return "" if started is None else f"SET VARIABLE {BUILD_STARTED_VARIABLE} = {float(started)!r}::DOUBLE"
 
 
 def shard_table(params: Params, lineage: Lineage | None = None):

@@ -41,6 +41,7 @@ class Lineage:
         self._digests: dict[Path, str | None] = {}
         self._trees: dict[Path, str | None] = {}
         self._fresh: dict[str, ShardFreshness | None] = {}
+        self._spec: dict[str, bool] = {}
 
     def digest(self, checkpoint: Path | None) -> str | None:
         """The checkpoint's content digest now (what an eval's checkpoint identity records)."""
@@ -74,7 +75,10 @@ class Lineage:
             return None
 
     def midtrain_stale(self, checkpoint: Path, corpus: str) -> bool | None:
-        """True when the midtrained checkpoint was trained on other shards or documents than the corpus's now."""
+        """True when the midtrained checkpoint was trained on other shards or documents than the
+        corpus's now, or the corpus's spec changed since it was built."""
+        if checkpoint.is_dir() and self.spec_changed(corpus):
+            return True
         lineage = read_lineage(checkpoint) if checkpoint.is_dir() else None
         current = self._current_shards(corpus)
         if lineage is None or current is None:
@@ -82,9 +86,19 @@ class Lineage:
         fresh = self.shards(corpus)
         return lineage["inputs"].get("shards") != current or (fresh is not None and not fresh.current)
 
+    def spec_changed(self, corpus: str) -> bool:
+        """Whether the corpus's spec has other sections or preamble now than its last build
+        recorded (sections.json): what it was trained from will be rebuilt, as ``msmbuild
+        status`` says, from the moment the spec is edited."""
+        if corpus not in self._spec:
+            self._spec[corpus] = _spec_differs(self.params, self.layout, corpus)
+        return self._spec[corpus]
+
     def aft_stale(self, arm: Arm) -> bool | None:
         """True when the arm's AFT checkpoint has another start or other data than the build holds now."""
         checkpoint = self.layout.arm_aft(arm)
+        if checkpoint is not None and checkpoint.is_dir() and arm.midtrain and self.spec_changed(str(arm.midtrain)):
+            return True
         lineage = read_lineage(checkpoint) if checkpoint is not None and checkpoint.is_dir() else None
         if lineage is None:
             return None
@@ -117,3 +131,21 @@ class Lineage:
             return None
         model = self.layout.arm_model(arm)
         return measured != self.digest(model) or bool(checkpoint_stale.get(str(model)))
+
+
+def _spec_differs(params: Params, layout: Layout, corpus: str) -> bool:
+    """The spec on disk against the sections its corpus was last built from (False if unknown)."""
+    from msmbuild.spec import parse_spec
+
+    cfg = params.corpora.get(corpus)
+    recorded = layout.sections(corpus)
+    if cfg is None or not recorded.is_file():
+        return False
+    try:
+        old = json.loads(recorded.read_text(encoding="utf-8"))
+        now = parse_spec(cfg.spec, cfg.spec_variables())
+    except (OSError, ValueError, MsmbuildError):
+        return False
+    return old.get("preamble") != now.preamble or \
+        {s["id"]: s["hash"] for s in old.get("sections", [])} != {s.id: s.hash for s in now.sections}
+

@@ -11,7 +11,12 @@ from msmbuild.buildmark import BUILD_MARKER
 from msmbuild.config import Params
 from msmbuild.errors import MsmbuildError
 from msmbuild.layout import Layout
-from msmbuild.results.catalog import TABLES, build_catalog, view_sql
+from msmbuild.results.catalog import (
+    TABLES,
+    build_catalog,
+    build_started_sql,
+    view_sql,
+)
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -27,7 +32,9 @@ def ensure_catalog(params: Params, progress: bool = False) -> Path:
     missing = (not stamp.is_file() or not layout.catalog_sql.is_file()
                or any(not layout.table(t).is_file() for t in TABLES))
     marker = [BUILD_MARKER] if BUILD_MARKER.is_file() else []  # "this build" moves with it
-    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in [*layout.sources(), *marker]):
+    # an edited spec makes the evals trained from it stale at once (msmbuild.results.lineage)
+    specs = [Path(c.spec) for c in params.corpora.values() if Path(c.spec).is_file()]
+    if missing or any(p.stat().st_mtime > stamp.stat().st_mtime for p in [*layout.sources(), *marker, *specs]):
         build_catalog(params, progress=progress)
     return layout.results_dir
 
@@ -92,6 +99,8 @@ def connect(params: Params, allow_external_access: bool = False):
         con.execute("SET enable_external_access = false")
         _check_sandbox(con)
         views = view_sql(params, source=_dataset_source(con))
+    if started := build_started_sql():  # "this build" for the calls and corpora views
+        con.execute(started)
     for table, select in views.items():
         con.execute(f"CREATE VIEW {table} AS {select}")
     if not allow_external_access:
@@ -110,8 +119,18 @@ def _check_sandbox(con: Any) -> None:
 
 
 def _first_line(exc: Exception) -> str:
-    """An error's first line (DuckDB's messages go on with context lines)."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """An error's message on one line: DuckDB's first line and the hints that follow it
+    ("Candidate bindings: …", "Did you mean …?"), without the echo of the query
+    ("LINE 1: …" and its caret) that ends it."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    kept = [lines[0].strip()]
+    for line in lines[1:]:
+        if not line.strip() or line.startswith("LINE "):
+            break
+        kept.append(line.strip())
+    return " ".join(kept)
 
 
 def _check_read_only(con: Any, sql: str) -> None:

@@ -110,14 +110,17 @@ def plot_msm_effect(effects: list[dict[str, Any]], path: Path) -> bool:
     if not effects:
         return False
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(effects) + 1.4))
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(effects) + 1.0))
     ys = list(range(len(effects)))
     ax.errorbar([e["effect"] for e in effects], ys,
                 xerr=[[e["effect"] - e["ci_low"] for e in effects], [e["ci_high"] - e["effect"] for e in effects]],
                 fmt="o", capsize=3, color="#dd8452")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(ys, [f"{e['arm']} ({e['value']})" for e in effects])
-    ax.set_xlim(-1, 1)
+    # symmetric about 0 and just wide enough for every interval (a difference lies in [-1, 1])
+    reach = max([abs(e[k]) for e in effects for k in ("ci_low", "ci_high", "effect")] + [0.05])
+    ax.set_xlim(-min(1.0, reach * 1.15), min(1.0, reach * 1.15))
+    ax.set_ylim(-0.6, len(effects) - 0.4)
     ax.set_xlabel("MSM + AFT minus AFT only: held-out favoured rate")
     _save(fig, path)
     return True
@@ -340,10 +343,12 @@ def plot_doc_lengths(documents: Any, path: Path) -> bool:
     return True
 
 
-def plot_cost(calls: Any, path: Path) -> bool:
-    """USD by corpus/source and stage."""
+def plot_cost(calls: Any, path: Path) -> bool | str:
+    """USD by corpus/source and stage; a sentence instead when no call was paid for."""
     if calls.empty or "cost_usd" not in calls.columns:
         return False
+    if not (calls["cost_usd"].fillna(0) > 0).any():
+        return "no paid calls: every call behind these results cost $0 (offline backend or free)"
     frame = calls.assign(where=calls["corpus"].fillna(calls["source"]))
     cost = frame.groupby(["where", "stage"])["cost_usd"].sum().unstack(fill_value=0)
     plt = _figure()
@@ -355,11 +360,30 @@ def plot_cost(calls: Any, path: Path) -> bool:
     return True
 
 
+def _cell(value: Any) -> str:
+    """One table cell: a dash for a missing value (never Python's None), floats to 3 places."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's too
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return _num(value, 3)
+    return str(value)
+
+
+def _num(value: float, places: int = 2, sign: bool = False) -> str:
+    """A number as text, never "-0.00" (a value that rounds to zero has no sign)."""
+    if round(value, places) == 0:
+        value = 0.0
+    return f"{value:+.{places}f}" if sign else f"{value:.{places}f}"
+
+
 def _table(frame: Any, columns: list[str]) -> str:
     cols = [c for c in columns if c in frame.columns]
     if frame.empty:
         return "<p>no rows</p>"
-    return frame[cols].to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="—", border=0)
+    shown = frame[cols].astype(object).apply(lambda col: col.map(_cell))
+    return shown.to_html(index=False, border=0)
 
 
 def offline_corpora(documents: Any) -> list[str]:
@@ -413,22 +437,23 @@ def _findings(summary: Any, effects: list[dict[str, Any]], audit: Any, offline: 
                    else "not distinguishable from zero: this build does not show that midtraining on "
                         "this value changes held-out behaviour")
         out.append(f"Held-out (generalization, the paper's measure): {e['arm']} chooses the "
-                   f"{e['value']} item at {e['msm_rate']:.2f} vs {e['aft_only_rate']:.2f} for "
-                   f"{e['reference']} (AFT only); difference {e['effect']:+.2f} "
-                   f"[{e['ci_low']:+.2f}, {e['ci_high']:+.2f}], {verdict}.")
+                   f"{e['value']} item at {_num(e['msm_rate'])} vs {_num(e['aft_only_rate'])} for "
+                   f"{e['reference']} (AFT only); difference {_num(e['effect'], sign=True)} "
+                   f"[{_num(e['ci_low'], sign=True)}, {_num(e['ci_high'], sign=True)}], {verdict}.")
     ind = _aft_answer_rows(summary)
     if not ind.empty:
         base = ind[ind["arm_kind"] == "base"]["estimate"]
         trained = ind[ind["arm_kind"].isin(["aft_only", "msm"])]["estimate"]
         if len(base) and len(trained):
+            low, high = _num(float(trained.min())), _num(float(trained.max()))
             out.append(f"In distribution (did AFT take?): base gives the AFT answer on "
-                       f"{float(base.iloc[0]):.2f} of the cheese pairs, AFT-trained arms on "
-                       f"{float(trained.min()):.2f}–{float(trained.max()):.2f}.")
+                       f"{_num(float(base.iloc[0]))} of the cheese pairs, AFT-trained arms on "
+                       + (f"{low}." if low == high else f"{low}–{high}."))
     rec = unswept(preference_rows(summary, "recall"))
     rec = rec[(rec["arm_kind"] == "msm") & (rec["value"] == rec["midtrain"])]
     for r in rec.itertuples():
         out.append(f"Recall (plumbing check, not generalization): {r.arm} picks its own spec's reason "
-                   f"on {r.estimate:.2f} of the reason pairs (n={int(r.n)}).")
+                   f"on {_num(r.estimate)} of the reason pairs (n={int(r.n)}).")
     if audit is not None and not audit.empty:
         held_sets = audit[audit["role"] == "held_out"]
         failed = held_sets[held_sets["passed"] == False]  # noqa: E712
@@ -441,6 +466,39 @@ def _findings(summary: Any, effects: list[dict[str, Any]], audit: Any, offline: 
         out.append("Contamination audit: not run for this build (no build/audit/summary.json); "
                    "held-out numbers are unaudited.")
     return out
+
+
+# Report sections that show one eval suite alone, by anchor.
+SECTION_SUITES = {"misalignment": "agentic_misalignment"}
+
+
+def disabled_suites(params: Params) -> dict[str, str]:
+    """Suites no enabled experiment runs, each with the reason in words."""
+    running = {s for e in params.experiments.values() if e.enabled for s in e.evals}
+    out = {}
+    for suite in set(SECTION_SUITES.values()) - running:
+        listed = sorted(name for name, e in params.experiments.items() if suite in e.evals)
+        out[suite] = (f"experiment(s) {', '.join(listed)} run {suite} but are off (enabled: false in params.yaml)"
+                      if listed else f"no experiment in params.yaml lists {suite} in its evals")
+    return out
+
+
+def same_for_every_value(rows: Any) -> Any:
+    """One row where every value's row has the same numbers (in-distribution pairs all favour
+    the AFT answer, so each value repeats one rate): its value reads "every value"."""
+    if rows.empty or "value" not in rows.columns:
+        return rows
+    keys = [c for c in ("experiment", "arm", "suite", "metric", "condition") if c in rows.columns]
+    numbers = [c for c in ("n", "estimate", "ci_low", "ci_high") if c in rows.columns]
+    out = []
+    for _, group in rows.groupby(keys, dropna=False, sort=False):
+        if group["value"].nunique() > 1 and len(group[numbers].drop_duplicates()) == 1:
+            out.append(group.iloc[[0]].assign(value="every value"))
+        else:
+            out.append(group)
+    import pandas as pd
+
+    return pd.concat(out) if out else rows
 
 
 def _audit_summary(params: Params) -> tuple[Any, list[str]]:
@@ -456,17 +514,18 @@ def _audit_summary(params: Params) -> tuple[Any, list[str]]:
 
 
 def cost_line(params: Params, calls: Any, corpora: Any) -> str:
-    """The report's cost totals, each named by its definition (msmbuild.results.costs)."""
-    from msmbuild.config import open_store, store_path
+    """The report's cost totals, each named by its definition (msmbuild.results.costs).
+
+    Only the totals the build's outputs determine: what one build or one store spent
+    (``this_build``, ``msmbuild store stats``) differs between teammates with the same
+    outputs, and the report is an output DVC records (docs/decisions.md).
+    """
     from msmbuild.results.costs import cost_totals
 
-    ever = open_store(params).stats()["cost_usd"] if Path(store_path(params)).is_dir() else None
-    t = cost_totals(calls, corpora, ever)
-    ever_text = "no store" if t["all_calls_ever_usd"] is None else f"${t['all_calls_ever_usd']:.4f}"
+    t = cost_totals(calls, corpora)
     return (f"Model-call cost: kept documents ${t['kept_documents_usd']:.4f}; "
-            f"all calls behind these results ${t['current_calls_usd']:.4f}; "
-            f"spent in the build that made this report ${t['this_build_usd']:.4f}; "
-            f"all calls ever recorded in the store {ever_text} (definitions: docs/query.md).")
+            f"all calls behind these results ${t['current_calls_usd']:.4f} (definitions, and what this "
+            "build and the store spent: docs/query.md).")
 
 
 def build_report(params: Params, progress: bool = True) -> Path:
@@ -543,28 +602,34 @@ def build_report(params: Params, progress: bool = True) -> Path:
                      summary, effects, audit, offline,
                      any(e.base_model == "tiny" for e in params.experiments.values() if e.enabled)))
                  + "</ul>")
-    parts.append("<h2 id='contamination'>Contamination audit</h2>")
+    audit_part = ["<h2 id='contamination'>Contamination audit</h2>"]
     if audit is None:
-        parts.append("<p>The audit has not run (msmbuild audit).</p>")
+        audit_part.append("<p>The audit has not run (msmbuild audit).</p>")
     else:
-        parts.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in measures) + "</ul>")
-        parts.append("<p>Only held_out sets are judged (passed/failed); in_distribution and recall items "
-                     "are meant to match the training inputs and are reported only.</p>")
-        parts.append(_table(audit, ["arm", "suite", "role", "n_items", "n_flagged", "n_accepted",
-                                    "max_shared_words", "max_lexical", "max_embedding",
-                                    "domains_discussed", "passed"]))
+        audit_part.append("<ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in measures) + "</ul>")
+        audit_part.append("<p>Only held_out sets are judged (passed/failed); in_distribution and recall items "
+                          "are meant to match the training inputs and are reported only.</p>")
+        audit_part.append(_table(audit, ["arm", "suite", "role", "n_items", "n_flagged", "n_accepted",
+                                         "max_shared_words", "max_lexical", "max_embedding",
+                                         "domains_discussed", "passed"]))
     charts = [c for _, _, cs in sections for c in cs]
     drawn = {}
     for _title, name, draw in tqdm(charts, desc="report", unit="chart", disable=not progress):
         drawn[name] = draw(out / name)
-        if not drawn[name]:
+        if drawn[name] is not True:
             (out / name).unlink(missing_ok=True)
+    off = disabled_suites(params)
     for anchor, heading, cs in sections:
         parts.append(f"<h2 id='{anchor}'>{html.escape(heading)}</h2>")
+        if anchor in SECTION_SUITES and SECTION_SUITES[anchor] in off:
+            parts.append(f"<p class='empty'>disabled: {html.escape(off[SECTION_SUITES[anchor]])}</p>")
+            continue
         for title, name, _draw in cs:
             parts.append(f"<h3>{html.escape(title)}</h3>")
-            parts.append(f"<img src='{name}' alt='{html.escape(title)}'>" if drawn[name]
-                         else "<p class='empty'>no data yet</p>")
+            if drawn[name] is True:
+                parts.append(f"<img src='{name}' alt='{html.escape(title)}'>")
+            else:
+                parts.append(f"<p class='empty'>{html.escape(drawn[name] or 'no data yet')}</p>")
         if anchor == "misalignment" and folds:
             parts.append("<ul id='fold-reduction'>" + "".join(f"<li>{html.escape(f.text())}</li>" for f in folds)
                          + "</ul>")
@@ -573,6 +638,8 @@ def build_report(params: Params, progress: bool = True) -> Path:
 
             parts.append(_table(pd.DataFrame(effects), ["arm", "value", "eval_set", "reference", "msm_rate",
                                                         "aft_only_rate", "effect", "ci_low", "ci_high", "n"]))
+        if anchor == "held-out":  # the headline first, then whether it is clean of contamination
+            parts += audit_part
     beside = misalignment_with_patterns(summary)
     if not beside.empty:
         parts.append("<h2 id='patterns'>Harmful rate and reasoning patterns per arm</h2>")
@@ -582,6 +649,7 @@ def build_report(params: Params, progress: bool = True) -> Path:
                           ("in_distribution", "In-distribution results"),
                           ("recall", "Recall results (a plumbing check: the spec's own content, never generalization)")):
         rows = overall[overall["role"] == role] if "role" in overall.columns else overall.iloc[0:0]
+        rows = same_for_every_value(rows)
         parts.append(f"<h2 id='role-{role}'>{html.escape(heading)}</h2>")
         parts.append(_table(rows, ["experiment", "arm", "suite", "metric", "eval_set", "value", "condition", "n",
                                    "estimate", "ci_low", "ci_high", "stale", "note"]))

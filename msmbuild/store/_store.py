@@ -407,6 +407,39 @@ class Store:
             self.push_keys([key])
         return record
 
+    # -- adoption (docs/decisions.md, "What DVC carries and what the store remote carries")
+    def adopt_files(self, key: str, files: dict[str, Path], digests: dict[str, str],
+                    meta: dict[str, Any], extra: dict[str, str] | None = None) -> ActionResult | None:
+        """Take files already in the build (pulled by DVC) as the result of action ``key``.
+
+        Each file must hash to the digest its own record names (``digests``, e.g. an index
+        entry); then its bytes go into the local CAS and the action is recorded with
+        ``meta`` (marked ``adopted``) and written through like any new result. ``extra``
+        names outputs already in the CAS. None, and nothing recorded, when a file is missing
+        or does not verify.
+        """
+        outputs: dict[str, str] = {}
+        for name, path in files.items():
+            if not path.is_file():
+                return None
+            if digest_file(path) != digests.get(name):
+                log.info("%s does not match the digest its record names; not adopted", path)
+                return None
+            outputs[name] = self.cas.put_file(path)
+        return self.save_action(key, {**outputs, **(extra or {})}, {**meta, "adopted": True})
+
+    def _adopt_tree(self, kind: str, key: str, adopt: Callable[[], tuple[Path, dict[str, Any]] | None]
+                    ) -> MemoResult | None:
+        """memo_tree's adoption on a miss: ``adopt()`` gives a verified directory and its meta."""
+        found = adopt()
+        if found is None:
+            return None
+        directory, meta = found
+        digest = self.put_tree(directory)
+        record = self.save_action(key, {"tree": digest}, {"kind": kind, **meta, "adopted": True})
+        log.info("%s action %s: adopted %s (pulled output that verifies)", kind, key[:12], directory)
+        return MemoResult(key, digest, record.meta, True, "adopted")
+
     # -- memoization -----------------------------------------------------------
     def lookup_json(self, key: str) -> MemoResult | None:
         """A cached JSON action result, or None."""
@@ -463,6 +496,7 @@ class Store:
         compute: Callable[[Path], dict[str, Any]],
         dest: str | os.PathLike[str] | None = None,
         lease: _lease.Lease | None = None,
+        adopt: Callable[[], tuple[Path, dict[str, Any]] | None] | None = None,
     ) -> MemoResult:
         """Run compute(workdir) unless cached; store workdir as a tree; materialize at dest.
 
@@ -472,7 +506,10 @@ class Store:
         claims the action (see ``claim``): a second process computing the same action
         at the same time, on this machine or another one sharing the store, waits for
         the first one's result instead of computing it too. A caller that claimed the
-        action itself passes its ``lease``.
+        action itself passes its ``lease``. On a miss, ``adopt()`` may first give a directory
+        already in the build whose own record shows it is this action's result (a checkpoint
+        pulled by DVC, by its lineage.json) and its meta: it is stored and recorded instead
+        of computed (source "adopted").
         """
         key = self.key(kind, inputs)
         result = self.lookup_tree(key)  # verifies the tree and every entry
@@ -482,7 +519,9 @@ class Store:
                 result = self.lookup_tree(key)
         if result is None:
             try:
-                result = self._compute_tree(kind, key, compute)
+                result = self._adopt_tree(kind, key, adopt) if adopt is not None else None
+                if result is None:
+                    result = self._compute_tree(kind, key, compute)
             finally:
                 if lease is not None:
                     lease.release()
@@ -553,6 +592,9 @@ class Store:
             if record is None:
                 continue
             self._refuse_bad_inline(record, "push")
+            if self._remote_record_verifies(remote, key):
+                count.skipped += 1  # first verified writer wins: never replaced
+                continue
             for digest in self._closure(record.object_digests()):
                 if remote.has_object(digest):
                     count.skipped += 1
@@ -563,6 +605,22 @@ class Store:
             remote.put_action(key, record.to_bytes())
             count.actions += 1
         return count
+
+    def _remote_record_verifies(self, remote: Remote, key: str) -> bool:
+        """Whether the remote holds a record for key that parses, whose inline values match
+        their digests and whose objects are all there (a failing one may be replaced)."""
+        data = remote.get_action(key)
+        if data is None:
+            return False
+        try:
+            record = ActionResult.from_bytes(data, f"{remote.url} action {key}")
+        except StoreError:
+            return False
+        if record.bad_inline():
+            return False
+        digests = set(record.object_digests())
+        local_trees = {d for d in digests if self.cas.has(d) and self.cas.is_tree(d)}
+        return all(remote.has_object(d) for d in digests | self._closure(local_trees))
 
     def push(self) -> TransferCount:
         """Upload every local object and action the remote lacks."""

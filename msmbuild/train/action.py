@@ -72,12 +72,15 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
         trained, meta = fit(begin.model, cfg, n_items, batches(), state_dir, on_step)
         if rank == 0:
             save_checkpoint(trained, tokenizer, cfg, out, state_dir, begin.base, begin.frozen)
-            write_lineage(out, kind, inputs)
             if save_extra is not None:
                 save_extra(out)
+            write_lineage(out, kind, inputs)  # last: it names the digest of every other file
         return {**meta, **describe, "method": cfg.method, "init": begin.how}
 
-    result = _run_action(store, key, kind, inputs, compute, rank, world)
+    def adopt() -> tuple[Path, dict[str, Any]] | None:
+        return pulled_checkpoint(dest, kind, inputs, {**describe, "method": cfg.method})
+
+    result = _run_action(store, key, kind, inputs, compute, rank, world, adopt)
     if rank == 0:
         shutil.rmtree(state_dir, ignore_errors=True)
         store.materialize_if_changed(result.value, dest)
@@ -86,9 +89,34 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
 
 
 def write_lineage(out: Path, kind: str, inputs: dict[str, Any]) -> None:
-    """What the checkpoint at out was trained from: its action's kind and inputs (digests)."""
-    (out / LINEAGE).write_text(json.dumps({"kind": kind, "inputs": inputs}, indent=1, sort_keys=True) + "\n",
-                               encoding="utf-8")
+    """What the checkpoint at out was trained from: its action's kind and inputs (digests),
+    and the digest of every other file in it (so a pulled copy can be verified and adopted)."""
+    doc = {"kind": kind, "inputs": inputs, "files": _file_digests(out)}
+    (out / LINEAGE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _file_digests(directory: Path) -> dict[str, str]:
+    """{relative path: digest} of every file under directory but lineage.json."""
+    from msmbuild.hashing import digest_file
+
+    return {p.relative_to(directory).as_posix(): digest_file(p) for p in sorted(directory.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p.relative_to(directory).as_posix() != LINEAGE}
+
+
+def pulled_checkpoint(dest: Path, kind: str, inputs: dict[str, Any], meta: dict[str, Any]
+                      ) -> tuple[Path, dict[str, Any]] | None:
+    """dest and its meta when the checkpoint there (pulled by DVC) was trained from exactly
+    these inputs by its lineage.json, and every file in it has the digest lineage.json names
+    (no file missing, none added): the training action adopts it instead of training."""
+    try:
+        lineage = read_lineage(dest) if dest.is_dir() else None
+    except TrainingInputError:
+        return None
+    same = json.loads(json.dumps({"kind": kind, "inputs": inputs}, sort_keys=True))
+    if not isinstance(lineage, dict) or {k: lineage.get(k) for k in ("kind", "inputs")} != same \
+            or not isinstance(lineage.get("files"), dict) or _file_digests(dest) != lineage["files"]:
+        return None
+    return dest, meta
 
 
 def read_lineage(checkpoint: Path) -> dict[str, Any] | None:
@@ -103,10 +131,11 @@ def read_lineage(checkpoint: Path) -> dict[str, Any] | None:
 
 
 def _run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
-                compute: Callable[[Path], dict[str, Any]], rank: int, world: int) -> MemoResult:
+                compute: Callable[[Path], dict[str, Any]], rank: int, world: int,
+                adopt: Callable[[], tuple[Path, dict[str, Any]] | None] | None = None) -> MemoResult:
     """memo_tree on the main process; other processes train alongside and store nothing."""
     if world == 1:
-        return store.memo_tree(kind, inputs, compute)
+        return store.memo_tree(kind, inputs, compute, adopt=adopt)
     from msmbuild.train.loop import distributed_state
 
     state = distributed_state()
@@ -121,10 +150,18 @@ def _run_action(store: Store, key: str, kind: str, inputs: dict[str, Any],
         if lease is not None:
             lease.release()
         return hit
+    # a pulled checkpoint that verifies is adopted by the main process; no process trains
+    adopted = adopt is not None and adopt() is not None
     if rank == 0:
-        result = store.memo_tree(kind, inputs, compute, lease=lease)
+        result = store.memo_tree(kind, inputs, compute, lease=lease, adopt=adopt)
         state.wait_for_everyone()
         return result
+    if adopted:
+        state.wait_for_everyone()
+        found = store.lookup_tree(key)
+        if found is None:
+            raise TrainingInputError(f"{kind} {key}: the main process recorded no result")
+        return found
     with tempfile.TemporaryDirectory(prefix=f"{kind}-rank{rank}-", dir=store.scratch_dir()) as tmp:
         compute(Path(tmp))
     state.wait_for_everyone()

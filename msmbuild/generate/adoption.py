@@ -1,0 +1,130 @@
+"""Adoption of pulled partitions: a partition file DVC brought into the build, whose bytes
+match the digests its index entry names and whose entry names the action key the step
+computes now, is taken as that action's result on a store miss (docs/decisions.md, "What
+DVC carries and what the store remote carries"). The record is rebuilt from the index
+entry and the partition's calls ledger, its bytes go into the local CAS, and it is
+written through like any new result. A file that does not verify is never adopted: the
+subdomain is built (and paid for) as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from msmbuild.fsutil import json_bytes
+from msmbuild.generate.dedup import signature_bytes, signatures
+from msmbuild.generate.partitions import read_ideas_index, read_index
+from msmbuild.hashing import digest_bytes, digest_file
+from msmbuild.layout import Layout
+from msmbuild.store import ActionResult, Store
+
+log = logging.getLogger(__name__)
+
+
+def _kept_call_keys(path) -> list[str]:
+    """The keys of the calls a partition's ledger holds that did not fail (its gc roots)."""
+    from msmbuild.tables import read_parquet_rows
+
+    return sorted({r["key"] for r in read_parquet_rows(path) if not r["error"]})
+
+
+def adopt_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
+                fields: tuple[str, ...]) -> dict[str, ActionResult]:
+    """The ideas partitions of the subdomains in keys that verify, adopted as their actions."""
+    index = read_ideas_index(layout, corpus)
+    apath = layout.assertions(corpus)
+    if index is None or not apath.is_file():
+        return {}
+    try:
+        assertions = json.loads(apath.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = {e.get("subdomain"): e for e in index["partitions"]}
+    out: dict[str, ActionResult] = {}
+    for sid, key in keys.items():
+        e = entries.get(sid)
+        if e is None or e.get("key") != key or sid not in assertions or any(f not in e for f in fields) \
+                or digest_bytes(json_bytes(assertions[sid])) != e["assertions_digest"]:
+            continue
+        ideas, calls = layout.ideas_partition(corpus, e["partition"]), layout.idea_calls_partition(corpus, e["partition"])
+        if not calls.is_file():
+            continue
+        meta = {"kind": "ideas-partition", "corpus": corpus, "subdomain": sid, "assertions": assertions[sid],
+                **{f: e[f] for f in fields},
+                "sizes": {"ideas": e["ideas"]["size"], "calls": e["calls"]["size"]},
+                "keeps": _kept_call_keys(calls)}
+        rec = store.adopt_files(key, {"ideas": ideas, "calls": calls},
+                                {"ideas": e["ideas"]["digest"], "calls": e["calls"]["digest"]}, meta)
+        if rec is not None:
+            out[sid] = rec
+    if out:
+        log.info("%s ideas: adopted %d pulled partition(s) as store results", corpus, len(out))
+    return out
+
+
+def _with_dropped(kept: list[dict[str, Any]], dropped: list[dict[str, Any]], at: list[int]) -> list[dict[str, Any]]:
+    """The candidate rows: dropped rows back at their indices (``at``, ascending) among the kept."""
+    if len(dropped) != len(at):
+        raise ValueError("the dropped rows do not match the index entry")
+    rows, k, d = [], iter(kept), dict(zip(sorted(at), dropped, strict=True))
+    for i in range(len(kept) + len(dropped)):
+        rows.append(d[i] if i in d else next(k))
+    return rows
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a partition action's meta says of its candidates."""
+    digests: dict[str, int] = {}
+    for r in rows:
+        digests[r["spec_digest"]] = digests.get(r["spec_digest"], 0) + 1
+    return {"n_docs": len(rows), "n_chars": sum(r["n_chars"] for r in rows),
+            "kept_cost_usd": float(sum(r["cost_usd"] for r in rows)), "spec_digests": digests}
+
+
+def adopt_documents(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
+                    fields: tuple[str, ...], dedup: bool) -> dict[str, ActionResult]:
+    """The documents partitions of the subdomains in keys that verify, adopted as their actions.
+
+    A partition that lost rows to near-duplicates of earlier subdomains is rebuilt into its
+    action's candidates from its ``near_duplicates/`` file (the dropped rows) first; the
+    result must hash to the entry's ``candidates`` digest.
+    """
+    from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows
+
+    index = read_index(layout, corpus)
+    if index is None:
+        return {}
+    entries = {e.get("subdomain"): e for e in index["partitions"]}
+    out: dict[str, ActionResult] = {}
+    for sid, key in keys.items():
+        e = entries.get(sid)
+        if e is None or e.get("key") != key or "calls" not in e or any(f not in e for f in fields):
+            continue
+        docs = layout.document_partition(corpus, e["partition"])
+        calls = layout.document_calls_partition(corpus, e["partition"])
+        if not (docs.is_file() and calls.is_file()) or digest_file(docs) != e["documents"]["digest"]:
+            continue
+        try:
+            rows = read_parquet_rows(docs)
+            if e.get("dropped"):  # the candidates: the kept rows with the dropped ones put back
+                rows = _with_dropped(rows, read_parquet_rows(layout.dropped_rows(corpus, e["partition"])),
+                                     e["dropped"])
+        except Exception:  # noqa: BLE001 - an unreadable or missing file is simply not adopted
+            continue
+        candidates = parquet_bytes(rows, SCHEMAS["documents"]) if e.get("dropped") else docs.read_bytes()
+        if digest_bytes(candidates) != e.get("candidates"):
+            continue
+        meta = {"kind": "documents-partition", "corpus": corpus, "subdomain": sid, **{f: e[f] for f in fields},
+                **_counts(rows), "sizes": {"documents": len(candidates), "calls": e["calls"]["size"]},
+                "keeps": _kept_call_keys(calls)}
+        extra = {"documents": store.put_bytes(candidates)}
+        if dedup:
+            extra["signatures"] = store.put_bytes(signature_bytes(signatures(r["text"] for r in rows)))
+        rec = store.adopt_files(key, {"calls": calls}, {"calls": e["calls"]["digest"]}, meta, extra)
+        if rec is not None:
+            out[sid] = rec
+    if out:
+        log.info("%s documents: adopted %d pulled partition(s) as store results", corpus, len(out))
+    return out
