@@ -25,6 +25,10 @@ class CorruptObjectError(StoreError):
     """An object's bytes do not hash to its name."""
 
 
+class RemoteError(StoreError):
+    """The store remote failed one operation (unreachable, or a path it cannot hold)."""
+
+
 class DiskFullError(StoreError):
     """The filesystem holding the store (or the build) ran out of space."""
 
