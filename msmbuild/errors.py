@@ -29,6 +29,10 @@ class RemoteError(StoreError):
     """The store remote failed one operation (unreachable, or a path it cannot hold)."""
 
 
+class LeaseLostError(StoreError):
+    """This process no longer holds the lease of the action it computes (taken over as stale)."""
+
+
 class DiskFullError(StoreError):
     """The filesystem holding the store (or the build) ran out of space."""
 

@@ -25,6 +25,7 @@ from typing import Any
 from msmbuild.errors import (
     CorruptObjectError,
     DiskFullError,
+    LeaseLostError,
     RemoteError,
     StoreError,
     UnsafeTreeError,
@@ -158,6 +159,7 @@ class Store:
         self.lease_heartbeat_s = _lease.HEARTBEAT_S
         self.lease_stale_s = _lease.STALE_S
         self.lease_poll_s = 1.0
+        self._held: dict[str, _lease.Lease] = {}  # leases of the actions this process computes
 
     # -- ownership of actions being computed ------------------------------------
     def lease_path(self, key: str) -> Path:
@@ -205,6 +207,14 @@ class Store:
                             "(lease %s)", key, owner, path)
                 announced = True
             time.sleep(self.lease_poll_s)
+
+    def check_lease(self, key: str) -> None:
+        """Raise LeaseLostError if this process computes action key under a lease that
+        another owner has taken over; a no-op otherwise. Writers of ``resume_dir(key)``
+        call it before each write."""
+        lease = self._held.get(key)
+        if lease is not None:
+            lease.check()
 
     # -- keys ----------------------------------------------------------------
     @staticmethod
@@ -515,21 +525,31 @@ class Store:
         """
         key = self.key(kind, inputs)
         result = self.lookup_tree(key)  # verifies the tree and every entry
-        while result is None and lease is None:
-            lease = self.claim(key)
-            if lease is None:
-                result = self.lookup_tree(key)
-        if result is None:
+        while result is None:
+            while result is None and lease is None:
+                lease = self.claim(key)
+                if lease is None:
+                    result = self.lookup_tree(key)
+            if result is not None:
+                break
+            assert lease is not None
+            self._held[key] = lease
             try:
-                result = self._compute_tree(kind, key, compute)
+                result = self._compute_tree(kind, key, compute, lease)
+            except LeaseLostError as exc:
+                # Paused past the stale time and taken over: the new owner has the resume
+                # state now. Stop writing and wait for its result (or take over again).
+                log.warning("%s; stopped computing action %s, waiting for its result", exc, key)
             finally:
-                if lease is not None:
-                    lease.release()
+                self._held.pop(key, None)
+                lease.release()
+                lease = None
         if dest is not None:
             self._place(result.value, dest)
         return result
 
-    def _compute_tree(self, kind: str, key: str, compute: Callable[[Path], dict[str, Any]]) -> MemoResult:
+    def _compute_tree(self, kind: str, key: str, compute: Callable[[Path], dict[str, Any]],
+                      lease: _lease.Lease | None = None) -> MemoResult:
         """Run compute in a scratch workdir, store the tree, record the action (lease held)."""
         workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.scratch_dir()))
         try:
@@ -550,7 +570,8 @@ class Store:
                 "the run resumes from it) and rerun") from None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(self.resume_dir(key), ignore_errors=True)
+        if lease is None or lease.held():  # else it is another owner's state now
+            shutil.rmtree(self.resume_dir(key), ignore_errors=True)
         return MemoResult(key, digest, record.meta, False, "computed")
 
     def _replace_corrupt(self, tree: str, workdir: Path) -> None:

@@ -110,9 +110,10 @@ def prepare_model(model: Any, cfg: TrainConfig) -> Any:
     return model
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def _atomic_torch_save(obj: Any, path: Path, guard: Callable[[], None] | None = None) -> None:
     """Write obj to a temp file, fsync it, rename it over path: a crash or a full disk
-    leaves the previous state intact and no temp file behind."""
+    leaves the previous state intact and no temp file behind. guard() runs just before
+    the rename (it raises when this process may no longer write there)."""
     import torch
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -123,6 +124,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if guard is not None:
+            guard()
         os.replace(tmp, path)
     except RuntimeError as exc:  # torch's writer reports a failed write as RuntimeError
         full = _free_bytes(path.parent) < LOW_SPACE_BYTES
@@ -159,7 +162,8 @@ def make_optimizer(params: list[Any], cfg: TrainConfig) -> Any:
 
 
 def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_dir: Path,
-        on_step: Callable[[int], None] | None = None) -> tuple[Any, dict[str, Any]]:
+        on_step: Callable[[int], None] | None = None,
+        guard: Callable[[], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Train model (already wrapped by prepare_model); return (unwrapped model, meta).
 
     get_batch(item indices) -> tensors for one micro-batch; item k of the schedule is
@@ -167,6 +171,8 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
     count and grad norm stay on the device and are read back every LOG_EVERY steps, at
     every save and at the end, so the host never waits on the device in between; the log
     always reaches at least the saved step, so a resumed run redoes only unlogged steps.
+    ``guard()`` runs before each write to state_dir and raises when this process may no
+    longer write there (its lease on the action was taken over: Store.check_lease).
     """
     import gc
 
@@ -203,7 +209,9 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
+    check = guard or (lambda: None)
     if rank == 0:
+        check()
         _truncate_log(log_path, start)
     accelerator.wait_for_everyone()
 
@@ -240,6 +248,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
             rows = _log_rows(accelerator, pending, start)
             pending = []
             if rank == 0:
+                check()
                 _append_log(log_path, rows)
                 bar.update(len(rows), loss=f"{rows[-1]['loss']:.3f}")
         if save:
@@ -252,7 +261,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),
-                }, state_path)
+                }, state_path, check)
             accelerator.wait_for_everyone()
         if on_step is not None:
             on_step(done)
