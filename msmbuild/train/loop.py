@@ -161,10 +161,33 @@ def make_optimizer(params: list[Any], cfg: TrainConfig) -> Any:
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
+TRAIN_CPU_THREADS = 1
+"""Torch's intra-op CPU threads while training. Reductions split by thread count, so
+the count changes a checkpoint's bytes; it is fixed here, never taken from the machine
+or OMP_NUM_THREADS (1: what Snakemake jobs run with; GPU kernels do not depend on it)."""
+
+
 def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_dir: Path,
         on_step: Callable[[int], None] | None = None,
         guard: Callable[[], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Train model (already wrapped by prepare_model); return (unwrapped model, meta).
+
+    Runs with TRAIN_CPU_THREADS torch threads (restored after), so that the weights do
+    not depend on the machine's core count or the caller's thread settings.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_CPU_THREADS)
+    try:
+        return _fit(model, cfg, n_items, get_batch, state_dir, on_step, guard)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_dir: Path,
+         on_step: Callable[[int], None] | None, guard: Callable[[], None] | None) -> tuple[Any, dict[str, Any]]:
+    """fit's body (see fit).
 
     get_batch(item indices) -> tensors for one micro-batch; item k of the schedule is
     k mod n_items in a per-epoch seeded order chosen by the caller. Per-step loss, token
