@@ -84,3 +84,55 @@ def test_a_fatal_error_lets_answers_in_flight_land_and_the_rerun_pays_nothing_tw
     assert stats.hits == answered and stats.misses == 8 - answered
     prompts = server.stats()["prompts"]
     assert all(prompts[f"write document {i}"] == 1 for i in (0, 1, 2, 4))
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    from msmbuild.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _corpus(tmp_path, monkeypatch, **filters) -> None:
+    import yaml
+    from generate_helpers import SMALL_SPEC
+
+    (tmp_path / "spec.md").write_text(SMALL_SPEC)
+    corpus = {"spec": "spec.md", "n_assertions": 1, "n_doc_types": 1, "n_doc_ideas": 2, "filters": filters}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        {"store": {"path": str(tmp_path / "store")}, "corpora": {"c": corpus}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MSMBUILD_STORE_PATH", raising=False)
+
+
+def _generate_documents(capsys) -> tuple[int, str]:
+    for stage in ("tree", "ideas"):
+        code, _, err = _run_cli(["generate", stage, "c", "--quiet"], capsys)
+        assert code == 0, err
+    code, _, err = _run_cli(["generate", "documents", "c", "--quiet"], capsys)
+    return code, err
+
+
+def test_a_corpus_whose_answers_have_no_content_fails_at_generation(tmp_path, monkeypatch, capsys):
+    """Answers without <content> give empty documents; the length filter drops them all.
+    That is an error of `generate documents` (naming the filter and the reason), not a
+    '0 tokens' failure in midtraining later. (The patch stands in for a generator whose
+    answers lack the block: document_content is what finds it.)"""
+    _corpus(tmp_path, monkeypatch)
+    monkeypatch.setattr("msmbuild.generate.stages.document_content", lambda answer: "")
+    code, err = _generate_documents(capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "corpus 'c': the filters kept no document (10 generated, 0 kept: 10 too short)" in err
+    assert "filters.min_chars (200) dropped 10" in err and "10 answers had no <content>" in err
+
+
+def test_a_corpus_whose_documents_are_all_too_long_names_max_chars(tmp_path, monkeypatch, capsys):
+    _corpus(tmp_path, monkeypatch, min_chars=1, max_chars=2)
+    code, err = _generate_documents(capsys)
+    assert code == 2 and "filters.max_chars (2) dropped 10" in err, err
+    assert "documents longer than 2 characters" in err

@@ -449,6 +449,7 @@ class FilterReport:
 
     kept: int = 0
     too_short: int = 0
+    empty: int = 0  # of too_short: no text at all (the answer had no <content>)
     too_long: int = 0
     near_duplicate: int = 0
 
@@ -470,6 +471,7 @@ def filter_documents(docs: list[dict[str, Any]], filters: FilterConfig
     for d in docs:
         if d["n_chars"] < filters.min_chars:
             report.too_short += 1
+            report.empty += int(d["n_chars"] == 0)
         elif d["n_chars"] > filters.max_chars:
             report.too_long += 1
         else:
