@@ -42,14 +42,14 @@ def _reqs(n: int) -> list[GenRequest]:
 
 @pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
 def test_an_answer_cut_off_mid_json_is_retried_like_a_dropped_connection(server, tmp_path, http_client):
-    server.inject("cutoff", times=2, match="document 7")
+    server.inject("malformed_json", times=2, match="document 7")
     store = Store(tmp_path / "store")
     results, stats, _ = run_requests(store, _backend(server, tmp_path, http_client=http_client), _reqs(20),
                                      desc="documents", progress=False)
     assert all(r is not None and r.text.startswith(f"Answer to: write document {i}\n")
                for i, r in enumerate(results))
     s = server.stats()
-    assert s["faults_fired"]["cutoff"] == 2 and s["prompts"]["write document 7"] == 3
+    assert s["faults_fired"]["malformed_json"] == 2 and s["prompts"]["write document 7"] == 3
     assert stats.misses == 20 and stats.errors == 0
 
 

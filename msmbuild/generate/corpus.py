@@ -322,10 +322,13 @@ def _nothing_kept(corpus: str, counts: dict[str, int], empty: int, min_chars: in
                   dedup_threshold: float) -> str:
     """The error of a corpus whose filters kept no document: the filter that dropped most,
     and its most common reason (answers with no <content> show as empty documents)."""
-    dropped = {"too short": counts["too short"], "too long": counts["too long"],
-               "near-duplicates": counts["near-duplicates"]}
+    dropped = {"cut off": counts.get("cut off", 0), "too short": counts["too short"],
+               "too long": counts["too long"], "near-duplicates": counts["near-duplicates"]}
     worst = max(dropped, key=lambda k: dropped[k])
-    if worst == "too short" and empty * 2 >= counts["too short"]:
+    if worst == "cut off":
+        why = (f"{dropped['cut off']} answers were cut off (stopped at max_tokens or left <content> "
+               "open); most common reason: max_tokens too small for the documents asked for")
+    elif worst == "too short" and empty * 2 >= counts["too short"]:
         why = (f"filters.min_chars ({min_chars}) dropped {counts['too short']}; most common reason: "
                f"{empty} answers had no <content>…</content> block, so their documents are empty "
                "(check the generator's answers in the calls table: msmbuild query)")

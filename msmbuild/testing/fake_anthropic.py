@@ -64,7 +64,7 @@ _HTTP_FAULTS: dict[str, tuple[int, str]] = {
     "401": (401, "authentication_error"),
     "402": (402, "billing_error"),
 }
-FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "cutoff", "batch_errored", "batch_invalid", "batch_expired",
+FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "malformed_json", "batch_errored", "batch_invalid", "batch_expired",
                "batch_hang")
 
 _WORDS = (
@@ -653,7 +653,7 @@ class _Handler(BaseHTTPRequestHandler):
                     st.limits.settle("input-tokens", charge["input-tokens"],
                                      usage["input_tokens"] + usage["cache_creation_input_tokens"])
                     st.limits.settle("output-tokens", charge["output-tokens"], usage["output_tokens"])
-            if st.take_fault(prompt, ("cutoff",)) is not None:
+            if st.take_fault(prompt, ("malformed_json",)) is not None:
                 # answered (and so paid for) but the body ends mid-JSON, as a proxy cutting
                 # the stream leaves it: a complete HTTP response the client cannot parse
                 body = json.dumps(message).encode()
