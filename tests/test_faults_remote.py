@@ -120,3 +120,17 @@ def test_a_corrupt_remote_object_is_replaced_by_a_verified_copy(tmp_path, monkey
     teammate = Store(tmp_path / "teammate", remote=str(remote))
     assert teammate.lookup_tree(rebuilt.key).source == "remote"
     assert teammate.pull().ok
+
+
+def test_an_unreachable_s3_remote_does_not_stop_a_build(tmp_path, caplog):
+    """Nothing listens at the endpoint: each build step warns, computes and keeps its
+    result; after a few faults in a row the process stops asking the remote."""
+    pytest.importorskip("s3fs")
+    options = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s",
+               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    caplog.set_level(logging.WARNING)
+    store = Store(tmp_path / "s", remote="s3://bucket/store", write_through=True, storage_options=options)
+    made = [store.memo_json("call", {"i": i}, lambda i=i: (_big(i), {})) for i in range(4)]
+    assert [m.source for m in made] == ["computed"] * 4
+    assert [store.lookup_json(m.key).value for m in made] == [_big(i) for i in range(4)]
+    assert "EndpointConnectionError" in caplog.text and "goes on without read-through" in caplog.text
