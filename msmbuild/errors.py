@@ -25,6 +25,14 @@ class CorruptObjectError(StoreError):
     """An object's bytes do not hash to its name."""
 
 
+class RemoteError(StoreError):
+    """The store remote failed one operation (unreachable, or a path it cannot hold)."""
+
+
+class LeaseLostError(StoreError):
+    """This process no longer holds the lease of the action it computes (taken over as stale)."""
+
+
 class DiskFullError(StoreError):
     """The filesystem holding the store (or the build) ran out of space."""
 

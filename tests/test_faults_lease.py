@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from msmbuild.store import Store
+from msmbuild.train.midtrain import run_midtrain
 
 pytestmark = pytest.mark.faults
 
@@ -144,3 +145,92 @@ def test_a_live_owner_keeps_its_lease_while_it_beats(tmp_path):
         assert not watch.owner_gone()
         time.sleep(0.1)
     mine.release()
+
+
+# A stand-in trainer that checks its lease before each write to resume/<key>/, as the
+# real one does (Store.check_lease), and logs every write with its pid.
+CHECKING_WORKER = textwrap.dedent("""
+    import json, os, sys, time
+    from pathlib import Path
+    from msmbuild.store import Store
+
+    store_root, out_file, stale_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    s = Store(store_root)
+    s.lease_poll_s, s.lease_stale_s, s.lease_heartbeat_s = 0.05, stale_s, 0.05
+    key = s.key("train", {"run": 4})
+
+    def compute(workdir: Path) -> dict:
+        state = s.resume_dir(key)
+        state.mkdir(parents=True, exist_ok=True)
+        go = Path(store_root).parent / "go"
+        for step in range(4):
+            s.check_lease(key)
+            with open(state / "writes", "a") as f:
+                f.write(f"{os.getpid()} {step}\\n")
+            print(f"wrote {step}", flush=True)
+            while not go.exists():
+                time.sleep(0.02)
+        (workdir / "weights.bin").write_bytes(b"w" * 64)
+        return {}
+
+    r = s.memo_tree("train", {"run": 4}, compute)
+    Path(out_file).write_text(json.dumps({"source": r.source, "tree": r.value}))
+""")
+
+
+def test_a_paused_owner_stops_writing_once_its_lease_is_taken_over(tmp_path):
+    """SIGSTOP past the stale time (SLURM suspend-preemption): a waiter takes the lease
+    over; when the paused owner resumes it writes nothing more into resume/<key>/ and
+    waits for the new owner's result instead."""
+    store = tmp_path / "store"
+    s = Store(store)
+    key = s.key("train", {"run": 4})
+
+    def start(name: str, stale_s: float) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", CHECKING_WORKER, str(store), str(tmp_path / name),
+                                 str(stale_s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=_env())
+
+    paused = start("paused.json", 3600.0)
+    assert paused.stdout.readline().strip() == "wrote 0"
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        successor = start("successor.json", 0.5)
+        assert successor.stdout.readline().strip() == "wrote 0"  # it took the lease over
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    (tmp_path / "go").touch()
+    (out_paused, err_paused), (_, err_successor) = [p.communicate(timeout=120) for p in (paused, successor)]
+    errs = [err_paused, err_successor]
+    assert [paused.returncode, successor.returncode] == [0, 0], errs
+    assert out_paused == ""  # not one more write once resumed
+    outs = [json.loads((tmp_path / n).read_text()) for n in ("paused.json", "successor.json")]
+    assert [o["source"] for o in outs] == ["local", "computed"] and outs[0]["tree"] == outs[1]["tree"]
+    assert not s.resume_dir(key).exists() and not s.lease_path(key).exists()
+    assert "lost the lease" in errs[0] and "took over the lease" in errs[1]
+
+
+def test_a_trainer_whose_lease_is_taken_over_stops_and_resumes_from_saved_state(tmp_path, caplog):
+    """The real trainer checks its lease before each write to its resume state: taken
+    over at step 3, it writes nothing more, waits, takes the lease back from the silent
+    successor and resumes from its step-2 state."""
+    import logging
+
+    from test_faults_train import _setup
+
+    p, store, arm = _setup(tmp_path)
+    store.lease_stale_s, store.lease_poll_s = 0.3, 0.05
+
+    taken: list[int] = []
+
+    def take_over(step: int) -> None:
+        if step == 3 and not taken:  # what a waiter's takeover does: the stale file goes, a new one is made
+            taken.append(step)
+            path = next(store.root.glob("leases/*.lease"))
+            path.unlink()
+            path.write_text(json.dumps({"host": "another-node", "pid": 1, "token": "theirs"}))
+
+    caplog.set_level(logging.WARNING)
+    result = run_midtrain(p, arm, store, on_step=take_over)
+    assert "lost the lease" in caplog.text and "took over the lease" in caplog.text
+    assert result.meta["resumed_from"] == 2 and result.source == "computed"

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,46 @@ def test_two_workspaces_training_one_action_on_a_shared_store(tmp_path):
     a = (Layout.of(workspaces[0][1]).arm_midtrain(workspaces[0][2]) / "adapter_model.safetensors").read_bytes()
     b = (Layout.of(workspaces[1][1]).arm_midtrain(workspaces[1][2]) / "adapter_model.safetensors").read_bytes()
     assert a == b and not list(shared.glob("resume/*")) and not list(key_dir.glob("*.lease"))
+
+
+# Trains the same tiny checkpoint in a fresh process with the thread count it is given
+# (OMP_NUM_THREADS and torch.set_num_threads, as a hand run on a big node would have).
+THREADS_RUN = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    sys.path.insert(0, sys.argv[2])
+    from train_helpers import synthetic_docs, tiny_params, write_docs
+    from msmbuild.data.shards import build_shards
+    from msmbuild.experiments import arm_by_name
+    from msmbuild.store import Store
+    from msmbuild.train.midtrain import run_midtrain
+
+    os.chdir(sys.argv[1])
+    p = tiny_params(Path("build"), Path("store"), midtrain={
+        "method": "full", "lr": 3e-3, "seq_len": 128, "batch_size": 8, "max_steps": 2, "save_every": 2})
+    write_docs(Path("build"), "c", synthetic_docs())
+    Path(p.corpora["c"].spec).write_text("# Spec\\n\\nThe assistant is honest.\\n")
+    store = Store(p.store.path)
+    build_shards(p, "c", store)
+    print(run_midtrain(p, arm_by_name(p, "mc"), store).value)
+""")
+
+
+def test_a_checkpoints_bytes_do_not_depend_on_the_cpu_thread_count(tmp_path):
+    """A hand run on a many-core node and a Snakemake job (OMP threads 1) train the same
+    checkpoint: same tree digest, so AFT and eval keys downstream do not split by machine."""
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{tests.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    procs = []
+    for threads in (1, 3):
+        ws = tmp_path / f"ws{threads}"
+        ws.mkdir()
+        procs.append(subprocess.Popen([sys.executable, "-c", THREADS_RUN, str(ws), str(tests)],
+                                      env={**env, "OMP_NUM_THREADS": str(threads)},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    digests = [out.split()[-1] for out, _ in outs]
+    assert digests[0] == digests[1]

@@ -321,6 +321,10 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
                   + sum(len(e["dropped"]) for e in entries),
                   "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo),
                   **({"of them adopted from pulled files": len(adopted)} if adopted else {})}
+        if counts["documents generated"] and not counts["kept"]:
+            raise MsmbuildError(_nothing_kept(corpus, counts, sum(m.get("empty", 0) for m in metas),
+                                              s.cfg.filters.min_chars, s.cfg.filters.max_chars,
+                                              s.cfg.filters.dedup_threshold))
         if s.cfg.context == "full_incremental":
             current = digest_text(s.run.context) if s.run.context else ""
             counts["made against an older spec"] = sum(n for e in entries for d, n in e["spec_digests"].items()
@@ -328,6 +332,35 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         return s.report("documents", counts, changed)
     finally:
         s.close()
+
+
+def _nothing_kept(corpus: str, counts: dict[str, int], empty: int, min_chars: int, max_chars: int,
+                  dedup_threshold: float) -> str:
+    """The error of a corpus whose filters kept no document: the filter that dropped most,
+    and its most common reason (answers with no <content> show as empty documents)."""
+    dropped = {"cut off": counts.get("cut off", 0), "too short": counts["too short"],
+               "too long": counts["too long"], "near-duplicates": counts["near-duplicates"]}
+    worst = max(dropped, key=lambda k: dropped[k])
+    if worst == "cut off":
+        why = (f"{dropped['cut off']} answers were cut off (stopped at max_tokens or left <content> "
+               "open); most common reason: max_tokens too small for the documents asked for")
+    elif worst == "too short" and empty * 2 >= counts["too short"]:
+        why = (f"filters.min_chars ({min_chars}) dropped {counts['too short']}; most common reason: "
+               f"{empty} answers had no <content>…</content> block, so their documents are empty "
+               "(check the generator's answers in the calls table: msmbuild query)")
+    elif worst == "too short":
+        why = (f"filters.min_chars ({min_chars}) dropped {counts['too short']}; most common reason: "
+               f"documents shorter than {min_chars} characters")
+    elif worst == "too long":
+        why = (f"filters.max_chars ({max_chars}) dropped {counts['too long']}; most common reason: "
+               f"documents longer than {max_chars} characters")
+    else:
+        why = (f"filters.dedup_threshold ({dedup_threshold}) dropped {counts['near-duplicates']}; most "
+               "common reason: near-duplicate documents")
+    shown = ", ".join(f"{n} {k}" for k, n in dropped.items() if n)
+    return (f"corpus {corpus!r}: the filters kept no document ({counts['documents generated']} generated, "
+            f"0 kept: {shown}); {why}. The answers are stored: after fixing the cause, a rerun "
+            "pays only for what changes")
 
 
 def _ideas_entries(layout: Layout, corpus: str, subs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -410,7 +443,7 @@ def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, st
             digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
         meta = {"kind": "documents-partition", "corpus": s.run.corpus, "subdomain": sid,
                 "n_generated": len(docs_by[sid]), "n_docs": report.kept, "too_short": report.too_short,
-                "too_long": report.too_long, "near_duplicate": report.near_duplicate,
+                "empty": report.empty, "too_long": report.too_long, "near_duplicate": report.near_duplicate,
                 "cut_off": report.cut_off,
                 "n_chars": sum(d["n_chars"] for d in kept), "spec_digests": digests,
                 # not "cost_usd": store stats sums that key over actions, and the calls carry it

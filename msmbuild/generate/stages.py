@@ -455,6 +455,7 @@ class FilterReport:
 
     kept: int = 0
     too_short: int = 0
+    empty: int = 0  # of too_short: no text at all (the answer had no <content>)
     too_long: int = 0
     near_duplicate: int = 0
     cut_off: int = 0  # the answer stopped at max_tokens or left <content> open
@@ -479,6 +480,7 @@ def filter_documents(docs: list[dict[str, Any]], filters: FilterConfig
             report.cut_off += 1
         elif d["n_chars"] < filters.min_chars:
             report.too_short += 1
+            report.empty += int(d["n_chars"] == 0)
         elif d["n_chars"] > filters.max_chars:
             report.too_long += 1
         else:

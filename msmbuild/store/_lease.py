@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from msmbuild.errors import StoreError
+from msmbuild.errors import LeaseLostError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ class Lease:
 
     def _beat(self, every: float) -> None:
         while not self._stop.wait(every):
+            if not self.held():  # taken over (this process was paused past the stale time?):
+                log.warning("lease %s is no longer ours (taken over as stale)", self.path)
+                return  # never keep another owner's lease fresh
             try:
                 os.utime(self.path)
             except FileNotFoundError:
@@ -58,6 +61,15 @@ class Lease:
     def held(self) -> bool:
         """True while the lease file is still ours."""
         return read_owner(self.path).get("token") == self.token
+
+    def check(self) -> None:
+        """Raise LeaseLostError unless the lease is still ours (call before each write to
+        the action's resume state: a paused owner must not write into a successor's)."""
+        if not self.held():
+            owner = read_owner(self.path)
+            now = f"now held by {describe_owner(owner)}" if owner else "now held by nobody"
+            raise LeaseLostError(f"lost the lease {self.path} ({now}; this process was silent for "
+                                 "longer than the stale time, e.g. paused or suspended)")
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lease file if it is still ours."""

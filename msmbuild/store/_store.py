@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msmbuild.errors import CorruptObjectError, DiskFullError, StoreError, UnsafeTreeError
+from msmbuild.errors import (
+    CorruptObjectError,
+    DiskFullError,
+    LeaseLostError,
+    RemoteError,
+    StoreError,
+    UnsafeTreeError,
+)
 from msmbuild.fsutil import remove_within, symlink_on_path
 from msmbuild.hashing import action_key, canonical_json, digest_bytes, digest_file, is_digest
 from msmbuild.layout import DEFAULT_STORE_PATH, resume_dir
@@ -35,6 +42,7 @@ from msmbuild.store._remote import Remote
 log = logging.getLogger(__name__)
 
 INLINE_MAX_BYTES = 64 * 1024  # JSON values up to this size live inside their action record
+REMOTE_FAULTS_MAX = 3  # remote faults in a row after which a build goes on without read/write-through
 
 
 @dataclass
@@ -166,11 +174,19 @@ class Store:
         self.actions = ActionCache(self.root)
         self.remote = Remote(remote, storage_options) if remote else None
         self.write_through = write_through and self.remote is not None
+        # Remote faults are per-object errors (docs/store.md, "Remote tier"): a read-through
+        # fault is a miss, a write-through fault keeps the local result. After
+        # REMOTE_FAULTS_MAX in a row this process stops trying the remote for builds.
+        self._remote_faults = 0
+        # Objects whose remote copy failed verification here: push and write-through
+        # replace them even when the sizes agree.
+        self._remote_bad: set[str] = set()
         # Leases (see _lease.py): owner heartbeat, when a silent owner counts as gone,
         # and how often a waiter looks for the owner's result.
         self.lease_heartbeat_s = _lease.HEARTBEAT_S
         self.lease_stale_s = _lease.STALE_S
         self.lease_poll_s = 1.0
+        self._held: dict[str, _lease.Lease] = {}  # leases of the actions this process computes
 
     # -- ownership of actions being computed ------------------------------------
     def lease_path(self, key: str) -> Path:
@@ -219,6 +235,14 @@ class Store:
                 announced = True
             time.sleep(self.lease_poll_s)
 
+    def check_lease(self, key: str) -> None:
+        """Raise LeaseLostError if this process computes action key under a lease that
+        another owner has taken over; a no-op otherwise. Writers of ``resume_dir(key)``
+        call it before each write."""
+        lease = self._held.get(key)
+        if lease is not None:
+            lease.check()
+
     # -- keys ----------------------------------------------------------------
     @staticmethod
     def key(kind: str, inputs: dict[str, Any]) -> str:
@@ -250,8 +274,29 @@ class Store:
         """Store a directory; return its tree digest."""
         return self.cas.put_tree(directory)
 
+    # -- the remote as a build sees it (read-through, write-through) ---------------
+    def _remote_live(self) -> bool:
+        """True while builds use the remote (configured, and not failing every time)."""
+        return self.remote is not None and self._remote_faults < REMOTE_FAULTS_MAX
+
+    def _remote_ok(self) -> None:
+        self._remote_faults = 0
+
+    def _remote_fault(self, exc: StoreError, consequence: str) -> None:
+        """Report one remote fault of a build as a warning (never an error of the build)."""
+        self._remote_faults += 1
+        log.warning("%s; %s", exc, consequence)
+        if self._remote_faults == REMOTE_FAULTS_MAX:
+            log.warning("store remote %s failed %d times in a row; this process goes on without "
+                        "read-through and write-through (msmbuild store push uploads later)",
+                        self.remote.url if self.remote else "?", REMOTE_FAULTS_MAX)
+
     def _fetch_object(self, digest: str) -> bool:
-        """Bring an object from the remote into the local CAS; False if unavailable."""
+        """Bring an object from the remote into the local CAS; False if the remote lacks it.
+
+        A remote fault is a RemoteError and a copy that fails its digest a
+        CorruptObjectError (remembered, so that push and write-through replace it).
+        """
         if self.remote is None:
             return False
         dest = self.cas.path(digest)
@@ -262,6 +307,7 @@ class Store:
             if not self.remote.get_object_to(digest, Path(tmp)):
                 return False
             if digest_file(tmp) != digest:
+                self._remote_bad.add(digest)
                 raise CorruptObjectError(f"remote object {digest} at {self.remote.url} is corrupt")
             self.cas._install(Path(tmp), digest)
             return True
@@ -274,7 +320,7 @@ class Store:
         Every object is re-hashed; a corrupt one is fetched again from the remote or, failing
         that, moved to quarantine and reported with CorruptObjectError.
         """
-        if not self.cas.verify_object(digest) and not self._fetch_object(digest):
+        if not self.cas.verify_object(digest) and not self._read_through(digest):
             if self.cas.has(digest):
                 bad = self.cas.path(digest)
                 raise CorruptObjectError(f"object {digest} is corrupt: {bad} does not hash to its name"
@@ -284,11 +330,24 @@ class Store:
             for obj in {entry[1] for entry in self.cas.tree_entries(digest)}:
                 self.ensure_object(obj)
 
+    def _read_through(self, digest: str) -> bool:
+        """_fetch_object for a build: a remote fault or a corrupt remote copy is a miss with
+        a warning."""
+        if not self._remote_live():
+            return False
+        try:
+            found = self._fetch_object(digest)
+        except StoreError as exc:
+            self._remote_fault(exc, "read-through treats it as a miss")
+            return False
+        self._remote_ok()
+        return found
+
     def get_bytes(self, digest: str) -> bytes:
         """Read and verify an object, fetching it from the remote on a local miss."""
         try:
             return self.cas.get_bytes(digest)
-        except StoreError:  # missing or corrupt (CorruptObjectError)
+        except StoreError:  # missing or corrupt (CorruptObjectError); a remote fault is raised too
             if not self._fetch_object(digest):
                 raise
         return self.cas.get_bytes(digest)
@@ -361,11 +420,17 @@ class Store:
             log.warning("%s; the action will be recomputed", exc)
             record = None
         source = "local"
-        if record is None and self.remote is not None:
-            data = self.remote.get_action(key)
-            if data is not None:
-                record = ActionResult.from_bytes(data, f"{self.remote.url} action {key}")
-                source = "remote"
+        if record is None and self._remote_live():
+            assert self.remote is not None
+            try:
+                data = self.remote.get_action(key)
+                if data is not None:
+                    record = ActionResult.from_bytes(data, f"{self.remote.url} action {key}")
+                    source = "remote"
+            except StoreError as exc:  # a remote fault or a malformed remote record
+                self._remote_fault(exc, "read-through treats it as a miss")
+            else:
+                self._remote_ok()
         if record is None:
             return None
         if bad := record.bad_inline():
@@ -403,8 +468,8 @@ class Store:
         self.actions.put(record, durable)
         if not durable:
             self.cas.mark_dirty()
-        if self.write_through:
-            self.push_keys([key])
+        if self.write_through and self._remote_live():
+            self._write_through(key)
         return record
 
     # -- adoption (docs/decisions.md, "What DVC carries and what the store remote carries")
@@ -439,6 +504,19 @@ class Store:
         record = self.save_action(key, {"tree": digest}, {"kind": kind, **meta, "adopted": True})
         log.info("%s action %s: adopted %s (pulled output that verifies)", kind, key[:12], directory)
         return MemoResult(key, digest, record.meta, True, "adopted")
+
+    def _write_through(self, key: str) -> None:
+        """Upload a new result; a failure is reported and the local result stays."""
+        try:
+            count = self.push_keys([key])
+        except StoreError as exc:
+            count = TransferCount(failed={key: str(exc)})
+        if count.ok:
+            self._remote_ok()
+            return
+        why = "; ".join(f"{name}: {reason}" for name, reason in sorted(count.failed.items()))
+        self._remote_fault(RemoteError(f"write-through of action {key} failed ({why})"),
+                           "the local result is kept (msmbuild store push uploads it later)")
 
     # -- memoization -----------------------------------------------------------
     def lookup_json(self, key: str) -> MemoResult | None:
@@ -513,23 +591,33 @@ class Store:
         """
         key = self.key(kind, inputs)
         result = self.lookup_tree(key)  # verifies the tree and every entry
-        while result is None and lease is None:
-            lease = self.claim(key)
-            if lease is None:
-                result = self.lookup_tree(key)
-        if result is None:
+        while result is None:
+            while result is None and lease is None:
+                lease = self.claim(key)
+                if lease is None:
+                    result = self.lookup_tree(key)
+            if result is not None:
+                break
+            assert lease is not None
+            self._held[key] = lease
             try:
                 result = self._adopt_tree(kind, key, adopt) if adopt is not None else None
                 if result is None:
-                    result = self._compute_tree(kind, key, compute)
+                    result = self._compute_tree(kind, key, compute, lease)
+            except LeaseLostError as exc:
+                # Paused past the stale time and taken over: the new owner has the resume
+                # state now. Stop writing and wait for its result (or take over again).
+                log.warning("%s; stopped computing action %s, waiting for its result", exc, key)
             finally:
-                if lease is not None:
-                    lease.release()
+                self._held.pop(key, None)
+                lease.release()
+                lease = None
         if dest is not None:
             self._place(result.value, dest)
         return result
 
-    def _compute_tree(self, kind: str, key: str, compute: Callable[[Path], dict[str, Any]]) -> MemoResult:
+    def _compute_tree(self, kind: str, key: str, compute: Callable[[Path], dict[str, Any]],
+                      lease: _lease.Lease | None = None) -> MemoResult:
         """Run compute in a scratch workdir, store the tree, record the action (lease held)."""
         workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.scratch_dir()))
         try:
@@ -551,8 +639,9 @@ class Store:
         finally:
             with contextlib.suppress(OSError):
                 remove_within(self.root, workdir)
-        with contextlib.suppress(OSError):
-            remove_within(self.root, self.resume_dir(key))
+        if lease is None or lease.held():  # else it is another owner's state now
+            with contextlib.suppress(OSError):
+                remove_within(self.root, self.resume_dir(key))
         return MemoResult(key, digest, record.meta, False, "computed")
 
     def _replace_corrupt(self, tree: str, workdir: Path) -> None:
@@ -583,8 +672,48 @@ class Store:
             raise StoreError("no store remote is configured (set store.remote in params.yaml)")
         return self.remote
 
+    def _remote_copy_ok(self, digest: str, remote_size: int | None) -> bool | None:
+        """Is the remote's copy good? None: it has none; False: it fails the check.
+
+        The check is the size (free: it comes with the listing, or one stat) and the
+        digests this process saw fail on read-through; a same-size corruption is found
+        by the next read-through (which re-hashes), and then replaced here.
+        """
+        if remote_size is None:
+            return None
+        return digest not in self._remote_bad and remote_size == self.cas.path(digest).stat().st_size
+
+    def _upload(self, digest: str, remote_size: int | None, count: TransferCount) -> bool:
+        """Upload one verified local object unless the remote holds a good copy: the first
+        verified writer wins, a copy that fails the check is replaced. False if it failed."""
+        remote = self._require_remote()
+        try:
+            if self._remote_copy_ok(digest, remote_size):
+                count.skipped += 1
+                return True
+            if not self.cas.verify_object(digest):
+                count.failed[digest] = (f"local object {self.cas.path(digest)} is corrupt; not pushed "
+                                        "(msmbuild store repair)")
+                return False
+            if remote_size is not None:
+                log.warning("remote object %s at %s fails verification (%d bytes, expected %d); "
+                            "replacing it with the verified local copy", digest, remote.url,
+                            remote_size, self.cas.path(digest).stat().st_size)
+            remote.put_object_file(digest, self.cas.path(digest))
+        except RemoteError as exc:
+            count.failed[digest] = str(exc)
+            return False
+        self._remote_bad.discard(digest)
+        count.objects += 1
+        count.bytes += self.cas.path(digest).stat().st_size
+        return True
+
     def push_keys(self, keys: Iterable[str]) -> TransferCount:
-        """Upload the named actions and their objects, skipping what the remote has."""
+        """Upload the named actions and their objects, skipping what the remote holds intact.
+
+        Remote faults are per object: listed in ``failed``; an action is uploaded only
+        when all its objects are there.
+        """
         remote = self._require_remote()
         count = TransferCount()
         for key in keys:
@@ -592,23 +721,37 @@ class Store:
             if record is None:
                 continue
             self._refuse_bad_inline(record, "push")
-            if self._remote_record_verifies(remote, key):
+            try:
+                verified = self._remote_record_verifies(remote, key)
+            except RemoteError as exc:
+                count.failed[key] = str(exc)
+                continue
+            if verified:
                 count.skipped += 1  # first verified writer wins: never replaced
                 continue
-            for digest in self._closure(record.object_digests()):
-                if remote.has_object(digest):
-                    count.skipped += 1
+            ok = True
+            for digest in sorted(self._closure(record.object_digests())):
+                try:
+                    size = remote.object_size(digest)
+                except RemoteError as exc:
+                    count.failed[digest] = str(exc)
+                    ok = False
                     continue
-                remote.put_object_file(digest, self.cas.path(digest))
-                count.objects += 1
-                count.bytes += self.cas.path(digest).stat().st_size
-            remote.put_action(key, record.to_bytes())
+                ok = self._upload(digest, size, count) and ok
+            if not ok:
+                count.failed[key] = "an output object could not be uploaded; not pushed"
+                continue
+            try:
+                remote.put_action(key, record.to_bytes())
+            except RemoteError as exc:
+                count.failed[key] = str(exc)
+                continue
             count.actions += 1
         return count
 
     def _remote_record_verifies(self, remote: Remote, key: str) -> bool:
         """Whether the remote holds a record for key that parses, whose inline values match
-        their digests and whose objects are all there (a failing one may be replaced)."""
+        their digests and whose objects are all there intact (a failing one may be replaced)."""
         data = remote.get_action(key)
         if data is None:
             return False
@@ -620,7 +763,14 @@ class Store:
             return False
         digests = set(record.object_digests())
         local_trees = {d for d in digests if self.cas.has(d) and self.cas.is_tree(d)}
-        return all(remote.has_object(d) for d in digests | self._closure(local_trees))
+
+        def intact(digest: str) -> bool:  # there, not found corrupt here, and of the local copy's size
+            size = remote.object_size(digest)
+            if size is None or digest in self._remote_bad:
+                return False
+            return not self.cas.has(digest) or size == self.cas.path(digest).stat().st_size
+
+        return all(intact(d) for d in digests | self._closure(local_trees))
 
     def push(self) -> TransferCount:
         """Upload every local object and action the remote lacks."""
@@ -628,16 +778,7 @@ class Store:
         count = TransferCount()
         remote_objects = remote.list_objects()
         for digest in self.cas.iter_digests():
-            if digest in remote_objects:
-                count.skipped += 1
-                continue
-            if not self.cas.verify_object(digest):
-                count.failed[digest] = (f"local object {self.cas.path(digest)} is corrupt; not pushed "
-                                        "(msmbuild store repair)")
-                continue
-            remote.put_object_file(digest, self.cas.path(digest))
-            count.objects += 1
-            count.bytes += self.cas.path(digest).stat().st_size
+            self._upload(digest, remote_objects.get(digest), count)
         remote_actions = remote.list_actions()
         for key in self.actions.iter_keys():
             if key not in remote_actions:
@@ -648,10 +789,14 @@ class Store:
                 except (StoreError, OSError) as exc:
                     count.failed[key] = str(exc)
                     continue
-                if any(d in count.failed for d in record.object_digests()):
-                    count.failed[key] = "an output object is corrupt; not pushed"
+                if any(d in count.failed for d in self._closure(record.object_digests())):
+                    count.failed[key] = "an output object is corrupt or could not be uploaded; not pushed"
                     continue
-                remote.put_action(key, data)
+                try:
+                    remote.put_action(key, data)
+                except RemoteError as exc:
+                    count.failed[key] = str(exc)
+                    continue
                 count.actions += 1
         return count
 
@@ -693,7 +838,11 @@ class Store:
             if not is_digest(key):
                 count.failed[key] = f"{remote.url}: not an action key; skipped"
                 continue
-            data = remote.get_action(key)
+            try:
+                data = remote.get_action(key)
+            except RemoteError as exc:
+                count.failed[key] = str(exc)
+                continue
             if data is None:
                 continue
             try:

@@ -3,7 +3,8 @@
 Tests and benchmarks point the real ``anthropic`` SDK at it (``base_url``). It answers
 deterministically from the request, counts requests per endpoint and per prompt and the
 in-flight maximum, and injects faults on demand (``FAULT_KINDS``: HTTP errors with
-retry-after, a dropped connection, a malformed structured answer, an answer cut off at
+retry-after, a dropped connection, a malformed structured answer, an answer whose JSON body
+is cut off (status 200, answered and counted, the body ends mid-JSON), an answer cut off at
 max_tokens, errored, expired and never-ending batch items); ``hold_after(n)`` holds every Messages answer after the n-th
 until ``release()``.
 
@@ -63,8 +64,8 @@ _HTTP_FAULTS: dict[str, tuple[int, str]] = {
     "401": (401, "authentication_error"),
     "402": (402, "billing_error"),
 }
-FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "batch_errored", "batch_invalid", "batch_expired",
-               "batch_hang", "max_tokens")
+FAULT_KINDS = (*_HTTP_FAULTS, "drop", "malformed", "malformed_json", "batch_errored", "batch_invalid",
+               "batch_expired", "batch_hang", "max_tokens")
 
 _WORDS = (
     "the assistant weighs each request against the spec and explains its choice plainly "
@@ -662,6 +663,11 @@ class _Handler(BaseHTTPRequestHandler):
                     st.limits.settle("input-tokens", charge["input-tokens"],
                                      usage["input_tokens"] + usage["cache_creation_input_tokens"])
                     st.limits.settle("output-tokens", charge["output-tokens"], usage["output_tokens"])
+            if st.take_fault(prompt, ("malformed_json",)) is not None:
+                # answered (and so paid for) but the body ends mid-JSON, as a proxy cutting
+                # the stream leaves it: a complete HTTP response the client cannot parse
+                body = json.dumps(message).encode()
+                return self._send(200, body[: len(body) // 2], self._ratelimit_headers())
             self._send(200, message, self._ratelimit_headers())
         finally:
             with st.lock:

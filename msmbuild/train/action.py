@@ -69,7 +69,8 @@ def train_checkpoint(store: Store, kind: str, inputs: dict[str, Any], *, cfg: Tr
     def compute(out: Path) -> dict[str, Any]:
         dtype = model_dtype(cfg)
         begin = load_start(dtype) if load_start is not None else default_start(start, cfg, dtype, base)
-        trained, meta = fit(begin.model, cfg, n_items, batches(), state_dir, on_step)
+        trained, meta = fit(begin.model, cfg, n_items, batches(), state_dir, on_step,
+                            guard=lambda: store.check_lease(key))
         if rank == 0:
             save_checkpoint(trained, tokenizer, cfg, out, state_dir, begin.base, begin.frozen)
             if save_extra is not None:

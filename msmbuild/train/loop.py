@@ -129,9 +129,10 @@ def prepare_model(model: Any, cfg: TrainConfig) -> Any:
     return model
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def _atomic_torch_save(obj: Any, path: Path, guard: Callable[[], None] | None = None) -> None:
     """Write obj to a temp file, fsync it, rename it over path: a crash or a full disk
-    leaves the previous state intact and no temp file behind."""
+    leaves the previous state intact and no temp file behind. guard() runs just before
+    the rename (it raises when this process may no longer write there)."""
     import torch
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -142,6 +143,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if guard is not None:
+            guard()
         os.replace(tmp, path)
     except RuntimeError as exc:  # torch's writer reports a failed write as RuntimeError
         full = _free_bytes(path.parent) < LOW_SPACE_BYTES
@@ -177,15 +180,41 @@ def make_optimizer(params: list[Any], cfg: TrainConfig) -> Any:
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
+TRAIN_CPU_THREADS = 1
+"""Torch's intra-op CPU threads while training. Reductions split by thread count, so
+the count changes a checkpoint's bytes; it is fixed here, never taken from the machine
+or OMP_NUM_THREADS (1: what Snakemake jobs run with; GPU kernels do not depend on it)."""
+
+
 def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_dir: Path,
-        on_step: Callable[[int], None] | None = None) -> tuple[Any, dict[str, Any]]:
+        on_step: Callable[[int], None] | None = None,
+        guard: Callable[[], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Train model (already wrapped by prepare_model); return (unwrapped model, meta).
+
+    Runs with TRAIN_CPU_THREADS torch threads (restored after), so that the weights do
+    not depend on the machine's core count or the caller's thread settings.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_CPU_THREADS)
+    try:
+        return _fit(model, cfg, n_items, get_batch, state_dir, on_step, guard)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_dir: Path,
+         on_step: Callable[[int], None] | None, guard: Callable[[], None] | None) -> tuple[Any, dict[str, Any]]:
+    """fit's body (see fit).
 
     get_batch(item indices) -> tensors for one micro-batch; item k of the schedule is
     k mod n_items in a per-epoch seeded order chosen by the caller. Per-step loss, token
     count and grad norm stay on the device and are read back every LOG_EVERY steps, at
     every save and at the end, so the host never waits on the device in between; the log
     always reaches at least the saved step, so a resumed run redoes only unlogged steps.
+    ``guard()`` runs before each write to state_dir and raises when this process may no
+    longer write there (its lease on the action was taken over: Store.check_lease).
     """
     import gc
 
@@ -223,7 +252,9 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
+    check = guard or (lambda: None)
     if rank == 0:
+        check()
         _truncate_log(log_path, start)
     accelerator.wait_for_everyone()
 
@@ -260,6 +291,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
             rows = _log_rows(accelerator, pending, start)
             pending = []
             if rank == 0:
+                check()
                 _append_log(log_path, rows)
                 bar.update(len(rows), loss=f"{rows[-1]['loss']:.3f}")
         if save:
@@ -272,7 +304,7 @@ def fit(model: Any, cfg: TrainConfig, n_items: int, get_batch: BatchFn, state_di
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),
-                }, state_path)
+                }, state_path, check)
             accelerator.wait_for_everyone()
         if on_step is not None:
             on_step(done)

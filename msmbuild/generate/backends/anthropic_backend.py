@@ -77,6 +77,19 @@ class _ItemFailure(Exception):
         self.stop_reason = stop_reason
 
 
+class _Malformed(Exception):
+    """A 200 answer whose body is not a whole message (cut off mid-JSON): retried like a
+    dropped connection. ``headers`` are the answer's, for the rate budget."""
+
+    def __init__(self, message: str, headers: Any):
+        super().__init__(message)
+        self.headers = headers
+
+
+class _Stopped(Exception):
+    """The run is stopping (a fatal error elsewhere): this request is not sent."""
+
+
 def _error_text(exc: Any) -> str:
     """'<status> <type>: <message>' from an SDK status error (never any header)."""
     body = getattr(exc, "body", None)
@@ -272,6 +285,9 @@ class _Run:
             self.requests.setdefault(d, req)
         self.done: set[str] = set()
         self.errors: list[ItemError] = []
+        # The first error that stops the whole run. Requests not yet sent are not sent;
+        # the ones in flight are awaited and their answers handed on (they are paid for).
+        self.stop: BaseException | None = None
         # mark a prefix when another request of this run shares it, an earlier run marked
         # it, or it is a corpus's shared prefix (every later stage's calls will read it)
         per_prefix = collections.Counter(_prefix_id(r) for r in self.requests.values())
@@ -313,6 +329,8 @@ class _Run:
         self.client = self.b.make_client()
         try:
             await self._run()
+            if self.stop is not None:
+                raise self.stop
         except BaseExceptionGroup as group:
             for kind in (BackendError, StoreError):  # a stop for everything, not one item
                 if (first := _first_of(group, kind)) is not None:
@@ -361,6 +379,11 @@ class _Run:
             result = await self._complete(self.requests[digest], first)
         except _ItemFailure as exc:
             self.fail(digest, str(exc), exc.stop_reason)
+        except _Stopped:
+            return
+        except Exception as exc:  # noqa: BLE001 - raised by main() once the requests in flight land
+            if self.stop is None:
+                self.stop = exc
         else:
             self.deliver(digest, result)
 
@@ -410,7 +433,13 @@ class _Run:
             # The body is read inside the limited section: a slot is held until the
             # connection is free again, so connections in use never exceed the limit.
             raw = await self.client.messages.with_raw_response.create(**body, extra_body=extra or None)
-            return raw, await raw.parse()
+            try:
+                message = await raw.parse()
+            except ValueError as exc:  # JSONDecodeError: a body cut off mid-JSON
+                raise _Malformed(f"malformed JSON in a 200 answer ({exc})", raw.headers) from None
+            if getattr(message, "usage", None) is None or not isinstance(getattr(message, "content", None), list):
+                raise _Malformed("a 200 answer that is not a message (no usage or content)", raw.headers)
+            return raw, message
 
         chars, prefix = _input_chars(params)
         cost = {"requests": 1.0, "output-tokens": float(params["max_tokens"]),
@@ -431,6 +460,8 @@ class _Run:
         attempt = 0
         while True:
             taken: dict[str, float] = {}
+            if limited and self.stop is not None:
+                raise _Stopped
             if limited:
                 await self.limiter.acquire()
                 if cost is not None:
@@ -439,6 +470,11 @@ class _Run:
                     except BaseException:
                         self.limiter.release()
                         raise
+                if self.stop is not None:  # it came while this request waited for a slot
+                    if cost is not None:
+                        self.budget.refund(taken)
+                    self.limiter.release()
+                    raise _Stopped
             try:
                 response = await call()
             except sdk.APIStatusError as exc:
@@ -469,6 +505,11 @@ class _Run:
                     self.budget.refund(taken)
                 delay = _backoff(attempt)
                 last = f"{type(exc).__name__}: {exc}"
+            except _Malformed as exc:  # answered, so probably charged: like a dropped connection otherwise
+                if cost is not None:
+                    self.budget.settle(taken, {}, exc.headers)
+                delay = _backoff(attempt)
+                last = str(exc)
             except BaseException:
                 if cost is not None:
                     self.budget.refund(taken)
