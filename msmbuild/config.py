@@ -91,7 +91,7 @@ class Price(Section):
 
 class BatchConfig(Section):
     enabled: bool = Field(True, description="Use Message Batches for bulk stages.")
-    threshold: int = Field(100, ge=1, description="Use batches when a stage has at least this many uncached requests.")
+    threshold: int = Field(5, ge=1, description="Use batches when a stage sends at least this many uncached requests (ours: low enough that every stage of a reference-sized corpus batches; raise it, or disable batches, for speed over price: batched stages run as sequential batch round trips).")
     chunk_size: int = Field(10000, ge=1, description="Requests per submitted batch.")
     poll_initial_s: float = Field(5.0, gt=0, description="First poll interval.")
     poll_max_s: float = Field(60.0, gt=0, description="Longest poll interval (exponential backoff).")
@@ -104,8 +104,8 @@ class AnthropicConfig(Section):
     preflight: bool = Field(True, description="Before the first request of a run, ask the Models API (one call) whether the model exists; a retired or unknown model stops the run with an error naming this key.")
     max_tokens: int = Field(8192, ge=1, description="max_tokens for documents; list stages use max_tokens_structured.")
     max_tokens_structured: int = Field(4096, ge=1, description="max_tokens for JSON list stages.")
-    temperature: float = Field(0.8, ge=0, le=1, description="Sampling temperature (paper: 0.8).")
-    max_concurrency: int = Field(50, ge=1, description="Requests in flight per process (paper: 50).")
+    temperature: float = Field(0.8, ge=0, le=1, description="Sampling temperature (reference code e8288a8: 0.8 default for Claude models; its run scripts pass 1.0).")
+    max_concurrency: int = Field(50, ge=1, description="Requests in flight per process (reference code e8288a8 default: 50).")
     max_retries: int = Field(8, ge=0, description="Retries for 408/409/429/5xx/529 and dropped connections.")
     max_reasks: int = Field(2, ge=0, description="Re-asks after a malformed structured answer.")
     timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
@@ -150,13 +150,14 @@ class CorpusConfig(Section):
     decomposition: Literal["structural", "model"] = Field("structural", description="How the subdomain tree is made.")
     max_subdomains: int = Field(8, ge=1, description="Most subdomains per domain in model decomposition; the generator chooses how many (favouring fewer, as the paper does).")
     n_assertions: int = Field(5, ge=1, description="Assertions per subdomain.")
-    n_doc_types: int = Field(5, ge=1, description="Document types per subdomain (paper: 5).")
-    n_doc_ideas: int = Field(5, ge=1, description="Ideas per document type (paper: 5).")
+    n_doc_types: int = Field(5, ge=1, description="Document types per subdomain (reference code e8288a8 default: 5; its run script uses 20).")
+    n_doc_ideas: int = Field(5, ge=1, description="Ideas per document type (reference code e8288a8 default: 5; its run script uses 25).")
     n_samples: int = Field(1, ge=1, description="Documents per idea.")
     context: Literal["full_incremental", "section", "full"] = Field(
         "full_incremental",
         description="Spec context every call sees. full_incremental: the whole spec (as the paper), keyed by the call's own section, the spec digest it saw recorded as provenance; section: own section plus preamble; full: the whole spec in the key (any edit regenerates everything).")
-    refresh_stale: bool = Field(False, description="Regenerate calls made against an older revision of the rest of the spec (full_incremental); `msmbuild generate refresh` does the same once.")
+    refresh_stale: bool = Field(False, description="Regenerate calls made against an older revision of the rest of the spec (full_incremental) or by an older prompt version; `msmbuild generate refresh` does the same once.")
+    spec_type: Literal["default", "rules"] = Field("default", description="Which prompt variant the corpus stages use: default (a spec of values and reasons), or rules (a rules-only spec: documents show the model complying with rules it cites, with no values or reasons the spec does not give; the paper's §5 comparison, after the reference's rules mode, commit 609faa1).")
     model_name: str = Field("Llama", description="Name of the model being trained; fills {model_name} in the spec and every prompt (the paper: e.g. Qwen, Llama).")
     provider_name: str = Field("Meta", description="Its developer; fills {provider_name} in the spec and every prompt (the paper: e.g. Alibaba, Meta).")
     framing: Literal["self", "claude", "humans"] = Field("self", description="Whom the documents are about: the model itself (model_name), Claude, or humans (the paper's language ablation).")

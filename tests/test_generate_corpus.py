@@ -253,7 +253,7 @@ def test_plan_estimates_anthropic_cost(tmp_path: Path, monkeypatch) -> None:
     # the small spec is under claude-opus-4-6's 4096-token cacheable minimum: plain input,
     # each request's own text plus the whole context, about four characters a token
     assert all(r.context == context for r in docs.new_requests) and estimated_tokens(context) > 0
-    mean_in = sum((len(r.system) + len(r.prompt) + len(r.context)) // 4 for r in docs.new_requests) / docs.requests
+    mean_in = sum((len(r.system_text) + len(r.user_text) + len(r.context)) // 4 for r in docs.new_requests) / docs.requests
     expected = estimate_cost(params.backends.anthropic.model, docs.requests, round(mean_in),
                              docs.output_tokens, params.prices, batch=False)  # 20 < batch threshold
     assert docs.cost_usd == pytest.approx(expected) and expected > 0
