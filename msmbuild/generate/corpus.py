@@ -525,7 +525,9 @@ def current_document_prompt(cfg: CorpusConfig) -> str:
 def older_prompt_count(cfg: CorpusConfig, entries: list[dict[str, Any]]) -> int:
     """Documents of index entries made by another prompt version than the current one."""
     current = current_document_prompt(cfg)
-    return sum(n for e in entries for v, n in (e.get("prompt_versions") or {}).items() if v != current)
+    # an entry without the field was written before prompt version 3 (by version 2's code)
+    return sum(n for e in entries for v, n in (e["prompt_versions"] if "prompt_versions" in e
+                                                else {"document@2": e["n_docs"]}).items() if v != current)
 
 
 def older_prompt_documents(params: Params, corpus: str) -> tuple[int, int] | None:
