@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from generate_helpers import SMALL_SPEC, make_workspace
+
 from msmbuild.config import load_params
 from msmbuild.generate.corpus import generate_corpus
 from msmbuild.generate.partitions import read_documents

@@ -347,7 +347,8 @@ class _State:
                 words.append(w)
                 size += len(w) + 1
             out_text = head + " ".join(words)
-            if "<content>" in prompt:  # the prompt asks for a plan, then the text in <content>
+            asks = prompt + json.dumps(params.get("system") or "")
+            if "<content>" in asks:  # the prompt (or its instructions) asks for a plan, then the text in <content>
                 out_text = f"<scratchpad>plan for: {prompt[:60]}</scratchpad>\n<content>\n{out_text}\n</content>"
             content = [{"type": "text", "text": out_text}]
             stop = "end_turn"
