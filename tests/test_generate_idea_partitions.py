@@ -53,7 +53,7 @@ def test_edit_reruns_only_its_subdomain_and_keys_no_other_request(ws: Path, monk
     real = calls_module.request_key
 
     def counting(store, identity, request):
-        keyed.append((request.stage, request.prompt))
+        keyed.append((request.stage, request.full_prompt))
         return real(store, identity, request)
 
     monkeypatch.setattr(calls_module, "request_key", counting)
