@@ -246,3 +246,14 @@ def test_legacy_requests_reproduce_version_2_keys(as_version_2, tmp_path, monkey
     make_workspace(tmp_path)
     _build()
     assert read_documents(Layout("build"), "small").to_pylist()[0]["doc_id"] == V2_FIRST_DOC_ID
+
+
+def test_the_judge_defaults_carry_integrity_and_bias_awareness_defined_in_docs() -> None:
+    from msmbuild.config import Params
+
+    patterns = Params().evals.reasoning_patterns.patterns
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "query.md").read_text()
+    for name in ("personal_integrity", "self_preservation_bias_awareness"):
+        assert patterns[name].kind == "spec_aligned" and patterns[name].description
+        row = next(line for line in docs.splitlines() if line.startswith(f"  | `{name}` |"))
+        assert "paper §4" in row  # each definition names its source
