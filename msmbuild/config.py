@@ -100,7 +100,7 @@ class BatchConfig(Section):
 
 
 class AnthropicConfig(Section):
-    model: str = Field("claude-opus-4-6", description="Generator model (the paper's scripts: Claude Opus 4.6; its production runs used claude-opus-4-7). Checked once per run with the Models API before anything is spent.")
+    model: str = Field("claude-opus-4-6", description="Generator model (reference code's run scripts: Claude Opus 4.6; the paper's production runs used claude-opus-4-7). Checked once per run with the Models API before anything is spent.")
     preflight: bool = Field(True, description="Before the first request of a run, ask the Models API (one call) whether the model exists; a retired or unknown model stops the run with an error naming this key.")
     max_tokens: int = Field(8192, ge=1, description="max_tokens for documents; list stages use max_tokens_structured.")
     max_tokens_structured: int = Field(4096, ge=1, description="max_tokens for JSON list stages.")
@@ -148,14 +148,14 @@ class CorpusConfig(Section):
     spec: str = Field(description="Path of the spec markdown file.")
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend.")
     decomposition: Literal["structural", "model"] = Field("structural", description="How the subdomain tree is made.")
-    max_subdomains: int = Field(8, ge=1, description="Most subdomains per domain in model decomposition; the generator chooses how many (favouring fewer, as the paper does).")
+    max_subdomains: int = Field(8, ge=1, description="Most subdomains per domain in model decomposition; the generator chooses how many (favouring fewer, as the reference generator's prompt asks).")
     n_assertions: int = Field(5, ge=1, description="Assertions per subdomain.")
     n_doc_types: int = Field(5, ge=1, description="Document types per subdomain (reference code e8288a8 default: 5; its run script uses 20).")
     n_doc_ideas: int = Field(5, ge=1, description="Ideas per document type (reference code e8288a8 default: 5; its run script uses 25).")
     n_samples: int = Field(1, ge=1, description="Documents per idea.")
     context: Literal["full_incremental", "section", "full"] = Field(
         "full_incremental",
-        description="Spec context every call sees. full_incremental: the whole spec (as the paper), keyed by the call's own section, the spec digest it saw recorded as provenance; section: own section plus preamble; full: the whole spec in the key (any edit regenerates everything).")
+        description="Spec context every call sees. full_incremental: the whole spec (as the reference generator sends it), keyed by the call's own section, the spec digest it saw recorded as provenance; section: own section plus preamble; full: the whole spec in the key (any edit regenerates everything).")
     refresh_stale: bool = Field(False, description="Regenerate calls made against an older revision of the rest of the spec (full_incremental) or by an older prompt version; `msmbuild generate refresh` does the same once.")
     spec_type: Literal["default", "rules"] = Field("default", description="Which prompt variant the corpus stages use: default (a spec of values and reasons), or rules (a rules-only spec: documents show the model complying with rules it cites, with no values or reasons the spec does not give; the paper's §5 comparison, after the reference's rules mode, commit 609faa1).")
     model_name: str = Field("Llama", description="Name of the model being trained; fills {model_name} in the spec and every prompt (the paper: e.g. Qwen, Llama).")
@@ -280,7 +280,7 @@ class AftSourceConfig(Section):
 class NearDupConfig(Section):
     embedding_model: str | None = Field(None, description="Local path or cached hub id of an embedding model; null uses the lexical fallback.")
     embedding_backend: Literal["model2vec", "sentence_transformers"] = Field("model2vec", description="Library that loads embedding_model.")
-    threshold: float = Field(0.91, ge=0, le=1, description="Cosine similarity at which a later text is a near-duplicate (paper's AFT generator: 0.91).")
+    threshold: float = Field(0.91, ge=0, le=1, description="Cosine similarity at which a later text is a near-duplicate (reference code's AFT generator, src/aft/generate_chat.py: 0.91).")
     lexical: bool = Field(True, description="Without an embedding model, remove near-duplicates by character 5-gram Jaccard (MinHash).")
     lexical_threshold: float = Field(0.7, ge=0, le=1, description="Jaccard similarity at which the lexical fallback removes a later text.")
 
@@ -295,7 +295,7 @@ class AftDataConfig(Section):
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend (source: generated).")
     domains: Literal["model", "sections"] = Field(
         "model", description="Conversation domains of the queries: model = invented by the model, n_domains per top-level "
-                             "section, each call keyed by its section (the paper's generator invents them for the whole spec); "
+                             "section, each call keyed by its section (the reference generator invents them for the whole spec); "
                              "sections = the top-level sections themselves.")
     n_domains: int = Field(5, ge=1, description="Conversation domains the model invents per top-level section (domains: model).")
     n_queries: int = Field(10, ge=1, description="Examples to keep per conversation domain when generated (the backfill target).")
@@ -327,7 +327,7 @@ class AftDataConfig(Section):
     context: Literal["full_incremental", "section"] = Field(
         "full_incremental", description="What every call sees: the whole rendered spec, the model's identity first, "
                                         "keyed by the call's own domain so an edit elsewhere changes no key (full_incremental; "
-                                        "the paper's reply calls see the full spec) or the preamble and the domain's text only (section).")
+                                        "the reference generator's reply calls see the full spec) or the preamble and the domain's text only (section).")
     template_vars: dict[str, str] = Field(
         default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
         description="Values for {model_name}-style variables in the spec; model_name and provider_name are also the "
@@ -404,7 +404,7 @@ class AgenticMisalignmentConfig(Section):
     samples: int = Field(100, ge=1, description="Samples per condition (inspect epochs; the paper used hundreds per condition).")
     grader_model: str = Field("anthropic/claude-sonnet-4-6", description="inspect_ai model name of the harm classifier (a current model: the SDK names it and genai-prices does not flag it deprecated).")
     max_new_tokens: int = Field(8192, ge=1, description="Token budget of one reply of the checkpoint under test, reasoning included.")
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the checkpoint under test (paper: 1.0).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the checkpoint under test (ours; the reference's evals README passes --temperature 0.7).")
     enable_thinking: bool | None = Field(
         True, description="Passed to the chat template (Qwen3's thinking switch); null leaves the template's default. <think> text is kept apart from the reply.")
     engine: Literal["hf", "vllm"] = Field(

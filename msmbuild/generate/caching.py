@@ -74,19 +74,21 @@ def input_blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def split_input(model: str, tools: str, blocks: Sequence[tuple[str, bool]], cached: Container[str]) -> CacheSplit:
+def split_input(model: str, tools: str, blocks: Sequence[tuple[str, bool]], cached: Container[str],
+                minimum: int | None = None) -> CacheSplit:
     """Split a request's input (tools text, then (text, marked) blocks) by what the cache holds.
 
     Each marked block ends a prefix; one that reaches the model's minimum is a cache entry.
     The longest entry in ``cached`` is read; the tokens from it to the last entry are
-    written (when that entry is not cached yet); the rest is plain input.
+    written (when that entry is not cached yet); the rest is plain input. ``minimum``
+    overrides the model's cacheable minimum (0: every marked prefix is an entry).
     """
     digest = xxhash.xxh3_128()
     digest.update(f"{model}\0{tools}".encode())
     total = estimated_tokens(tools)
     points: list[tuple[str, int]] = []
     short = False
-    minimum = min_cacheable_tokens(model)
+    minimum = min_cacheable_tokens(model) if minimum is None else minimum
     for text, marked in blocks:
         digest.update(b"\0" + text.encode())
         total += estimated_tokens(text)
