@@ -190,6 +190,7 @@ def test_plan_prices_the_layout_as_the_server_bills_it(batched, tmp_path, monkey
         before = dict(api.stats()["usage"])
         generate_documents(params, "small", progress=False)
         after = api.stats()["usage"]
+        sent_interactively = api.stats()["endpoints"].get("messages", 0)
     got = {k: after[k] - before.get(k, 0) for k in after}
     for mine, theirs in ((plan.uncached_input_tokens, got["input_tokens"]),
                          (plan.cache_write_tokens, got["cache_creation_input_tokens"]),
@@ -200,6 +201,7 @@ def test_plan_prices_the_layout_as_the_server_bills_it(batched, tmp_path, monkey
         assert all(s.batched == s.new for s in stages.values() if s.new >= 5)
         assert stages["document"].batched == stages["document"].new > 0
         assert "batched" in format_plan([first])
+        assert sent_interactively == 0  # with the default threshold no stage of this corpus went interactive
     else:
         assert all(s.batched == 0 for s in stages.values())
 
