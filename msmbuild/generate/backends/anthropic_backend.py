@@ -655,21 +655,19 @@ def _input_chars(params: dict[str, Any]) -> tuple[int, str | None]:
     """(characters of a request's input, its cacheable prefix or None).
 
     The prefix is what the API caches: the tools (every stage's tool when a corpus shares
-    one prefix), then the system blocks up to the one marked with ``cache_control``.
+    one prefix), then the system blocks and the user turn's blocks up to the last one
+    marked with ``cache_control``.
     """
     tools = str(params["tools"]) if params.get("tools") else ""
     chars = len(tools)
-    for message in params["messages"]:
-        content = message.get("content")
-        chars += len(content) if isinstance(content, str) else len(str(content))
     prefix = None
-    system = tools
-    for block in params.get("system") or ():
-        text = block.get("text", "")
-        chars += len(text)
-        system += text
+    text = tools
+    for block in input_blocks(params):
+        part = str(block.get("text", ""))
+        chars += len(part)
+        text += part
         if block.get("cache_control"):
-            prefix = system
+            prefix = text
     return chars, prefix
 
 
