@@ -102,12 +102,16 @@ class StageRow:
 
 
 def _stage_of(params: dict) -> str:
-    """The corpus stage whose system text the request carries."""
+    """The corpus stage of a request: its forced tool in a shared tool list, else its system text
+    (doc types and ideas share one; only an ideas request names a document type)."""
+    name = (params.get("tool_choice") or {}).get("name", "")
+    if name.removeprefix("emit_") in CORPUS_STAGES:
+        return name.removeprefix("emit_")
     system = " ".join(str(b.get("text", "")) for b in params.get("system") or [])
     for stage in CORPUS_STAGES:
-        for variant in SPEC_TYPES:
-            if load_prompt(stage, variant).system in system:
-                return stage
+        if any(load_prompt(stage, variant).system in system for variant in SPEC_TYPES):
+            user = " ".join(str(b.get("text", "")) for b in input_blocks({"messages": params.get("messages")}))
+            return "ideas" if stage == "doc_types" and "Document type:" in user else stage
     return "other"
 
 
