@@ -362,7 +362,7 @@ def partition_key(run: StageRun, sub: dict[str, Any], ideas: dict[str, Any]) -> 
     """
     cfg = run.cfg
     probe = run.key(document_request(run.requests, sub, _PROBE_IDEA, {}))
-    revision = {stage: load_prompt(stage).tag for stage in ("critique", "revise")} if cfg.revise else None
+    revision = {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("critique", "revise")} if cfg.revise else None
     return run.store.key("documents-partition", {
         "format": PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
         "assertions": ideas["assertions_digest"], "ideas": ideas["ideas"]["digest"], "n_samples": cfg.n_samples,
