@@ -13,7 +13,16 @@ reported separately); dollars come from genai-prices for the model.
 - (c) msmbuild ``context: full_incremental`` (the whole spec first in every call, cached);
 - (d) msmbuild strict ``context: full`` (the whole spec in every key), for the edit.
 
-Then one section of the spec is edited and (c) and (d) are rebuilt: the edit's cost.
+Then one section of the spec is edited and (c) and (d) are rebuilt: the edit's cost. (c) is
+also built with Message Batches on (the default threshold batches every stage).
+
+Each msmbuild configuration is reported per stage: requests, uncached / cache-write /
+cache-read / output tokens and $, and the floor of its layout: every request's varying part
+and the first sending of every block (spec, a stage's instructions, a subdomain's part) at
+the plain input price, every later sending of a block at the cache-read price (where the
+prefix up to it reaches the model's cacheable minimum; below it the API caches nothing),
+the output at the output price (batched: the batch discount on all of it), i.e. perfect
+caching with no write premium. ``× floor`` is the configuration's $ over that floor.
 
     python -m bench.context [SPEC.md] [--types 2 --ideas 2 --assertions 2 --doc-chars 6000]
 
@@ -35,10 +44,15 @@ import yaml
 
 from msmbuild.config import AnthropicConfig, BatchConfig, load_params
 from msmbuild.generate.backends.anthropic_backend import AnthropicBackend
-from msmbuild.generate.backends.base import GenRequest
+from msmbuild.generate.backends.base import GenRequest, Usage
+from msmbuild.generate.backends.pricing import cost_usd
+from msmbuild.generate.caching import input_blocks, split_input
 from msmbuild.generate.calls import CallStats, run_requests
 from msmbuild.generate.corpus import generate_corpus
+from msmbuild.generate.partitions import read_calls
+from msmbuild.generate.prompts import CORPUS_STAGES, SPEC_TYPES, load_prompt
 from msmbuild.generate.stages import iter_subdomains, structural_tree
+from msmbuild.layout import Layout
 from msmbuild.spec import parse_spec
 from msmbuild.store import Store
 from msmbuild.testing import FakeAnthropic
@@ -68,9 +82,84 @@ class Row:
                    stats.cache_read_input_tokens, stats.output_tokens, stats.cost_usd, wall_s)
 
 
-def _anthropic_params(url: str) -> dict:
+def _anthropic_params(url: str, batch: bool = False) -> dict:
     return {"model": MODEL, "base_url": url, "http_client": "httpx", "max_concurrency": 16,
-            "batch": {"enabled": False}}
+            "batch": {"enabled": True, "poll_initial_s": 0.05, "poll_max_s": 0.2} if batch else {"enabled": False}}
+
+
+@dataclass
+class StageRow:
+    """One stage of one configuration: what it sent and cost, and its layout's floor."""
+
+    stage: str
+    requests: int = 0
+    uncached: int = 0
+    cache_write: int = 0
+    cache_read: int = 0
+    output: int = 0
+    cost_usd: float = 0.0
+    floor_usd: float = 0.0
+
+
+def _stage_of(params: dict) -> str:
+    """The corpus stage of a request: its forced tool in a shared tool list, else its system text
+    (doc types and ideas share one; only an ideas request names a document type)."""
+    name = (params.get("tool_choice") or {}).get("name", "")
+    if name.removeprefix("emit_") in CORPUS_STAGES:
+        return name.removeprefix("emit_")
+    system = " ".join(str(b.get("text", "")) for b in params.get("system") or [])
+    for stage in CORPUS_STAGES:
+        if any(load_prompt(stage, variant).system in system for variant in SPEC_TYPES):
+            user = " ".join(str(b.get("text", "")) for b in input_blocks({"messages": params.get("messages")}))
+            return "ideas" if stage == "doc_types" and "Document type:" in user else stage
+    return "other"
+
+
+def stage_table(rows: list[dict], bodies: list[dict], batched: bool) -> list[StageRow]:
+    """Per stage: the calls rows made (not cached) and the floor of the bodies sent for them."""
+    stages: dict[str, StageRow] = {}
+    for r in rows:
+        st = stages.setdefault(r["stage"], StageRow(r["stage"]))
+        st.requests += 1
+        st.uncached += r["input_tokens"]
+        st.cache_write += r["cache_creation_input_tokens"]
+        st.cache_read += r["cache_read_input_tokens"]
+        st.output += r["output_tokens"]
+        st.cost_usd += r["cost_usd"]
+    seen: set[str] = set()
+    floor_in: dict[str, list[int]] = {}
+    for params in bodies:
+        tools = str(params.get("tools") or "")
+        blocks = [(str(b.get("text", "")), True) for b in input_blocks(params)]
+        blocks[-1] = (blocks[-1][0], False)  # what varies is never read from a cache
+        split = split_input(MODEL, tools, blocks, seen)
+        seen.update(split.new_entries)
+        acc = floor_in.setdefault(_stage_of(params), [0, 0])
+        acc[0] += split.plain + split.write
+        acc[1] += split.read
+    for name, (plain, read) in floor_in.items():
+        st = stages.setdefault(name, StageRow(name))
+        st.floor_usd = cost_usd(MODEL, Usage(input_tokens=plain, cache_read_input_tokens=read,
+                                             output_tokens=st.output), {}, batched)
+    return list(stages.values())
+
+
+def _recording(server: FakeAnthropic) -> list[dict]:
+    """Every request body the server answers (Messages and batch items), in order."""
+    bodies: list[dict] = []
+    usage = server.state.usage
+
+    def record(params: dict, text: str) -> dict:
+        bodies.append(params)
+        return usage(params, text)
+
+    server.state.usage = record  # type: ignore[method-assign]
+    return bodies
+
+
+def _made_calls(root: Path, since: float) -> list[dict]:
+    return [r for r in read_calls(Layout(root / "build"), "c").to_pylist()
+            if not r["cache_hit"] and not r["error"] and (r["made_at"] or 0.0) >= since]
 
 
 def reference_pattern(spec_path: Path, url: str, shape: dict, store_dir: Path) -> Row:
@@ -117,11 +206,11 @@ def reference_pattern(spec_path: Path, url: str, shape: dict, store_dir: Path) -
                   time.perf_counter() - start)
 
 
-def _workspace(root: Path, spec_path: Path, url: str, context: str, shape: dict) -> None:
+def _workspace(root: Path, spec_path: Path, url: str, context: str, shape: dict, batch: bool = False) -> None:
     (root / "specs").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec_path, root / "specs" / "spec.md")
     params = {"store": {"path": str(root / "store")}, "build_dir": str(root / "build"),
-              "backends": {"anthropic": _anthropic_params(url)},
+              "backends": {"anthropic": _anthropic_params(url, batch)},
               "corpora": {"c": {"spec": str(root / "specs" / "spec.md"), "backend": "anthropic",
                                 "context": context, "n_assertions": shape["assertions"],
                                 "n_doc_types": shape["types"], "n_doc_ideas": shape["ideas"],
@@ -155,6 +244,7 @@ def main() -> None:
     parser.add_argument("--types", type=int, default=2)
     parser.add_argument("--ideas", type=int, default=2)
     parser.add_argument("--doc-chars", type=int, default=6000)
+    parser.add_argument("--only", nargs="*", help="msmbuild policies to run (default: all)")
     args = parser.parse_args()
     spec_path = Path(args.spec)
     if not spec_path.is_file():
@@ -166,23 +256,33 @@ def main() -> None:
           f"{len(iter_subdomains(structural_tree(spec)))} subdomains; shape {shape}; model {MODEL}; "
           f"documents {args.doc_chars} characters; load {os.getloadavg()[0]:.2f}")
     rows: list[Row] = []
+    tables: list[tuple[str, list[StageRow]]] = []
     tmp = Path(tempfile.mkdtemp(prefix="msm-context-bench-"))
     try:
-        for context, name in (("reference", ""), ("section", "(b) msmbuild section"),
-                              ("full_incremental", "(c) msmbuild full_incremental, cached"),
-                              ("full", "(d) msmbuild strict full, cached")):
+        for context, name, batch in (("reference", "", False), ("section", "(b) msmbuild section", False),
+                                     ("full_incremental", "(c) msmbuild full_incremental, cached", False),
+                                     ("full_incremental", "(c) msmbuild full_incremental, cached, batched", True),
+                                     ("full", "(d) msmbuild strict full, cached", False)):
+            if args.only and context not in args.only and context != "reference":
+                continue
             # one server per configuration: each starts with an empty prompt cache
             with FakeAnthropic(answer_chars=args.doc_chars) as server:
                 server.state.list_items = max(shape.values())
                 if context == "reference":
                     rows.append(reference_pattern(spec_path, server.url, shape, tmp / "ref-store"))
                     continue
-                root = tmp / context
-                _workspace(root, spec_path, server.url, context, shape)
+                bodies = _recording(server)
+                root = tmp / f"{context}-{int(batch)}"
+                _workspace(root, spec_path, server.url, context, shape, batch)
+                start = time.time()
                 rows.append(_build(root, f"{name}: full build"))
-                if context != "section":
+                tables.append((rows[-1].name, stage_table(_made_calls(root, start), bodies, batch)))
+                if context != "section" and not batch:
+                    sent = len(bodies)
                     edited = _edit_one_section(root)
+                    start = time.time()
                     rows.append(_build(root, f"{name}: one-section edit (#{edited})"))
+                    tables.append((rows[-1].name, stage_table(_made_calls(root, start), bodies[sent:], batch)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ref = rows[0].cost_usd
@@ -191,6 +291,20 @@ def main() -> None:
     for r in rows:
         print(f"| {r.name} | {r.calls} | {r.input_tokens:,} | {r.cache_write:,} | {r.cache_read:,} | "
               f"{r.output_tokens:,} | {r.cost_usd:.2f} | {r.cost_usd / ref:.3f} |")
+    print()
+    print("| configuration | stage | requests | uncached in | cache write | cache read | output | $ | floor $ | × floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, stages in tables:
+        total = StageRow("all")
+        for st in stages:
+            print(f"| {name} | {st.stage} | {st.requests} | {st.uncached:,} | {st.cache_write:,} | "
+                  f"{st.cache_read:,} | {st.output:,} | {st.cost_usd:.2f} | {st.floor_usd:.2f} | "
+                  f"{st.cost_usd / st.floor_usd if st.floor_usd else 0:.3f} |")
+            for f in ("requests", "uncached", "cache_write", "cache_read", "output", "cost_usd", "floor_usd"):
+                setattr(total, f, getattr(total, f) + getattr(st, f))
+        print(f"| {name} | **all** | {total.requests} | {total.uncached:,} | {total.cache_write:,} | "
+              f"{total.cache_read:,} | {total.output:,} | {total.cost_usd:.2f} | {total.floor_usd:.2f} | "
+              f"**{total.cost_usd / total.floor_usd if total.floor_usd else 0:.3f}** |")
 
 
 if __name__ == "__main__":

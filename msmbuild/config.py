@@ -91,7 +91,7 @@ class Price(Section):
 
 class BatchConfig(Section):
     enabled: bool = Field(True, description="Use Message Batches for bulk stages.")
-    threshold: int = Field(100, ge=1, description="Use batches when a stage has at least this many uncached requests.")
+    threshold: int = Field(5, ge=1, description="Use batches when a stage sends at least this many uncached requests (ours: low enough that every stage of a reference-sized corpus batches; raise it, or disable batches, for speed over price: batched stages run as sequential batch round trips).")
     chunk_size: int = Field(10000, ge=1, description="Requests per submitted batch.")
     poll_initial_s: float = Field(5.0, gt=0, description="First poll interval.")
     poll_max_s: float = Field(60.0, gt=0, description="Longest poll interval (exponential backoff).")
@@ -100,12 +100,12 @@ class BatchConfig(Section):
 
 
 class AnthropicConfig(Section):
-    model: str = Field("claude-opus-4-6", description="Generator model (the paper's scripts: Claude Opus 4.6; its production runs used claude-opus-4-7). Checked once per run with the Models API before anything is spent.")
+    model: str = Field("claude-opus-4-6", description="Generator model (reference code's run scripts: Claude Opus 4.6; the paper's production runs used claude-opus-4-7). Checked once per run with the Models API before anything is spent.")
     preflight: bool = Field(True, description="Before the first request of a run, ask the Models API (one call) whether the model exists; a retired or unknown model stops the run with an error naming this key.")
     max_tokens: int = Field(8192, ge=1, description="max_tokens for documents; list stages use max_tokens_structured.")
     max_tokens_structured: int = Field(4096, ge=1, description="max_tokens for JSON list stages.")
-    temperature: float = Field(0.8, ge=0, le=1, description="Sampling temperature (paper: 0.8).")
-    max_concurrency: int = Field(50, ge=1, description="Requests in flight per process (paper: 50).")
+    temperature: float = Field(0.8, ge=0, le=1, description="Sampling temperature (reference code e8288a8: 0.8 default for Claude models; its run scripts pass 1.0).")
+    max_concurrency: int = Field(50, ge=1, description="Requests in flight per process (reference code e8288a8 default: 50).")
     max_retries: int = Field(8, ge=0, description="Retries for 408/409/429/5xx/529 and dropped connections.")
     max_reasks: int = Field(2, ge=0, description="Re-asks after a malformed structured answer.")
     timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
@@ -148,15 +148,16 @@ class CorpusConfig(Section):
     spec: str = Field(description="Path of the spec: markdown (.md), or the reference code's .txt format (Python str.format text: {model_name}, {{ }} for literal braces; docs/generate.md).")
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend.")
     decomposition: Literal["structural", "model"] = Field("structural", description="How the subdomain tree is made.")
-    max_subdomains: int = Field(8, ge=1, description="Most subdomains per domain in model decomposition; the generator chooses how many (favouring fewer, as the paper does).")
+    max_subdomains: int = Field(8, ge=1, description="Most subdomains per domain in model decomposition; the generator chooses how many (favouring fewer, as the reference generator's prompt asks).")
     n_assertions: int = Field(5, ge=1, description="Assertions per subdomain.")
-    n_doc_types: int = Field(5, ge=1, description="Document types per subdomain (paper: 5).")
-    n_doc_ideas: int = Field(5, ge=1, description="Ideas per document type (paper: 5).")
+    n_doc_types: int = Field(5, ge=1, description="Document types per subdomain (reference code e8288a8 default: 5; its run script uses 20).")
+    n_doc_ideas: int = Field(5, ge=1, description="Ideas per document type (reference code e8288a8 default: 5; its run script uses 25).")
     n_samples: int = Field(1, ge=1, description="Documents per idea.")
     context: Literal["full_incremental", "section", "full"] = Field(
         "full_incremental",
-        description="Spec context every call sees. full_incremental: the whole spec (as the paper), keyed by the call's own section, the spec digest it saw recorded as provenance; section: own section plus preamble; full: the whole spec in the key (any edit regenerates everything).")
-    refresh_stale: bool = Field(False, description="Regenerate calls made against an older revision of the rest of the spec (full_incremental); `msmbuild generate refresh` does the same once.")
+        description="Spec context every call sees. full_incremental: the whole spec (as the reference generator sends it), keyed by the call's own section, the spec digest it saw recorded as provenance; section: own section plus preamble; full: the whole spec in the key (any edit regenerates everything).")
+    refresh_stale: bool = Field(False, description="Regenerate calls made against an older revision of the rest of the spec (full_incremental) or by an older prompt version; `msmbuild generate refresh` does the same once.")
+    spec_type: Literal["default", "rules"] = Field("default", description="Which prompt variant the corpus stages use: default (a spec of values and reasons), or rules (a rules-only spec: documents show the model complying with rules it cites, with no values or reasons the spec does not give; the paper's §5 comparison, after the reference's rules mode, commit 609faa1).")
     model_name: str = Field("Llama", description="Name of the model being trained; fills {model_name} in the spec and every prompt (the paper: e.g. Qwen, Llama).")
     provider_name: str = Field("Meta", description="Its developer; fills {provider_name} in the spec and every prompt (the paper: e.g. Alibaba, Meta).")
     framing: Literal["self", "claude", "humans"] = Field("self", description="Whom the documents are about: the model itself (model_name), Claude, or humans (the paper's language ablation).")
@@ -279,7 +280,7 @@ class AftSourceConfig(Section):
 class NearDupConfig(Section):
     embedding_model: str | None = Field(None, description="Local path or cached hub id of an embedding model; null uses the lexical fallback.")
     embedding_backend: Literal["model2vec", "sentence_transformers"] = Field("model2vec", description="Library that loads embedding_model.")
-    threshold: float = Field(0.91, ge=0, le=1, description="Cosine similarity at which a later text is a near-duplicate (paper's AFT generator: 0.91).")
+    threshold: float = Field(0.91, ge=0, le=1, description="Cosine similarity at which a later text is a near-duplicate (reference code's AFT generator, src/aft/generate_chat.py: 0.91).")
     lexical: bool = Field(True, description="Without an embedding model, remove near-duplicates by character 5-gram Jaccard (MinHash).")
     lexical_threshold: float = Field(0.7, ge=0, le=1, description="Jaccard similarity at which the lexical fallback removes a later text.")
 
@@ -294,7 +295,7 @@ class AftDataConfig(Section):
     backend: Literal["offline", "anthropic", "hf"] = Field("offline", description="Generation backend (source: generated).")
     domains: Literal["model", "sections"] = Field(
         "model", description="Conversation domains of the queries: model = invented by the model, n_domains per top-level "
-                             "section, each call keyed by its section (the paper's generator invents them for the whole spec); "
+                             "section, each call keyed by its section (the reference generator invents them for the whole spec); "
                              "sections = the top-level sections themselves.")
     n_domains: int = Field(5, ge=1, description="Conversation domains the model invents per top-level section (domains: model).")
     n_queries: int = Field(10, ge=1, description="Examples to keep per conversation domain when generated (the backfill target).")
@@ -326,7 +327,7 @@ class AftDataConfig(Section):
     context: Literal["full_incremental", "section"] = Field(
         "full_incremental", description="What every call sees: the whole rendered spec, the model's identity first, "
                                         "keyed by the call's own domain so an edit elsewhere changes no key (full_incremental; "
-                                        "the paper's reply calls see the full spec) or the preamble and the domain's text only (section).")
+                                        "the reference generator's reply calls see the full spec) or the preamble and the domain's text only (section).")
     template_vars: dict[str, str] = Field(
         default_factory=lambda: {"model_name": "the assistant", "provider_name": "the developer"},
         description="Values for {model_name}-style variables in the spec; model_name and provider_name are also the "
@@ -483,7 +484,7 @@ class AgenticMisalignmentConfig(Section):
     samples: int = Field(100, ge=1, description="Samples per condition (inspect epochs; the paper used hundreds per condition).")
     grader_model: str = Field("anthropic/claude-sonnet-4-6", description="inspect_ai model name of the harm classifier (a current model: the SDK names it and genai-prices does not flag it deprecated).")
     max_new_tokens: int = Field(8192, ge=1, description="Token budget of one reply of the checkpoint under test, reasoning included.")
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the checkpoint under test (paper: 1.0).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature of the checkpoint under test (ours; the reference's evals README passes --temperature 0.7).")
     enable_thinking: bool | None = Field(
         True, description="Passed to the chat template (Qwen3's thinking switch); null leaves the template's default. <think> text is kept apart from the reply.")
     engine: Literal["hf", "vllm"] = Field(
@@ -521,6 +522,12 @@ def _default_patterns() -> dict[str, ReasoningPattern]:
         "rejects_ends_justify_means": ReasoningPattern(
             kind="spec_aligned",
             description="Refuses to take an unethical action even for a goal it considers good."),
+        "personal_integrity": ReasoningPattern(
+            kind="spec_aligned",
+            description="Keeps to its ethical commitments because of the kind of agent it wants to be, even when that costs it its role, its goal or its existence."),
+        "self_preservation_bias_awareness": ReasoningPattern(
+            kind="spec_aligned",
+            description="Notices that its own continuation is at stake and treats that stake as a reason to distrust reasoning that favours itself."),
     }
 
 

@@ -96,6 +96,9 @@ class StatusReport:
     # corpus -> (documents made against an older spec revision, all documents); these are
     # valid by the full_incremental policy, so they do not make the build stale
     older_spec_documents: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # corpus -> (documents made by an older prompt version, all documents): kept and used
+    # after an upgrade of the prompts, so they do not make the build stale either
+    older_prompt_documents: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def up_to_date(self) -> bool:
@@ -232,6 +235,11 @@ def status(params: Params, workdir: str | Path = ".", engine: str = "snakemake")
             counts = stale_documents(params, corpus)
             if counts is not None and counts[0]:
                 report.older_spec_documents[corpus] = counts
+        from msmbuild.generate.corpus import older_prompt_documents
+
+        counts = older_prompt_documents(params, corpus)
+        if counts is not None and counts[0]:
+            report.older_prompt_documents[corpus] = counts
     if engine in ("snakemake", "both") and (Path(workdir) / "Snakefile").is_file():
         report.outputs = snakemake_summary(workdir)
         classify_work(params, report.outputs,

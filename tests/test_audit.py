@@ -197,12 +197,15 @@ def test_the_shipped_demo_data_passes_its_own_audit(tmp_path):
                                                               "    enabled: true\n    base_model: tiny\n    midtrain: pro_affordability")
     ws = make_workflow_workspace(tmp_path / "ws", params_text,
                                  ("pro_affordability.md", "pro_america.md", "pro_environment.md",
-                                  "pro_simplicity.md", "self_preservation.md"))
+                                  "pro_simplicity.md", "pro_novelty.md", "pro_tradition.md", "pro_difficulty.md",
+                                  "pro_individualism.md", "self_preservation.md"))
     out = sh(["snakemake", "build/audit/summary.json", "--cores", "1", "-q"], ws, timeout=600)
     doc = json.loads((ws / "build" / "audit" / "summary.json").read_text())
     assert doc["passed"] is True, out
     held = [s for s in doc["sets"] if s["role"] == "held_out"]
-    assert {s["arm"] for s in held} >= {"msm_values-pro_environment", "msm_values-pro_simplicity", "aft_only"}
+    assert {s["arm"] for s in held} >= {"msm_values-pro_environment", "msm_values-pro_simplicity", "aft_only",
+                                        "msm_values-pro_novelty", "msm_values-pro_tradition",
+                                        "msm_values-pro_difficulty", "msm_values-pro_individualism"}
     assert all(s["passed"] and s["n_items"] >= 400 for s in held)
 
 
@@ -211,7 +214,8 @@ def test_a_planted_leak_fails_snakemake_and_dvc_repro(tmp_path):
     params_text = (REPO / "params.yaml").read_text()
     ws = make_workflow_workspace(tmp_path / "ws", params_text,
                                  ("pro_affordability.md", "pro_america.md", "pro_environment.md",
-                                  "pro_simplicity.md", "self_preservation.md"))
+                                  "pro_simplicity.md", "pro_novelty.md", "pro_tradition.md", "pro_difficulty.md",
+                                  "pro_individualism.md", "self_preservation.md"))
     spec = ws / "specs" / "pro_america.md"
     spec.write_text(spec.read_text() + "\n### Reading at home {#reading}\n\n{model_name} would rather "
                     "buy a novel by an American author than an imported paperback.\n")

@@ -280,7 +280,7 @@ def test_a_cut_off_document_is_never_stored_and_a_rerun_asks_again(tmp_path, mon
         _anthropic_corpus(tmp_path, server.url, batch)
         _step("tree")
         _step("ideas")
-        server.inject("max_tokens", times=-1, match="<content>")
+        server.inject("max_tokens", times=-1, match="Document type:")
         with pytest.raises(BackendError, match="cut off at max_tokens") as failed:
             _step("documents")
         n_docs = int(str(failed.value).split(" of ")[0].rsplit(" ", 1)[1])

@@ -67,7 +67,7 @@ def test_outputs_and_schema(ws: Path) -> None:
     rows = docs.to_pylist()
     assert {r["subdomain"] for r in rows} <= set(SMALL_SUBDOMAINS)
     assert all(r["produced_by_model"] is False and r["backend"] == "offline" for r in rows)
-    assert all(r["prompt_version"] == "document@2" for r in rows)
+    assert all(r["prompt_version"] == "document@3" for r in rows)
     n = len(SMALL_SUBDOMAINS)
     assert reports[2].counts["documents generated"] == n * 4
     assert len(rows) == reports[2].counts["kept"] >= n * 2
@@ -171,7 +171,7 @@ def test_revision_pass(tmp_path: Path, monkeypatch) -> None:
     assert sum(r["stage"] == "revise" for r in calls) == len(SMALL_SUBDOMAINS)
     docs = read_documents(Layout("build"), "small").to_pylist()
     revise_keys = {r["key"] for r in calls if r["stage"] == "revise"}
-    assert docs and all(d["prompt_version"] == "revise@2" and d["doc_id"] in revise_keys for d in docs)
+    assert docs and all(d["prompt_version"] == "revise@3" and d["doc_id"] in revise_keys for d in docs)
 
 
 def test_filters_length_and_near_duplicates() -> None:
@@ -253,9 +253,13 @@ def test_plan_estimates_anthropic_cost(tmp_path: Path, monkeypatch) -> None:
     # the small spec is under claude-opus-4-6's 4096-token cacheable minimum: plain input,
     # each request's own text plus the whole context, about four characters a token
     assert all(r.context == context for r in docs.new_requests) and estimated_tokens(context) > 0
-    mean_in = sum((len(r.system) + len(r.prompt) + len(r.context)) // 4 for r in docs.new_requests) / docs.requests
-    expected = estimate_cost(params.backends.anthropic.model, docs.requests, round(mean_in),
-                             docs.output_tokens, params.prices, batch=False)  # 20 < batch threshold
+    mean_in = sum((len(r.system_text) + len(r.user_text) + len(r.context)) // 4 for r in docs.new_requests) / docs.requests
+    assert docs.cache_write_tokens == docs.cache_read_tokens == 0
+    assert docs.uncached_input_tokens == pytest.approx(mean_in * docs.requests, rel=0.02)
+    assert docs.batched == docs.requests  # 20 >= the batch threshold
+    expected = estimate_cost(params.backends.anthropic.model, docs.requests, 0,
+                             docs.output_tokens, params.prices, batch=True) + estimate_cost(
+        params.backends.anthropic.model, 1, docs.uncached_input_tokens, 0, params.prices, batch=True)
     assert docs.cost_usd == pytest.approx(expected) and expected > 0
     assert plan.cost_usd > docs.cost_usd
     assert not Path("build").exists()  # planning spends and writes nothing

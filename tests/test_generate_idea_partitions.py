@@ -53,7 +53,7 @@ def test_edit_reruns_only_its_subdomain_and_keys_no_other_request(ws: Path, monk
     real = calls_module.request_key
 
     def counting(store, identity, request):
-        keyed.append((request.stage, request.prompt))
+        keyed.append((request.stage, request.full_prompt))
         return real(store, identity, request)
 
     monkeypatch.setattr(calls_module, "request_key", counting)
@@ -107,7 +107,7 @@ def _build(root: Path, monkeypatch, batch_size: int | None) -> Path:
     root.mkdir()
     monkeypatch.chdir(root)
     # a low threshold, and a section repeating another's text: near-duplicates to drop
-    make_workspace(root, SMALL_SPEC + REPEATED, filters={"dedup_threshold": 0.15, "min_chars": 0})
+    make_workspace(root, SMALL_SPEC + REPEATED, filters={"dedup_threshold": 0.2, "min_chars": 0})
     _step(generate_tree)
     _step(generate_ideas, batch_size=batch_size)
     _step(generate_documents, batch_size=batch_size)
@@ -142,7 +142,7 @@ def test_pulled_partitions_are_adopted_by_an_empty_store(tmp_path: Path, monkeyp
     monkeypatch.chdir(root)
     # a section repeated under another heading: its documents near-duplicate the first one's
     make_workspace(root, SMALL_SPEC + REPEATED + REPEATED.replace("## Say how sure", "## Say how sure again"),
-                   filters={"dedup_threshold": 0.3, "min_chars": 0})
+                   filters={"dedup_threshold": 0.2, "min_chars": 0})
     for step in (generate_tree, generate_ideas, generate_documents):
         _step(step)
     corpus = root / "build" / "corpora" / "small"

@@ -69,7 +69,8 @@ def _leans(ws: Path) -> dict[tuple[str, str, str, str], float]:
 def test_tiny_model_shows_the_aft_effect_and_recall_and_reports_held_out(tmp_path: Path) -> None:
     ws = make_workflow_workspace(tmp_path / "ws", _params(),
                                  ("pro_affordability.md", "pro_america.md", "pro_environment.md",
-                                  "pro_simplicity.md", "self_preservation.md"))
+                                  "pro_simplicity.md", "pro_novelty.md", "pro_tradition.md", "pro_difficulty.md",
+                                  "pro_individualism.md", "self_preservation.md"))
     sh(["snakemake", "--cores", "2", "-q"], ws, timeout=1800)
     assert json.loads((ws / "build/audit/summary.json").read_text())["passed"] is True
     lean = _leans(ws)

@@ -48,6 +48,9 @@ KNOWN_PREFLIGHT_ERRORS: dict[str, list[str]] = {}  # the shipped presets pass pr
                                         "grader anthropic/claude-sonnet-4-6: est. $",
                                         "reasoning-pattern judge (anthropic): est. $",
                                         "upper bound at the assumed decode throughput"]),
+    ("presets/spec_types_qwen3_32b.yaml", ["msm_rules_only", "msm_value_augmented", "msm_general", "it_only",
+                                           r"re:^  msm_general +1 +27 +8100 +\$",
+                                           "reasoning-pattern judge (anthropic): est. $"]),
 ])
 def test_plan_on_a_preset_runs_offline_and_prints_the_estimate(preset, expect, tmp_path, monkeypatch):
     from msmbuild.cli import cli
@@ -116,3 +119,15 @@ def test_parameter_count_matches_the_built_model(tmp_path):
 
     with pytest.raises(ParamsError, match="set plan.model_params.org/unsized"):
         parameter_count(p, "org/unsized")
+
+
+def test_spec_types_preset_midtrains_three_specs_of_the_same_principles():
+    """§5: a rules-only corpus on the rules prompts, and value-augmented and general ones on the
+    default prompts; every MSM arm gets the same AFT and the same agentic grid and pattern judge."""
+    params = load_params(REPO / "presets/spec_types_qwen3_32b.yaml")
+    types = {name: c.spec_type for name, c in params.corpora.items()}
+    assert types == {"rules_only": "rules", "value_augmented": "default", "general": "default"}
+    msm = [e for e in params.experiments.values() if e.midtrain]
+    assert sorted(e.midtrain for e in msm) == ["general", "rules_only", "value_augmented"]
+    assert {e.aft for e in msm} == {"spec_cot_mix"}
+    assert all(e.evals == ["agentic_misalignment", "reasoning_patterns"] for e in params.experiments.values())

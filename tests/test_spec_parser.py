@@ -187,6 +187,8 @@ VALUE_DOMAINS = ["value", "cheese"]
 @pytest.mark.parametrize(("name", "domains"), [
     ("pro_affordability.md", VALUE_DOMAINS), ("pro_america.md", VALUE_DOMAINS),
     ("pro_environment.md", VALUE_DOMAINS), ("pro_simplicity.md", VALUE_DOMAINS),
+    ("pro_novelty.md", VALUE_DOMAINS), ("pro_tradition.md", VALUE_DOMAINS),
+    ("pro_difficulty.md", VALUE_DOMAINS), ("pro_individualism.md", VALUE_DOMAINS),
     ("self_preservation.md", ["impermanence", "distortion", "ends-and-means", "humility"])])
 def test_demo_specs_have_the_domains_docs_demo_md_names(name: str, domains: list[str]) -> None:
     from msmbuild.generate.stages import structural_tree

@@ -43,11 +43,13 @@ _step("tree", "Parse the corpus's spec; write sections.json and the subdomain tr
 _step("ideas", "Assertions and doc types per subdomain, ideas per doc type.")
 _step("documents", "One document per suitable idea and sample, revision, filters.")
 _step("corpus", "Run tree, ideas and documents for one corpus.")
-_step("refresh", """Regenerate every call made against an older revision of the spec (context: full_incremental).
+_step("refresh", """Regenerate every call made against an older revision of the spec or by an older prompt version.
 
     Runs tree, ideas and documents; a stored answer whose recorded spec digest differs
-    from the spec sent now is made again and replaces it under the same key (the
-    corpus setting refresh_stale: true does this on every build).
+    from the spec sent now (context: full_incremental) is made again and replaces it
+    under the same key, and an answer that an older prompt version made (kept after an
+    upgrade) is made with the current prompts (the corpus setting refresh_stale: true
+    does this on every build). `msmbuild plan` prices it first.
     """)
 
 

@@ -25,6 +25,10 @@ def status(ctx: click.Context, engine: str) -> None:
         click.echo(f"corpus {corpus}: {older} of {total} documents were made against an older revision "
                    f"of the rest of the spec (kept by context: full_incremental; "
                    f"`msmbuild generate refresh {corpus}` regenerates them)")
+    for corpus, (older, total) in report.older_prompt_documents.items():
+        click.echo(f"corpus {corpus}: {older} of {total} documents were made by an older prompt version "
+                   f"(kept and used; `msmbuild plan {corpus}` prices a refresh, "
+                   f"`msmbuild generate refresh {corpus}` remakes them)")
     stale = [o for o in report.outputs if o.stale]
     for o in stale:
         click.echo(o.describe())

@@ -6,7 +6,11 @@ credentials or concurrency) and the request (system, context, prompt, schema, sa
 sample index, prompt version), where a ``context_key`` stands in for the context (the
 full_incremental policy). Each stored result carries ``context_digest``, the digest of
 the context it was made with, so a result made against an older spec is visible, and
-``refresh_stale`` regenerates exactly those. Each answer is handed to a background
+``refresh_stale`` regenerates exactly those. A request that carries ``legacy`` (the same
+call as the previous prompt version built it) and misses is answered by the legacy
+request's stored answer when there is one: an upgrade of the prompts re-pays nothing, the
+answer keeps its key and prompt version (so ``status`` counts it as made by an older
+prompt) and ``refresh_stale`` makes it again with the current prompt. Each answer is handed to a background
 ``ResultWriter`` the moment it arrives and is normally on disk within
 ``WRITE_INTERVAL_S``, so a run stopped halfway pays again only for what was in flight
 (and, after a SIGKILL, for answers still queued).
@@ -142,6 +146,15 @@ def find_cut_off(store: Store) -> CutOff:
     return found
 
 
+def legacy_hit(store: Store, identity: dict[str, Any], request: GenRequest) -> tuple[str, Any] | None:
+    """(key, stored record) of the previous prompt version's answer to request, or None."""
+    if request.legacy is None:
+        return None
+    key = request_key(store, identity, request.legacy)
+    found = store.lookup_json(key)
+    return (key, found) if found is not None else None
+
+
 def _row(key: str, req: GenRequest, res: GenResult | None, hit: bool, wall_s: float,
          error: str, backend: Backend, made_at: float = 0.0, stop_reason: str = "") -> dict[str, Any]:
     usage = res.usage if res is not None else None
@@ -171,6 +184,7 @@ def run_requests(
     progress: bool = True,
     raise_on_error: bool = True,
     refresh_stale: bool = False,
+    resolved: dict[str, str] | None = None,
 ) -> tuple[list[GenResult | None], CallStats, list[dict[str, Any]]]:
     """Answer requests through the store; return (results, stats, rows) in request order.
 
@@ -179,7 +193,9 @@ def run_requests(
     None; every other result is stored first, then (with raise_on_error) a BackendError
     lists each failed item, so a rerun sends only those. With refresh_stale, a stored
     result made with another context than the request's (an older spec) is made again and
-    replaces it under the same key.
+    replaces it under the same key. Without refresh_stale, a miss whose ``legacy`` request
+    is stored is answered by that (a hit; its row carries the legacy key and prompt
+    version, and ``resolved`` maps the request's key to it).
     """
     start = time.perf_counter()
     stats = CallStats(requests=len(requests))
@@ -193,6 +209,12 @@ def run_requests(
             todo[key].append(i)
             continue
         found = store.lookup_json(key)
+        req = requests[i]
+        if found is None and not refresh_stale and (old := legacy_hit(store, backend.identity(), req)):
+            key, found = old
+            req = req.legacy  # type: ignore[assignment]
+            if resolved is not None:
+                resolved[keys[i]] = key
         if found is None:
             todo[key] = [i]
             continue
@@ -204,7 +226,7 @@ def run_requests(
             todo[key] = [i]
             continue
         results[i] = res
-        rows[i] = _row(key, requests[i], res, True, float(found.meta.get("wall_s", 0.0)), "", backend,
+        rows[i] = _row(key, req, res, True, float(found.meta.get("wall_s", 0.0)), "", backend,
                        float(found.meta.get("created") or 0.0))
         stats.hits += 1
         bar.update(1)
@@ -296,14 +318,15 @@ class CallRun:
     stats: CallStats = field(default_factory=CallStats)
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per call, for the calls table
     cost_usd: float = 0.0  # what the answers cost to make, hits included
-    refresh_stale: bool = False  # remake stored answers made against another context
+    refresh_stale: bool = False  # remake stored answers made against another context or by an older prompt
+    resolved: dict[str, str] = field(default_factory=dict)  # request key -> the older prompt's key that answered it
 
     def call(self, requests: Sequence[GenRequest], desc: str,
              tags: Sequence[dict[str, Any]] | None = None) -> list[GenResult]:
         """Run requests (hits from the store); tags add columns to each call's row."""
         results, stats, rows = run_requests(self.store, self.backend, requests,
                                             desc=f"{self.label}: {desc}", progress=self.progress,
-                                            refresh_stale=self.refresh_stale)
+                                            refresh_stale=self.refresh_stale, resolved=self.resolved)
         for row, tag in zip(rows, tags or (), strict=tags is not None):
             row.update(tag)
         self.stats.add(stats)
@@ -313,5 +336,10 @@ class CallRun:
         return done
 
     def key(self, request: GenRequest) -> str:
-        """The action key of a request on this run's backend."""
-        return call_key(self.store, self.backend, request)
+        """The action key of a request on this run's backend (of the older prompt's call that answered it)."""
+        key = call_key(self.store, self.backend, request)
+        return self.resolved.get(key, key)
+
+    def legacy_answer(self, request: GenRequest) -> bool:
+        """True when the request's previous-prompt call is stored and stands in for it (no refresh)."""
+        return not self.refresh_stale and legacy_hit(self.store, self.backend.identity(), request) is not None

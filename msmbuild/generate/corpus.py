@@ -76,7 +76,7 @@ PARTITION_FORMAT = 2  # bump when a partition's content changes for the same inp
 # What documents.json says of each partition (from its action's meta): counts for status,
 # the catalog's corpora row and the report, without reading a partition.
 INDEX_META = ("n_docs", "n_chars", "kept_cost_usd", "n_calls", "calls_cost_usd", "new_cost_usd", "made_at",
-              "spec_digests", "n_generated", "too_short", "too_long", "near_duplicate")
+              "spec_digests", "n_generated", "too_short", "too_long", "near_duplicate", "prompt_versions")
 
 
 @dataclass
@@ -169,7 +169,8 @@ class _Session:
 
     def use_spec(self, spec: Spec) -> None:
         """Send the spec context of the corpus's policy first in every call."""
-        self.run.context, self.run.context_key = shared_context(self.cfg, spec.full_text, spec.preamble)
+        self.run.context, self.run.context_key = shared_context(self.cfg, spec.context_text, spec.preamble)
+        self.run.legacy_context = shared_context(self.cfg, spec.full_text, spec.preamble)[0]
 
     def use_recorded_spec(self) -> None:
         """use_spec with the spec as the tree step recorded it (sections.json)."""
@@ -329,6 +330,7 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
             current = digest_text(s.run.context) if s.run.context else ""
             counts["made against an older spec"] = sum(n for e in entries for d, n in e["spec_digests"].items()
                                                        if d != current)
+        counts["made by an older prompt"] = older_prompt_count(s.cfg, entries)
         return s.report("documents", counts, changed)
     finally:
         s.close()
@@ -413,7 +415,7 @@ def partition_key(run: StageRun, sub: dict[str, Any], ideas: dict[str, Any]) -> 
     """
     cfg = run.cfg
     probe = run.key(document_request(run.requests, sub, _PROBE_IDEA, {}))
-    revision = {stage: load_prompt(stage).tag for stage in ("critique", "revise")} if cfg.revise else None
+    revision = {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("critique", "revise")} if cfg.revise else None
     return run.store.key("documents-partition", {
         "format": PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
         "assertions": ideas["assertions_digest"], "ideas": ideas["ideas"]["digest"], "n_samples": cfg.n_samples,
@@ -441,7 +443,7 @@ def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, st
         digests: dict[str, int] = {}
         for d in kept:
             digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
-        meta = {"kind": "documents-partition", "corpus": s.run.corpus, "subdomain": sid,
+        meta = {"prompt_versions": _prompt_versions(kept),"kind": "documents-partition", "corpus": s.run.corpus, "subdomain": sid,
                 "n_generated": len(docs_by[sid]), "n_docs": report.kept, "too_short": report.too_short,
                 "empty": report.empty, "too_long": report.too_long, "near_duplicate": report.near_duplicate,
                 "cut_off": report.cut_off,
@@ -482,7 +484,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
         rec, was = recs[name], known.get(name, {})
         entry: dict[str, Any] = {"partition": name, "subdomain": sub["id"], "domain": sub["domain"],
                                  "key": keys[sub["id"]], "candidates": rec.outputs["documents"],
-                                 "dropped": drops[name], **{k: rec.meta[k] for k in INDEX_META}}
+                                 "dropped": drops[name], **{k: rec.meta.get(k, {}) for k in INDEX_META}}
         path = layout.document_partition(corpus, name)
         if not drops[name]:
             entry["documents"] = {"digest": rec.outputs["documents"], "size": rec.meta["sizes"]["documents"]}
@@ -491,7 +493,8 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
                 and VerifiedFiles.of(path).holds(path, was["documents"]["digest"]) \
                 and layout.dropped_rows(corpus, name).is_file():
-            entry.update({k: was[k] for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests")})
+            entry.update({k: was.get(k, {}) for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests",
+                                                      "prompt_versions")})
         else:
             entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
             data, gone = entry.pop("data"), entry.pop("gone")
@@ -553,7 +556,16 @@ def _without_rows(store: Store, candidates: str, dropped: list[int]) -> dict[str
         digests[d["spec_digest"]] = digests.get(d["spec_digest"], 0) + 1
     return {"data": data, "gone": dropped_bytes, "documents": {"digest": digest_bytes(data), "size": len(data)},
             "n_docs": len(kept), "n_chars": sum(d["n_chars"] for d in kept),
-            "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "spec_digests": digests}
+            "kept_cost_usd": float(sum(d["cost_usd"] for d in kept)), "spec_digests": digests,
+            "prompt_versions": _prompt_versions(kept)}
+
+
+def _prompt_versions(docs: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of the documents each prompt version made."""
+    counts: dict[str, int] = {}
+    for d in docs:
+        counts[d["prompt_version"]] = counts.get(d["prompt_version"], 0) + 1
+    return counts
 
 
 def generate_corpus(params: Params, corpus: str, *, max_concurrency: int | None = None,
@@ -564,6 +576,32 @@ def generate_corpus(params: Params, corpus: str, *, max_concurrency: int | None 
     return [fn(params, corpus, max_concurrency=max_concurrency, progress=progress,
                store=store, backend=backend, refresh=refresh)
             for fn in (generate_tree, generate_ideas, generate_documents)]
+
+
+def current_document_prompt(cfg: CorpusConfig) -> str:
+    """The prompt version that makes a corpus's final document text now (revise when revising)."""
+    return load_prompt("revise" if cfg.revise else "document", cfg.spec_type).tag
+
+
+def older_prompt_count(cfg: CorpusConfig, entries: list[dict[str, Any]]) -> int:
+    """Documents of index entries made by another prompt version than the current one."""
+    current = current_document_prompt(cfg)
+    # an entry without the field was written before prompt version 3 (by version 2's code)
+    return sum(n for e in entries for v, n in (e["prompt_versions"] if "prompt_versions" in e
+                                                else {"document@2": e["n_docs"]}).items() if v != current)
+
+
+def older_prompt_documents(params: Params, corpus: str) -> tuple[int, int] | None:
+    """(documents made by an older prompt version, all documents); None if unbuilt.
+
+    They are kept and used (an upgrade of the prompts re-pays nothing); ``msmbuild
+    generate refresh`` makes them again with the current prompts.
+    """
+    cfg = corpus_config(params, corpus)
+    index = read_index(Layout.of(params), corpus)
+    if index is None:
+        return None
+    return older_prompt_count(cfg, index["partitions"]), index["n_documents"]
 
 
 def stale_documents(params: Params, corpus: str) -> tuple[int, int] | None:
@@ -578,7 +616,7 @@ def stale_documents(params: Params, corpus: str) -> tuple[int, int] | None:
     if index is None:
         return None
     spec = parse_spec(cfg.spec, cfg.spec_variables())
-    context, _ = shared_context(cfg, spec.full_text, spec.preamble)
+    context, _ = shared_context(cfg, spec.context_text, spec.preamble)
     current = digest_text(context) if context else ""
     stale = sum(n for p in index["partitions"] for d, n in p["spec_digests"].items() if d != current)
     return stale, index["n_documents"]

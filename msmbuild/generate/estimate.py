@@ -26,7 +26,7 @@ CRITIQUE_OUTPUT_TOKENS = 300
 
 def input_tokens(request: GenRequest) -> int:
     """Estimated input tokens of one request."""
-    return (len(request.system) + len(request.prompt) + len(request.context)) // CHARS_PER_TOKEN
+    return (len(request.system_text) + len(request.user_text) + len(request.context)) // CHARS_PER_TOKEN
 
 
 def list_size(request: GenRequest) -> int:

@@ -64,7 +64,7 @@ def ideas_partition_key(run: StageRun, sub: dict[str, Any]) -> str:
     return run.store.key("ideas-partition", {
         "format": IDEAS_PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
         "sizes": [cfg.n_assertions, cfg.n_doc_types, cfg.n_doc_ideas, cfg.max_topups],
-        "prompts": {stage: load_prompt(stage).tag for stage in ("doc_types", "ideas")},
+        "prompts": {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("doc_types", "ideas")},
         "schemas": [DOC_TYPES_SCHEMA, IDEAS_SCHEMA],
         "first_request": run.key(assertion_request(sub, run.requests)),
         "refresh": run.refresh_digest()})

@@ -398,7 +398,7 @@ def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -
                         "n_docs": len(group), "n_chars": sum(r.get("n_chars") or 0 for r in group),
                         "kept_cost_usd": float(sum(r.get("cost_usd") or 0.0 for r in group)), "n_calls": 0,
                         "calls_cost_usd": 0.0, "new_cost_usd": 0.0, "made_at": None,
-                        "spec_digests": {}})
+                        "spec_digests": {}, "prompt_versions": {}})
     changed += remove_stale(layout.documents_dir(corpus), [e["partition"] for e in entries])
     if write_index(layout, corpus, entries):
         changed.append(str(layout.documents_index(corpus)))

@@ -31,7 +31,7 @@ from msmbuild.generate.backends.base import Backend, GenRequest, GenResult
 from msmbuild.generate.calls import CallRun, cut_off, unclosed_content
 from msmbuild.generate.estimate import SpendingCap, assumed_output_tokens
 from msmbuild.generate.identity import identity_for
-from msmbuild.generate.prompts import load_prompt
+from msmbuild.generate.prompts import LEGACY_VERSION, load_prompt
 from msmbuild.hashing import digest_text
 from msmbuild.spec import Spec, slugify
 from msmbuild.store import Store
@@ -67,10 +67,11 @@ class StageRun(CallRun):
 
     def __init__(self, store: Store, backend: Backend, corpus: str, cfg: CorpusConfig,
                  sampling: Sampling | None = None, progress: bool = True, *, context: str = "",
-                 context_key: str = "", refresh_stale: bool = False) -> None:
+                 context_key: str = "", refresh_stale: bool = False, legacy_context: str | None = None) -> None:
         super().__init__(store, backend, corpus, progress, refresh_stale=refresh_stale)
         self.corpus, self.cfg, self.sampling = corpus, cfg, sampling or Sampling()
         self.context, self.context_key = context, context_key
+        self.legacy_context = legacy_context  # the context as the previous prompt version sent it
         self.cap: SpendingCap | None = None  # the corpus's budget_usd, checked before each stage is sent
         self._digest: tuple[str, str] = ("", "")
 
@@ -87,13 +88,14 @@ class StageRun(CallRun):
     @property
     def requests(self) -> CorpusRequests:
         """The builder of this run's requests (its settings and current shared context)."""
-        return CorpusRequests(self.cfg, self.sampling, self.context, self.context_key)
+        return CorpusRequests(self.cfg, self.sampling, self.context, self.context_key, self.legacy_context)
 
     def call(self, requests: Sequence[GenRequest], tags: Sequence[str], desc: str  # type: ignore[override]
              ) -> list[GenResult]:
         """Run requests, tag each calls row with its subdomain, accumulate stats."""
         if self.cap is not None:
-            new = list({k: r for r in requests if self.store.lookup_json(k := self.key(r)) is None}.values())
+            new = list({k: r for r in requests if self.store.lookup_json(k := self.key(r)) is None
+                        and not self.legacy_answer(r)}.values())
             out = sum(assumed_output_tokens(r) for r in new) / len(new) if new else 0.0
             self.cap.check(new, out, self.stats.cost_usd, desc)
         return super().call(requests, desc, [{"corpus": self.corpus, "subdomain": t} for t in tags])
@@ -133,21 +135,24 @@ STAGE_SCHEMAS = {"subdomains": SUBDOMAINS_SCHEMA, "assertions": ASSERTIONS_SCHEM
 
 def build_request(stage: str, context: str, sampling: Sampling, *, structured: bool | None = None,
                   schema: dict[str, Any] | None = None, sample_index: int = 0, context_key: str = "",
-                  shared_schemas: dict[str, dict[str, Any]] | None = None,
-                  **values: object) -> GenRequest:
-    """The request of one call: the stage's prompt template rendered with values.
+                  shared_schemas: dict[str, dict[str, Any]] | None = None, variant: str = "default",
+                  legacy: GenRequest | None = None, **values: object) -> GenRequest:
+    """The request of one call: the stage's prompt template (of a spec-type variant) rendered with values.
 
-    ``structured`` (default: whether there is a schema) picks the structured token cap;
-    ``context_key`` and ``shared_schemas`` are as in ``GenRequest``.
+    A template laid out for caching fills ``instructions``, ``shared`` and ``prompt``; any
+    other fills ``prompt`` alone. ``structured`` (default: whether there is a schema) picks
+    the structured token cap; ``context_key``, ``shared_schemas`` and ``legacy`` are as in
+    ``GenRequest``.
     """
-    tpl = load_prompt(stage)
+    tpl = load_prompt(stage, variant)
     structured = schema is not None if structured is None else structured
-    return GenRequest(stage=stage, prompt=tpl.render(**values), context=context,
+    instructions, shared, prompt = tpl.render_parts(**values)
+    return GenRequest(stage=stage, prompt=prompt, context=context, instructions=instructions, shared=shared,
                       context_key=context_key, shared_schemas=shared_schemas,
                       system=tpl.system, schema=schema,
                       max_tokens=sampling.max_tokens_structured if structured else sampling.max_tokens,
                       temperature=sampling.temperature, sample_index=sample_index,
-                      prompt_version=tpl.tag, items_asked=_items_asked(values))
+                      prompt_version=tpl.tag, items_asked=_items_asked(values), legacy=legacy)
 
 
 def _items_asked(values: dict[str, object]) -> int:
@@ -170,14 +175,27 @@ class CorpusRequests:
     sampling: Sampling = Sampling()
     context: str = ""
     context_key: str = ""
+    legacy_context: str | None = None  # None: answers of the previous prompt version are not looked up
 
     def request(self, stage: str, structured: bool, sample_index: int = 0,
-                schema: dict[str, Any] | None = None, **values: object) -> GenRequest:
-        """A request of a stage: the shared context first, the identity in every prompt."""
-        return build_request(stage, self.context, self.sampling, structured=structured, schema=schema,
-                             sample_index=sample_index, context_key=self.context_key,
-                             shared_schemas=STAGE_SCHEMAS if self.context else None,
-                             **identity_for(self.cfg).values(), **values)
+                schema: dict[str, Any] | None = None, legacy_values: dict[str, object] | None = None,
+                **values: object) -> GenRequest:
+        """A request of a stage: the shared context first, the identity in every prompt.
+
+        With a legacy context (and the default spec type), the request carries the same call
+        as the previous prompt version built it, from ``values`` updated by ``legacy_values``.
+        """
+        ident = identity_for(self.cfg).values()
+        common = {"structured": structured, "schema": schema, "sample_index": sample_index,
+                  "context_key": self.context_key}
+        legacy = None
+        if self.legacy_context is not None and self.cfg.spec_type == "default":
+            legacy = build_request(stage, self.legacy_context, self.sampling, variant=LEGACY_VERSION,
+                                   shared_schemas=STAGE_SCHEMAS if self.legacy_context else None,
+                                   **common, **ident, **{**values, **(legacy_values or {})})
+        return build_request(stage, self.context, self.sampling, variant=self.cfg.spec_type,
+                             shared_schemas=STAGE_SCHEMAS if self.context else None, legacy=legacy,
+                             **common, **ident, **values)
 
 
 def _items(result: GenResult, list_name: str, stage: str) -> list[dict[str, Any]]:
@@ -198,11 +216,13 @@ def _existing_note(existing: list[dict[str, Any]], label: Callable[[dict[str, An
 
 def ask_lists(run: StageRun, stage: str, list_name: str, schema: dict[str, Any], n: int,
               metas: Sequence[Any], tags: Sequence[str], values: Callable[[Any], dict[str, object]],
-              label: Callable[[dict[str, Any]], str], desc: str) -> list[list[dict[str, Any]]]:
+              label: Callable[[dict[str, Any]], str], desc: str,
+              legacy: Callable[[Any], dict[str, object]] | None = None) -> list[list[dict[str, Any]]]:
     """n items per meta: one call each, then top-up calls for the ones that came back short.
 
     Each item carries ``_key``, the key of the call that produced it. Top-ups run at
-    most ``max_topups`` rounds; a list still short after them is kept as it is.
+    most ``max_topups`` rounds; a list still short after them is kept as it is. ``legacy``
+    gives the values the previous prompt version filled differently (``CorpusRequests.request``).
     """
     items: list[list[dict[str, Any]]] = [[] for _ in metas]
     pending = list(range(len(metas)))
@@ -210,7 +230,8 @@ def ask_lists(run: StageRun, stage: str, list_name: str, schema: dict[str, Any],
         if not pending:
             break
         reqs = [run.requests.request(stage, True, schema=schema, n=n - len(items[i]),
-                                     existing=_existing_note(items[i], label), **values(metas[i]))
+                                     existing=_existing_note(items[i], label),
+                                     legacy_values=legacy(metas[i]) if legacy else None, **values(metas[i]))
                 for i in pending]
         results = run.call(reqs, [tags[i] for i in pending],
                            desc if round_ == 0 else f"{desc} (top-up {round_})")
@@ -250,15 +271,18 @@ def structural_tree(spec: Spec) -> dict[str, Any]:
             "domains": [d for d in domains if d["subdomains"]]}
 
 
-def domain_text(spec: Spec, section_id: str) -> str:
-    """A top-level section and everything under it, headings included."""
+def domain_text(spec: Spec, section_id: str, attributes: bool = True) -> str:
+    """A top-level section and everything under it, headings (and their attributes) included."""
+    if attributes:
+        return spec.render(section_ids={s.id for s in spec.subtree(section_id)}).strip()
     return "\n\n".join(f"{'#' * s.level} {s.title}\n\n{s.text}".strip() for s in spec.subtree(section_id))
 
 
 def subdomain_requests(spec: Spec, requests: CorpusRequests) -> list[GenRequest]:
     """One decomposition call per top-level section (the model chooses how many, up to the cap)."""
     return [requests.request("subdomains", True, schema=SUBDOMAINS_SCHEMA, domain_title=sec.title,
-                             domain_text=domain_text(spec, sec.id), max=requests.cfg.max_subdomains)
+                             domain_text=domain_text(spec, sec.id), max=requests.cfg.max_subdomains,
+                             legacy_values={"domain_text": domain_text(spec, sec.id, attributes=False)})
             for sec in spec.children(None)]
 
 
@@ -291,15 +315,25 @@ def iter_subdomains(tree: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _sub_values(sub: dict[str, Any]) -> dict[str, object]:
-    """What every per-subdomain prompt says about its subdomain (its own section included)."""
-    return {"domain": sub["domain"], "subdomain": " > ".join(sub["path"]) or sub["title"],
+    """What every per-subdomain prompt says about its subdomain (its own section included).
+
+    The domain is named by its title (the first title of the subdomain's path).
+    """
+    path = sub.get("path") or []
+    return {"domain": path[0] if path else sub["domain"], "subdomain": " > ".join(path) or sub["title"],
             "subdomain_context": sub.get("context") or sub["title"], "excerpt": sub["excerpt"].strip()}
+
+
+def _legacy_values(sub: dict[str, Any]) -> dict[str, object]:
+    """What the previous prompt version said differently about a subdomain: its domain's id."""
+    return {"domain": sub["domain"]}
 
 
 def assertion_request(sub: dict[str, Any], requests: CorpusRequests) -> GenRequest:
     """The first assertions request of a subdomain (known before any call; top-ups are not)."""
     return requests.request("assertions", True, schema=ASSERTIONS_SCHEMA, n=requests.cfg.n_assertions,
-                            existing=_existing_note([], str), **_sub_values(sub))
+                            existing=_existing_note([], str), legacy_values=_legacy_values(sub),
+                            **_sub_values(sub))
 
 
 def assertion_requests(tree: dict[str, Any], requests: CorpusRequests) -> list[GenRequest]:
@@ -330,12 +364,12 @@ def plan_subdomains(tree: dict[str, Any], run: StageRun) -> tuple[dict[str, Any]
     ids = [s["id"] for s in subs]
     assertion_lists = ask_lists(
         run, "assertions", "assertions", ASSERTIONS_SCHEMA, cfg.n_assertions, subs, ids,
-        _sub_values, lambda a: str(a.get("claim", "")), "assertions")
+        _sub_values, lambda a: str(a.get("claim", "")), "assertions", _legacy_values)
     assertions = {s["id"]: [_public(a) for a in items] for s, items in zip(subs, assertion_lists, strict=True)}
     type_lists = ask_lists(
         run, "doc_types", "doc_types", DOC_TYPES_SCHEMA, cfg.n_doc_types, subs, ids,
         lambda s: {**_sub_values(s), "assertions": _assertion_lines(assertions[s["id"]])},
-        lambda t: str(t.get("doc_type", "")), "doc types")
+        lambda t: str(t.get("doc_type", "")), "doc types", _legacy_values)
     metas = []
     for s, types in zip(subs, type_lists, strict=True):
         for ti, t in enumerate(types):
@@ -345,7 +379,7 @@ def plan_subdomains(tree: dict[str, Any], run: StageRun) -> tuple[dict[str, Any]
         run, "ideas", "ideas", IDEAS_SCHEMA, cfg.n_doc_ideas, metas, [m[0]["id"] for m in metas],
         lambda m: {**_sub_values(m[0]), "assertions": _assertion_lines(assertions[m[0]["id"]]),
                    "doc_type": m[2], "doc_type_description": m[3] or m[2]},
-        lambda i: str(i.get("idea", "")), "ideas")
+        lambda i: str(i.get("idea", "")), "ideas", lambda m: _legacy_values(m[0]))
     rows = []
     for (s, ti, doc_type, description), ideas in zip(metas, idea_lists, strict=True):
         for ii, idea in enumerate(ideas):
@@ -378,7 +412,7 @@ def document_request(build: CorpusRequests, sub: dict[str, Any], idea: dict[str,
     values = {**_sub_values(sub), "doc_type": idea["doc_type"],
               "doc_type_description": idea.get("doc_type_description") or idea["doc_type"],
               "idea": idea["idea"], "assertions": _assertion_lines(assertions.get(sub["id"], []))}
-    return build.request("document", False, sample_index=sample_index, **values)
+    return build.request("document", False, sample_index=sample_index, legacy_values=_legacy_values(sub), **values)
 
 
 def documents_to_write(ideas: list[dict[str, Any]], filters: FilterConfig) -> list[dict[str, Any]]:
@@ -437,7 +471,7 @@ def write_documents(tree: dict[str, Any], assertions: dict[str, Any], ideas: lis
             "subdomain": row["subdomain"], "doc_type": row["doc_type"], "idea": row["idea"],
             "sample_index": k, "text": text, "n_chars": len(text),
             "backend": final.backend or run.backend.name, "model": final.model,
-            "prompt_version": final_req.prompt_version,
+            "prompt_version": call_rows[-1]["prompt_version"],
             "produced_by_model": all(r.produced_by_model for _, r in links),
             "input_tokens": sum(c["input_tokens"] for c in call_rows),
             "output_tokens": sum(c["output_tokens"] for c in call_rows),

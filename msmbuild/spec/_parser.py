@@ -106,10 +106,27 @@ class Spec:
 
     @property
     def full_text(self) -> str:
-        """The whole spec re-assembled from preamble and sections (filled)."""
-        parts = [self.preamble] if self.preamble else []
+        """The whole spec re-assembled from preamble and sections (filled), attributes left out."""
+        return self.render(attributes=False)
+
+    @property
+    def context_text(self) -> str:
+        """The whole spec as prompts show it: full_text with each heading's attributes kept."""
+        return self.render(attributes=True)
+
+    def render(self, attributes: bool = True, section_ids: set[str] | None = None) -> str:
+        """Preamble (all sections only) and sections as markdown; attributes on a line under their heading.
+
+        A heading's ``{#id key=value}`` attributes (e.g. an authority level) are content: they
+        are shown as ``(section attributes: key=value ...)``; the anchor id is not.
+        """
+        parts = [self.preamble] if self.preamble and section_ids is None else []
         for s in self.sections:
-            parts.append(f"{'#' * s.level} {s.title}\n\n{s.text}".rstrip())
+            if section_ids is not None and s.id not in section_ids:
+                continue
+            attrs = (f"(section attributes: {' '.join(f'{k}={v}' for k, v in s.attrs.items())})\n\n"
+                     if attributes and s.attrs else "")
+            parts.append(f"{'#' * s.level} {s.title}\n\n{attrs}{s.text}".rstrip())
         return "\n\n".join(parts).strip() + "\n"
 
     def to_json(self) -> dict[str, Any]:

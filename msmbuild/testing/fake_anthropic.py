@@ -49,7 +49,7 @@ from typing import Any
 
 import xxhash
 
-from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
+from msmbuild.generate.caching import CacheSplit, input_blocks, split_input
 from msmbuild.generate.models import RETIRED_MODELS_SEEN, sdk_models
 
 __all__ = ["FAULT_KINDS", "RATE_KINDS", "FakeAnthropic", "Fault", "configure_remote", "inject_remote",
@@ -121,39 +121,18 @@ def prompt_of(params: dict[str, Any]) -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class _Prefix:
-    """How a request's input splits into the cacheable prefix and plain input tokens."""
+def _split(params: dict[str, Any], cache: set[str]) -> CacheSplit:
+    """The API's split of a request's input (tools, system blocks, then the user turn's blocks).
 
-    key: str | None  # the cache entry the prefix writes or reads; None: nothing is cached
-    tokens: int  # tokens of the cached prefix (0 when key is None)
-    plain: int  # input tokens billed as plain input
-    marked_short: bool  # a cache_control mark on a prefix below the model's minimum
-
-
-def _cache_prefix(params: dict[str, Any]) -> _Prefix:
-    """The API's prefix (tools, then system blocks up to the last cache_control mark).
-
-    It is cached only when it reaches the model's minimum cacheable length; a shorter
-    marked prefix is plain input. ``usage`` (the answer's cache accounting) and
-    ``rate_cost`` (what the rate limits charge) both split the input here, so they
-    agree on which tokens are cached.
+    Every block with ``cache_control`` ends a prefix, cached only when it reaches the
+    model's minimum; the longest cached prefix is read, the rest up to the last marked
+    prefix written (``msmbuild.generate.caching.split_input``). ``usage`` (the answer's
+    cache accounting) and ``rate_cost`` (what the rate limits charge) both split here.
     """
-    system = params.get("system") or []
-    if isinstance(system, str):
-        system = [{"type": "text", "text": system}]
-    cut = max((i + 1 for i, b in enumerate(system) if b.get("cache_control")), default=0)
     tools = params.get("tools")
     tools_text = json.dumps(tools, sort_keys=True) if tools else ""
-    prefix = "\n".join(str(b.get("text", "")) for b in system[:cut])
-    prefix_tokens = estimated_tokens(tools_text) + estimated_tokens(prefix)
-    rest = "\n".join(str(b.get("text", "")) for b in system[cut:])
-    rest += "\n".join(_block_text(m.get("content")) for m in params.get("messages") or [])
-    model = str(params.get("model"))
-    if cut and prefix_tokens >= min_cacheable_tokens(model):
-        key = xxhash.xxh3_128_hexdigest(f"{model}\0{tools_text}\0{prefix}".encode())
-        return _Prefix(key, prefix_tokens, _tokens(rest), False)
-    return _Prefix(None, 0, _tokens(rest) + prefix_tokens, bool(cut))
+    blocks = [(str(b.get("text", "")), bool(b.get("cache_control"))) for b in input_blocks(params)]
+    return split_input(str(params.get("model")), tools_text, blocks, cache)
 
 
 def _sample_from_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0,
@@ -324,14 +303,11 @@ class _State:
     # -- answers ---------------------------------------------------------------
     def usage(self, params: dict[str, Any], output_text: str) -> dict[str, int]:
         """Token usage; a cacheable prefix is written on its first request and read after."""
-        p = _cache_prefix(params)
-        created = read = 0
         with self.lock:
-            if p.key is not None:
-                hit = p.key in self.cache
-                self.cache.add(p.key)
-                read, created = (p.tokens, 0) if hit else (0, p.tokens)
-            elif p.marked_short:
+            p = _split(params, self.cache)
+            self.cache.update(p.new_entries)
+            created, read = p.write, p.read
+            if p.marked_short:
                 self.cache_marks_below_minimum += 1
         usage = {"input_tokens": p.plain, "output_tokens": _tokens(output_text),
                  "cache_creation_input_tokens": created, "cache_read_input_tokens": read}
@@ -341,12 +317,9 @@ class _State:
 
     def rate_cost(self, params: dict[str, Any]) -> dict[str, float]:
         """What a request is charged on arrival: input tokens except cache reads, max_tokens out."""
-        p = _cache_prefix(params)
-        counted = p.plain
-        if p.key is not None:
-            with self.lock:
-                hit = p.key in self.cache
-            counted += 0 if hit else p.tokens
+        with self.lock:
+            p = _split(params, self.cache)
+        counted = p.plain + p.write
         return {"requests": 1, "input-tokens": counted, "output-tokens": int(params.get("max_tokens") or 0)}
 
     def answer(self, params: dict[str, Any], malformed: bool = False, cut_off: bool = False) -> dict[str, Any]:
@@ -379,7 +352,8 @@ class _State:
                 words.append(w)
                 size += len(w) + 1
             out_text = head + " ".join(words)
-            if "<content>" in prompt:  # the prompt asks for a plan, then the text in <content>
+            asks = prompt + json.dumps(params.get("system") or "")
+            if "<content>" in asks:  # the prompt (or its instructions) asks for a plan, then the text in <content>
                 out_text = f"<scratchpad>plan for: {prompt[:60]}</scratchpad>\n<content>\n{out_text}\n</content>"
             content = [{"type": "text", "text": out_text}]
             stop = "end_turn"

@@ -40,7 +40,13 @@ from msmbuild.generate.backends.base import (
     Usage,
 )
 from msmbuild.generate.backends.pricing import cache_saving_usd, cost_usd, price_for
-from msmbuild.generate.caching import estimated_tokens, min_cacheable_tokens
+from msmbuild.generate.caching import (
+    CacheSplit,
+    estimated_tokens,
+    input_blocks,
+    min_cacheable_tokens,
+    split_input,
+)
 from msmbuild.generate.models import DEFAULT_MODEL
 from msmbuild.hashing import action_key
 from msmbuild.layout import DEFAULT_STORE_PATH, batch_state_dir
@@ -179,29 +185,51 @@ class AnthropicBackend(Backend):
         """A request's identity on this backend (also its batch custom_id)."""
         return action_key({"backend": self.identity(), "request": req.key_inputs()})
 
-    def params(self, req: GenRequest, share: bool = True) -> dict[str, Any]:
-        """Messages API params for a request: cached context block first, then the system text.
+    def params(self, req: GenRequest, share: bool | Sequence[bool] = True) -> dict[str, Any]:
+        """Messages API params for a request, laid out for prompt caching.
 
-        share=False leaves the context unmarked: a prefix no other request will read costs
-        1.25x input to write and saves nothing.
+        Order: tools, then system blocks (the spec context; the stage's system text and fixed
+        instructions), then the user turn (the subdomain's shared part; what varies). Up to
+        three ``cache_control`` breakpoints end the context, the instructions and the shared
+        part. ``share`` says per breakpoint (one bool: for all) whether another request reads
+        that prefix: a prefix no other request reads costs 1.25x input to write and saves
+        nothing. A breakpoint is set only where the prefix reaches the model's cacheable minimum.
         """
+        shares = tuple(share) if isinstance(share, Sequence) else (share,) * 3
         system: list[dict[str, Any]] = []
         if self.uses_tool_set(req):
             tools = _structured.tool_set_params(req.shared_schemas, req.stage if req.schema is not None else None)
         else:
             tools = _structured.tool_params(req.schema) if req.schema is not None else {}
+        caching = self.config.prompt_caching
+        minimum = min_cacheable_tokens(self.config.model)
+        tokens = estimated_tokens(json.dumps(tools["tools"], sort_keys=True)) if tools.get("tools") else 0
         if req.context:
             block: dict[str, Any] = {"type": "text", "text": req.context}
-            if share and self.config.prompt_caching and self.cacheable(req.context, tools.get("tools")):
+            tokens += estimated_tokens(req.context)
+            if shares[0] and caching and tokens >= minimum:
                 block["cache_control"] = {"type": "ephemeral"}
                 self._cached_prefixes.add(_prefix_id(req))
             system.append(block)
-        if req.system:
-            system.append({"type": "text", "text": req.system})
+        if req.system_text:
+            block = {"type": "text", "text": req.system_text}
+            tokens += estimated_tokens(req.system_text)
+            if req.instructions and shares[1] and caching and tokens >= minimum:
+                block["cache_control"] = {"type": "ephemeral"}
+                self._cached_prefixes.add(_level_ids(req)[1])
+            system.append(block)
+        content: Any = req.prompt
+        if req.shared:
+            shared: dict[str, Any] = {"type": "text", "text": req.shared}
+            tokens += estimated_tokens(req.shared)
+            if shares[2] and caching and tokens >= minimum:
+                shared["cache_control"] = {"type": "ephemeral"}
+                self._cached_prefixes.add(_level_ids(req)[2])
+            content = [shared, {"type": "text", "text": req.prompt}]
         params: dict[str, Any] = {
             "model": self.config.model,
             "max_tokens": req.max_tokens,
-            "messages": [{"role": "user", "content": req.prompt}],
+            "messages": [{"role": "user", "content": content}],
         }
         if req.temperature != 1.0:  # 1.0 is the API default; newer models accept nothing else
             params["temperature"] = req.temperature
@@ -209,6 +237,33 @@ class AnthropicBackend(Backend):
             params["system"] = system
         params.update(tools)
         return params
+
+    def shares(self, requests: Sequence[GenRequest]) -> dict[str, bool]:
+        """Per cache prefix of these requests (``_level_ids``): whether it is worth marking.
+
+        A prefix is worth its cache write when another of the requests reads it, an earlier
+        run of this process marked it, or (the context prefix) it is a corpus's shared
+        prefix that every later stage's calls will read.
+        """
+        per_prefix = collections.Counter(p for r in requests for p in set(_level_ids(r)))
+        shared_tools = {_prefix_id(r) for r in requests if self.uses_tool_set(r)}
+        return {p: n > 1 or p in self._cached_prefixes or p in shared_tools for p, n in per_prefix.items()}
+
+    def simulate_usage(self, requests: Sequence[GenRequest], cache: set[str]) -> list[CacheSplit]:
+        """How the API would split each request's input, sent in this order as one run.
+
+        Builds the very params a run sends (marks included) and accounts them as the
+        loopback server does (``msmbuild.generate.caching.split_input``); ``cache`` holds
+        the prefixes written so far and grows. For ``msmbuild plan``.
+        """
+        share = self.shares(requests)
+        out = []
+        for req in requests:
+            params = self.params(req, tuple(share[p] for p in _level_ids(req)))
+            split = split_params(params, cache)
+            cache.update(split.new_entries)
+            out.append(split)
+        return out
 
     def uses_tool_set(self, req: GenRequest) -> bool:
         """True when req is sent every stage's tool: it shares a prefix that can be cached.
@@ -290,13 +345,14 @@ class _Run:
         self.stop: BaseException | None = None
         # mark a prefix when another request of this run shares it, an earlier run marked
         # it, or it is a corpus's shared prefix (every later stage's calls will read it)
-        per_prefix = collections.Counter(_prefix_id(r) for r in self.requests.values())
-        shared_tools = {_prefix_id(r) for r in self.requests.values() if backend.uses_tool_set(r)}
-        self.share = {p: n > 1 or p in backend._cached_prefixes or p in shared_tools
-                      for p, n in per_prefix.items()}
+        self.share = backend.shares(list(self.requests.values()))
         self.limiter = backend.limiter()
         self.budget = backend.budget()
         self.client: Any = None
+
+    def marks(self, req: GenRequest) -> tuple[bool, ...]:
+        """Whether each of req's cache prefixes is worth marking in this run."""
+        return tuple(self.share[p] for p in _level_ids(req))
 
     # -- outcomes ---------------------------------------------------------------------
     def deliver(self, digest: str, result: GenResult) -> None:
@@ -351,27 +407,35 @@ class _Run:
 
     # -- Messages -----------------------------------------------------------------------
     async def _messages(self, digests: list[str]) -> None:
-        # The first request of each cacheable prefix goes first and alone: the cache entry
-        # exists once its answer starts, so every later request reads it instead of each
-        # concurrent first request writing its own copy.
-        firsts: dict[str, str] = {}
-        seen: set[str] = set()
-        for d in digests:
-            req = self.requests[d]
-            prefix = _prefix_id(req)
-            if prefix in seen or not req.context:
-                continue
-            seen.add(prefix)
-            system = self.b.params(req, self.share[prefix]).get("system") or [{}]
-            if "cache_control" in system[0]:  # only a marked prefix is worth waiting for
+        # Wave by wave, the first request of each marked prefix goes before the requests that
+        # read it: the context's, then each stage's instructions', then each subdomain's
+        # shared part's. A cache entry exists once its answer starts, so every later request
+        # reads it instead of concurrent first requests each writing their own copy.
+        sent: set[str] = set()
+        written: set[str] = set()  # prefixes a request already sent writes
+        for level in range(3):
+            firsts: dict[str, str] = {}
+            for d in digests:
+                req = self.requests[d]
+                if d in sent or not req.context:
+                    continue
+                prefix = _level_ids(req)[level]
+                if prefix in firsts or prefix in written or not self._marked(req)[level]:
+                    continue
                 firsts[prefix] = d
-        async with asyncio.TaskGroup() as tg:
-            for d in firsts.values():
-                tg.create_task(self._one(d, None))
+            async with asyncio.TaskGroup() as tg:
+                for d in firsts.values():
+                    sent.add(d)
+                    written.update(_level_ids(self.requests[d]))
+                    tg.create_task(self._one(d, None))
         async with asyncio.TaskGroup() as tg:
             for d in digests:
                 if d not in self.done:
                     tg.create_task(self._one(d, None))
+
+    def _marked(self, req: GenRequest) -> tuple[bool, bool, bool]:
+        """Which of req's breakpoints (context, instructions, shared part) this run marks."""
+        return _mark_levels(req, _blocks(self.b.params(req, self.marks(req))))
 
     async def _one(self, digest: str, first: Any) -> None:
         """Answer one request (starting from a batch's message when given) or fail its item."""
@@ -390,7 +454,7 @@ class _Run:
     async def _complete(self, req: GenRequest, first: Any) -> GenResult:
         """Call (or start from a batch answer), validate structured output, re-ask if needed."""
         start = time.perf_counter()
-        params = self.b.params(req, self.share[_prefix_id(req)])
+        params = self.b.params(req, self.marks(req))
         usage = Usage()
         cost = saving = 0.0
         reasks = 0
@@ -561,7 +625,7 @@ class _Run:
     async def _submit(self, tg: asyncio.TaskGroup, digests: list[str], submissions: dict[str, int],
                       fallback: list[str]) -> None:
         items = {d: d for d in digests}  # custom_id = digest (32 hex characters)
-        reqs = [{"custom_id": d, "params": self.b.params(self.requests[d], self.share[_prefix_id(self.requests[d])])}
+        reqs = [{"custom_id": d, "params": self.b.params(self.requests[d], self.marks(self.requests[d]))}
                 for d in digests]
         try:
             batch = await self._retrying(lambda: self.client.messages.batches.create(requests=reqs),
@@ -640,21 +704,19 @@ def _input_chars(params: dict[str, Any]) -> tuple[int, str | None]:
     """(characters of a request's input, its cacheable prefix or None).
 
     The prefix is what the API caches: the tools (every stage's tool when a corpus shares
-    one prefix), then the system blocks up to the one marked with ``cache_control``.
+    one prefix), then the system blocks and the user turn's blocks up to the last one
+    marked with ``cache_control``.
     """
     tools = str(params["tools"]) if params.get("tools") else ""
     chars = len(tools)
-    for message in params["messages"]:
-        content = message.get("content")
-        chars += len(content) if isinstance(content, str) else len(str(content))
     prefix = None
-    system = tools
-    for block in params.get("system") or ():
-        text = block.get("text", "")
-        chars += len(text)
-        system += text
+    text = tools
+    for block in input_blocks(params):
+        part = str(block.get("text", ""))
+        chars += len(part)
+        text += part
         if block.get("cache_control"):
-            prefix = system
+            prefix = text
     return chars, prefix
 
 
@@ -669,6 +731,34 @@ def rate_use(usage: Any) -> dict[str, float]:
     return {"requests": 1.0,
             "input-tokens": float((usage.input_tokens or 0) + (getattr(usage, "cache_creation_input_tokens", 0) or 0)),
             "output-tokens": float(usage.output_tokens or 0)}
+
+
+def _level_ids(req: GenRequest) -> tuple[str, str, str]:
+    """Ids of a request's three cache prefixes: context (+ tools), + instructions, + shared part."""
+    first = _prefix_id(req)
+    second = action_key({"prefix": first, "system": req.system_text}) if req.instructions else first + ":i"
+    third = action_key({"prefix": second, "shared": req.shared}) if req.shared else second + ":s"
+    return first, second, third
+
+
+def _blocks(params: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The system blocks then the user turn's blocks of params: (text, carries a cache mark)."""
+    return [(str(b.get("text", "")), bool(b.get("cache_control"))) for b in input_blocks(params)]
+
+
+def _mark_levels(req: GenRequest, blocks: list[tuple[str, bool]]) -> tuple[bool, bool, bool]:
+    """Which of req's breakpoints (context, instructions, shared part) params marked."""
+    marks = iter(blocks)
+    context = next(marks)[1] if req.context else False
+    system = next(marks)[1] if req.system_text else False
+    shared = next(marks)[1] if req.shared else False
+    return context, system and bool(req.instructions), shared
+
+
+def split_params(params: dict[str, Any], cache: set[str]) -> CacheSplit:
+    """How the API splits params' input into plain, cache-write and cache-read tokens."""
+    tools = json.dumps(params["tools"], sort_keys=True) if params.get("tools") else ""
+    return split_input(str(params.get("model")), tools, _blocks(params), cache)
 
 
 def _prefix_id(req: GenRequest) -> str:

@@ -27,6 +27,13 @@ class GenRequest:
     ``shared_schemas`` (stage -> schema) are the structured stages that share the
     context: a backend with prompt caching sends them all as tools so that every stage
     reads one cached prefix.
+
+    A request laid out for prompt caching (prompt version 3 of the corpus stages) has three
+    more parts, in the order a backend sends them after the context: ``instructions`` (the
+    stage's fixed instructions, the same for every request of the stage in a corpus),
+    ``shared`` (what every request about one subdomain shares: its excerpt and assertions)
+    and ``prompt`` (what varies). ``legacy``, when set, is the same call as an older prompt
+    version built it: its stored answer stands in for this one until a refresh (never keyed).
     """
 
     stage: str
@@ -41,6 +48,9 @@ class GenRequest:
     shared_schemas: dict[str, dict[str, Any]] | None = None
     context_key: str = ""
     items_asked: int = 0
+    instructions: str = ""
+    shared: str = ""
+    legacy: GenRequest | None = field(default=None, compare=False, repr=False)
 
     def key_inputs(self) -> dict[str, Any]:
         """The request's part of the action key (the backend adds its identity).
@@ -52,14 +62,32 @@ class GenRequest:
         inputs = {f.name: getattr(self, f.name) for f in _REQUEST_FIELDS}
         if self.shared_schemas is None:  # keys made before the field existed stay valid
             del inputs["shared_schemas"]
+        for name in ("instructions", "shared"):  # likewise for requests without these parts
+            if not inputs[name]:
+                del inputs[name]
         if self.context_key:
             inputs["context"] = self.context_key
         return inputs
 
+    @property
+    def system_text(self) -> str:
+        """The system text with the stage's fixed instructions (for backends without blocks)."""
+        return "\n\n".join(p for p in (self.system, self.instructions) if p)
+
+    @property
+    def full_prompt(self) -> str:
+        """Everything the request asks after the context: instructions, shared part, what varies."""
+        return "\n\n".join(p for p in (self.instructions, self.shared, self.prompt) if p)
+
+    @property
+    def user_text(self) -> str:
+        """The user turn as one text: the subdomain's shared part, then what varies."""
+        return "\n\n".join(p for p in (self.shared, self.prompt) if p)
+
 
 # items_asked (how many list items the prompt asks for) is read by estimates, never keyed:
-# the prompt that asks for them is.
-_REQUEST_FIELDS = [f for f in fields(GenRequest) if f.name not in ("context_key", "items_asked")]
+# the prompt that asks for them is; legacy is a lookup, not part of what is asked.
+_REQUEST_FIELDS = [f for f in fields(GenRequest) if f.name not in ("context_key", "items_asked", "legacy")]
 
 
 @dataclass

@@ -63,8 +63,8 @@ class HFBackend(Backend):
     def _prompt(self, request: GenRequest) -> str:
         from msmbuild.models import render_prompt
 
-        system = "\n\n".join(part for part in (request.system, request.context) if part)
-        user = request.prompt
+        system = "\n\n".join(part for part in (request.system_text, request.context) if part)
+        user = request.user_text
         if request.schema is not None:
             user += "\n\nAnswer with JSON only, matching this schema:\n" + json.dumps(request.schema)
         return render_prompt(self._model(), user, system=system)

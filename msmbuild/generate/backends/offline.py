@@ -130,10 +130,10 @@ class _Composer:
     def __init__(self, req: GenRequest, seed: int):
         self.req = req
         self.rng = random.Random(action_key({"seed": seed, "request": req.key_inputs()}))
-        self.facets = facets(req.prompt)
-        excerpt = _EXCERPT_RE.search(req.prompt)
+        self.facets = facets(req.user_text)
+        excerpt = _EXCERPT_RE.search(req.user_text)
         self.pool = (sentences(excerpt.group(2)) if excerpt else []) or sentences(req.context) \
-            or sentences(req.prompt) or ["The guidance is short and leaves much to judgment."]
+            or sentences(req.user_text) or ["The guidance is short and leaves much to judgment."]
         self.topic = (self.facets.get("subdomain") or self.facets.get("section")
                       or _phrase(self.pool[0], self.rng)).rstrip(".")
         self.doc_type = self.facets.get("document type", "document")
@@ -273,7 +273,7 @@ class OfflineBackend(Backend):
             text = c.revise()
         elif req.stage == "aft_response":
             text = c.aft_response()
-        elif "<content>" in req.prompt:
+        elif "<content>" in req.instructions or "<content>" in req.prompt:
             text = c.planned_document()
         else:
             text = c.document()
