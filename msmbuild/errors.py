@@ -59,3 +59,9 @@ class AuditError(MsmbuildError):
 
 class ContaminationError(MsmbuildError):
     """A held-out eval item matches a training input above the audit's thresholds."""
+
+
+class RehearsalError(MsmbuildError):
+    """A step of `msmbuild rehearse` failed; the message is that step's one-line error."""
+
+    exit_code = 1

@@ -31,6 +31,13 @@ STALE_BANNER = ("Some numbers below are stale: they were measured on checkpoints
                 "Train and evaluate again before reading them; the stale column marks them.")
 
 
+# Every figure the report can draw, by file name, in report order (a figure without data for
+# the build's params is left out of the page; `msmbuild rehearse` lists both kinds).
+FIGURES = ("held_out_arms.png", "msm_effect.png", "values_matrix.png", "data_efficiency.png",
+           "in_distribution.png", "misalignment.png", "reasoning_patterns.png", "loss.png",
+           "doc_lengths.png", "cost.png")
+
+
 def _figure():
     import matplotlib
 
@@ -525,6 +532,8 @@ def build_report(params: Params, progress: bool = True) -> Path:
                                     "max_shared_words", "max_lexical", "max_embedding",
                                     "domains_discussed", "passed"]))
     charts = [c for _, _, cs in sections for c in cs]
+    if tuple(name for _, name, _ in charts) != FIGURES:
+        raise RuntimeError("report.FIGURES does not list the report's figures")
     drawn = {}
     for _title, name, draw in tqdm(charts, desc="report", unit="chart", disable=not progress):
         drawn[name] = draw(out / name)
