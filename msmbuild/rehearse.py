@@ -67,7 +67,7 @@ class RehearsalScale:
     midtrain_seq_len: int = 256
     aft_seq_len: int = 512
     items_per_group: int = 2      # eval items kept per (role, domain)
-    agentic_samples: int = 2      # samples per agentic condition
+    agentic_samples: int = 1      # samples per agentic condition
     goal_values: int = 1          # agentic goal values kept (every scenario and goal type stays)
     urgency_types: int = 1
     max_new_tokens: int = 8       # every eval's generation budget
@@ -466,7 +466,7 @@ def summarize(workspace: Path | str) -> Summary:
             "aft_built": bool(aft and (ws / aft / "config.json").is_file()),
             "evals": {suite: rows(layout.eval_items(arm.name, suite)) for suite in evals.get(arm.name, [])},
         })
-    tables = {t: rows(layout.table(t)) for t in TABLES}
+    tables = _table_rows(ws, params, TABLES)
     figures = {name: (ws / layout.report_dir / name).is_file() for name in FIGURES}
     aft = {}
     for name, cfg in params.aft.items():
@@ -481,6 +481,24 @@ def summarize(workspace: Path | str) -> Summary:
                         near_duplicates=report.get("near_duplicates"))
         aft[name] = info
     return Summary(arms, tables, figures, aft)
+
+
+def _table_rows(ws: Path, params: Params, tables: tuple[str, ...]) -> dict[str, int | None]:
+    """Rows of each catalog table as DuckDB sees it (views over partitions included); None if not built."""
+    import contextlib
+
+    from msmbuild.layout import Layout
+    from msmbuild.results.query import connect
+
+    with contextlib.chdir(ws):  # the catalog's paths are relative to the project
+        built = [t for t in tables if Layout.of(params).table(t).is_file()]
+        con = connect(params) if built else None
+        try:
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if con and t in built else None
+                    for t in tables}
+        finally:
+            if con is not None:
+                con.close()
 
 
 def format_summary(summary: Summary) -> list[str]:
@@ -540,8 +558,12 @@ def rehearse(params_path: str | Path, *, project: str | Path = ".", workdir: str
         raise RehearsalError(f"{ws}: the rehearsal workspace must be empty or new")
     start = time.monotonic()
     echo(f"rehearse: workspace {ws}")
+    from msmbuild.evaluate import planned_evals
+
+    used = {suite for _arm, suite in planned_evals(params)}
     for c in derived.changes:
-        if not c.key.startswith(("store.", "build_dir")):
+        suite = c.key.split(".")[1] if c.key.startswith("evals.") else None
+        if not c.key.startswith(("store.", "build_dir")) and (suite is None or suite in used):
             echo(f"  stand-in {c.describe()}")
     prepare_workspace(derived, project, ws, scale, params.tiny)
     log = ws / LOG_NAME
