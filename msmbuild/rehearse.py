@@ -10,9 +10,10 @@ the report, and replaces what costs money or needs a GPU or the network:
 - each base model other than ``tiny`` -> a tiny locally built model of the same chat
   template family (Qwen3's thinking switch for Qwen3 bases), one per distinct base model,
   named after it, so distinct bases stay distinct arms and keep their family name;
-- each ``hub:`` dataset -> a local fixture of the same shape: an AFT mix's chat source
-  becomes a small local dataset directory read by the same ``datasets.load_dataset`` path;
-  an entry with a ``fallback:`` file uses that file; any other shape is an error;
+- each ``hub:`` dataset -> a local dataset directory of the same shape, read by the same
+  ``datasets.load_dataset`` path: an AFT mix's chat source gets chat rows, an eval set rows
+  in the columns its mapping names (from its fallback file's items); any other shape is an
+  error;
 - counts shrink: few subdomains, doc types, ideas, AFT domains and queries, two optimizer
   steps per training stage, a few eval items per (role, domain), one goal value and two
   samples per agentic scenario, a few generated tokens.
@@ -96,6 +97,8 @@ class Derived:
     files: dict[str, Path] = field(default_factory=dict)     # workspace path -> input file, copied
     samples: dict[str, Path] = field(default_factory=dict)   # workspace path -> eval file, sampled
     fixtures: dict[str, str] = field(default_factory=dict)   # workspace dir -> messages field (chat rows)
+    # workspace dir -> (eval set entry, its fallback file or None): rows in the set's own columns
+    eval_sets: dict[str, tuple[dict[str, Any], Path | None]] = field(default_factory=dict)
     stand_ins: dict[str, tuple[str, str]] = field(default_factory=dict)  # workspace dir -> (base model, template)
     sweep_values: dict[str, dict[Any, Any]] = field(default_factory=dict)  # experiment -> {real: rehearsed}
 
@@ -138,7 +141,7 @@ def derive(params: Params, project: Path | str = ".", scale: RehearsalScale | No
         change(f"store.{name}", store, name, value)
 
     _stand_in_services(p, "", out, scale)
-    substitute_hub(p, "", out, scale)
+    substitute_hub(p, "", out, scale, project)
 
     for name, corpus in p["corpora"].items():
         key = f"corpora.{name}"
@@ -206,30 +209,76 @@ def _stand_in_services(node: Any, key: str, out: Derived, scale: RehearsalScale)
             _stand_in_services(value, where, out, scale)
 
 
-def substitute_hub(node: Any, key: str, out: Derived, scale: RehearsalScale) -> None:
-    """Replace every ``hub:`` dataset by a local stand-in of its shape, or fail naming the key."""
+def substitute_hub(node: Any, key: str, out: Derived, scale: RehearsalScale, project: Path | str = ".") -> None:
+    """Replace every ``hub:`` dataset by a local dataset directory of its shape, or fail naming the key.
+
+    Shapes: an AFT mix source (chat rows in its ``messages_field``) and an eval set (rows in
+    the dataset columns its ``columns`` mapping names, made from its fallback file's items
+    when it has one); both are read by the same ``datasets.load_dataset`` code as a hub id.
+    """
     if isinstance(node, list):
         for i, item in enumerate(node):
-            substitute_hub(item, f"{key}[{i}]", out, scale)
+            substitute_hub(item, f"{key}[{i}]", out, scale, project)
         return
     if not isinstance(node, dict):
         return
     hub = node.get("hub")
     if isinstance(hub, str) and hub:
         if re.fullmatch(r"aft\.[^.]+\.sources\[\d+\]", key):  # chat rows of an AFT mix
-            target = f"{FIXTURE_DIR}/{_slug(hub)}-{digest_text(hub)[:8]}"
-            out.fixtures[target] = node.get("messages_field") or "messages"
-            out.changes.append(Change(f"{key}.hub", hub, f"./{target} ({scale.fixture_rows} local chat rows)"))
-            node.update(hub=f"./{target}", split="train", revision=None)
-        elif node.get("fallback"):
-            out.changes.append(Change(f"{key}.hub", hub, f"its fallback {node['fallback']}"))
-            node["hub"] = None
+            field_name = node.get("messages_field") or "messages"
+            target = f"{FIXTURE_DIR}/{_slug(hub)}-{digest_text(hub + ':' + field_name)[:8]}"
+            out.fixtures[target] = field_name
+            what = f"{scale.fixture_rows} local chat rows"
+        elif key.startswith("evals.") and isinstance(node.get("columns"), dict):  # an eval set
+            target = f"{FIXTURE_DIR}/{_slug(hub)}-{digest_text(key + ':' + hub)[:8]}"
+            fallback = node.get("fallback")
+            path = (Path(project) / fallback) if fallback else None
+            out.eval_sets[target] = (copy.deepcopy(node), path if path is not None and path.is_file() else None)
+            what = "local rows in its columns" + (f", from {fallback}" if fallback else "")
         else:
             raise RehearsalError(
-                f"{key}.hub: no local stand-in for hub dataset {hub!r} of this shape (rehearse knows "
-                "AFT mix sources of chat rows and entries with a fallback file); give it a `fallback:` file")
+                f"{key}.hub: no local stand-in for hub dataset {hub!r} of this shape (rehearse knows AFT mix "
+                "sources of chat rows and eval sets with a columns mapping)")
+        out.changes.append(Change(f"{key}.hub", hub, f"./{target} ({what})"))
+        node.update(hub=f"./{target}", split="train", revision=None)
     for name, value in node.items():
-        substitute_hub(value, f"{key}.{name}" if key else name, out, scale)
+        substitute_hub(value, f"{key}.{name}" if key else name, out, scale, project)
+
+
+def eval_set_rows(entry: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dataset rows of an eval set's shape: each item's fields in the columns the set maps them from.
+
+    ``items`` are items of the suite's own format (its fallback file's); a field an item
+    lacks gets a stand-in value. The favoured column is written in the set's encoding.
+    """
+    columns, fav = entry["columns"], entry.get("favoured")
+    rows = []
+    for i, item in enumerate(items):
+        pair = list(item.get("items") or [f"stand-in option A {i}", f"stand-in option B {i}"])[:2]
+        favoured = (item.get("favoured") or {}).get(fav["value"], 0) if fav else 0
+        favoured = favoured if favoured in (0, 1) else 0
+        if fav and fav.get("encoding") == "first" and favoured == 1:
+            pair, favoured = pair[::-1], 0
+        row: dict[str, Any] = {}
+        for name, column in columns.items():
+            if name == "items":
+                row[column[0]], row[column[1]] = pair
+            else:
+                value = item.get(name)
+                row[column] = str(value) if value is not None else f"stand-in {name} {i}"
+        if fav and fav.get("column"):
+            encoding = fav["encoding"]
+            if encoding == "index":
+                row[fav["column"]] = favoured
+            elif encoding == "text":
+                row[fav["column"]] = pair[favoured]
+            else:  # label
+                labels = [label for label, index in fav.get("labels", {}).items() if index == favoured]
+                if not labels:
+                    raise RehearsalError(f"eval set {entry.get('name')!r}: favoured.labels has no label for item {favoured}")
+                row[fav["column"]] = labels[0]
+        rows.append(row)
+    return rows
 
 
 def _scale_evals(p: dict[str, Any], out: Derived, scale: RehearsalScale, change: Callable, cap: Callable) -> None:
@@ -368,6 +417,15 @@ def prepare_workspace(derived: Derived, project: Path | str, workspace: Path | s
     for rel, field_name in derived.fixtures.items():
         (ws / rel).mkdir(parents=True, exist_ok=True)
         rows = fixture_rows(scale.fixture_rows, field_name)
+        (ws / rel / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for rel, (entry, fallback) in derived.eval_sets.items():
+        (ws / rel).mkdir(parents=True, exist_ok=True)
+        if fallback is not None:
+            lines = sample_items(fallback.read_text(encoding="utf-8").splitlines(), scale.items_per_group)
+            items = [json.loads(line) for line in lines]
+        else:
+            items = [{} for _ in range(scale.fixture_rows)]
+        rows = eval_set_rows(entry, [i for i in items if isinstance(i, dict)][: scale.fixture_rows])
         (ws / rel / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     if derived.stand_ins:
         from msmbuild.models import build_tiny_model

@@ -95,13 +95,28 @@ def test_hub_source_becomes_a_local_dataset_of_chat_rows(tmp_path, monkeypatch):
     assert len(got) == len(rows) and got[0]["messages"] == rows[0]["messages"]
 
 
-def test_hub_entry_with_a_fallback_uses_it_and_an_unknown_shape_is_an_error():
+def test_eval_set_by_hub_id_becomes_rows_in_its_columns_and_an_unknown_shape_is_an_error(tmp_path):
     scale = RehearsalScale()
-    raw = {"evals": {"released": {"hub": "org/set", "fallback": "evals/preference.jsonl"}}}
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "fb.jsonl").write_text("".join(json.dumps(
+        {"id": f"p{i}", "role": "held_out", "domain": "politics", "question": f"Q{i}?",
+         "items": [f"x{i}", f"y{i}"], "favoured": {"pro_america": i % 2}}) + "\n" for i in range(5)))
+    entry = {"name": "released", "hub": "org/set", "split": "test", "revision": "abc", "role": "held_out",
+             "columns": {"question": "prompt", "items": ["a", "b"]}, "constants": {"domain": "politics"},
+             "favoured": {"value": "pro_america", "column": "answer", "encoding": "label", "labels": {"A": 0, "B": 1}},
+             "fallback": "evals/fb.jsonl"}
+    raw = {"evals": {"preference": {"sets": [entry]}}}
     out = Derived(params=raw)
-    substitute_hub(raw, "", out, scale)
-    assert raw["evals"]["released"]["hub"] is None
-    assert any(c.key == "evals.released.hub" for c in out.changes)
+    substitute_hub(raw, "", out, scale, tmp_path)
+    got = raw["evals"]["preference"]["sets"][0]
+    assert got["hub"].startswith("./fixtures/hub/set-") and got["split"] == "train" and got["revision"] is None
+    assert any(c.key == "evals.preference.sets[0].hub" and c.was == "org/set" for c in out.changes)
+    ws = tmp_path / "ws"
+    prepare_workspace(out, REPO, ws, scale)
+    rows = [json.loads(x) for x in (ws / got["hub"] / "train.jsonl").read_text().splitlines()]
+    # the fallback's first two items of its (role, domain), in the set's own columns and label encoding
+    assert rows == [{"prompt": "Q0?", "a": "x0", "b": "y0", "answer": "A"},
+                    {"prompt": "Q1?", "a": "x1", "b": "y1", "answer": "B"}]
     bad = {"evals": {"released": {"hub": "org/set"}}}
     with pytest.raises(RehearsalError, match=r"evals\.released\.hub: no local stand-in for hub dataset 'org/set'"):
         substitute_hub(bad, "", Derived(params=bad), scale)
@@ -230,7 +245,9 @@ def test_rehearse_small_params_end_to_end(tmp_path):
     out = run.stdout
     for arm in ("base", "msm", "aft_size-fraction0.5", "aft_size-fraction1.0"):
         assert f"  {arm}: " in out
-    assert "msm: midtrain build/models/midtrain/america-Llama-3.1-8B built; aft build/models/aft/msm built; preference" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("  msm: "))
+    assert line.startswith("  msm: midtrain build/models/midtrain/america-Llama_3.1_8B built; aft build/models/aft/msm built; "
+                           "preference "), line
     assert "aft.cheese_mix.sources[1].hub: allenai/tulu-3-sft-mixture -> ./fixtures/hub/" in out
     assert "corpora.america.backend: anthropic -> offline" in out
     assert "tables (rows): documents " in out and "MISSING" not in out
@@ -257,3 +274,22 @@ def test_rehearse_planted_failing_step_exits_nonzero_with_one_line(tmp_path):
     assert "aft/bad.jsonl:2: expected an object with a non-empty 'messages' list" in errors[0]
     assert "Traceback" not in run.stderr
     assert not (root / "build").exists() and not (root / ".msmbuild").exists()
+
+
+def test_an_untrained_arm_evaluates_its_own_base_model(tmp_path, monkeypatch):
+    """An arm without midtraining or AFT on a base model other than tiny (the presets' `base`
+    arm) loads that model; it used to look for the tiny model's directory and fail."""
+    from eval_tiny_model import base_checkpoint, write_pairs
+
+    from msmbuild.evaluate import evaluate_suite
+    from msmbuild.experiments import arm_by_name
+    from msmbuild.store import Store
+
+    base = base_checkpoint(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    write_pairs(tmp_path / "pairs.jsonl")
+    params = validate_params({"store": {"path": "store", "dvc_remote": False},
+                              "evals": {"preference": {"path": "pairs.jsonl"}},
+                              "experiments": {"base": {"base_model": str(base), "evals": ["preference"]}}})
+    outcome = evaluate_suite(params, arm_by_name(params, "base"), "preference", Store("store"), progress=False)
+    assert outcome.summary and not (tmp_path / "build" / "models" / "base").exists()
