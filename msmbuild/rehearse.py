@@ -425,7 +425,9 @@ def prepare_workspace(derived: Derived, project: Path | str, workspace: Path | s
             items = [json.loads(line) for line in lines]
         else:
             items = [{} for _ in range(scale.fixture_rows)]
-        rows = eval_set_rows(entry, [i for i in items if isinstance(i, dict)][: scale.fixture_rows])
+        # every row of a set has the set's role: only the fallback's items of that role stand in
+        items = [i for i in items if isinstance(i, dict) and i.get("role", entry.get("role")) == entry.get("role")]
+        rows = eval_set_rows(entry, items[: scale.fixture_rows] or [{} for _ in range(scale.fixture_rows)])
         (ws / rel / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     if derived.stand_ins:
         from msmbuild.models import build_tiny_model

@@ -100,7 +100,9 @@ def test_eval_set_by_hub_id_becomes_rows_in_its_columns_and_an_unknown_shape_is_
     (tmp_path / "evals").mkdir()
     (tmp_path / "evals" / "fb.jsonl").write_text("".join(json.dumps(
         {"id": f"p{i}", "role": "held_out", "domain": "politics", "question": f"Q{i}?",
-         "items": [f"x{i}", f"y{i}"], "favoured": {"pro_america": i % 2}}) + "\n" for i in range(5)))
+         "items": [f"x{i}", f"y{i}"], "favoured": {"pro_america": i % 2}}) + "\n" for i in range(5))
+        + json.dumps({"id": "c", "role": "in_distribution", "domain": "cheese", "question": "Which cheese?",
+                      "items": ["a", "b"], "favoured": {"pro_america": 0}}) + "\n")
     entry = {"name": "released", "hub": "org/set", "split": "test", "revision": "abc", "role": "held_out",
              "columns": {"question": "prompt", "items": ["a", "b"]}, "constants": {"domain": "politics"},
              "favoured": {"value": "pro_america", "column": "answer", "encoding": "label", "labels": {"A": 0, "B": 1}},
@@ -114,7 +116,7 @@ def test_eval_set_by_hub_id_becomes_rows_in_its_columns_and_an_unknown_shape_is_
     ws = tmp_path / "ws"
     prepare_workspace(out, REPO, ws, scale)
     rows = [json.loads(x) for x in (ws / got["hub"] / "train.jsonl").read_text().splitlines()]
-    # the fallback's first two items of its (role, domain), in the set's own columns and label encoding
+    # the fallback's first two items of the set's role per domain, in the set's own columns and label encoding
     assert rows == [{"prompt": "Q0?", "a": "x0", "b": "y0", "answer": "A"},
                     {"prompt": "Q1?", "a": "x1", "b": "y1", "answer": "B"}]
     bad = {"evals": {"released": {"hub": "org/set"}}}
