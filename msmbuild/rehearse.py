@@ -520,7 +520,7 @@ def summarize(workspace: Path | str) -> Summary:
     from msmbuild.experiments import expand_arms
     from msmbuild.layout import Layout
     from msmbuild.results.catalog import TABLES
-    from msmbuild.results.report import FIGURES
+    from msmbuild.results.report import FIGURES_INDEX
 
     ws = Path(workspace)
     params = load_params(ws / WORKSPACE_PARAMS, check_files=False)
@@ -545,7 +545,9 @@ def summarize(workspace: Path | str) -> Summary:
             "evals": {suite: rows(layout.eval_items(arm.name, suite)) for suite in evals.get(arm.name, [])},
         })
     tables = _table_rows(ws, params, TABLES)
-    figures = {name: (ws / layout.report_dir / name).is_file() for name in FIGURES}
+    index = ws / layout.report_dir / FIGURES_INDEX
+    figures = {name: bool(drawn) for name, drawn in json.loads(index.read_text(encoding="utf-8")).items()} \
+        if index.is_file() else {}
     aft = {}
     for name, cfg in params.aft.items():
         whole = ws / layout.aft_data(name)
@@ -663,6 +665,7 @@ def rehearse(params_path: str | Path, *, project: str | Path = ".", workdir: str
                if (a["midtrain"] and not a["midtrain_built"]) or (a["aft"] and not a["aft_built"])
                or any(n is None for n in a["evals"].values())]
     missing += [f"table {t}" for t, n in summary.tables.items() if n is None]
+    missing += [] if summary.figures else ["the report's figures"]
     if missing:
         raise RehearsalError(f"rehearsal finished but did not build: {', '.join(missing)} (workspace kept: {ws})")
     echo(f"rehearse: passed in {seconds:.0f} s ({len(summary.arms)} arms)")
