@@ -276,6 +276,11 @@ def test_rehearse_planted_failing_step_exits_nonzero_with_one_line(tmp_path):
     assert "aft/bad.jsonl:2: expected an object with a non-empty 'messages' list" in errors[0]
     assert "Traceback" not in run.stderr
     assert not (root / "build").exists() and not (root / ".msmbuild").exists()
+    kept = Path(errors[0].rsplit("(workspace kept: ", 1)[1].rstrip(")"))
+    assert (kept / "logs" / "data" / "aft" / "bad.log").is_file()  # kept for its logs
+    import shutil
+
+    shutil.rmtree(kept)
 
 
 def test_an_untrained_arm_evaluates_its_own_base_model(tmp_path, monkeypatch):
