@@ -69,5 +69,11 @@ class ContaminationError(MsmbuildError):
     """A held-out eval item matches a training input above the audit's thresholds."""
 
 
+class RehearsalError(MsmbuildError):
+    """A step of `msmbuild rehearse` failed; the message is that step's one-line error."""
+
+    exit_code = 1
+
+
 class PreflightError(MsmbuildError):
     """A recipe that cannot work (msmbuild.preflight): one line per failed check, each naming a params key."""

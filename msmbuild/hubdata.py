@@ -7,15 +7,33 @@ params key, the id and the split.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 PINNED_RE = re.compile(r"^[0-9a-f]{40}$")
+_LOCAL_ONLY: contextvars.ContextVar[str | None] = contextvars.ContextVar("msmbuild_hub_local_only", default=None)
+
+
+@contextlib.contextmanager
+def local_only(why: str) -> Iterator[None]:
+    """Inside, a dataset id that is not a local directory is not fetched: it fails at once
+    (naming ``why``), so a set's fallback stands in. For checks that must not wait on a network."""
+    token = _LOCAL_ONLY.set(why)
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.reset(token)
 
 
 def load_hub_dataset(hub: str, split: str, revision: str | None, where: str,
                      error: type[Exception]) -> Any:
     """datasets.load_dataset(hub, split=split, revision=revision); failures raise ``error``."""
+    if (why := _LOCAL_ONLY.get()) is not None and not Path(hub).is_dir():
+        raise error(f"{where}.hub: {hub!r} is not read {why}")
     try:
         import datasets
     except ImportError:

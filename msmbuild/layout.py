@@ -142,8 +142,10 @@ class Layout:
         return None if arm.aft is None else self.aft_model(arm.name)
 
     def arm_model(self, arm: Arm) -> Path:
-        """The checkpoint the arm's evals load: AFT, else midtrained, else the base model."""
-        return self.arm_aft(arm) or self.arm_midtrain(arm) or self.base_model
+        """The checkpoint the arm's evals load: AFT, else midtrained, else the base model (the
+        tiny model's directory, or the hub id or local path the arm names)."""
+        trained = self.arm_aft(arm) or self.arm_midtrain(arm)
+        return trained or (self.base_model if arm.base_model == "tiny" else Path(arm.base_model))
 
     @property
     def aft_models(self) -> Path:

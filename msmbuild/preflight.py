@@ -424,8 +424,9 @@ def _input_digests(params: Params) -> dict[str, str]:
         paths += [x for x in (a.spec, a.path, a.judge_spec) if x]
         paths += [s.path for s in a.sources if s.path]
     ev = params.evals
-    paths += [ev.preference.path, ev.qa.path, params.audit.domain_terms or ""]
-    return {p: digest_file(p) for p in sorted(set(paths)) if p and Path(p).is_file()}
+    paths += [ev.preference.path, ev.qa.path, params.audit.domain_terms]
+    paths += [s.fallback for suite in (ev.preference, ev.qa) for s in suite.sets if s.fallback]
+    return {p: digest_file(p) for p in sorted({p for p in paths if p}) if Path(p).is_file()}
 
 
 def preflight_before_spending(params: Params, *, calls_api: bool, base_models: tuple[str, ...] = ()) -> None:

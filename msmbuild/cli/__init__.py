@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "base-model": ("msmbuild.cli.train", "base_model", "Build the tiny base model or resolve a hub id/path."),
     "midtrain": ("msmbuild.cli.train", "midtrain", "Midtrain an arm's base model on its corpus (LoRA or full)."),
     "aft": ("msmbuild.cli.train", "aft", "Alignment fine-tuning of an arm on its AFT data."),
+    "rehearse": ("msmbuild.cli.rehearse", "rehearse", "Rehearse the whole build on a CPU with stand-ins, in a scratch workspace."),
 }
 
 

@@ -143,7 +143,11 @@ def evaluate_suite(params: Params, arm: Arm, suite: str, store: Store | None = N
     arm_params = with_agent_name(arm.params(params), arm)
     layout = Layout.of(params)
     model_dir = layout.arm_model(arm)
-    if not model_dir.exists():
+    if arm.midtrain is None and arm.aft is None and arm.base_model != "tiny":
+        from msmbuild.models import resolve_model
+
+        resolve_model(arm.base_model)  # an untrained arm evaluates its base: a local dir, or a cached hub id
+    elif not model_dir.exists():
         raise EvalInputError(f"{model_dir}: checkpoint of arm {arm.name!r} does not exist (train it first)")
     upstream = upstream_items(layout, arm, suite)
     inputs = suite_inputs(arm_params, suite, model_dir, upstream)

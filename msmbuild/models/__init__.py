@@ -6,9 +6,12 @@ optional vLLM engine: ``vllm_engine``); torch and transformers are imported insi
 """
 
 from msmbuild.models.checkpoint import (
+    CHAT_TEMPLATES,
     DEFAULT_CHAT_TEMPLATE,
     BaseModel,
     base_reference,
+    build_tiny_model,
+    chat_template_family,
     checkpoint_identity,
     load_causal_lm,
     load_model,
@@ -31,7 +34,8 @@ from msmbuild.models.inference import (
 )
 
 __all__ = [
-    "DEFAULT_CHAT_TEMPLATE", "BaseModel", "LoadedModel", "base_reference", "checkpoint_identity",
+    "CHAT_TEMPLATES", "DEFAULT_CHAT_TEMPLATE", "BaseModel", "LoadedModel", "base_reference", "build_tiny_model",
+    "chat_template_family", "checkpoint_identity",
     "generate_texts", "inference_placement", "load_causal_lm", "load_for_inference", "load_model", "load_tokenizer",
     "load_tokenizer_only", "prepare_base_model", "render_prompt", "resolve_model",
     "score_continuations", "seed_text", "split_thinking", "tokenizer_identity", "uses_template",

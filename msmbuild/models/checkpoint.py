@@ -52,14 +52,35 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# A Qwen3-style ChatML template for stand-ins of Qwen3 models: the assistant prompt opens an
+# empty <think></think> block when enable_thinking is false (Qwen3's switch), and replies
+# carry their <think> reasoning as text, so thinking settings and CoT data take the same
+# template paths as on the real model.
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{% endif %}"
+    "{% endif %}"
+)
+CHAT_TEMPLATES = {"chatml": DEFAULT_CHAT_TEMPLATE, "qwen3": QWEN3_CHAT_TEMPLATE}
+
+
+def chat_template_family(base_model: str) -> str:
+    """The tiny stand-in's template family for a base model name: qwen3 (thinking switch) or chatml."""
+    name = base_model.rstrip("/").split("/")[-1].lower()
+    return "qwen3" if name.startswith("qwen3") else "chatml"
+
 
 def seed_text() -> str:
     """The fixed text the tiny tokenizer is trained on."""
     return resources.files("msmbuild.data").joinpath("tokenizer_seed.txt").read_text("utf-8")
 
 
-def build_tiny_tokenizer(vocab_size: int):
-    """Train the byte-level BPE tokenizer on the seed text; a PreTrainedTokenizerFast."""
+def build_tiny_tokenizer(vocab_size: int, chat_template: str = "chatml"):
+    """Train the byte-level BPE tokenizer on the seed text; a PreTrainedTokenizerFast
+    with the chat template of the named family (CHAT_TEMPLATES)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -76,16 +97,17 @@ def build_tiny_tokenizer(vocab_size: int):
         tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN,
         additional_special_tokens=[DOCTAG_TOKEN, CHAT_START, CHAT_END],
     )
-    fast.chat_template = DEFAULT_CHAT_TEMPLATE
+    fast.chat_template = CHAT_TEMPLATES[chat_template]
     return fast
 
 
-def build_tiny_model(cfg: TinyModelConfig, out_dir: Path) -> dict[str, Any]:
-    """Write a tiny Llama model and its tokenizer into out_dir; return metadata."""
+def build_tiny_model(cfg: TinyModelConfig, out_dir: Path, chat_template: str = "chatml") -> dict[str, Any]:
+    """Write a tiny Llama model and its tokenizer (chat template family ``chat_template``)
+    into out_dir; return metadata."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tiny_tokenizer(cfg.vocab_size)
+    tokenizer = build_tiny_tokenizer(cfg.vocab_size, chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

@@ -12,6 +12,7 @@ the arms with stale numbers (msmbuild.results.lineage).
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,13 @@ OFFLINE_BANNER = ("Documents in this build came from the offline backend: it is 
                   "documents are not training data of any value. Numbers below exercise the pipeline only.")
 
 
+FIGURES_INDEX = "figures.json"  # {figure file: drawn} beside index.html
+
 STALE_BANNER = ("Some numbers below are stale: they were measured on checkpoints that the current data "
                 "would not give (documents, shards or AFT data changed, or the checkpoint was retrained, since). "
                 "Train and evaluate again before reading them; the stale column marks them.")
+
+
 
 
 def _figure():
@@ -618,6 +623,8 @@ def build_report(params: Params, progress: bool = True) -> Path:
         drawn[name] = draw(out / name)
         if drawn[name] is not True:
             (out / name).unlink(missing_ok=True)
+    # Every figure the report can draw, and whether this build had data for it (msmbuild rehearse lists both).
+    write_bytes_if_changed(out / FIGURES_INDEX, (json.dumps(drawn, indent=2) + "\n").encode("utf-8"))
     off = disabled_suites(params)
     for anchor, heading, cs in sections:
         parts.append(f"<h2 id='{anchor}'>{html.escape(heading)}</h2>")
