@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from test_faults_store import _run_cli
 
 from msmbuild.config import AnthropicConfig, BatchConfig, Params
 from msmbuild.errors import BackendError
@@ -85,17 +86,6 @@ def test_a_fatal_error_lets_answers_in_flight_land_and_the_rerun_pays_nothing_tw
     prompts = server.stats()["prompts"]
     assert all(prompts[f"write document {i}"] == 1 for i in (0, 1, 2, 4))
 
-
-def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from msmbuild.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _corpus(tmp_path, monkeypatch, **filters) -> None:

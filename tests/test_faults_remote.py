@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from test_faults_store import _run_cli
 
 from msmbuild.store import Store
 from msmbuild.store._store import INLINE_MAX_BYTES
@@ -23,17 +24,6 @@ def _fit(workdir: Path) -> dict:
 def _big(i: int) -> str:
     return f"doc {i} " + "x" * INLINE_MAX_BYTES  # a CAS object, not inline
 
-
-def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from msmbuild.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _workspace(tmp_path: Path, monkeypatch, remote: Path) -> Path:
