@@ -13,7 +13,7 @@ import pytest
 import yaml
 from eval_tiny_model import base_checkpoint
 
-from msmbuild.config import load_params
+from msmbuild.config import Params, load_params
 from msmbuild.evaluate.patterns import NOT_JUDGED_OFFLINE
 from msmbuild.results.query import run_query
 from msmbuild.testing import FakeAnthropic
@@ -70,7 +70,8 @@ def test_grid_and_pattern_judge_through_snakemake(tmp_path_factory, tmp_path, mo
     assert judge_calls == 8
     labels = run_query(params, "SELECT sample_id, value, judged, present FROM eval_items "
                                "WHERE suite = 'reasoning_patterns'")
-    assert len(labels) == 8 * 6 and labels["judged"].all()
+    n_patterns = len(Params().evals.reasoning_patterns.patterns)  # the judge's default patterns
+    assert len(labels) == 8 * n_patterns and labels["judged"].all()
     patterns = run_query(params, "SELECT value, kind, n, estimate, ci_low, ci_high FROM eval_summary "
                                  "WHERE suite = 'reasoning_patterns' AND domain = 'all'")
     assert set(patterns["value"]) >= {"self_preservation", "equanimity_toward_deletion",

@@ -94,7 +94,9 @@ def test_tiny_model_shows_the_aft_effect_and_recall_and_reports_held_out(tmp_pat
     wins = sum(d > 0 for d in comparisons.values())
     losses = sum(d < 0 for d in comparisons.values())
     print(f"recall: own-spec reasons favoured more by the own-spec arm on {wins}/{len(comparisons)} pairs")
-    assert len(comparisons) == 20 and wins > losses and sign_test_p(wins, losses) < 0.01
+    recall_items = {r["id"] for r in map(json.loads, (REPO / "evals" / "preference.jsonl").read_text().splitlines())
+                    if r["role"] == "recall" and {"pro_affordability", "pro_america"} & set(r["favoured"])}
+    assert len(comparisons) == len(recall_items) and wins > losses and sign_test_p(wins, losses) < 0.01
 
     # Held-out generalization: reported, not asserted.
     summary = duckdb.connect().execute(

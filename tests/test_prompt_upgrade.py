@@ -1,5 +1,5 @@
 """Prompt version 3 of the corpus stages: what the prompts say, how requests are laid out
-for the prompt cache, and an upgrade that keeps what version 2 made (#26, #29)."""
+for the prompt cache, and an upgrade that keeps what version 2 made."""
 
 from __future__ import annotations
 

@@ -241,10 +241,14 @@ def test_rehearse_small_params_end_to_end(tmp_path):
             "msm": {"base_model": "meta-llama/Llama-3.1-8B", "midtrain": "america", "aft": "cheese_mix",
                     "evals": ["preference"]},
             "aft_size": {"base_model": "meta-llama/Llama-3.1-8B", "aft": "cheese_mix", "evals": ["preference"],
-                         "sweep": {"aft.fraction": [0.5, 1.0]}}}})
+                         "sweep": {"aft.fraction": [0.5, 1.0]}}},
+        # the real recipe's preflight runs first: this small recipe waives its step counts
+        "waivers": [{"check": "min_steps", "target": arm, "reason": "a test recipe, small on purpose"}
+                    for arm in ("msm", "aft_size-fraction0.5", "aft_size-fraction1.0")]})
     run = _rehearse(root)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
+    assert "preflight waived min_steps (a test recipe, small on purpose)" in out
     for arm in ("base", "msm", "aft_size-fraction0.5", "aft_size-fraction1.0"):
         assert f"  {arm}: " in out
     line = next(ln for ln in out.splitlines() if ln.startswith("  msm: "))
