@@ -618,6 +618,19 @@ class Result:
     derived: Derived
 
 
+def _preflight_without_store(params: Params, preflight: Callable[[Params], None]) -> None:
+    """Run the real recipe's preflight against an empty scratch store and no remote, so the
+    rehearsal leaves the project's store (and a team remote) untouched."""
+    with tempfile.TemporaryDirectory(prefix="msmbuild-rehearse-preflight-") as scratch:
+        store = params.store.model_copy(update={"path": scratch, "remote": None, "dvc_remote": False})
+        saved = os.environ.pop("MSMBUILD_STORE_PATH", None)
+        try:
+            preflight(params.model_copy(update={"store": store}))
+        finally:
+            if saved is not None:
+                os.environ["MSMBUILD_STORE_PATH"] = saved
+
+
 def rehearse(params_path: str | Path, *, project: str | Path = ".", workdir: str | Path | None = None,
              keep: bool = False, cores: str = "all", scale: RehearsalScale | None = None,
              preflight: Callable[[Params], None] | None = None,
@@ -630,7 +643,7 @@ def rehearse(params_path: str | Path, *, project: str | Path = ".", workdir: str
     """
     params = load_params(params_path)
     if preflight is not None:
-        preflight(params)
+        _preflight_without_store(params, preflight)
     scale = scale or RehearsalScale()
     derived = derive(params, project, scale)
     ws = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="msmbuild-rehearse-"))
