@@ -281,14 +281,20 @@ def test_msm_effect_against_the_aft_only_arm():
     assert d == 0 and low < 0 < high and high - low < 0.3
 
 
-@pytest.mark.slow
-def test_an_eval_number_whose_checkpoint_changed_since_shows_stale(project, tmp_path, monkeypatch):
+def _evaluated_copy(project, tmp_path, monkeypatch):
+    """A copy of the built project, entered, with every planned eval run; its params."""
     root = tmp_path / "copy"
     shutil.copytree(project, root, symlinks=True)
     monkeypatch.chdir(root)
     params = load_params("params.yaml", check_files=False)
     for arm, suite in planned_evals(params):
         evaluate_suite(params, arm, suite, progress=False)
+    return params
+
+
+@pytest.mark.slow
+def test_an_eval_number_whose_checkpoint_changed_since_shows_stale(project, tmp_path, monkeypatch):
+    params = _evaluated_copy(project, tmp_path, monkeypatch)
     build_catalog(params, progress=False)
     con = duckdb.connect()
     con.execute(Path("build/results/catalog.sql").read_text())
@@ -317,12 +323,7 @@ def test_an_edited_spec_makes_the_evals_trained_from_it_stale_at_once(project, t
     from msmbuild.results.query import run_query
     from msmbuild.spec import parse_spec
 
-    root = tmp_path / "copy"
-    shutil.copytree(project, root, symlinks=True)
-    monkeypatch.chdir(root)
-    params = load_params("params.yaml", check_files=False)
-    for arm, suite in planned_evals(params):
-        evaluate_suite(params, arm, suite, progress=False)
+    params = _evaluated_copy(project, tmp_path, monkeypatch)
     sections = Layout(Path("build")).sections("pro_america")
     sections.write_text(json.dumps(parse_spec("spec.md").to_json()))
     query = "SELECT arm, bool_or(coalesce(stale, false)) AS s FROM eval_summary GROUP BY arm ORDER BY arm"
