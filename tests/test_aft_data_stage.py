@@ -44,8 +44,9 @@ def test_training_reads_its_data_and_names_the_stage_that_writes_it(tmp_path):
     assert prepare_arm_aft_data(p, arm) == arm_aft_data(p, arm)
 
 
-def test_the_workflow_writes_every_aft_file_before_training_and_audit(tmp_path):
+def test_the_workflow_writes_every_aft_file_before_training_and_audit(tmp_path, monkeypatch):
     ws = make_workflow_workspace(tmp_path / "ws", PARAMS, specs=("pro_simplicity.md",))
+    monkeypatch.chdir(ws)  # params name their files relative to the project root
     from msmbuild.config import load_params
 
     files = aft_data_files(load_params(ws / "params.yaml"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +38,8 @@ def _entry(store: Store, rel: str) -> list:
         ["model", "model/weights.bin"],
     ],
 )
-def test_unsafe_tree_is_refused_and_writes_nothing(tmp_path: Path, paths: list[str]) -> None:
-    os.chdir(tmp_path)
+def test_unsafe_tree_is_refused_and_writes_nothing(tmp_path: Path, paths: list[str], monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     store = Store("store")
     tree = crafted(store, [_entry(store, p) for p in paths])
     before = sorted(str(p) for p in tmp_path.rglob("*") if "store" not in p.parts)
@@ -70,8 +69,8 @@ def test_issue_reproduction_exits_nonzero_and_writes_nothing_outside(tmp_path: P
     assert not (work / "build" / "out").exists()
 
 
-def test_verify_cli_names_the_unsafe_tree(tmp_path: Path) -> None:
-    os.chdir(tmp_path)
+def test_verify_cli_names_the_unsafe_tree(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text("store:\n  path: store\n")
     store = Store("store")
     tree = crafted(store, [_entry(store, "../x")])
