@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -432,13 +432,13 @@ def partition_key(run: StageRun, sub: dict[str, Any], ideas: dict[str, Any]) -> 
 
 
 def partition_keys(run: StageRun, subs: list[dict[str, Any]], planned: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """``partition_key`` of each subdomain, with what they share built once (settings, the
-    request builder without previous-prompt-version twins, which no key includes)."""
+    """``partition_key`` of each subdomain, with what they share (settings, revision prompt
+    versions, the request builder) built once."""
     cfg = run.cfg
     revision = {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("critique", "revise")} if cfg.revise else None
     shared = {"format": PARTITION_FORMAT, "corpus": run.corpus, "n_samples": cfg.n_samples, "revision": revision,
               "filters": cfg.filters.model_dump(), "refresh": run.refresh_digest()}
-    requests = replace(run.requests, legacy_context=None)
+    requests = run.requests
     keys = {}
     for sub in subs:
         ideas = planned[sub["id"]]

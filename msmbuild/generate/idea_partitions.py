@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 from msmbuild.errors import MsmbuildError
@@ -69,15 +68,14 @@ def ideas_partition_key(run: StageRun, sub: dict[str, Any]) -> str:
 
 
 def ideas_partition_keys(run: StageRun, subs: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """``ideas_partition_key`` of each subdomain, with what they share built once: the
-    prompt versions and the request builder, which leaves out the previous prompt version's
-    twin of each request (``GenRequest.legacy`` is never part of a key)."""
+    """``ideas_partition_key`` of each subdomain, with what they share (the prompt versions,
+    sizes, schemas and the request builder) built once."""
     cfg = run.cfg
     shared = {"format": IDEAS_PARTITION_FORMAT, "corpus": run.corpus,
               "sizes": [cfg.n_assertions, cfg.n_doc_types, cfg.n_doc_ideas, cfg.max_topups],
               "prompts": {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("doc_types", "ideas")},
               "schemas": [DOC_TYPES_SCHEMA, IDEAS_SCHEMA], "refresh": run.refresh_digest()}
-    requests = replace(run.requests, legacy_context=None)
+    requests = run.requests
     return {sub["id"]: run.store.key("ideas-partition", {
         **shared, "subdomain": sub, "first_request": run.key(assertion_request(sub, requests))}) for sub in subs}
 
