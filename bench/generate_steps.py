@@ -9,7 +9,8 @@ offline documents, deduplication off), built once with those commands and reused
   of each, so that a run of another checkout on the same workspace is caught up first);
 - a one-section edit: the first topic's text gets new words each round (so its 100
   documents are made again, never store hits), then ``generate tree``, ``ideas`` and
-  ``documents``.
+  ``documents``;
+- the floor: a process that only imports what the generate commands import.
 
 It prints the median over ``--repeats`` rounds of each. Run it once per checkout on the
 same workspace to compare them (the commands take msmbuild from PYTHONPATH):
@@ -58,9 +59,17 @@ def edit_first_topic(ws: Path) -> None:
     spec.write_text(text)
 
 
+def startup(ws: Path) -> float:
+    """Wall seconds of a process that only imports what ``msmbuild generate`` imports (the floor)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import msmbuild.cli, msmbuild.cli.generate, msmbuild.generate.corpus"],
+                   cwd=ws, check=True)
+    return time.perf_counter() - start
+
+
 def measure(ws: Path, repeats: int) -> dict[str, list[float]]:
     """step -> seconds of each round."""
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[float]] = {"start-up floor (imports only)": [startup(ws) for _ in range(repeats)]}
     for step in ("ideas", "documents"):
         generate(ws, step)  # catch up (another checkout may have run last)
         out[f"{step}, nothing changed"] = [generate(ws, step) for _ in range(repeats)]
@@ -91,10 +100,10 @@ def main(argv: list[str] | None = None) -> None:
             generate(ws, step)
         print(f"# built {ws} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     index = json.loads((ws / "build/corpora/synthetic/documents.json").read_text())
-    import msmbuild
-
+    where = subprocess.run([sys.executable, "-c", "import msmbuild; print(msmbuild.__file__)"], cwd=ws,
+                           capture_output=True, text=True).stdout.strip()  # what the commands import
     print(f"# {index['n_documents']:,} documents, {len(index['partitions']):,} subdomains; "
-          f"msmbuild from {Path(msmbuild.__file__).parent}; load average {os.getloadavg()[0]:.2f}")
+          f"msmbuild from {Path(where).parent}; load average {os.getloadavg()[0]:.2f}")
     results = measure(ws, args.repeats)
     print(f"# load average after: {os.getloadavg()[0]:.2f}")
     for step, seconds in results.items():

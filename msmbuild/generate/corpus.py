@@ -21,7 +21,7 @@ import json
 import os
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -438,7 +438,7 @@ def partition_keys(run: StageRun, subs: list[dict[str, Any]], planned: dict[str,
     revision = {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("critique", "revise")} if cfg.revise else None
     shared = {"format": PARTITION_FORMAT, "corpus": run.corpus, "n_samples": cfg.n_samples, "revision": revision,
               "filters": cfg.filters.model_dump(), "refresh": run.refresh_digest()}
-    requests = run.requests
+    requests = replace(run.requests, legacy_twins=False)  # twins are never keyed
     keys = {}
     for sub in subs:
         ideas = planned[sub["id"]]

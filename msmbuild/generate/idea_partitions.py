@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from msmbuild.errors import MsmbuildError
@@ -75,7 +76,7 @@ def ideas_partition_keys(run: StageRun, subs: Sequence[dict[str, Any]]) -> dict[
               "sizes": [cfg.n_assertions, cfg.n_doc_types, cfg.n_doc_ideas, cfg.max_topups],
               "prompts": {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("doc_types", "ideas")},
               "schemas": [DOC_TYPES_SCHEMA, IDEAS_SCHEMA], "refresh": run.refresh_digest()}
-    requests = run.requests
+    requests = replace(run.requests, legacy_twins=False)  # twins are never keyed
     return {sub["id"]: run.store.key("ideas-partition", {
         **shared, "subdomain": sub, "first_request": run.key(assertion_request(sub, requests))}) for sub in subs}
 
