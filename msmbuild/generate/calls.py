@@ -78,8 +78,19 @@ def request_key(store: Store, identity: dict[str, Any], request: GenRequest) -> 
     encoded once per object, not once per request (``_schema_json``).
     """
     inputs = request.key_inputs()
-    fields = ",".join(f"{_canonical(name)}:{_schema_json(value) if name in _SCHEMA_FIELDS else _canonical(value)}"
-                      for name, value in sorted(inputs.items()))
+    parts: list[str] = []
+    run: dict[str, Any] = {}  # consecutive fields (in key order) that are not schemas: encoded together
+    for name in sorted(inputs):
+        if name in _SCHEMA_FIELDS:
+            if run:
+                parts.append(_canonical(run)[1:-1])
+                run = {}
+            parts.append(f"{_canonical(name)}:{_schema_json(inputs[name])}")
+        else:
+            run[name] = inputs[name]
+    if run:
+        parts.append(_canonical(run)[1:-1])
+    fields = ",".join(parts)
     text = f'{{"inputs":{{"backend":{_canonical(identity)},"request":{{{fields}}}}},"kind":{_canonical(CALL_KIND)}}}'
     return digest_bytes(text.encode("utf-8"))
 
