@@ -52,7 +52,7 @@ def action_key(inputs: Mapping[str, Any]) -> str:
 
 def is_digest(value: str) -> bool:
     """True if value looks like a digest produced by this module."""
-    return len(value) == DIGEST_LEN and all(c in "0123456789abcdef" for c in value)
+    return isinstance(value, str) and len(value) == DIGEST_LEN and not value.strip("0123456789abcdef")
 
 
 def digest_dir(path: str | os.PathLike[str]) -> str:

@@ -3,6 +3,7 @@ for the prompt cache, and an upgrade that keeps what version 2 made."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def as_version_2():
     """Build as prompt version 2 did: every request is its legacy request (undo() upgrades)."""
     current = CorpusRequests.request
 
-    def legacy(self, *args, **kwargs):
-        return current(self, *args, **kwargs).legacy
+    def legacy(self, *args, **kwargs):  # a builder that skips the twins (partition keys) too
+        return current(dataclasses.replace(self, legacy_twins=True), *args, **kwargs).legacy
 
     patch = pytest.MonkeyPatch()
     patch.setattr(CorpusRequests, "request", legacy)

@@ -33,6 +33,8 @@ def _kept_call_keys(path) -> list[str]:
 def adopt_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
                 fields: tuple[str, ...]) -> dict[str, ActionResult]:
     """The ideas partitions of the subdomains in keys that verify, adopted as their actions."""
+    if not keys:
+        return {}
     index = read_ideas_index(layout, corpus)
     apath = layout.assertions(corpus)
     if index is None or not apath.is_file():
@@ -93,6 +95,8 @@ def adopt_documents(store: Store, layout: Layout, corpus: str, keys: dict[str, s
     """
     from msmbuild.tables import SCHEMAS, parquet_bytes, read_parquet_rows
 
+    if not keys:
+        return {}
     index = read_index(layout, corpus)
     if index is None:
         return {}

@@ -19,6 +19,7 @@ prompt) and ``refresh_stale`` makes it again with the current prompt. Each answe
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from typing import Any
 from msmbuild.errors import BackendError, MsmbuildError
 from msmbuild.gcfreeze import frozen_heap
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, ItemError
-from msmbuild.hashing import digest_text
+from msmbuild.hashing import digest_bytes, digest_text
 from msmbuild.progress import Progress
 from msmbuild.store import ResultWriter, Store
 
@@ -69,8 +70,51 @@ def call_key(store: Store, backend: Backend, request: GenRequest) -> str:
 
 
 def request_key(store: Store, identity: dict[str, Any], request: GenRequest) -> str:
-    """The action key of one request on the backend with this identity."""
-    return store.key(CALL_KIND, {"backend": identity, "request": request.key_inputs()})
+    """The action key of one request on the backend with this identity.
+
+    ``store.key(CALL_KIND, {"backend": identity, "request": request.key_inputs()})``, byte
+    for byte: the canonical JSON is assembled here so that a request's schemas (module
+    constants shared by every request of a stage, most of a request's key input) are
+    encoded once per object, not once per request (``_schema_json``).
+    """
+    inputs = request.key_inputs()
+    parts: list[str] = []
+    run: dict[str, Any] = {}  # consecutive fields (in key order) that are not schemas: encoded together
+    for name in sorted(inputs):
+        if name in _SCHEMA_FIELDS:
+            if run:
+                parts.append(_canonical(run)[1:-1])
+                run = {}
+            parts.append(f"{_canonical(name)}:{_schema_json(inputs[name])}")
+        else:
+            run[name] = inputs[name]
+    if run:
+        parts.append(_canonical(run)[1:-1])
+    fields = ",".join(parts)
+    text = f'{{"inputs":{{"backend":{_canonical(identity)},"request":{{{fields}}}}},"kind":{_canonical(CALL_KIND)}}}'
+    return digest_bytes(text.encode("utf-8"))
+
+
+# hashing.canonical_json's encoding, as text
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_SCHEMA_FIELDS = ("schema", "shared_schemas")
+_SCHEMAS_SEEN: dict[int, tuple[Any, str]] = {}  # id -> (the object, kept alive so its id stays its own; text)
+
+
+def _schema_json(value: Any) -> str:
+    """The canonical JSON of a request's schema (or its stage schemas), encoded once per
+    object. Schemas are never mutated (they are built once, as module constants or per
+    request); at most 256 objects are remembered, so schemas built per request cost one
+    encoding each, as before."""
+    if not isinstance(value, dict):
+        return _canonical(value)
+    seen = _SCHEMAS_SEEN.get(id(value))
+    if seen is not None and seen[0] is value:
+        return seen[1]
+    text = _canonical(value)
+    if len(_SCHEMAS_SEEN) < 256:
+        _SCHEMAS_SEEN[id(value)] = (value, text)
+    return text
 
 
 def cut_off(result: GenResult) -> bool:

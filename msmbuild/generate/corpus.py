@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from msmbuild.config import CorpusConfig, Params, open_store
-from msmbuild.errors import MsmbuildError, SpecError
+from msmbuild.errors import MsmbuildError, SpecError, StoreError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
 from msmbuild.generate.adoption import adopt_documents, adopt_ideas
 from msmbuild.generate.backends import Backend, make_backend
@@ -34,9 +36,10 @@ from msmbuild.generate.estimate import SpendingCap
 from msmbuild.generate.idea_partitions import INDEX_META as IDEAS_INDEX_META
 from msmbuild.generate.idea_partitions import (
     batches,
-    ideas_partition_key,
+    ideas_partition_keys,
     place_ideas,
     save_idea_partitions,
+    trusted_ideas,
 )
 from msmbuild.generate.identity import shared_context
 from msmbuild.generate.partitions import (
@@ -44,9 +47,11 @@ from msmbuild.generate.partitions import (
     indexed_files,
     partition_name,
     place,
+    read_ideas_index,
     read_index,
     remove_stale,
     require_ideas_index,
+    trusted_entries,
     write_index,
 )
 from msmbuild.generate.prompts import load_prompt
@@ -240,8 +245,11 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
         s.use_recorded_spec()
         tree = _read_json(s.layout.tree(corpus), "tree", corpus)
         subs = iter_subdomains(tree)
-        keys = {sub["id"]: ideas_partition_key(s.run, sub) for sub in subs}
-        records = _lookup(s.store, keys)
+        keys = ideas_partition_keys(s.run, subs)
+        old = read_ideas_index(s.layout, corpus, strict=False)  # a corrupt index is rewritten
+        records: dict[str, ActionResult] = trusted_ideas(s.store, s.layout, corpus, keys, old)
+        trusted = set(records)
+        records.update(_lookup(s.store, {k: v for k, v in keys.items() if k not in records}))
         adopted = adopt_ideas(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
                               IDEAS_INDEX_META)
         records.update(adopted)
@@ -254,7 +262,7 @@ def generate_ideas(params: Params, corpus: str, *, max_concurrency: int | None =
             assertions, ideas = plan_subdomains(part, s.run)
             records.update(save_idea_partitions(s.store, s.run, batch, keys, assertions, ideas, s.run.rows))
             s.drop_rows()
-        changed = place_ideas(s.store, s.layout, corpus, subs, keys, records)
+        changed = place_ideas(s.store, s.layout, corpus, subs, keys, records, old, trusted)
         write_roots(params.build_dir, f"corpus-{corpus}-ideas", list(keys.values()))
         metas = [records[sub["id"]].meta for sub in subs]
         return s.report("ideas", {"subdomains": len(subs), "ideas": sum(m["n_ideas"] for m in metas),
@@ -296,8 +304,11 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
         tree = _read_json(s.layout.tree(corpus), "tree", corpus)
         subs = iter_subdomains(tree)
         planned = _ideas_entries(s.layout, corpus, subs)
-        keys = {sub["id"]: partition_key(s.run, sub, planned[sub["id"]]) for sub in subs}
-        records = _lookup(s.store, keys)
+        keys = partition_keys(s.run, subs, planned)
+        old = read_index(s.layout, corpus, strict=False)  # a corrupt index is rewritten
+        records: dict[str, ActionResult] = _trusted_documents(s.store, s.layout, corpus, keys, old)
+        trusted = set(records)
+        records.update(_lookup(s.store, {k: v for k, v in keys.items() if k not in records}))
         adopted = adopt_documents(s.store, s.layout, corpus, {k: v for k, v in keys.items() if k not in records},
                                   INDEX_META, s.cfg.filters.dedup_threshold < 1.0)
         records.update(adopted)
@@ -310,7 +321,7 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
             del docs, ideas
             s.drop_rows()
         changed, entries = _place_partitions(s.store, s.layout, corpus, subs, keys, records,
-                                             s.cfg.filters.dedup_threshold)
+                                             s.cfg.filters.dedup_threshold, old, trusted)
         write_roots(params.build_dir, f"corpus-{corpus}-documents", list(keys.values()))
         metas = [records[sub["id"]].meta for sub in subs]
         counts = {"documents generated": sum(m["n_generated"] for m in metas),
@@ -323,6 +334,10 @@ def generate_documents(params: Params, corpus: str, *, max_concurrency: int | No
                   "subdomains rebuilt": len(todo), "subdomains unchanged": len(subs) - len(todo),
                   **({"of them adopted from pulled files": len(adopted)} if adopted else {})}
         if counts["documents generated"] and not counts["kept"]:
+            for sid in trusted:  # their records were not read: the count of empty answers is in them
+                found = s.store.get_action(keys[sid])
+                records[sid] = found[0] if found else records[sid]
+            metas = [records[sub["id"]].meta for sub in subs]
             raise MsmbuildError(_nothing_kept(corpus, counts, sum(m.get("empty", 0) for m in metas),
                                               s.cfg.filters.min_chars, s.cfg.filters.max_chars,
                                               s.cfg.filters.dedup_threshold))
@@ -413,14 +428,24 @@ def partition_key(run: StageRun, sub: dict[str, Any], ideas: dict[str, Any]) -> 
     key of any real document request is read or computed: that is the per-document work an
     unchanged subdomain skips.
     """
+    return partition_keys(run, [sub], {sub["id"]: ideas})[sub["id"]]
+
+
+def partition_keys(run: StageRun, subs: list[dict[str, Any]], planned: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``partition_key`` of each subdomain, with what they share (settings, revision prompt
+    versions, the request builder) built once."""
     cfg = run.cfg
-    probe = run.key(document_request(run.requests, sub, _PROBE_IDEA, {}))
     revision = {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("critique", "revise")} if cfg.revise else None
-    return run.store.key("documents-partition", {
-        "format": PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
-        "assertions": ideas["assertions_digest"], "ideas": ideas["ideas"]["digest"], "n_samples": cfg.n_samples,
-        "revision": revision, "filters": cfg.filters.model_dump(), "request": probe,
-        "refresh": run.refresh_digest()})
+    shared = {"format": PARTITION_FORMAT, "corpus": run.corpus, "n_samples": cfg.n_samples, "revision": revision,
+              "filters": cfg.filters.model_dump(), "refresh": run.refresh_digest()}
+    requests = replace(run.requests, legacy_twins=False)  # twins are never keyed
+    keys = {}
+    for sub in subs:
+        ideas = planned[sub["id"]]
+        keys[sub["id"]] = run.store.key("documents-partition", {
+            **shared, "subdomain": sub, "assertions": ideas["assertions_digest"], "ideas": ideas["ideas"]["digest"],
+            "request": run.key(document_request(requests, sub, _PROBE_IDEA, {}))})
+    return keys
 
 
 def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, str],
@@ -463,17 +488,47 @@ def _save_partitions(s: _Session, subs: list[dict[str, Any]], keys: dict[str, st
     return records
 
 
+def _trusted_documents(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
+                       old: dict[str, Any] | None) -> dict[str, ActionResult]:
+    """The unchanged subdomains recognised from documents.json without a store lookup
+    (``trusted_entries``), each with a record rebuilt from its entry. Only an entry that
+    lost no row to a near-duplicate of an earlier subdomain qualifies: its placed file is its
+    action's candidates, so the entry holds everything the record says (the number cut off
+    is what the other counts leave of the generated documents)."""
+    docs_dir, calls_dir = os.fspath(layout.documents_dir(corpus)), os.fspath(layout.document_calls_dir(corpus))
+
+    def files(e: dict[str, Any]) -> list[tuple[str, str]] | None:
+        if not (isinstance(e.get("documents"), dict) and isinstance(e.get("calls"), dict)) \
+                or e.get("dropped") != [] or e.get("candidates") != e["documents"].get("digest") \
+                or any(k not in e for k in INDEX_META):
+            return None
+        name = f"{e['partition']}.parquet"
+        return [(os.path.join(docs_dir, name), e["documents"]["digest"]),
+                (os.path.join(calls_dir, name), e["calls"]["digest"])]
+
+    out = {}
+    for sid, e in trusted_entries(store, layout.documents_index(corpus), old, keys, files).items():
+        cut = e["n_generated"] - e["n_docs"] - e["too_short"] - e["too_long"] - e["near_duplicate"]
+        out[sid] = ActionResult(key=e["key"], outputs={"documents": e["candidates"], "calls": e["calls"]["digest"]},
+                                meta={"kind": "documents-partition", "corpus": corpus, "subdomain": sid,
+                                      **{k: e[k] for k in INDEX_META}, "cut_off": max(cut, 0),
+                                      "sizes": {"documents": e["documents"]["size"], "calls": e["calls"]["size"]}})
+    return out
+
+
 def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict[str, Any]],
-                      keys: dict[str, str], records: dict[str, ActionResult], threshold: float
+                      keys: dict[str, str], records: dict[str, ActionResult], threshold: float,
+                      old: dict[str, Any] | None = None, trusted: Collection[str] = ()
                       ) -> tuple[list[str], list[dict[str, Any]]]:
     """Place every partition whose file is not already right; write the index.
 
     A partition's file is its candidates (the action's documents) less the rows that are
     near-duplicates of an earlier subdomain's (``msmbuild.generate.dedup``); only the
     partitions the persisted index names are decided again, and only a partition whose
-    candidates or dropped rows changed is read and written. Returns (paths changed, entries).
+    candidates or dropped rows changed is read and written. ``old`` is documents.json as
+    the step read it, ``trusted`` the subdomains ``_trusted_documents`` recognised (their
+    files were found untouched and right). Returns (paths changed, entries).
     """
-    old = read_index(layout, corpus, strict=False)  # a corrupt index is rewritten
     known = {p["partition"]: p for p in old["partitions"]} if old else {}
     names = [partition_name(sub["id"]) for sub in subs]
     recs = {name: records[sub["id"]] for name, sub in zip(names, subs, strict=True)}
@@ -485,6 +540,10 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
         entry: dict[str, Any] = {"partition": name, "subdomain": sub["id"], "domain": sub["domain"],
                                  "key": keys[sub["id"]], "candidates": rec.outputs["documents"],
                                  "dropped": drops[name], **{k: rec.meta.get(k, {}) for k in INDEX_META}}
+        if sub["id"] in trusted and not drops[name]:  # its files were just found untouched and right
+            entry["documents"], entry["calls"] = was["documents"], was["calls"]
+            entries.append(entry)
+            continue
         path = layout.document_partition(corpus, name)
         if not drops[name]:
             entry["documents"] = {"digest": rec.outputs["documents"], "size": rec.meta["sizes"]["documents"]}
@@ -496,7 +555,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
             entry.update({k: was.get(k, {}) for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests",
                                                       "prompt_versions")})
         else:
-            entry.update(_without_rows(store, rec.outputs["documents"], drops[name]))
+            entry.update(_without_rows(_candidates(store, rec.outputs["documents"], path), drops[name]))
             data, gone = entry.pop("data"), entry.pop("gone")
             if write_bytes_if_changed(path, data):
                 changed.append(str(path))
@@ -513,10 +572,22 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
     changed += remove_stale(layout.document_calls_dir(corpus), names)
     inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas_index(corpus),
               layout.step_calls(corpus, "tree")]
-    if write_index(layout, corpus, entries, inputs):
+    if write_index(layout, corpus, entries, inputs, old):
         changed.append(str(layout.documents_index(corpus)))
     VerifiedFiles.save_all()
     return changed, entries
+
+
+def _candidates(store: Store, digest: str, placed: Path) -> bytes:
+    """A partition's candidates from the store, or (an object the store lost) from its placed
+    file when that holds exactly these bytes (a partition that dropped no row)."""
+    try:
+        return store.get_bytes(digest)
+    except StoreError:
+        data = placed.read_bytes() if placed.is_file() else b""
+        if not data or digest_bytes(data) != digest:
+            raise
+        return data
 
 
 def _cross_partition_drops(store: Store, layout: Layout, corpus: str, names: list[str],
@@ -525,11 +596,24 @@ def _cross_partition_drops(store: Store, layout: Layout, corpus: str, names: lis
     """Rows of each partition that near-duplicate an earlier subdomain's (none when dedup is off)."""
     if threshold >= 1.0:
         return {name: [] for name in names}
+    import pyarrow.parquet as pq
+
     cache: dict[str, Any] = {}
 
     def sigs(name: str):
         if name not in cache:
-            cache[name] = load_signatures(store.get_bytes(recs[name].outputs["signatures"]))
+            digest = recs[name].outputs.get("signatures")
+            if digest is None:  # a record rebuilt from the index (_trusted_documents): its action's
+                found = store.get_action(recs[name].key)
+                digest = found[0].outputs.get("signatures") if found else None
+            try:
+                cache[name] = load_signatures(store.get_bytes(digest)) if digest else None
+            except StoreError:
+                cache[name] = None
+            if cache[name] is None:  # made again from the candidates, as the action made them
+                rows = pq.read_table(io.BytesIO(_candidates(store, recs[name].outputs["documents"],
+                                                            layout.document_partition(corpus, name)))).to_pylist()
+                cache[name] = signatures(r["text"] for r in rows)
         return cache[name]
 
     previous = {name: known[name].get("dropped") if known.get(name, {}).get("candidates")
@@ -542,11 +626,11 @@ def _cross_partition_drops(store: Store, layout: Layout, corpus: str, names: lis
         index.close()
 
 
-def _without_rows(store: Store, candidates: str, dropped: list[int]) -> dict[str, Any]:
+def _without_rows(candidates: bytes, dropped: list[int]) -> dict[str, Any]:
     """A partition's bytes and index fields: its candidates less the dropped rows."""
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(io.BytesIO(store.get_bytes(candidates))).to_pylist()
+    rows = pq.read_table(io.BytesIO(candidates)).to_pylist()
     gone = set(dropped)
     kept = [r for i, r in enumerate(rows) if i not in gone]
     data = parquet_bytes(kept, SCHEMAS["documents"])

@@ -20,18 +20,23 @@ files, and a rebuild that changes nothing writes none.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import os
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
+from msmbuild.errors import MsmbuildError
 from msmbuild.fsutil import json_bytes
 from msmbuild.generate.partitions import (
     IDEAS_INDEX_FORMAT,
     VerifiedFiles,
+    keep_step_file,
     partition_name,
     place,
-    read_ideas_index,
     remove_stale,
-    write_touching,
+    trusted_entries,
+    write_step_file,
 )
 from msmbuild.generate.prompts import load_prompt
 from msmbuild.generate.stages import (
@@ -60,14 +65,20 @@ def ideas_partition_key(run: StageRun, sub: dict[str, Any]) -> str:
     request (prompt version, model and backend, sampling, identity, spec context as the
     policy keys it). With refresh_stale the current context is in the key too.
     """
+    return ideas_partition_keys(run, [sub])[sub["id"]]
+
+
+def ideas_partition_keys(run: StageRun, subs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """``ideas_partition_key`` of each subdomain, with what they share (the prompt versions,
+    sizes, schemas and the request builder) built once."""
     cfg = run.cfg
-    return run.store.key("ideas-partition", {
-        "format": IDEAS_PARTITION_FORMAT, "corpus": run.corpus, "subdomain": sub,
-        "sizes": [cfg.n_assertions, cfg.n_doc_types, cfg.n_doc_ideas, cfg.max_topups],
-        "prompts": {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("doc_types", "ideas")},
-        "schemas": [DOC_TYPES_SCHEMA, IDEAS_SCHEMA],
-        "first_request": run.key(assertion_request(sub, run.requests)),
-        "refresh": run.refresh_digest()})
+    shared = {"format": IDEAS_PARTITION_FORMAT, "corpus": run.corpus,
+              "sizes": [cfg.n_assertions, cfg.n_doc_types, cfg.n_doc_ideas, cfg.max_topups],
+              "prompts": {stage: load_prompt(stage, cfg.spec_type).tag for stage in ("doc_types", "ideas")},
+              "schemas": [DOC_TYPES_SCHEMA, IDEAS_SCHEMA], "refresh": run.refresh_digest()}
+    requests = replace(run.requests, legacy_twins=False)  # twins are never keyed
+    return {sub["id"]: run.store.key("ideas-partition", {
+        **shared, "subdomain": sub, "first_request": run.key(assertion_request(sub, requests))}) for sub in subs}
 
 
 def batches(items: Sequence[Any], weights: Sequence[int], limit: int) -> Iterator[list[Any]]:
@@ -116,15 +127,43 @@ def save_idea_partitions(store: Store, run: StageRun, subs: list[dict[str, Any]]
     return records
 
 
+def trusted_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
+                  old: dict[str, Any] | None) -> dict[str, ActionResult]:
+    """The unchanged subdomains recognised from ideas.json without a store lookup
+    (``trusted_entries``; assertions.json must be untouched too, as the ideas of these
+    subdomains keep their assertions from it). Each gets a record rebuilt from its entry:
+    its outputs' digests and sizes and the INDEX_META counts, no assertions (``place_ideas``
+    reads those from assertions.json only when it has to rewrite it)."""
+    ideas_dir, calls_dir = os.fspath(layout.ideas_dir(corpus)), os.fspath(layout.idea_calls_dir(corpus))
+
+    def files(e: dict[str, Any]) -> list[tuple[str, str]] | None:
+        if not (isinstance(e.get("ideas"), dict) and isinstance(e.get("calls"), dict)) \
+                or any(k not in e for k in INDEX_META):
+            return None
+        name = f"{e['partition']}.parquet"
+        return [(os.path.join(ideas_dir, name), e["ideas"]["digest"]),
+                (os.path.join(calls_dir, name), e["calls"]["digest"])]
+
+    entries = trusted_entries(store, layout.ideas_index(corpus), old, keys, files, [layout.assertions(corpus)])
+    return {sid: ActionResult(key=e["key"], outputs={"ideas": e["ideas"]["digest"], "calls": e["calls"]["digest"]},
+                              meta={"kind": "ideas-partition", "corpus": corpus, "subdomain": sid,
+                                    **{k: e[k] for k in INDEX_META},
+                                    "sizes": {"ideas": e["ideas"]["size"], "calls": e["calls"]["size"]}})
+            for sid, e in entries.items()}
+
+
 def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, Any]],
-                keys: dict[str, str], records: dict[str, ActionResult]) -> list[str]:
+                keys: dict[str, str], records: dict[str, ActionResult],
+                old: dict[str, Any] | None = None, trusted: Collection[str] = ()) -> list[str]:
     """Place every partition whose file is not already right; write assertions.json and the
     index; returns the paths changed.
 
     A partition whose ideas.json entry names the digest its action gives, and whose file
-    has that entry's size, is not touched (no new mtime), as with documents.json.
+    has that entry's size, is not touched (no new mtime), as with documents.json. ``old`` is
+    ideas.json as the step read it, ``trusted`` the subdomains ``trusted_ideas`` recognised
+    (their records carry no assertions: those come from assertions.json, which a trusted
+    subdomain requires untouched since it was written with the old index).
     """
-    old = read_ideas_index(layout, corpus, strict=False)  # a corrupt index is rewritten
     known = {p["partition"]: p for p in old["partitions"]} if old else {}
     changed: list[str] = []
     entries = []
@@ -135,10 +174,11 @@ def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, 
                  **{what: {"digest": rec.outputs[what], "size": rec.meta["sizes"][what]}
                     for what in ("ideas", "calls")},
                  **{k: rec.meta[k] for k in INDEX_META}}
-        for what, path in (("ideas", layout.ideas_partition(corpus, name)),
-                           ("calls", layout.idea_calls_partition(corpus, name))):
-            if place(store, entry[what]["digest"], path, known.get(name, {}).get(what)):
-                changed.append(str(path))
+        if sid not in trusted:  # a trusted one's files were just found untouched and right
+            for what, path in (("ideas", layout.ideas_partition(corpus, name)),
+                               ("calls", layout.idea_calls_partition(corpus, name))):
+                if place(store, entry[what]["digest"], path, known.get(name, {}).get(what)):
+                    changed.append(str(path))
         entries.append(entry)
     names = [e["partition"] for e in entries]
     changed += remove_stale(layout.ideas_dir(corpus), names)
@@ -148,12 +188,41 @@ def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, 
             legacy.unlink()
             changed.append(str(legacy))
     inputs = [layout.sections(corpus), layout.tree(corpus)]
-    assertions = json_bytes({sub["id"]: records[sub["id"]].meta["assertions"] for sub in subs})
-    if write_touching(layout.assertions(corpus), assertions, inputs):
-        changed.append(str(layout.assertions(corpus)))
+    apath = layout.assertions(corpus)
+    # every subdomain and every old entry unchanged: assertions.json, untouched since it was
+    # written with the old index, already holds exactly these subdomains' assertions
+    if not (old is not None and len(trusted) == len(subs) == len(old["partitions"])
+            and keep_step_file(apath, inputs)):
+        kept = _kept_assertions(store, apath, {sid: records[sid].key for sid in trusted})
+        assertions = {sub["id"]: kept[sub["id"]] if sub["id"] in trusted else records[sub["id"]].meta["assertions"]
+                      for sub in subs}
+        if write_step_file(apath, assertions, None, inputs):
+            changed.append(str(apath))
     index = {"format": IDEAS_INDEX_FORMAT, "corpus": corpus, "n_ideas": sum(e["n_ideas"] for e in entries),
              "partitions": entries}
-    if write_touching(layout.ideas_index(corpus), json_bytes(index), inputs):
+    if write_step_file(layout.ideas_index(corpus), index, old, inputs):
         changed.append(str(layout.ideas_index(corpus)))
     VerifiedFiles.save_all()
     return changed
+
+
+def _kept_assertions(store: Store, path, keys: dict[str, str]) -> dict[str, Any]:
+    """The assertions of trusted subdomains: from assertions.json (untouched since it was
+    written with the index their entries come from), else from their stored actions."""
+    if not keys:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    out = {}
+    for sid, key in keys.items():
+        if isinstance(data, dict) and sid in data:
+            out[sid] = data[sid]
+            continue
+        found = store.get_action(key)
+        if found is None or "assertions" not in found[0].meta:
+            raise MsmbuildError(f"{path}: no assertions for subdomain {sid!r} and its ideas action "
+                                f"{key[:12]} is not in the store; delete {path} and run the ideas step again")
+        out[sid] = found[0].meta["assertions"]
+    return out

@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import Any
 from urllib.parse import quote
 
@@ -242,6 +243,7 @@ class VerifiedFiles:
         self.path = path
         self.entries: dict[str, list[Any]] = {}
         self.dirty = False
+        self._dirs: dict[str, str] = {}  # directory as given -> resolved (for cache keys)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict):
@@ -255,6 +257,12 @@ class VerifiedFiles:
         corpus_dir = partition.parent.parent
         if corpus_dir.name == "calls":
             corpus_dir = corpus_dir.parent
+        return cls.in_dir(corpus_dir)
+
+    @classmethod
+    def in_dir(cls, corpus_dir: Path) -> VerifiedFiles:
+        """The cache of a corpus directory (``build/corpora/<corpus>``): its partitions, and
+        the step files (indexes, assertions.json) the generate steps note there too."""
         cache_path = corpus_dir / ".verified.json"
         if cache_path not in cls._open:
             cls._open[cache_path] = cls(cache_path)
@@ -266,18 +274,33 @@ class VerifiedFiles:
             st = os.stat(path)
         except OSError:
             return None
-        import stat as _stat_mod
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] if S_ISREG(st.st_mode) else None
 
-        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] if _stat_mod.S_ISREG(st.st_mode) else None
+    def _looked_up(self, path: Path) -> tuple[list[int] | None, str]:
+        """(stat, cache key) of a file: the key is its resolved path. A regular file's key is
+        its resolved directory (resolved once per directory) joined with its name; a link is
+        resolved whole, as before."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None, ""
+        if S_ISLNK(st.st_mode):
+            return self._stat(path), str(Path(path).resolve())
+        if not S_ISREG(st.st_mode):
+            return None, ""
+        parent, name = os.path.split(os.fspath(path))
+        real = self._dirs.get(parent)
+        if real is None:
+            real = self._dirs[parent] = os.path.realpath(parent or ".")
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino], os.path.join(real, name)
 
     def holds(self, path: Path, digest: str) -> bool:
         """Whether the file at path has exactly the bytes of digest (stat, or hash when changed)."""
         from msmbuild.hashing import digest_file
 
-        now = self._stat(path)
+        now, name = self._looked_up(path)
         if now is None:
             return False
-        name = str(path.resolve())
         if self.entries.get(name) == [*now, digest]:
             return True
         if digest_file(path) != digest or self._stat(path) != now:
@@ -286,11 +309,21 @@ class VerifiedFiles:
         self.dirty = True
         return True
 
+    def unchanged(self, path: Path, digest: str | None = None) -> str | None:
+        """The digest recorded for path if the file is untouched since it was recorded (a stat,
+        never a hash), and is digest when one is given; else None. The generate steps'
+        fast path (``trusted_entries``) takes only such files."""
+        now, name = self._looked_up(path)
+        entry = self.entries.get(name) if now is not None else None
+        if entry is None or entry[:4] != now or (digest is not None and entry[4] != digest):
+            return None
+        return entry[4]
+
     def note(self, path: Path, digest: str) -> None:
         """Record that path was just written with the (verified) bytes of digest."""
-        now = self._stat(path)
+        now, name = self._looked_up(path)
         if now is not None:
-            self.entries[str(path.resolve())] = [*now, digest]
+            self.entries[name] = [*now, digest]
             self.dirty = True
 
     def save(self) -> None:
@@ -339,27 +372,36 @@ def verified_files(layout: Layout, corpus: str, what: str) -> list[Path]:
 
 
 def remove_stale(directory: Path, keep: Iterable[str]) -> list[str]:
-    """Delete partition files of subdomains that no longer exist; the paths removed."""
+    """Delete every ``*.parquet`` file of directory that is not a kept partition (a removed
+    subdomain's, a stray or copied file); the paths removed.
+
+    One directory listing (names only), so its cost is a readdir, not a path per file.
+    """
     keep = {f"{name}.parquet" for name in keep}
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     removed = []
-    if directory.is_dir():
-        for path in sorted(directory.glob("*.parquet")):
-            if path.name not in keep:
-                path.unlink()
-                removed.append(str(path))
+    for name in sorted(names):  # what glob("*.parquet") matched, hidden names included
+        if name.endswith(".parquet") and name not in keep:
+            path = directory / name
+            path.unlink()
+            removed.append(str(path))
     return removed
 
 
 def write_index(layout: Layout, corpus: str, partitions: list[dict[str, Any]],
-                inputs: Sequence[Path] = ()) -> bool:
+                inputs: Sequence[Path] = (), old: dict[str, Any] | None = None) -> bool:
     """Write documents.json when its bytes change; True if written.
 
     An unchanged index older than one of inputs is touched: Snakemake compares its mtime
     with its inputs' (and keeps it, as an ``update`` output, instead of deleting it).
+    ``old``: the index as this step read it (see ``write_step_file``).
     """
     data = {"format": INDEX_FORMAT, "corpus": corpus,
             "n_documents": sum(p["n_docs"] for p in partitions), "partitions": partitions}
-    return write_touching(layout.documents_index(corpus), json_bytes(data), inputs)
+    return write_step_file(layout.documents_index(corpus), data, old, inputs)
 
 
 def write_touching(path: Path, data: bytes, inputs: Sequence[Path] = ()) -> bool:
@@ -367,10 +409,80 @@ def write_touching(path: Path, data: bytes, inputs: Sequence[Path] = ()) -> bool
     as Snakemake compares an ``update`` output's mtime with its inputs'."""
     changed = write_bytes_if_changed(path, data)
     if not changed:
-        newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
-        if path.stat().st_mtime_ns < newest:
-            path.touch()
+        _touch_if_older(path, inputs)
     return changed
+
+
+def _touch_if_older(path: Path, inputs: Sequence[Path]) -> bool:
+    newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
+    if path.stat().st_mtime_ns < newest:
+        path.touch()
+        return True
+    return False
+
+
+def keep_step_file(path: Path, inputs: Sequence[Path] = ()) -> bool:
+    """Whether a step's JSON file is untouched since the step last noted it (``write_step_file``),
+    so that a step that knows its content is unchanged need not write it; touched (and noted
+    again) when older than one of inputs, as ``write_touching`` does."""
+    cache = VerifiedFiles.in_dir(path.parent)
+    noted = cache.unchanged(path)
+    if noted is None:
+        return False
+    if _touch_if_older(path, inputs):
+        cache.note(path, noted)
+    return True
+
+
+def write_step_file(path: Path, value: Any, old: Any, inputs: Sequence[Path] = ()) -> bool:
+    """Write a step's JSON file (an index, assertions.json) as ``write_touching`` does, and
+    note it in the corpus's ``VerifiedFiles``; True if written.
+
+    When the file is untouched since this step last noted it and ``old`` (what the step read
+    from it) equals value, it already holds ``json_bytes(value)``: nothing is encoded or
+    compared byte by byte. A file noted here is what ``trusted_entries`` requires.
+    """
+    from msmbuild.hashing import digest_bytes
+
+    if old is not None and value == old and keep_step_file(path, inputs):
+        return False
+    data = json_bytes(value)
+    changed = write_touching(path, data, inputs)
+    VerifiedFiles.in_dir(path.parent).note(path, digest_bytes(data))
+    return changed
+
+
+def trusted_entries(store: Store, index_file: Path, index: dict[str, Any] | None, keys: dict[str, str],
+                    files: Callable[[dict[str, Any]], list[tuple[str, str]] | None],
+                    step_files: Sequence[Path] = ()) -> dict[str, dict[str, Any]]:
+    """The index entries (by subdomain) of the subdomains a generate step keeps without a
+    store lookup (docs/decisions.md, "Unchanged subdomains are recognised from the index").
+
+    An entry qualifies when the index file (and each of step_files) is untouched since the
+    step wrote and noted it, the entry names the key the step computes now and this
+    subdomain's partition name, ``files(entry)`` gives its partition files with the digests
+    the entry records (None: the entry does not qualify), every one of them is untouched
+    since it was verified to hold that digest (a stat against ``.verified.json``; no file
+    is hashed here), and the local store has a record for the key. Anything else (a
+    missing, changed, foreign or unverified file, a new key, an edited index, an action
+    gone from the store) is left to the full lookup.
+    """
+    if index is None:
+        return {}
+    cache = VerifiedFiles.in_dir(index_file.parent)
+    if any(cache.unchanged(p) is None for p in (index_file, *step_files)):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for entry in index["partitions"]:
+        sid = entry.get("subdomain")
+        key = keys.get(sid) if isinstance(sid, str) else None
+        if key is None or entry.get("key") != key or sid in out or entry.get("partition") != partition_name(sid):
+            continue
+        named = files(entry)
+        if named is not None and all(cache.unchanged(path, digest) for path, digest in named) \
+                and store.has_local_action(key):
+            out[sid] = entry
+    return out
 
 
 def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -176,6 +176,9 @@ class CorpusRequests:
     context: str = ""
     context_key: str = ""
     legacy_context: str | None = None  # None: answers of the previous prompt version are not looked up
+    # False: requests that are only keyed (a partition's key) skip building the previous
+    # version's twin, which is a lookup and never part of a key
+    legacy_twins: bool = True
 
     def request(self, stage: str, structured: bool, sample_index: int = 0,
                 schema: dict[str, Any] | None = None, legacy_values: dict[str, object] | None = None,
@@ -189,7 +192,7 @@ class CorpusRequests:
         common = {"structured": structured, "schema": schema, "sample_index": sample_index,
                   "context_key": self.context_key}
         legacy = None
-        if self.legacy_context is not None and self.cfg.spec_type == "default":
+        if self.legacy_twins and self.legacy_context is not None and self.cfg.spec_type == "default":
             legacy = build_request(stage, self.legacy_context, self.sampling, variant=LEGACY_VERSION,
                                    shared_schemas=STAGE_SCHEMAS if self.legacy_context else None,
                                    **common, **ident, **{**values, **(legacy_values or {})})

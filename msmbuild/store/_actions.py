@@ -81,6 +81,7 @@ class ActionCache:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.actions_dir = self.root / "actions"
+        self._actions_str = os.fspath(self.actions_dir)
         self._fans: set[str] = set()
         self._tmp_counter = itertools.count()
 
@@ -89,6 +90,10 @@ class ActionCache:
         if not is_digest(key):
             raise StoreError(f"not an action key: {key!r}")
         return self.actions_dir / key[:2] / f"{key[2:]}.json"
+
+    def has(self, key: str) -> bool:
+        """Whether a record file for key is present (not read)."""
+        return is_digest(key) and os.path.isfile(os.path.join(self._actions_str, key[:2], f"{key[2:]}.json"))
 
     def get(self, key: str) -> ActionResult | None:
         """The record for key, or None."""

@@ -412,6 +412,11 @@ class Store:
         return self.cas.materialize_file(digest, dest, verified=True)
 
     # -- actions -------------------------------------------------------------
+    def has_local_action(self, key: str) -> bool:
+        """Whether the local store holds a record for key (one stat; neither the record nor
+        its objects are read or verified: ``get_action`` does that)."""
+        return self.actions.has(key)
+
     def get_action(self, key: str) -> tuple[ActionResult, str] | None:
         """The action's record and its source tier, or None; outputs are made local."""
         try:
