@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     with tempfile.TemporaryDirectory(prefix="msmbuild-scale-") as tmp:
         root = Path(os.environ.get("MSMBUILD_BENCH_DIR") or tmp)
+        root.mkdir(parents=True, exist_ok=True)
         floor = make_floor(root)
         results = {}
         for n in args.docs:
