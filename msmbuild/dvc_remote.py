@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 STORE_PREFIX = "msmbuild-store"
 # Written after a Snakemake build's outputs are recorded in dvc.lock; its mtime is when the
@@ -64,12 +64,17 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     """After a Snakemake build, record its outputs in dvc.lock (``dvc commit``).
 
     Only ``dvc repro`` writes dvc.lock, and ``dvc push`` pushes what dvc.lock names; this
-    makes ``dvc push`` after ``snakemake`` push what was built. A stage directory the
-    build had nothing for (``build/evals`` without evals, ``build/aft`` without AFT data)
-    is recorded as the empty directory it is, so that a teammate's plain ``dvc pull``
-    finds every stage recorded. Returns the stages that still could not be recorded.
-    With announce, one line on stderr says the recording starts (it hashes every output
-    and can take a minute or more with no other output).
+    makes ``dvc push`` after ``snakemake`` push what was built. Only the stages Snakemake
+    ran a job of are recorded (``stages_built``): a stage downstream of them that this
+    build did not run (``snakemake <one target>``) keeps its old record, so ``dvc status``
+    says it is stale instead of recording it as made from inputs it never saw. Where that
+    cannot be told (a stage with no record yet, no Snakemake metadata) every stage is
+    recorded, and a stage directory the build had nothing for (``build/evals`` without
+    evals, ``build/aft`` without AFT data) is recorded as the empty directory it is, so
+    that a teammate's plain ``dvc pull`` finds every stage recorded. Returns the stages
+    that still could not be recorded. With announce, one line on stderr says the
+    recording starts (it hashes the recorded stages' outputs and inputs, which can take a
+    minute or more with no other output).
     """
     import shutil
     import subprocess
@@ -90,9 +95,16 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
         print("msmbuild: recording this build's outputs in dvc.lock for `dvc push` (dvc commit; "
               "this hashes every output and can take a minute or more)", file=sys.stderr, flush=True)
     started = time.time_ns()
+    stages = stages_built(root)
     times = _times(root / build_dir)
     try:
-        failing = _commit_all(dvc, root, build_dir)
+        if stages is None:
+            failing = _commit_all(dvc, root, build_dir)
+        elif stages:
+            failing = [] if dvc("commit", "--force", "--no-relink", "--quiet", *stages).returncode == 0 \
+                else _commit_all(dvc, root, build_dir)
+        else:
+            failing = []
     finally:
         _restore_times(times)
     if not failing:
@@ -125,6 +137,65 @@ def built_since_recorded(root: str | os.PathLike[str] = ".") -> bool:
             return any(entry.stat(follow_symlinks=False).st_mtime_ns > recorded for entry in entries)
     except OSError:
         return False
+
+
+def stages_built(root: str | os.PathLike[str] = ".") -> list[str] | None:
+    """The DVC stages with an output that Snakemake wrote since the last recording, or None
+    when that cannot be told (no recording yet, a dvc.yaml stage with no dvc.lock record,
+    unreadable Snakemake metadata, outputs that no stage owns): then the caller records
+    every stage.
+
+    Snakemake keeps one metadata file per output of each job it runs, under
+    ``.snakemake/metadata/``, named by the output's path in URL-safe base64 (split into
+    ``@``-prefixed directories when longer than a file name may be). An output belongs to
+    the stage whose dvc.lock ``outs`` path is it or a directory above it.
+    """
+    import subprocess
+
+    import yaml
+
+    root = Path(root)
+    try:
+        recorded = (root / RECORDED_MARKER).stat().st_mtime_ns
+        lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
+        outs = {name: [PurePosixPath(o["path"]) for o in stage.get("outs", [])]
+                for name, stage in lock["stages"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return None
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0 or not set(listed.stdout.split()) <= set(outs):
+        return None
+    written = _snakemake_outputs_since(root / ".snakemake" / "metadata", recorded)
+    if written is None:
+        return None
+    built = set()
+    for path in written:
+        for name, paths in outs.items():
+            if any(path == out or out in path.parents for out in paths):
+                built.add(name)
+    if written and not built:
+        return None  # outputs no stage owns: not what this workflow writes, so record every stage
+    return sorted(built)
+
+
+def _snakemake_outputs_since(metadata: Path, since_ns: int) -> list[PurePosixPath] | None:
+    """The output paths whose Snakemake metadata file is newer than since_ns; None when a
+    name does not decode."""
+    import base64
+    import binascii
+
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(metadata):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                if os.stat(path).st_mtime_ns <= since_ns:
+                    continue
+                parts = [p.removeprefix("@") for p in Path(os.path.relpath(path, metadata)).parts]
+                found.append(PurePosixPath(base64.urlsafe_b64decode("".join(parts)).decode()))
+            except (OSError, ValueError, binascii.Error):
+                return None
+    return found
 
 
 def _mtime(path: Path) -> int | None:

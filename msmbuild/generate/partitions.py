@@ -319,6 +319,18 @@ class VerifiedFiles:
             return None
         return entry[4]
 
+    def still_holds(self, path: Path) -> str | None:
+        """The digest noted for path if the file still has exactly those bytes, else None: a
+        stat when nothing changed, a hash when only its times did (Snakemake touches every
+        output of a job after the job ends, so a step's own index is found touched)."""
+        now, name = self._looked_up(path)
+        entry = self.entries.get(name) if now is not None else None
+        if entry is None or entry[0] != now[0]:
+            return None
+        if entry[:4] == now:
+            return entry[4]
+        return entry[4] if self.holds(path, entry[4]) else None
+
     def note(self, path: Path, digest: str) -> None:
         """Record that path was just written with the (verified) bytes of digest."""
         now, name = self._looked_up(path)
@@ -422,11 +434,11 @@ def _touch_if_older(path: Path, inputs: Sequence[Path]) -> bool:
 
 
 def keep_step_file(path: Path, inputs: Sequence[Path] = ()) -> bool:
-    """Whether a step's JSON file is untouched since the step last noted it (``write_step_file``),
-    so that a step that knows its content is unchanged need not write it; touched (and noted
+    """Whether a step's JSON file still holds the bytes the step last noted (``write_step_file``;
+    ``VerifiedFiles.still_holds``), so that a step that knows its content is unchanged need not write it; touched (and noted
     again) when older than one of inputs, as ``write_touching`` does."""
     cache = VerifiedFiles.in_dir(path.parent)
-    noted = cache.unchanged(path)
+    noted = cache.still_holds(path)
     if noted is None:
         return False
     if _touch_if_older(path, inputs):
@@ -470,7 +482,7 @@ def trusted_entries(store: Store, index_file: Path, index: dict[str, Any] | None
     if index is None:
         return {}
     cache = VerifiedFiles.in_dir(index_file.parent)
-    if any(cache.unchanged(p) is None for p in (index_file, *step_files)):
+    if any(cache.still_holds(p) is None for p in (index_file, *step_files)):
         return {}
     out: dict[str, dict[str, Any]] = {}
     for entry in index["partitions"]:
