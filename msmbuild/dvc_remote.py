@@ -93,7 +93,8 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     # what it just cached (new mtimes, new inodes), and any time DVC still changes is put back.
     if announce:
         print("msmbuild: recording this build's outputs in dvc.lock for `dvc push` (dvc commit; "
-              "this hashes every output and can take a minute or more)", file=sys.stderr, flush=True)
+              "this hashes the outputs of the stages it ran and can take a minute or more)",
+              file=sys.stderr, flush=True)
     started = time.time_ns()
     stages = stages_built(root)
     times = _times(root / build_dir)
