@@ -19,11 +19,14 @@ CHUNK = 1 << 20
 DIGEST_LEN = 32
 
 
+canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                  allow_nan=False).encode
+"""Encode obj as canonical JSON text (what ``canonical_json`` encodes as UTF-8)."""
+
+
 def canonical_json(obj: Any) -> bytes:
     """Encode obj as canonical JSON bytes: sorted keys, compact separators, UTF-8."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return canonical_text(obj).encode("utf-8")
 
 
 def digest_bytes(data: bytes | memoryview) -> str:

@@ -19,7 +19,6 @@ prompt) and ``refresh_stale`` makes it again with the current prompt. Each answe
 from __future__ import annotations
 
 import functools
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 from msmbuild.errors import BackendError, MsmbuildError
 from msmbuild.gcfreeze import frozen_heap
 from msmbuild.generate.backends.base import Backend, GenRequest, GenResult, ItemError
+from msmbuild.hashing import canonical_text as _canonical
 from msmbuild.hashing import digest_bytes, digest_text
 from msmbuild.progress import Progress
 from msmbuild.store import ResultWriter, Store
@@ -95,8 +95,6 @@ def request_key(store: Store, identity: dict[str, Any], request: GenRequest) -> 
     return digest_bytes(text.encode("utf-8"))
 
 
-# hashing.canonical_json's encoding, as text
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _SCHEMA_FIELDS = ("schema", "shared_schemas")
 _SCHEMAS_SEEN: dict[int, tuple[Any, str]] = {}  # id -> (the object, kept alive so its id stays its own; text)
 
