@@ -12,6 +12,7 @@ from msmbuild.data import shards as shards_mod
 from msmbuild.data.packing import IGNORE_INDEX, PackedCorpus
 from msmbuild.data.shards import build_shards
 from msmbuild.errors import TrainingInputError
+from msmbuild.generate.partition_files import file_of
 from msmbuild.models import load_tokenizer, prepare_base_model
 from msmbuild.store import Store
 
@@ -107,10 +108,11 @@ def test_missing_documents_and_columns_are_clear_errors(tmp_path, store_dir):
     with pytest.raises(TrainingInputError, match="documents.json: missing"):
         build_shards(p, "c", store)
     write_docs(tmp_path / "build", "c", synthetic_docs(1, 1))
-    partition = tmp_path / "build" / "corpora" / "c" / "documents" / "sub0.parquet"
+    name = f"{file_of('sub0')}.parquet"  # the partition file holding subdomain sub0
+    partition = tmp_path / "build" / "corpora" / "c" / "documents" / name
     partition.write_bytes(b"not parquet")
-    with pytest.raises(TrainingInputError, match="sub0.parquet: does not hold the bytes .*documents.json records"):
+    with pytest.raises(TrainingInputError, match=f"{name}: does not hold the bytes .*documents.json records"):
         build_shards(p, "c", store)
     partition.unlink()
-    with pytest.raises(TrainingInputError, match="sub0.parquet: listed in .*documents.json but missing"):
+    with pytest.raises(TrainingInputError, match=f"{name}: listed in .*documents.json but missing"):
         build_shards(p, "c", store)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_faults_store import _placed_checkpoint, _run_cli, _truncate_object, _workspace
 
+from msmbuild.generate.partition_files import file_of
 from msmbuild.store import Store
 
 pytestmark = pytest.mark.faults
@@ -181,7 +182,7 @@ def test_the_catalog_reads_only_what_the_index_names(tmp_path, monkeypatch, caps
 
     ws = _documents_workspace(tmp_path, monkeypatch)
     docs = ws / "build" / "corpora" / "c" / "documents"
-    shutil.copy(docs / "s0.parquet", docs / "s0 (copy).parquet")
+    shutil.copy(docs / f"{file_of('s0')}.parquet", docs / f"{file_of('s0')} (copy).parquet")
     (docs / "stray.parquet").write_bytes(b"")
     (ws / "build" / "corpora" / "c" / "calls" / "documents").mkdir(parents=True)
     (ws / "build" / "corpora" / "c" / "calls" / "documents" / "stray.parquet").write_bytes(b"")
@@ -209,7 +210,8 @@ def test_a_partition_changed_in_place_is_refused_by_the_catalog_and_the_shards(t
     import pyarrow.parquet as pq
 
     ws = _documents_workspace(tmp_path, monkeypatch)
-    part = ws / "build" / "corpora" / "c" / "documents" / "s0.parquet"
+    name = f"{file_of('s0')}.parquet"  # the partition file holding subdomain s0
+    part = ws / "build" / "corpora" / "c" / "documents" / name
     table = pq.read_table(part)
     injected = table.set_column(table.schema.get_field_index("text"), "text",
                                 pa.array(["injected"] * len(table), pa.string()))
@@ -217,12 +219,12 @@ def test_a_partition_changed_in_place_is_refused_by_the_catalog_and_the_shards(t
     (ws / "build" / "corpora" / "c" / "documents.json").touch()
     code, out, err = _run_cli(["query", "SELECT count(*) AS n FROM documents"], capsys)
     assert code == 2 and err.count("\n") == 1, err
-    assert f"{Path('build/corpora/c/documents/s0.parquet')}: does not hold the bytes" in err
+    assert f"{Path('build/corpora/c/documents') / name}: does not hold the bytes" in err
 
     from msmbuild.generate.partitions import document_files
     from msmbuild.layout import Layout
 
-    with pytest.raises(Exception, match="s0.parquet: does not hold the bytes"):
+    with pytest.raises(Exception, match=f"{name}: does not hold the bytes"):
         document_files(Layout(ws / "build"), "c")  # what the shards read
 
 

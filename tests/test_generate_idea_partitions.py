@@ -18,6 +18,7 @@ from generate_helpers import (
 import msmbuild.generate.calls as calls_module
 from msmbuild.config import load_params
 from msmbuild.generate.corpus import generate_documents, generate_ideas, generate_tree
+from msmbuild.generate.partition_files import file_of
 from msmbuild.generate.partitions import read_calls, read_ideas, read_index
 from msmbuild.layout import Layout
 from msmbuild.store import Store
@@ -72,8 +73,8 @@ def test_edit_reruns_only_its_subdomain_and_keys_no_other_request(ws: Path, monk
     assert [r["subdomain"] for r in ideas] == [s for s in SMALL_SUBDOMAINS for _ in range(4)]
     # only the edited subdomain's files were written
     written = {Path(p).relative_to("build/corpora/small").as_posix() for p in report.changed}
-    assert written == {"ideas/helpfulness%2Fask-when-unclear.parquet", "assertions.json", "ideas.json",
-                       "calls/ideas/helpfulness%2Fask-when-unclear.parquet"}
+    name = f"{file_of('helpfulness/ask-when-unclear')}.parquet"  # the file holding the edited subdomain
+    assert written == {f"ideas/{name}", "assertions.json", "ideas.json", f"calls/ideas/{name}"}
 
 
 def test_no_change_rerun_rewrites_no_file_and_roots_keep_the_calls(ws: Path) -> None:
@@ -95,7 +96,7 @@ def test_no_change_rerun_rewrites_no_file_and_roots_keep_the_calls(ws: Path) -> 
 
 
 def test_a_lost_partition_is_placed_again(ws: Path) -> None:
-    path = Layout("build").ideas_partition("small", "no_lies")
+    path = Layout("build").ideas_partition("small", file_of("no_lies"))
     data = path.read_bytes()
     path.unlink()
     report = _step(generate_ideas)
@@ -163,8 +164,8 @@ def test_pulled_partitions_are_adopted_by_an_empty_store(tmp_path: Path, monkeyp
         record, _ = store.get_action(e["key"])
         assert record.meta["adopted"] and record.outputs["documents"] == e["candidates"]
     # a partition edited after the pull does not verify: its subdomain is built again
-    victim = corpus / "documents" / f"{dropped[0]['partition']}.parquet"
-    victim.write_bytes(victim.read_bytes()[:-1] + b"x")
+    victim = corpus / "documents" / f"{dropped[0]['file']}.parquet"
+    victim.write_bytes(victim.read_bytes()[:-1] + b"x")  # unreadable: every partition it holds
     Path(".msmbuild").rename(".msmbuild-second")
     again = _step(generate_documents)
-    assert again.counts["subdomains rebuilt"] == 1
+    assert again.counts["subdomains rebuilt"] == sum(e["file"] == dropped[0]["file"] for e in index["partitions"])

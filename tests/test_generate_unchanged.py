@@ -17,6 +17,7 @@ from generate_helpers import SMALL_SPEC, edit_spec, make_workspace
 
 from msmbuild.config import load_params
 from msmbuild.generate.corpus import generate_documents, generate_ideas, generate_tree
+from msmbuild.generate.partition_files import file_of
 from msmbuild.generate.partitions import VerifiedFiles
 from msmbuild.layout import Layout
 from msmbuild.store import Store
@@ -99,14 +100,15 @@ def test_an_edit_looks_up_only_the_edited_subdomain(ws: Path, lookups) -> None:
 def test_a_partition_changed_after_it_was_placed_takes_the_full_path_and_is_placed_again(
         ws: Path, lookups, what: str) -> None:
     _step(generate_ideas), _step(generate_documents)
-    path = ws / "build" / "corpora" / "small" / what / "no_lies.parquet"
+    name = f"{file_of('no_lies')}.parquet"  # the partition file that holds subdomain no_lies
+    path = ws / "build" / "corpora" / "small" / what / name
     data = path.read_bytes()
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other bytes
     lookups.clear()
     reports = [_step(generate_ideas), _step(generate_documents)]
     assert path.read_bytes() == data
     step = 0 if what.endswith("ideas") else 1
-    assert reports[step].changed == [str(Path("build/corpora/small") / what / "no_lies.parquet")]
+    assert reports[step].changed == [str(Path("build/corpora/small") / what / name)]
     assert reports[1 - step].changed == [] and all(r.stats.requests == 0 for r in reports)
     assert _keys("ideas" if step == 0 else "documents")["no_lies"] in lookups
 
@@ -116,7 +118,7 @@ def test_a_stray_partition_file_is_removed(ws: Path) -> None:
     corpus = ws / "build" / "corpora" / "small"
     strays = [corpus / d / "stray.parquet" for d in ("ideas", "calls/ideas", "documents", "calls/documents")]
     for stray in strays:
-        stray.write_bytes((corpus / "documents" / "no_lies.parquet").read_bytes())
+        stray.write_bytes((corpus / "documents" / f"{file_of('no_lies')}.parquet").read_bytes())
     changed = _step(generate_ideas).changed + _step(generate_documents).changed
     assert sorted(changed) == sorted(str(p.relative_to(ws)) for p in strays)
     assert not any(p.exists() for p in strays)

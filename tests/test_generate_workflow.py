@@ -12,7 +12,8 @@ import pytest
 import yaml
 from generate_helpers import action_keys, calls_per_subdomain, edit_spec, make_workspace
 
-from msmbuild.generate.partitions import partition_name, read_calls
+from msmbuild.generate.partition_files import file_of
+from msmbuild.generate.partitions import read_calls
 from msmbuild.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def test_snakemake_rebuilds_one_subdomain(tmp_path: Path) -> None:
     assert missed_subdomains(ws, since) == {EDITED}
     # only the edited subdomain's partitions (and the files of the steps before) are new
     rewritten = {f for f, st in file_stats(ws).items() if stats.get(f) != st}
-    mine = partition_name(EDITED)
+    mine = file_of(EDITED)  # the partition file holding the edited subdomain
     assert {f"documents/{mine}.parquet", f"calls/documents/{mine}.parquet",
             "documents.json"} <= rewritten
     assert not {f for f in rewritten if f.startswith(("documents/", "calls/documents/"))

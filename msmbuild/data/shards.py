@@ -4,7 +4,8 @@ Sharding is by a stable key (``shards.by``: subdomain or domain), never by posit
 an edit to one subdomain changes only the shard that holds its documents. Each shard is
 an action keyed by the tokenizer's identity, the shard config and the content digests
 of its document partitions (documents.json), so an unchanged shard costs one lookup and
-no document is read. Files per shard::
+no document is read. A shard's documents are its partitions' rows, read where the
+partition files hold them (each file read once per build). Files per shard::
 
     <name>.bin   tokens, uint16 when the vocabulary fits, else uint32
     <name>.idx   .npy int64 array (n_docs, 3): start offset, length, no-loss prefix length
@@ -29,7 +30,8 @@ import numpy as np
 
 from msmbuild.errors import MsmbuildError, TrainingInputError
 from msmbuild.fsutil import write_bytes_if_changed
-from msmbuild.generate.partitions import document_files, require_index
+from msmbuild.generate.partition_files import FileTables
+from msmbuild.generate.partitions import document_files, kind_path, require_index
 from msmbuild.hashing import action_key, digest_text
 from msmbuild.layout import Layout
 from msmbuild.store import write_roots
@@ -57,7 +59,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 @dataclass
 class _Group:
     name: str
-    files: list[Path]  # its document partitions, in tree order
+    parts: list[tuple[Path, int, int]]  # its document partitions (file, offset, rows), in tree order
     digests: list[str]  # their content digests (documents.json)
     n_docs: int
     key: str = ""
@@ -70,11 +72,11 @@ def _groups(layout: Layout, corpus: str, by: str) -> OrderedDict[str, _Group]:
     """
     try:
         index = require_index(layout, corpus)
-        files = document_files(layout, corpus)
+        document_files(layout, corpus)  # each file verified against the index
     except MsmbuildError as exc:
         raise TrainingInputError(f"{exc} (build the corpus first)") from None
     groups: OrderedDict[str, _Group] = OrderedDict()
-    for entry, path in zip(index["partitions"], files, strict=True):
+    for entry in index["partitions"]:
         if not entry["n_docs"]:
             continue
         value = entry["subdomain"] if by == "subdomain" else entry.get("domain")
@@ -84,29 +86,29 @@ def _groups(layout: Layout, corpus: str, by: str) -> OrderedDict[str, _Group]:
         g = groups.get(value)
         if g is None:
             g = groups[value] = _Group(shard_name(value), [], [], 0)
-        g.files.append(path)
+        part = entry["documents"]
+        g.parts.append((kind_path(layout, corpus, "documents", entry["file"]), part["offset"], part["rows"]))
         g.digests.append(entry["documents"]["digest"])
         g.n_docs += entry["n_docs"]
     return groups
 
 
-def _texts(path: Path) -> Iterator[list[str]]:
-    """Batches of a partition's document texts; a bad file or row is a TrainingInputError."""
-    import pyarrow.parquet as pq
-
+def _texts(reader: FileTables, path: Path, offset: int, rows: int) -> Iterator[list[str]]:
+    """Batches of one partition's document texts (rows [offset, offset + rows) of its
+    partition file); a bad file or row is a TrainingInputError."""
     try:
-        pf = pq.ParquetFile(path)
+        column = reader.rows(path, offset, rows).column("text")
+    except MsmbuildError as exc:
+        raise TrainingInputError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for bad files
         raise TrainingInputError(f"{path}: not a readable parquet file ({exc})") from None
-    if "text" not in pf.schema_arrow.names:
+    if "text" in reader.missing.get(path, ()):
         raise TrainingInputError(f"{path}: missing column(s) ['text']")
-    row = 0
-    for batch in pf.iter_batches(batch_size=READ_BATCH, columns=["text"]):
-        texts = batch.column(0).to_pylist()
+    for start in range(0, rows, READ_BATCH):
+        texts = column.slice(start, READ_BATCH).to_pylist()
         for i, text in enumerate(texts):
             if text is None:
-                raise TrainingInputError(f"{path}: row {row + i + 1} has no text")
-        row += len(texts)
+                raise TrainingInputError(f"{path}: row {offset + start + i + 1} has no text")
         yield texts
 
 
@@ -150,30 +152,48 @@ def shard_freshness(params: Params, corpus: str) -> ShardFreshness | None:
 def _tokenize_groups(by: str, todo: dict[str, _Group], tokenizer: Any,
                      prefix_ids: list[int], eos_id: int | None, dtype: np.dtype,
                      tmpdir: Path) -> dict[str, dict[str, Any]]:
-    """One streaming pass: tokenize the documents of the groups in todo into tmp files."""
+    """One streaming pass: tokenize the documents of the groups in todo into tmp files.
+
+    Partitions are read in file order (each partition file once), each into its own piece;
+    a group's pieces are then joined in tree order.
+    """
+    import shutil
+
     from tqdm import tqdm
 
+    from msmbuild.tables import SCHEMAS
+
     backend = tokenizer.backend_tokenizer
-    files = {g: open(tmpdir / f"{todo[g].name}.bin", "wb") for g in todo}  # noqa: SIM115
-    index: dict[str, list[tuple[int, int, int]]] = {g: [] for g in todo}
-    offsets = dict.fromkeys(todo, 0)
-    total = sum(g.n_docs for g in todo.values())
+    pieces: dict[tuple[str, int], list[tuple[int, int, int]]] = {}
+    lengths: dict[tuple[str, int], int] = {}
+    order = sorted(((path, offset, rows, g, j) for g, group in todo.items()
+                    for j, (path, offset, rows) in enumerate(group.parts)), key=lambda p: (str(p[0]), p[1]))
+    reader = FileTables(SCHEMAS["documents"], ["text"], keep=1)
     tail = [eos_id] if eos_id is not None else []
-    try:
-        with tqdm(total=total, desc="tokenize", unit="doc", disable=None) as bar:
-            for g, group in todo.items():
-                for path in group.files:
-                    for texts in _texts(path):
-                        encs = backend.encode_batch_fast(texts, add_special_tokens=False)
-                        for enc in encs:
-                            ids = prefix_ids + enc.ids + tail
-                            files[g].write(np.asarray(ids, dtype=dtype).tobytes())
-                            index[g].append((offsets[g], len(ids), len(prefix_ids)))
-                            offsets[g] += len(ids)
-                        bar.update(len(texts))
-    finally:
-        for f in files.values():
-            f.close()
+    with tqdm(total=sum(g.n_docs for g in todo.values()), desc="tokenize", unit="doc", disable=None) as bar:
+        for path, offset, rows, g, j in order:
+            piece, at = pieces.setdefault((g, j), []), 0
+            with open(tmpdir / f"{todo[g].name}.{j}.piece", "wb") as f:
+                for texts in _texts(reader, path, offset, rows):
+                    for enc in backend.encode_batch_fast(texts, add_special_tokens=False):
+                        ids = prefix_ids + enc.ids + tail
+                        f.write(np.asarray(ids, dtype=dtype).tobytes())
+                        piece.append((at, len(ids), len(prefix_ids)))
+                        at += len(ids)
+                    bar.update(len(texts))
+            lengths[(g, j)] = at
+    index: dict[str, list[tuple[int, int, int]]] = {}
+    offsets: dict[str, int] = {}
+    for g, group in todo.items():
+        index[g], offsets[g] = [], 0
+        with open(tmpdir / f"{group.name}.bin", "wb") as out_bin:
+            for j in range(len(group.parts)):
+                piece_path = tmpdir / f"{group.name}.{j}.piece"
+                with open(piece_path, "rb") as f:
+                    shutil.copyfileobj(f, out_bin)
+                piece_path.unlink()
+                index[g] += [(offsets[g] + start, n, prefix) for start, n, prefix in pieces[(g, j)]]
+                offsets[g] += lengths[(g, j)]
     out = {}
     for g, rows in index.items():
         idx_path = tmpdir / f"{todo[g].name}.idx"

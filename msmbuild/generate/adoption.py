@@ -1,10 +1,10 @@
-"""Adoption of pulled partitions: a partition file DVC brought into the build, whose bytes
-match the digests its index entry names and whose entry names the action key the step
-computes now, is taken as that action's result on a store miss (docs/decisions.md, "What
-DVC carries and what the store remote carries"). The record is rebuilt from the index
-entry and the partition's calls ledger, its bytes go into the local CAS, and it is
-written through like any new result. A file that does not verify is never adopted: the
-subdomain is built (and paid for) as usual.
+"""Adoption of pulled partitions: a partition DVC brought into the build (in a partition
+file), whose rows encode to the digests its index entry names and whose entry names the
+action key the step computes now, is taken as that action's result on a store miss
+(docs/decisions.md, "What DVC carries and what the store remote carries"). The record is
+rebuilt from the index entry and the partition's calls ledger, its bytes go into the
+local CAS, and it is written through like any new result. A partition that does not
+verify is never adopted: the subdomain is built (and paid for) as usual.
 """
 
 from __future__ import annotations
@@ -15,19 +15,58 @@ from typing import Any
 
 from msmbuild.fsutil import json_bytes
 from msmbuild.generate.dedup import signature_bytes, signatures
-from msmbuild.generate.partitions import read_ideas_index, read_index
-from msmbuild.hashing import digest_bytes, digest_file
+from msmbuild.generate.partition_files import FileTables, member_bytes
+from msmbuild.generate.partitions import KINDS, kind_path, read_ideas_index, read_index
+from msmbuild.hashing import digest_bytes
 from msmbuild.layout import Layout
 from msmbuild.store import ActionResult, Store
 
 log = logging.getLogger(__name__)
 
 
-def _kept_call_keys(path) -> list[str]:
+def _kept_call_keys(rows: list[dict[str, Any]]) -> list[str]:
     """The keys of the calls a partition's ledger holds that did not fail (its gc roots)."""
-    from msmbuild.tables import read_parquet_rows
+    return sorted({r["key"] for r in rows if not r["error"]})
 
-    return sorted({r["key"] for r in read_parquet_rows(path) if not r["error"]})
+
+class _Pulled:
+    """Partitions as pulled partition files hold them, checked against their entries."""
+
+    def __init__(self, layout: Layout, corpus: str) -> None:
+        from msmbuild.tables import SCHEMAS
+
+        self.layout, self.corpus = layout, corpus
+        self.readers = {what: FileTables(SCHEMAS[KINDS[what][1]]) for what in KINDS}
+
+    def rows(self, what: str, e: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The entry's rows of one kind (KINDS) where its file holds them, or None."""
+        part = e.get(KINDS[what][0])
+        if not (isinstance(part, dict) and "offset" in part and isinstance(e.get("file"), str)):
+            return None
+        path = kind_path(self.layout, self.corpus, what, e["file"])
+        try:
+            return self.readers[what].rows(path, part["offset"], part["rows"]).to_pylist() if path.is_file() else None
+        except Exception:  # noqa: BLE001 - an unreadable or short file is simply not adopted
+            return None
+
+    def data(self, what: str, e: dict[str, Any]) -> bytes | None:
+        """The entry's standalone partition bytes of one kind, if they hash to its digest."""
+        from msmbuild.tables import SCHEMAS
+
+        part, path = e.get(KINDS[what][0]), None
+        if isinstance(part, dict) and "offset" in part and isinstance(e.get("file"), str):
+            path = kind_path(self.layout, self.corpus, what, e["file"])
+        if path is None or not path.is_file():
+            return None
+        try:
+            data = member_bytes(self.readers[what].table(path), part["offset"], part["rows"],
+                                SCHEMAS[KINDS[what][1]])
+        except Exception:  # noqa: BLE001
+            return None
+        if digest_bytes(data) != part.get("digest"):
+            log.info("%s: the rows of %s do not match the digest its index names; not adopted", path, e["partition"])
+            return None
+        return data
 
 
 def adopt_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
@@ -44,21 +83,21 @@ def adopt_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str],
     except (OSError, ValueError):
         return {}
     entries = {e.get("subdomain"): e for e in index["partitions"]}
+    pulled = _Pulled(layout, corpus)
     out: dict[str, ActionResult] = {}
     for sid, key in keys.items():
         e = entries.get(sid)
         if e is None or e.get("key") != key or sid not in assertions or any(f not in e for f in fields) \
                 or digest_bytes(json_bytes(assertions[sid])) != e["assertions_digest"]:
             continue
-        ideas, calls = layout.ideas_partition(corpus, e["partition"]), layout.idea_calls_partition(corpus, e["partition"])
-        if not calls.is_file():
+        ideas, calls = pulled.data("ideas", e), pulled.data("idea_calls", e)
+        if ideas is None or calls is None:
             continue
         meta = {"kind": "ideas-partition", "corpus": corpus, "subdomain": sid, "assertions": assertions[sid],
                 **{f: e[f] for f in fields},
                 "sizes": {"ideas": e["ideas"]["size"], "calls": e["calls"]["size"]},
-                "keeps": _kept_call_keys(calls)}
-        rec = store.adopt_files(key, {"ideas": ideas, "calls": calls},
-                                {"ideas": e["ideas"]["digest"], "calls": e["calls"]["digest"]}, meta)
+                "keeps": _kept_call_keys(pulled.rows("idea_calls", e) or [])}
+        rec = store.adopt_files(key, {}, {}, meta, {"ideas": store.put_bytes(ideas), "calls": store.put_bytes(calls)})
         if rec is not None:
             out[sid] = rec
     if out:
@@ -101,32 +140,32 @@ def adopt_documents(store: Store, layout: Layout, corpus: str, keys: dict[str, s
     if index is None:
         return {}
     entries = {e.get("subdomain"): e for e in index["partitions"]}
+    pulled = _Pulled(layout, corpus)
     out: dict[str, ActionResult] = {}
     for sid, key in keys.items():
         e = entries.get(sid)
         if e is None or e.get("key") != key or "calls" not in e or any(f not in e for f in fields):
             continue
-        docs = layout.document_partition(corpus, e["partition"])
-        calls = layout.document_calls_partition(corpus, e["partition"])
-        if not (docs.is_file() and calls.is_file()) or digest_file(docs) != e["documents"]["digest"]:
+        kept, calls = pulled.data("documents", e), pulled.data("document_calls", e)
+        if kept is None or calls is None:
             continue
-        try:
-            rows = read_parquet_rows(docs)
-            if e.get("dropped"):  # the candidates: the kept rows with the dropped ones put back
+        rows = pulled.rows("documents", e) or []
+        if e.get("dropped"):  # the candidates: the kept rows with the dropped ones put back
+            try:
                 rows = _with_dropped(rows, read_parquet_rows(layout.dropped_rows(corpus, e["partition"])),
                                      e["dropped"])
-        except Exception:  # noqa: BLE001 - an unreadable or missing file is simply not adopted
-            continue
-        candidates = parquet_bytes(rows, SCHEMAS["documents"]) if e.get("dropped") else docs.read_bytes()
+            except Exception:  # noqa: BLE001 - an unreadable or missing file is simply not adopted
+                continue
+        candidates = parquet_bytes(rows, SCHEMAS["documents"]) if e.get("dropped") else kept
         if digest_bytes(candidates) != e.get("candidates"):
             continue
         meta = {"kind": "documents-partition", "corpus": corpus, "subdomain": sid, **{f: e[f] for f in fields},
                 **_counts(rows), "sizes": {"documents": len(candidates), "calls": e["calls"]["size"]},
-                "keeps": _kept_call_keys(calls)}
-        extra = {"documents": store.put_bytes(candidates)}
+                "keeps": _kept_call_keys(pulled.rows("document_calls", e) or [])}
+        extra = {"documents": store.put_bytes(candidates), "calls": store.put_bytes(calls)}
         if dedup:
             extra["signatures"] = store.put_bytes(signature_bytes(signatures(r["text"] for r in rows)))
-        rec = store.adopt_files(key, {"calls": calls}, {"calls": e["calls"]["digest"]}, meta, extra)
+        rec = store.adopt_files(key, {}, {}, meta, extra)
         if rec is not None:
             out[sid] = rec
     if out:

@@ -42,15 +42,20 @@ from msmbuild.generate.idea_partitions import (
     trusted_ideas,
 )
 from msmbuild.generate.identity import shared_context
+from msmbuild.generate.partition_files import Member, file_of, table_from_bytes
 from msmbuild.generate.partitions import (
     VerifiedFiles,
     indexed_files,
+    merge_files,
+    old_places,
+    old_rows,
     partition_name,
-    place,
+    place_kind,
     read_ideas_index,
     read_index,
     remove_stale,
     require_ideas_index,
+    stored_member,
     trusted_entries,
     write_index,
 )
@@ -496,15 +501,18 @@ def _trusted_documents(store: Store, layout: Layout, corpus: str, keys: dict[str
     action's candidates, so the entry holds everything the record says (the number cut off
     is what the other counts leave of the generated documents)."""
     docs_dir, calls_dir = os.fspath(layout.documents_dir(corpus)), os.fspath(layout.document_calls_dir(corpus))
+    placed = (old or {}).get("files") or {}
 
     def files(e: dict[str, Any]) -> list[tuple[str, str]] | None:
-        if not (isinstance(e.get("documents"), dict) and isinstance(e.get("calls"), dict)) \
+        f = placed.get(e.get("file")) if e.get("file") == file_of(e.get("subdomain", "")) else None
+        if not (isinstance(e.get("documents"), dict) and isinstance(e.get("calls"), dict) and isinstance(f, dict)
+                and isinstance(f.get("documents"), dict) and isinstance(f.get("calls"), dict)) \
                 or e.get("dropped") != [] or e.get("candidates") != e["documents"].get("digest") \
                 or any(k not in e for k in INDEX_META):
             return None
-        name = f"{e['partition']}.parquet"
-        return [(os.path.join(docs_dir, name), e["documents"]["digest"]),
-                (os.path.join(calls_dir, name), e["calls"]["digest"])]
+        name = f"{e['file']}.parquet"
+        return [(os.path.join(docs_dir, name), f["documents"]["digest"]),
+                (os.path.join(calls_dir, name), f["calls"]["digest"])]
 
     out = {}
     for sid, e in trusted_entries(store, layout.documents_index(corpus), old, keys, files).items():
@@ -525,74 +533,97 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
     A partition's file is its candidates (the action's documents) less the rows that are
     near-duplicates of an earlier subdomain's (``msmbuild.generate.dedup``); only the
     partitions the persisted index names are decided again, and only a partition whose
-    candidates or dropped rows changed is read and written. ``old`` is documents.json as
-    the step read it, ``trusted`` the subdomains ``_trusted_documents`` recognised (their
-    files were found untouched and right). Returns (paths changed, entries).
+    candidates or dropped rows changed is read again. A partition file is written only when
+    the partitions it holds change (msmbuild.generate.partition_files). ``old`` is
+    documents.json as the step read it, ``trusted`` the subdomains ``_trusted_documents``
+    recognised (their files were found untouched and right). Returns (paths changed, entries).
     """
     known = {p["partition"]: p for p in old["partitions"]} if old else {}
     names = [partition_name(sub["id"]) for sub in subs]
     recs = {name: records[sub["id"]] for name, sub in zip(names, subs, strict=True)}
-    drops = _cross_partition_drops(store, layout, corpus, names, recs, known, threshold)
+    was_docs, was_calls = old_places(layout, corpus, "documents", old), old_places(layout, corpus, "document_calls", old)
+    drops = _cross_partition_drops(store, layout, corpus, names, recs, known, threshold, was_docs)
     changed: list[str] = []
     entries = []
+    docs, calls = {}, {}
     for name, sub in zip(names, subs, strict=True):
         rec, was = recs[name], known.get(name, {})
         entry: dict[str, Any] = {"partition": name, "subdomain": sub["id"], "domain": sub["domain"],
-                                 "key": keys[sub["id"]], "candidates": rec.outputs["documents"],
-                                 "dropped": drops[name], **{k: rec.meta.get(k, {}) for k in INDEX_META}}
-        if sub["id"] in trusted and not drops[name]:  # its files were just found untouched and right
-            entry["documents"], entry["calls"] = was["documents"], was["calls"]
-            entries.append(entry)
-            continue
-        path = layout.document_partition(corpus, name)
+                                 "file": file_of(sub["id"]), "key": keys[sub["id"]],
+                                 "candidates": rec.outputs["documents"], "dropped": drops[name],
+                                 **{k: rec.meta.get(k, {}) for k in INDEX_META}}
+        entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
+        calls[name] = stored_member(store, name, rec.outputs["calls"], SCHEMAS["calls"],
+                                    *_old_at(was_calls, name, rec.outputs["calls"]))
         if not drops[name]:
             entry["documents"] = {"digest": rec.outputs["documents"], "size": rec.meta["sizes"]["documents"]}
-            if place(store, rec.outputs["documents"], path, was.get("documents")):
-                changed.append(str(path))
+            docs[name] = stored_member(store, name, rec.outputs["documents"], SCHEMAS["documents"],
+                                       *_old_at(was_docs, name, rec.outputs["documents"]))
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
-                and VerifiedFiles.of(path).holds(path, was["documents"]["digest"]) \
-                and layout.dropped_rows(corpus, name).is_file():
+                and name in was_docs and layout.dropped_rows(corpus, name).is_file():
             entry.update({k: was.get(k, {}) for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests",
                                                       "prompt_versions")})
+            entry["documents"] = {k: entry["documents"][k] for k in ("digest", "size")}
+            docs[name] = Member(name, was_docs[name][2], _kept_rows(store, rec, was_docs[name], drops[name]))
         else:
-            entry.update(_without_rows(_candidates(store, rec.outputs["documents"], path), drops[name]))
+            entry.update(_without_rows(_candidates(store, rec.outputs["documents"], was_docs.get(name)), drops[name]))
             data, gone = entry.pop("data"), entry.pop("gone")
-            if write_bytes_if_changed(path, data):
-                changed.append(str(path))
-            VerifiedFiles.of(path).note(path, entry["documents"]["digest"])
+            docs[name] = Member(name, entry["documents"]["digest"],
+                                lambda data=data: table_from_bytes(data, SCHEMAS["documents"]))
             if write_bytes_if_changed(layout.dropped_rows(corpus, name), gone):
                 changed.append(str(layout.dropped_rows(corpus, name)))
-        calls = layout.document_calls_partition(corpus, name)
-        entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
-        if place(store, rec.outputs["calls"], calls, was.get("calls")):
-            changed.append(str(calls))
         entries.append(entry)
-    changed += remove_stale(layout.documents_dir(corpus), names)
+    trusted_files = {e["file"] for e in entries if e["subdomain"] in trusted and not e["dropped"]}
+    doc_files, written = place_kind(layout, corpus, "documents", entries, docs, old, trusted_files)
+    call_files, written_calls = place_kind(layout, corpus, "document_calls", entries, calls, old, trusted_files)
+    changed += written + written_calls
     changed += remove_stale(layout.dropped_rows(corpus, "_").parent, [n for n in names if drops[n]])
-    changed += remove_stale(layout.document_calls_dir(corpus), names)
     inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas_index(corpus),
               layout.step_calls(corpus, "tree")]
-    if write_index(layout, corpus, entries, inputs, old):
+    if write_index(layout, corpus, entries, merge_files(("documents", doc_files), ("calls", call_files)),
+                   inputs, old):
         changed.append(str(layout.documents_index(corpus)))
     VerifiedFiles.save_all()
     return changed, entries
 
 
-def _candidates(store: Store, digest: str, placed: Path) -> bytes:
-    """A partition's candidates from the store, or (an object the store lost) from its placed
-    file when that holds exactly these bytes (a partition that dropped no row)."""
+def _kept_rows(store: Store, rec: ActionResult, placed: tuple[Path, tuple[int, int], str], dropped: list[int]):
+    """Loads a partition that dropped rows and whose candidates and drops are unchanged: its
+    rows where the old index placed them, or (a file that no longer holds them) its
+    candidates less the dropped rows again."""
+    def load():
+        try:
+            return old_rows(placed[0], placed[1], placed[2], SCHEMAS["documents"], "its kept rows")
+        except MsmbuildError:
+            data = _without_rows(_candidates(store, rec.outputs["documents"], None), dropped)["data"]
+            return table_from_bytes(data, SCHEMAS["documents"])
+    return load
+
+
+def _old_at(places: dict[str, tuple[Path, tuple[int, int], str]], name: str, digest: str
+            ) -> tuple[Path, tuple[int, int]] | tuple[()]:
+    """(file, (offset, rows)) where the old index placed a partition of this digest, else ()."""
+    found = places.get(name)
+    return found[:2] if found is not None and found[2] == digest else ()
+
+
+def _candidates(store: Store, digest: str, placed: tuple[Path, tuple[int, int], str] | None) -> bytes:
+    """A partition's candidates from the store, or (an object the store lost) from where the
+    old index placed it when those rows encode to exactly these bytes (a partition that
+    dropped no row)."""
     try:
         return store.get_bytes(digest)
     except StoreError:
-        data = placed.read_bytes() if placed.is_file() else b""
-        if not data or digest_bytes(data) != digest:
+        if placed is None or placed[2] != digest:
             raise
-        return data
+        return parquet_bytes(old_rows(placed[0], placed[1], digest, SCHEMAS["documents"],
+                                      "the store lost its candidates").to_pylist(), SCHEMAS["documents"])
 
 
 def _cross_partition_drops(store: Store, layout: Layout, corpus: str, names: list[str],
                            recs: dict[str, ActionResult], known: dict[str, dict[str, Any]],
-                           threshold: float) -> dict[str, list[int]]:
+                           threshold: float, placed: dict[str, tuple[Path, tuple[int, int], str]]
+                           ) -> dict[str, list[int]]:
     """Rows of each partition that near-duplicate an earlier subdomain's (none when dedup is off)."""
     if threshold >= 1.0:
         return {name: [] for name in names}
@@ -612,7 +643,7 @@ def _cross_partition_drops(store: Store, layout: Layout, corpus: str, names: lis
                 cache[name] = None
             if cache[name] is None:  # made again from the candidates, as the action made them
                 rows = pq.read_table(io.BytesIO(_candidates(store, recs[name].outputs["documents"],
-                                                            layout.document_partition(corpus, name)))).to_pylist()
+                                                            placed.get(name)))).to_pylist()
                 cache[name] = signatures(r["text"] for r in rows)
         return cache[name]
 

@@ -11,11 +11,12 @@ assertions, idea rows and calls rows are saved as an ``ideas-partition`` action 
 its calls (gc roots name the actions).
 
 The step's outputs are partitioned like the documents (msmbuild.generate.partitions):
-``ideas/<partition>.parquet`` and ``calls/ideas/<partition>.parquet``, indexed by
-``ideas.json`` (each partition's key, digests and counts; the workflow output the
-documents step depends on), plus ``assertions.json``. A partition is placed only when its
-index entry does not already name its digest, so an edit writes the changed subdomain's
-files, and a rebuild that changes nothing writes none.
+placed in ``ideas/<file>.parquet`` and ``calls/ideas/<file>.parquet`` (partition files,
+msmbuild.generate.partition_files), indexed by ``ideas.json`` (each partition's key,
+digests, counts and place; the workflow output the documents step depends on), plus
+``assertions.json``. A partition file is written only when the partitions it holds
+change, so an edit writes the changed subdomain's files, and a rebuild that changes
+nothing writes none.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from typing import Any
 
 from msmbuild.errors import MsmbuildError
 from msmbuild.fsutil import json_bytes
+from msmbuild.generate.partition_files import file_of
 from msmbuild.generate.partitions import (
     IDEAS_INDEX_FORMAT,
     VerifiedFiles,
     keep_step_file,
+    merge_files,
+    old_places,
     partition_name,
-    place,
-    remove_stale,
+    place_kind,
+    stored_member,
     trusted_entries,
     write_step_file,
 )
@@ -135,14 +139,17 @@ def trusted_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str
     its outputs' digests and sizes and the INDEX_META counts, no assertions (``place_ideas``
     reads those from assertions.json only when it has to rewrite it)."""
     ideas_dir, calls_dir = os.fspath(layout.ideas_dir(corpus)), os.fspath(layout.idea_calls_dir(corpus))
+    placed = (old or {}).get("files") or {}
 
     def files(e: dict[str, Any]) -> list[tuple[str, str]] | None:
-        if not (isinstance(e.get("ideas"), dict) and isinstance(e.get("calls"), dict)) \
+        f = placed.get(e.get("file")) if e.get("file") == file_of(e.get("subdomain", "")) else None
+        if not (isinstance(e.get("ideas"), dict) and isinstance(e.get("calls"), dict) and isinstance(f, dict)
+                and isinstance(f.get("ideas"), dict) and isinstance(f.get("calls"), dict)) \
                 or any(k not in e for k in INDEX_META):
             return None
-        name = f"{e['partition']}.parquet"
-        return [(os.path.join(ideas_dir, name), e["ideas"]["digest"]),
-                (os.path.join(calls_dir, name), e["calls"]["digest"])]
+        name = f"{e['file']}.parquet"
+        return [(os.path.join(ideas_dir, name), f["ideas"]["digest"]),
+                (os.path.join(calls_dir, name), f["calls"]["digest"])]
 
     entries = trusted_entries(store, layout.ideas_index(corpus), old, keys, files, [layout.assertions(corpus)])
     return {sid: ActionResult(key=e["key"], outputs={"ideas": e["ideas"]["digest"], "calls": e["calls"]["digest"]},
@@ -158,31 +165,35 @@ def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, 
     """Place every partition whose file is not already right; write assertions.json and the
     index; returns the paths changed.
 
-    A partition whose ideas.json entry names the digest its action gives, and whose file
-    has that entry's size, is not touched (no new mtime), as with documents.json. ``old`` is
-    ideas.json as the step read it, ``trusted`` the subdomains ``trusted_ideas`` recognised
-    (their records carry no assertions: those come from assertions.json, which a trusted
-    subdomain requires untouched since it was written with the old index).
+    A partition file whose partitions and their digests are what ideas.json records, and
+    which is verified to hold its recorded bytes, is not touched (no new mtime), as with
+    documents.json. ``old`` is ideas.json as the step read it, ``trusted`` the subdomains
+    ``trusted_ideas`` recognised (their records carry no assertions: those come from
+    assertions.json, which a trusted subdomain requires untouched since it was written with
+    the old index; their files were just found untouched and right).
     """
-    known = {p["partition"]: p for p in old["partitions"]} if old else {}
+    from msmbuild.tables import SCHEMAS
+
     changed: list[str] = []
     entries = []
     for sub in subs:
         sid = sub["id"]
         rec, name = records[sid], partition_name(sid)
-        entry = {"partition": name, "subdomain": sid, "key": keys[sid],
-                 **{what: {"digest": rec.outputs[what], "size": rec.meta["sizes"][what]}
-                    for what in ("ideas", "calls")},
-                 **{k: rec.meta[k] for k in INDEX_META}}
-        if sid not in trusted:  # a trusted one's files were just found untouched and right
-            for what, path in (("ideas", layout.ideas_partition(corpus, name)),
-                               ("calls", layout.idea_calls_partition(corpus, name))):
-                if place(store, entry[what]["digest"], path, known.get(name, {}).get(what)):
-                    changed.append(str(path))
-        entries.append(entry)
-    names = [e["partition"] for e in entries]
-    changed += remove_stale(layout.ideas_dir(corpus), names)
-    changed += remove_stale(layout.idea_calls_dir(corpus), names)
+        entries.append({"partition": name, "subdomain": sid, "file": file_of(sid), "key": keys[sid],
+                        **{what: {"digest": rec.outputs[what], "size": rec.meta["sizes"][what]}
+                           for what in ("ideas", "calls")},
+                        **{k: rec.meta[k] for k in INDEX_META}})
+    trusted_files = {e["file"] for e in entries if e["subdomain"] in trusted}
+    files = []
+    for what, kind in (("ideas", "ideas"), ("idea_calls", "calls")):
+        was = old_places(layout, corpus, what, old)
+        members = {e["partition"]: stored_member(store, e["partition"], e[kind]["digest"], SCHEMAS[kind],
+                                                 *(was[e["partition"]][:2] if e["partition"] in was
+                                                   and was[e["partition"]][2] == e[kind]["digest"] else ()))
+                   for e in entries}
+        placed, written = place_kind(layout, corpus, what, entries, members, old, trusted_files)
+        files.append((kind, placed))
+        changed += written
     for legacy in (layout.corpus_dir(corpus) / "ideas.parquet", layout.step_calls(corpus, "ideas")):
         if legacy.is_file():  # the single files of an earlier layout
             legacy.unlink()
@@ -199,7 +210,7 @@ def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, 
         if write_step_file(apath, assertions, None, inputs):
             changed.append(str(apath))
     index = {"format": IDEAS_INDEX_FORMAT, "corpus": corpus, "n_ideas": sum(e["n_ideas"] for e in entries),
-             "partitions": entries}
+             "partitions": entries, "files": merge_files(*files)}
     if write_step_file(layout.ideas_index(corpus), index, old, inputs):
         changed.append(str(layout.ideas_index(corpus)))
     VerifiedFiles.save_all()

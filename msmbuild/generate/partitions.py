@@ -1,21 +1,25 @@
-"""The documents dataset: one parquet file per subdomain, indexed by documents.json.
+"""The documents dataset: one partition per subdomain, placed in partition files and
+indexed by documents.json.
 
 (The ideas step's rows and calls are partitioned the same way, indexed by ideas.json:
 msmbuild.generate.idea_partitions writes them, ``read_ideas`` reads them.)
 
-A corpus's documents live in ``build/corpora/<corpus>/documents/<partition>.parquet`` and
-the documents step's calls in ``calls/documents/<partition>.parquet``, one partition per
-subdomain (``partition_name``). Every file has the registered schema (a column added
-later reads as null in older files), so DuckDB, pyarrow and ``datasets`` read them as one
-table. ``documents.json`` lists the partitions in tree order with their store digests and
-counts: msmbuild's readers (the catalog, the shards) take the file list from it and read
-a file only once it is verified against its digest (``verified_files``, ``VerifiedFiles``),
-so a half-placed directory, a stray or copied file and a partition changed in place are
-never read; the workflow depends on the index (it changes exactly when a partition does).
+A subdomain's documents are one partition (one store object), and so are its documents
+step's calls. They are placed in ``build/corpora/<corpus>/documents/<file>.parquet`` and
+``calls/documents/<file>.parquet``, where one file holds the partitions of many
+subdomains (msmbuild.generate.partition_files: at most 256 files per kind, however large
+the corpus). Every file has the registered schema (a column added later reads as null in
+older files), so DuckDB, pyarrow and ``datasets`` read them as one table.
+``documents.json`` lists the partitions in tree order with their store digests, counts
+and place in their file, and each file's digest: msmbuild's readers (the catalog, the
+shards) take the file list from it and read a file only once it is verified against its
+digest (``verified_files``, ``VerifiedFiles``), so a half-placed directory, a stray or
+copied file and a file changed in place are never read; the workflow depends on the
+index (it changes exactly when a partition does).
 
-Placing partitions is O(changed): a partition whose index entry already names the digest
-the store gives it, and whose file is verified to hold it (a stat while nothing touched
-it), is not touched (no new mtime).
+Placing partitions is O(changed files): a file whose subdomains and their digests are
+unchanged and which is verified to hold its recorded bytes (a stat while nothing touched
+it) is not touched (no new mtime).
 """
 
 from __future__ import annotations
@@ -23,20 +27,34 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISLNK, S_ISREG
 from typing import Any
 from urllib.parse import quote
 
-from msmbuild.errors import MsmbuildError
+from msmbuild.errors import MsmbuildError, StoreError
 from msmbuild.fsutil import json_bytes, write_bytes_if_changed
+from msmbuild.generate.partition_files import (
+    FileTables,
+    Member,
+    file_bytes,
+    member_bytes,
+    old_layout,
+    place_files,
+    table_from_bytes,
+)
 from msmbuild.layout import Layout
 from msmbuild.store import Store
 
-INDEX_FORMAT = 1
-IDEAS_INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: partitions grouped in partition files
+IDEAS_INDEX_FORMAT = 2
+# The partition kinds of each index: (kind in an entry, schema name, directory of its files).
+KINDS = {"documents": ("documents", "documents", "documents_dir"),
+         "document_calls": ("calls", "calls", "document_calls_dir"),
+         "ideas": ("ideas", "ideas", "ideas_dir"),
+         "idea_calls": ("calls", "calls", "idea_calls_dir")}
 
 
 def partition_name(subdomain: str) -> str:
@@ -72,15 +90,32 @@ def _required(index: dict[str, Any] | None, path: Path, step: str, corpus: str) 
 
 def read_ideas(layout: Layout, corpus: str):
     """The corpus's idea rows as one pyarrow Table (tree order)."""
+    require_ideas_index(layout, corpus)
+    return read_kind(layout, corpus, "ideas")
+
+
+def kind_path(layout: Layout, corpus: str, what: str, stem: str) -> Path:
+    """The partition file ``stem`` of one kind (see KINDS)."""
+    return getattr(layout, KINDS[what][2])(corpus) / f"{stem}.parquet"
+
+
+def read_kind(layout: Layout, corpus: str, what: str, columns: Sequence[str] | None = None,
+              verify: bool = True):
+    """Every partition of one kind (see KINDS) as one pyarrow Table in tree order: each file
+    read once (verified against its index digest unless ``verify`` is False), each
+    subdomain's rows sliced where its entry places them."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from msmbuild.tables import SCHEMAS
 
-    index = require_ideas_index(layout, corpus)
-    tables = [pq.read_table(layout.ideas_partition(corpus, p["partition"]), use_threads=False, pre_buffer=False)
-              for p in index["partitions"]]
-    return pa.concat_tables(tables) if tables else SCHEMAS["ideas"].empty_table()
+    kind, schema_name, _ = KINDS[what]
+    index = read_index(layout, corpus) if what.startswith("document") else read_ideas_index(layout, corpus)
+    if verify:
+        verified_files(layout, corpus, what)
+    reader = FileTables(SCHEMAS[schema_name], columns)
+    tables = [reader.rows(kind_path(layout, corpus, what, e["file"]), e[kind]["offset"], e[kind]["rows"])
+              for e in (index or {}).get("partitions", []) if isinstance(e.get(kind), dict)]
+    return pa.concat_tables(tables) if tables else reader.schema.empty_table()
 
 
 def _read_json_index(path: Path, fmt: int, strict: bool, step: str, corpus: str) -> dict[str, Any] | None:
@@ -116,6 +151,7 @@ class PartitionProblem:
     why: str  # "missing", "changed" or the index's own problem
     corpus: str = ""
     step: str = ""
+    what: str = ""  # the kind (KINDS) of a partition file
 
 
 def check_partitions(layout: Layout, corpora: Iterable[str]) -> list[PartitionProblem]:
@@ -134,23 +170,36 @@ def check_partitions(layout: Layout, corpora: Iterable[str]) -> list[PartitionPr
                 continue
             for path, digest in files:
                 if not path.is_file():
-                    problems.append(PartitionProblem(path, digest, index, "missing", corpus, step))
+                    problems.append(PartitionProblem(path, digest, index, "missing", corpus, step, what))
                 elif not VerifiedFiles.of(path).holds(path, digest):
-                    problems.append(PartitionProblem(path, digest, index, "changed", corpus, step))
+                    problems.append(PartitionProblem(path, digest, index, "changed", corpus, step, what))
     VerifiedFiles.save_all()
     return problems
 
 
 def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tuple[list[Path], list[Path]]:
-    """Place each listed partition again from the store; (restored, not in the store)."""
+    """Place each listed partition file again from its subdomains' partitions in the store;
+    (restored, not restorable: a partition the store does not hold, or bytes that do not
+    make the digest the index records)."""
+    from msmbuild.tables import SCHEMAS
+
     restored, lost = [], []
     for problem in problems:
-        if not problem.digest:
+        if not (problem.digest and problem.what):
             lost.append(problem.path)
             continue
+        layout = Layout(problem.index.parent.parent.parent)
+        kind, schema_name, _ = KINDS[problem.what]
+        index = (read_index if problem.step == "documents" else read_ideas_index)(layout, problem.corpus, strict=False)
+        parts = [e[kind] for e in (index or {}).get("partitions", [])
+                 if e.get("file") == problem.path.stem and isinstance(e.get(kind), dict)]
         try:
-            data = store.get_bytes(problem.digest)
+            data = file_bytes([table_from_bytes(store.get_bytes(p["digest"]), SCHEMAS[schema_name]) for p in parts],
+                              SCHEMAS[schema_name])
         except (MsmbuildError, OSError):
+            lost.append(problem.path)
+            continue
+        if digest_of(data) != problem.digest:
             lost.append(problem.path)
             continue
         write_bytes_if_changed(problem.path, data)
@@ -160,19 +209,28 @@ def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tu
     return restored, lost
 
 
+def digest_of(data: bytes) -> str:
+    """The store digest of bytes."""
+    from msmbuild.hashing import digest_bytes
+
+    return digest_bytes(data)
+
+
 def unplace_partitions(layout: Layout, corpora: Iterable[str], keys: set[str]) -> list[Path]:
-    """Remove the placed files of the documents partitions made by the actions in keys (the
-    ones ``store repair`` drops): files left in build/ would be read as documents and adopted
-    again as those actions' results. Returns what was removed."""
+    """Remove the placed files holding the documents partitions made by the actions in keys
+    (the ones ``store repair`` drops): files left in build/ would be read as documents and
+    adopted again as those actions' results. A partition file holds other subdomains too:
+    the next build places it again from the store (no model call). Returns what was removed."""
     removed: list[Path] = []
     for corpus in corpora:
         index = read_index(layout, corpus, strict=False)
         for entry in (index or {}).get("partitions", []):
             if entry.get("key") not in keys:
                 continue
-            name = entry["partition"]
-            for path in (layout.document_partition(corpus, name), layout.document_calls_partition(corpus, name),
-                         layout.dropped_rows(corpus, name)):
+            paths = [layout.dropped_rows(corpus, entry["partition"])]
+            if isinstance(entry.get("file"), str):
+                paths += [kind_path(layout, corpus, what, entry["file"]) for what in ("documents", "document_calls")]
+            for path in paths:
                 if path.is_file() or path.is_symlink():
                     path.unlink()
                     removed.append(path)
@@ -187,44 +245,102 @@ def document_files(layout: Layout, corpus: str) -> list[Path]:
 
 
 def read_documents(layout: Layout, corpus: str, columns: Sequence[str] | None = None):
-    """The corpus's documents as one pyarrow Table (tree order)."""
-    import pyarrow as pa
+    """The corpus's documents as one pyarrow Table (tree order; a column a file predates,
+    e.g. stop_reason, is null, so partitions of several msmbuild versions concatenate)."""
+    require_index(layout, corpus)
+    return read_kind(layout, corpus, "documents", columns)
 
+
+def stored_member(store: Store, name: str, digest: str, schema, old_file: Path | None = None,
+                  old_place: tuple[int, int] | None = None) -> Member:
+    """A partition to place: its rows from the store object ``digest``; when the store lost
+    it, from where the old index placed it (``old_file`` at ``old_place``) if those rows
+    encode to exactly that digest."""
+    def load():
+        try:
+            return table_from_bytes(store.get_bytes(digest), schema)
+        except StoreError:
+            if old_file is None or old_place is None:
+                raise
+            return old_rows(old_file, old_place, digest, schema, "the store lost it")
+
+    return Member(name, digest, load)
+
+
+class _RecentFiles:
+    """The last few partition files read whole, by (path, stat, schema): a file several of
+    whose partitions are placed again from it is read once."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep, self.tables = keep, {}
+
+    def table(self, file: Path, schema):
+        st = os.stat(file)
+        key = (os.fspath(file), st.st_size, st.st_mtime_ns, st.st_ino, tuple(schema.names))
+        if key not in self.tables:
+            if len(self.tables) >= self.keep:
+                self.tables.pop(next(iter(self.tables)))
+            self.tables[key] = FileTables(schema).table(file)
+        return self.tables[key]
+
+
+_OLD_FILES = _RecentFiles()
+
+
+def old_rows(file: Path, place: tuple[int, int], digest: str, schema, why: str):
+    """A partition's rows where the old index placed them in ``file`` (``place``: offset,
+    rows), if they encode to exactly the partition's digest; else an error naming the file."""
+    try:
+        table = _OLD_FILES.table(file, schema)
+        ok = digest_of(member_bytes(table, *place, schema)) == digest
+    except (MsmbuildError, OSError):
+        ok = False
+    if not ok:
+        raise MsmbuildError(f"{file}: does not hold the partition {digest[:12]}… where its index places it "
+                            f"({why}); run the step again")
+    return table.slice(*place)
+
+
+def place_kind(layout: Layout, corpus: str, what: str, entries: list[dict[str, Any]],
+               members: dict[str, Member], old: dict[str, Any] | None, trusted_files: Collection[str] = ()
+               ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Place the partitions of one kind (KINDS) of the entries in their files and record
+    each one's place (``offset``, ``rows``) in its entry; (each file's {digest, size}, paths
+    changed). ``members``: partition name -> what to place; ``trusted_files``: files the
+    caller found untouched since the old index (``trusted_entries``)."""
     from msmbuild.tables import SCHEMAS
 
-    schema = SCHEMAS["documents"]
-    if columns is not None:
-        schema = pa.schema([schema.field(c) for c in columns])
-    tables = [read_partition(f, schema) for f in document_files(layout, corpus)]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+    kind, schema_name, _ = KINDS[what]
+    directory = getattr(layout, KINDS[what][2])(corpus)
+    grouped: dict[str, list[Member]] = {}
+    for e in entries:
+        grouped.setdefault(e["file"], []).append(members[e["partition"]])
+    old_files, old_members = old_layout(old, kind)
+    cache = VerifiedFiles.in_dir(layout.corpus_dir(corpus))
+    placed = place_files(directory, SCHEMAS[schema_name], grouped, old_files, old_members,
+                         cache.holds, cache.note, lambda stem: stem in trusted_files)
+    for e in entries:
+        e[kind]["offset"], e[kind]["rows"] = placed.positions[e["partition"]]
+    return placed.files, placed.changed
 
 
-def read_partition(path: Path, schema):
-    """A partition file as a pyarrow Table with exactly schema's columns: a column its file
-    predates (e.g. stop_reason) is null, so partitions of several msmbuild versions concatenate."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[n for n in schema.names if n in present], use_threads=False,
-                          pre_buffer=False)
-    columns = [table.column(f.name) if f.name in present else pa.nulls(len(table), f.type) for f in schema]
-    return pa.Table.from_arrays(columns, schema=schema)
+def old_places(layout: Layout, corpus: str, what: str, old: dict[str, Any] | None
+               ) -> dict[str, tuple[Path, tuple[int, int], str]]:
+    """partition name -> (file, (offset, rows), digest) of one kind as the old index places it."""
+    kind = KINDS[what][0]
+    return {e["partition"]: (kind_path(layout, corpus, what, e["file"]), (e[kind]["offset"], e[kind]["rows"]),
+                             e[kind]["digest"])
+            for e in (old or {}).get("partitions", [])
+            if isinstance(e.get(kind), dict) and "offset" in e[kind] and isinstance(e.get("file"), str)}
 
 
-def place(store: Store, digest: str, path: Path, known: dict[str, Any] | None) -> bool:
-    """Put a stored partition at path unless it is already there; True if written.
-
-    "There" means the index entry names this digest and the file is verified to hold it
-    (``VerifiedFiles``: a stat when nothing touched the file since it was last verified,
-    else a re-hash), so a partition changed in place is written again.
-    """
-    cache = VerifiedFiles.of(path)
-    if known is not None and known.get("digest") == digest and cache.holds(path, digest):
-        return False
-    written = write_bytes_if_changed(path, store.get_bytes(digest))  # verified bytes
-    cache.note(path, digest)
-    return written
+def merge_files(*maps: tuple[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The index's "files": stem -> {kind: {digest, size}} from each kind's files."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, files in maps:
+        for stem, value in files.items():
+            out.setdefault(stem, {})[kind] = value
+    return dict(sorted(out.items()))
 
 
 class VerifiedFiles:
@@ -353,17 +469,13 @@ class VerifiedFiles:
 
 
 def indexed_files(layout: Layout, corpus: str, what: str) -> list[tuple[Path, str]]:
-    """(file, digest) of each partition a corpus's index names: ``what`` is "documents" or
-    "document_calls" (documents.json), "ideas" or "idea_calls" (ideas.json). An entry without
-    a digest (an index of an older layout) names no file."""
-    if what in ("documents", "document_calls"):
-        index, field = read_index(layout, corpus), "documents" if what == "documents" else "calls"
-        path = layout.document_partition if what == "documents" else layout.document_calls_partition
-    else:
-        index, field = read_ideas_index(layout, corpus), "ideas" if what == "ideas" else "calls"
-        path = layout.ideas_partition if what == "ideas" else layout.idea_calls_partition
-    return [(path(corpus, p["partition"]), p[field]["digest"])
-            for p in (index or {}).get("partitions", []) if isinstance(p.get(field), dict)]
+    """(file, digest) of each partition file a corpus's index names: ``what`` is "documents"
+    or "document_calls" (documents.json), "ideas" or "idea_calls" (ideas.json)."""
+    index = read_index(layout, corpus) if what.startswith("document") else read_ideas_index(layout, corpus)
+    kind = KINDS[what][0]
+    return [(kind_path(layout, corpus, what, stem), f[kind]["digest"])
+            for stem, f in sorted(((index or {}).get("files") or {}).items())
+            if isinstance(f, dict) and isinstance(f.get(kind), dict)]
 
 
 def verified_files(layout: Layout, corpus: str, what: str) -> list[Path]:
@@ -403,16 +515,17 @@ def remove_stale(directory: Path, keep: Iterable[str]) -> list[str]:
     return removed
 
 
-def write_index(layout: Layout, corpus: str, partitions: list[dict[str, Any]],
+def write_index(layout: Layout, corpus: str, partitions: list[dict[str, Any]], files: dict[str, dict[str, Any]],
                 inputs: Sequence[Path] = (), old: dict[str, Any] | None = None) -> bool:
     """Write documents.json when its bytes change; True if written.
 
-    An unchanged index older than one of inputs is touched: Snakemake compares its mtime
-    with its inputs' (and keeps it, as an ``update`` output, instead of deleting it).
-    ``old``: the index as this step read it (see ``write_step_file``).
+    ``files``: each partition file's digests (``merge_files``). An unchanged index older
+    than one of inputs is touched: Snakemake compares its mtime with its inputs' (and keeps
+    it, as an ``update`` output, instead of deleting it). ``old``: the index as this step
+    read it (see ``write_step_file``).
     """
     data = {"format": INDEX_FORMAT, "corpus": corpus,
-            "n_documents": sum(p["n_docs"] for p in partitions), "partitions": partitions}
+            "n_documents": sum(p["n_docs"] for p in partitions), "partitions": partitions, "files": files}
     return write_step_file(layout.documents_index(corpus), data, old, inputs)
 
 
@@ -504,28 +617,31 @@ def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -
     grouped by subdomain in first-seen order, each group written with the documents
     schema (missing columns are null) only when its bytes change. No calls are recorded.
     """
+    from msmbuild.generate.partition_files import file_of
     from msmbuild.hashing import digest_bytes
     from msmbuild.tables import SCHEMAS, parquet_bytes
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(str(row.get("subdomain")), []).append(row)
-    changed, entries = [], []
+    entries, members = [], {}
+    old = read_index(layout, corpus, strict=False)
     for subdomain, group in groups.items():
         name = partition_name(subdomain)
         data = parquet_bytes(group, SCHEMAS["documents"])
-        path = layout.document_partition(corpus, name)
-        if write_bytes_if_changed(path, data):
-            changed.append(str(path))
+        members[name] = Member(name, digest_bytes(data),
+                               lambda data=data: table_from_bytes(data, SCHEMAS["documents"]))
         entries.append({"partition": name, "subdomain": subdomain, "domain": group[0].get("domain"),
-                        "key": None, "documents": {"digest": digest_bytes(data), "size": len(data)},
+                        "file": file_of(subdomain), "key": None,
+                        "documents": {"digest": digest_bytes(data), "size": len(data)},
                         "n_docs": len(group), "n_chars": sum(r.get("n_chars") or 0 for r in group),
                         "kept_cost_usd": float(sum(r.get("cost_usd") or 0.0 for r in group)), "n_calls": 0,
                         "calls_cost_usd": 0.0, "new_cost_usd": 0.0, "made_at": None,
                         "spec_digests": {}, "prompt_versions": {}})
-    changed += remove_stale(layout.documents_dir(corpus), [e["partition"] for e in entries])
-    if write_index(layout, corpus, entries):
+    files, changed = place_kind(layout, corpus, "documents", entries, members, old)
+    if write_index(layout, corpus, entries, merge_files(("documents", files))):
         changed.append(str(layout.documents_index(corpus)))
+    VerifiedFiles.save_all()
     return changed
 
 
@@ -535,10 +651,7 @@ def read_calls(layout: Layout, corpus: str):
 
     from msmbuild.tables import SCHEMAS
 
-    files = [layout.step_calls(corpus, "tree")]
-    files += [layout.idea_calls_partition(corpus, p["partition"])
-              for p in (read_ideas_index(layout, corpus) or {}).get("partitions", [])]
-    index = read_index(layout, corpus)
-    files += [layout.document_calls_partition(corpus, p["partition"]) for p in (index or {}).get("partitions", [])]
-    tables = [read_partition(f, SCHEMAS["calls"]) for f in files if f.is_file()]
+    tree = layout.step_calls(corpus, "tree")
+    tables = [FileTables(SCHEMAS["calls"]).table(tree)] if tree.is_file() else []
+    tables += [read_kind(layout, corpus, what, verify=False) for what in ("idea_calls", "document_calls")]
     return pa.concat_tables(tables) if tables else SCHEMAS["calls"].empty_table()
