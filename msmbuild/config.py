@@ -203,7 +203,9 @@ class TinyModelConfig(Section):
 
 class ShardConfig(Section):
     doctag: str | None = Field("<DOCTAG>", description="Prefix per document whose tokens carry no loss; null disables.")
-    by: Literal["domain", "subdomain"] = Field("subdomain", description="Stable sharding key.")
+    by: Literal["domain", "subdomain", "file"] = Field(
+        "subdomain", description="Stable sharding key: one shard per subdomain, per domain, or per partition file "
+        "(`file`: at most 256 shards, for corpora of thousands of subdomains whose shard files DVC checks one by one).")
     append_eos: bool = Field(True, description="End every document with the tokenizer's EOS token.")
 
 

@@ -54,25 +54,28 @@ class Layout:
         return self.corpus_dir(corpus) / "assertions.json"
 
     def ideas_index(self, corpus: str) -> Path:
-        """ideas.json: the ideas step's partitions (one per subdomain) with digests and counts.
+        """ideas.json: the ideas step's partitions (one per subdomain) with digests, counts and
+        places in their partition files.
 
         Rewritten whenever a partition changes, so it is what the documents step depends on.
         """
         return self.corpus_dir(corpus) / "ideas.json"
 
     def ideas_dir(self, corpus: str) -> Path:
-        """ideas/: the (subdomain, doc type, idea, suitable) rows, one parquet file per subdomain."""
+        """ideas/: the (subdomain, doc type, idea, suitable) rows, in partition files (each
+        holds many subdomains' rows; msmbuild.generate.partition_files)."""
         return self.corpus_dir(corpus) / "ideas"
 
-    def ideas_partition(self, corpus: str, partition: str) -> Path:
-        return self.ideas_dir(corpus) / f"{partition}.parquet"
+    def ideas_partition(self, corpus: str, file: str) -> Path:
+        """A partition file of the ideas (``file``: its stem, ``partition_files.file_of``)."""
+        return self.ideas_dir(corpus) / f"{file}.parquet"
 
     def idea_calls_dir(self, corpus: str) -> Path:
-        """calls/ideas/: the ideas step's calls ledger, one parquet file per subdomain."""
+        """calls/ideas/: the ideas step's calls ledger, in partition files."""
         return self.corpus_dir(corpus) / "calls" / "ideas"
 
-    def idea_calls_partition(self, corpus: str, partition: str) -> Path:
-        return self.idea_calls_dir(corpus) / f"{partition}.parquet"
+    def idea_calls_partition(self, corpus: str, file: str) -> Path:
+        return self.idea_calls_dir(corpus) / f"{file}.parquet"
 
     def documents_index(self, corpus: str) -> Path:
         """documents.json: the partitions of the documents dataset, with digests and counts.
@@ -82,11 +85,13 @@ class Layout:
         return self.corpus_dir(corpus) / "documents.json"
 
     def documents_dir(self, corpus: str) -> Path:
-        """documents/: the documents dataset, one parquet file per subdomain."""
+        """documents/: the documents dataset, in partition files (each holds many subdomains'
+        documents; at most 256 files, msmbuild.generate.partition_files)."""
         return self.corpus_dir(corpus) / "documents"
 
-    def document_partition(self, corpus: str, partition: str) -> Path:
-        return self.documents_dir(corpus) / f"{partition}.parquet"
+    def document_partition(self, corpus: str, file: str) -> Path:
+        """A partition file of the documents (``file``: its stem)."""
+        return self.documents_dir(corpus) / f"{file}.parquet"
 
     def dropped_rows(self, corpus: str, partition: str) -> Path:
         """The rows a partition lost to near-duplicates of earlier subdomains (not documents:
@@ -104,11 +109,11 @@ class Layout:
         return self.corpus_dir(corpus) / "calls" / f"{step}.parquet"
 
     def document_calls_dir(self, corpus: str) -> Path:
-        """calls/documents/: the documents step's calls ledger, one parquet file per subdomain."""
+        """calls/documents/: the documents step's calls ledger, in partition files."""
         return self.corpus_dir(corpus) / "calls" / "documents"
 
-    def document_calls_partition(self, corpus: str, partition: str) -> Path:
-        return self.document_calls_dir(corpus) / f"{partition}.parquet"
+    def document_calls_partition(self, corpus: str, file: str) -> Path:
+        return self.document_calls_dir(corpus) / f"{file}.parquet"
 
     # -- shards ----------------------------------------------------------------------------
     def shards_dir(self, corpus: str) -> Path:

@@ -37,7 +37,7 @@ CALL_FIELDS = (
 )
 
 SCHEMAS: dict[str, pa.Schema] = {
-    # build/corpora/<corpus>/documents/<partition>.parquet, and the catalog's documents view
+    # build/corpora/<corpus>/documents/<file>.parquet (partition files), and the catalog's documents view
     "documents": _schema(
         ("doc_id", STR), ("corpus", STR), ("section_id", STR), ("section_hash", STR),
         ("domain", STR), ("subdomain", STR), ("doc_type", STR), ("idea", STR),

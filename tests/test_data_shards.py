@@ -116,3 +116,31 @@ def test_missing_documents_and_columns_are_clear_errors(tmp_path, store_dir):
     partition.unlink()
     with pytest.raises(TrainingInputError, match=f"{name}: listed in .*documents.json but missing"):
         build_shards(p, "c", store)
+
+
+@pytest.mark.parametrize("by", ["domain", "file"])
+def test_a_shard_of_several_subdomains_holds_their_documents_in_tree_order(tmp_path, store_dir, by):
+    """Shards grouping several partitions (a domain, or a partition file) read each partition
+    where its file holds it and keep the documents in tree order within the shard."""
+    n_sub = 300  # more subdomains than partition files: files hold several
+    rows = [{**r, "domain": f"dom{int(r['subdomain'][3:]) % 3}"} for r in synthetic_docs(n_sub=n_sub, per_sub=1)]
+    index = read_index_of(write_docs(tmp_path / "build", "c", rows))
+    p = tiny_params(tmp_path / "build", store_dir, shards={"by": by})
+    store = Store(store_dir)
+    manifest = build_shards(p, "c", store)
+    m = json.loads(manifest.read_text())
+    key = "file" if by == "file" else "domain"
+    groups = {e[key] for e in index["partitions"]}
+    assert sorted(s["group"] for s in m["shards"]) == sorted(groups) and len(groups) < n_sub
+    assert m["n_docs"] == len(rows)
+    tok = load_tokenizer(prepare_base_model(p, store).path)
+    subdomain_of = {e["subdomain"]: e[key] for e in index["partitions"]}
+    for shard in m["shards"]:
+        tokens = np.fromfile(manifest.parent / f"{shard['name']}.bin", dtype=m["dtype"])
+        idx = np.load(manifest.parent / f"{shard['name']}.idx")
+        texts = [tok.decode(tokens[s + 1:s + n - 1].tolist()) for s, n, _ in idx]
+        assert texts == [r["text"] for r in rows if subdomain_of[r["subdomain"]] == shard["group"]]
+
+
+def read_index_of(path):
+    return json.loads(path.read_text())

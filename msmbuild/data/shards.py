@@ -1,7 +1,8 @@
 """Tokenized shards: a corpus's documents as flat token arrays, one shard per subdomain.
 
-Sharding is by a stable key (``shards.by``: subdomain or domain), never by position, so
-an edit to one subdomain changes only the shard that holds its documents. Each shard is
+Sharding is by a stable key (``shards.by``: subdomain, domain, or the partition file that
+holds the subdomain), never by position, so an edit to one subdomain changes only the
+shard that holds its documents. Each shard is
 an action keyed by the tokenizer's identity, the shard config and the content digests
 of its document partitions (documents.json), so an unchanged shard costs one lookup and
 no document is read. A shard's documents are its partitions' rows, read where the
@@ -66,7 +67,8 @@ class _Group:
 
 
 def _groups(layout: Layout, corpus: str, by: str) -> OrderedDict[str, _Group]:
-    """Shards from the documents index: a subdomain is one partition, a domain several.
+    """Shards from the documents index: a subdomain is one partition, a domain or a partition
+    file several.
 
     Only the index is read: a group's documents are named by its partitions' digests.
     """
@@ -79,7 +81,7 @@ def _groups(layout: Layout, corpus: str, by: str) -> OrderedDict[str, _Group]:
     for entry in index["partitions"]:
         if not entry["n_docs"]:
             continue
-        value = entry["subdomain"] if by == "subdomain" else entry.get("domain")
+        value = entry["subdomain"] if by == "subdomain" else entry.get("file" if by == "file" else "domain")
         if value is None:
             raise TrainingInputError(f"{layout.documents_index(corpus)}: partition {entry['partition']!r} "
                                      f"has no {by}")

@@ -3,10 +3,10 @@
 Three steps, each one Snakemake rule / DVC stage and one CLI command:
 
 - ``generate_tree``: spec → sections.json, tree.json, calls/tree.parquet
-- ``generate_ideas``: tree → ideas/<subdomain>.parquet, calls/ideas/<subdomain>.parquet,
+- ``generate_ideas``: tree → ideas/<file>.parquet, calls/ideas/<file>.parquet (partition files),
   assertions.json and ideas.json (the partitions' index; see msmbuild.generate.idea_partitions)
-- ``generate_documents``: tree + ideas.json → documents/<subdomain>.parquet,
-  calls/documents/<subdomain>.parquet and documents.json (the partitions' index; see
+- ``generate_documents``: tree + ideas.json → documents/<file>.parquet,
+  calls/documents/<file>.parquet and documents.json (the partitions' index; see
   msmbuild.generate.partitions)
 
 Each writes atomically, only when bytes change, and records its action keys as gc roots

@@ -1,4 +1,4 @@
-"""The ideas step per subdomain: one store action and one partition file per subdomain.
+"""The ideas step per subdomain: one store action and one partition (of each kind) per subdomain.
 
 A subdomain's assertions, doc types and ideas depend only on that subdomain (its section
 text and hash), the corpus's counts, the stage prompts and schemas, the model, backend,

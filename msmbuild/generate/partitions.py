@@ -598,16 +598,24 @@ def trusted_entries(store: Store, index_file: Path, index: dict[str, Any] | None
     if any(cache.still_holds(p) is None for p in (index_file, *step_files)):
         return {}
     out: dict[str, dict[str, Any]] = {}
+    seen: dict[tuple[str, str], bool] = {}  # a partition file holds many subdomains: one stat each
     for entry in index["partitions"]:
         sid = entry.get("subdomain")
         key = keys.get(sid) if isinstance(sid, str) else None
         if key is None or entry.get("key") != key or sid in out or entry.get("partition") != partition_name(sid):
             continue
         named = files(entry)
-        if named is not None and all(cache.unchanged(path, digest) for path, digest in named) \
+        if named is not None and all(_unchanged(cache, seen, path, digest) for path, digest in named) \
                 and store.has_local_action(key):
             out[sid] = entry
     return out
+
+
+def _unchanged(cache: VerifiedFiles, seen: dict[tuple[str, str], bool], path: str, digest: str) -> bool:
+    """``cache.unchanged(path, digest)``, asked once per (file, digest)."""
+    if (path, digest) not in seen:
+        seen[(path, digest)] = cache.unchanged(path, digest) is not None
+    return seen[(path, digest)]
 
 
 def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -> list[str]:
