@@ -6,8 +6,10 @@ deduplication off) this times, at each size:
 - first build: ``snakemake --cores all`` limited to the documents (documents.json, the
   index of the per-subdomain partitions);
 - edit: one subdomain's text changed (its 100 documents change), the same build again;
-- no-op ``snakemake --cores all`` (same target) and no-op ``dvc repro``, each beside the
-  tool's one-rule floor (bench/noop.py's floor workflow);
+- no-op ``snakemake --cores all`` (same target) and no-op ``dvc repro``, each the median of
+  three runs beside the tool's one-rule floor (bench/noop.py's floor workflow, median of
+  three after a warm-up), and the first no-op ``dvc repro`` after the one that caught up
+  with the edit;
 - ``msmbuild status``, ``msmbuild catalog``, ``msmbuild store verify``, ``msmbuild store gc``;
 
 with the peak RSS of the largest process of each step. Every document is made by the
@@ -21,6 +23,8 @@ no-op Snakemake and DVC within 1.5x of each floor; peak RSS <= 2 GB; status <= 2
 
     python bench/scale.py --docs 10000
     python bench/scale.py --docs 10000 100000
+    python bench/scale.py --workspace /path/ws-1000000   # again on a built workspace: the
+                                                         # edit and everything after it
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -57,33 +63,42 @@ def probe(cmd: list[str], cwd: Path, ok: tuple[str, ...] = ("0",)) -> tuple[floa
 
 
 def edit_one_section(ws: Path) -> None:
-    """Change the text of the first topic (one subdomain, its 100 documents)."""
+    """Change the text of the first topic not edited yet (one subdomain, its 100 documents)."""
     spec = ws / "specs" / "synthetic.md"
     text = spec.read_text()
-    old = "Topic 0.0 says the assistant should weigh option 0"
-    assert old in text, "synthetic spec changed shape"
-    spec.write_text(text.replace(old, "Topic 0.0 says the assistant should carefully weigh option 0"))
+    found = re.search(r"Topic (\d+\.\d+) says the assistant should weigh", text)
+    assert found, "synthetic spec changed shape, or every topic is edited"
+    spec.write_text(text.replace(found.group(0), f"Topic {found.group(1)} says the assistant should carefully weigh", 1))
 
 
-def measure(root: Path, n_docs: int, floor: Path) -> dict[str, tuple[float, float]]:
-    """step -> (seconds, peak RSS MB); floors as (seconds, 0)."""
-    ws = make_workspace(root, n_docs)
-    with open(ws / "params.yaml", "a") as f:  # what a corpus of thousands of subdomains sets
-        f.write("shards:\n  by: file\n")
-    subprocess.run(["git", "commit", "-qam", "shards by partition file"], cwd=ws, check=True)
+def median_probe(cmd: list[str], cwd: Path, runs: int = 3) -> tuple[float, float]:
+    """(median seconds, largest peak RSS) of runs of cmd."""
+    results = [probe(cmd, cwd) for _ in range(runs)]
+    return statistics.median(r[0] for r in results), max(r[1] for r in results)
+
+
+def measure(root: Path, n_docs: int, floor: Path, ws: Path | None = None) -> dict[str, tuple[float, float]]:
+    """step -> (seconds, peak RSS MB); floors as (seconds, 0). With ws (a workspace this
+    bench built), start at the edit."""
     out: dict[str, tuple[float, float]] = {}
     smk = ["snakemake", TARGET, "--cores", "all", "-q"]
-    out["first build"] = probe(smk, ws)
-    out["first dvc repro (store hits)"] = probe(["dvc", "repro", "-q"], ws)
+    if ws is None:
+        ws = make_workspace(root, n_docs)
+        with open(ws / "params.yaml", "a") as f:  # what a corpus of thousands of subdomains sets
+            f.write("shards:\n  by: file\n")
+        subprocess.run(["git", "commit", "-qam", "shards by partition file"], cwd=ws, check=True)
+        out["first build"] = probe(smk, ws)
+        out["first dvc repro (store hits)"] = probe(["dvc", "repro", "-q"], ws)
     before = partition_stats(ws)
     edit_one_section(ws)
     out["one-section edit rebuild"] = probe(smk, ws)
     rewritten = sum(before.get(p) != st for p, st in partition_stats(ws).items())
     probe(["dvc", "repro", "-q"], ws)  # dvc catches up with the edit
     require_nothing_to_do(ws)  # a "no-op" that runs a job would time the job
-    out["no-op snakemake"] = probe(smk, ws)
+    out["first no-op dvc repro after the catch-up"] = probe(["dvc", "repro", "-q"], ws)
+    out["no-op snakemake"] = median_probe(smk, ws)
     out["no-op snakemake floor"] = (timed(["snakemake", "--cores", "all", "-q"], floor, 3), 0.0)
-    out["no-op dvc repro"] = probe(["dvc", "repro", "-q"], ws)
+    out["no-op dvc repro"] = median_probe(["dvc", "repro", "-q"], ws)
     out["no-op dvc repro floor"] = (timed(["dvc", "repro", "-q"], floor, 3), 0.0)
     # exit 1: stale (only the documents are built here; shards and the rest are not)
     out["msmbuild status"] = probe(["msmbuild", "status"], ws, ok=("0", "1"))
@@ -117,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     """Measure each size and print one table row per step."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--workspace", type=Path, help="a workspace an earlier run built (MSMBUILD_BENCH_DIR): "
+                    "measure the edit and what follows again on it")
     args = ap.parse_args(argv)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     with tempfile.TemporaryDirectory(prefix="msmbuild-scale-") as tmp:
@@ -124,9 +141,9 @@ def main(argv: list[str] | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         floor = make_floor(root)
         results = {}
-        for n in args.docs:
+        for n in [None] if args.workspace else args.docs:
             start = time.perf_counter()
-            results[n] = measure(root, n, floor)
+            results[n] = measure(root, n or 0, floor, args.workspace.resolve() if args.workspace else None)
             print(f"# {n}: {json.dumps(results[n])} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     steps = [s for s in next(iter(results.values())) if s != "documents"]
     print("| step | " + " | ".join(f"{int(r['documents'][0]):,} docs: s / peak RSS MB" for r in results.values()) + " |")

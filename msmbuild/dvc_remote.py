@@ -96,7 +96,8 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
               "this hashes the outputs of the stages it ran and can take a minute or more)",
               file=sys.stderr, flush=True)
     started = time.time_ns()
-    stages = stages_built(root)
+    listed: list[str] = []
+    stages = stages_built(root, listed)
     times = _times(root / build_dir)
     try:
         if stages is None:
@@ -111,7 +112,8 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     if not failing:
         marker = root / RECORDED_MARKER
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"dvc.yaml": _mtime(root / "dvc.yaml")}) + "\n")
+        marker.write_text(json.dumps({"dvc.yaml": _mtime(root / "dvc.yaml"), "params.yaml": _mtime(root / "params.yaml"),
+                                      "stages": listed}) + "\n")
         os.utime(marker, ns=(started, started))
     return failing
 
@@ -140,11 +142,15 @@ def built_since_recorded(root: str | os.PathLike[str] = ".") -> bool:
         return False
 
 
-def stages_built(root: str | os.PathLike[str] = ".") -> list[str] | None:
+def stages_built(root: str | os.PathLike[str] = ".", listed: list[str] | None = None) -> list[str] | None:
     """The DVC stages with an output that Snakemake wrote since the last recording, or None
     when that cannot be told (no recording yet, a dvc.yaml stage with no dvc.lock record,
     unreadable Snakemake metadata, outputs that no stage owns): then the caller records
     every stage.
+
+    The stage names are ``dvc stage list``'s, or, while dvc.yaml and params.yaml (which
+    its ``foreach`` stages expand over) are unchanged since the last recording, the names
+    that recording listed (one DVC start-up less per build); ``listed`` receives them.
 
     Snakemake keeps one metadata file per output of each job it runs, under
     ``.snakemake/metadata/``, named by the output's path in URL-safe base64 (split into
@@ -158,13 +164,22 @@ def stages_built(root: str | os.PathLike[str] = ".") -> list[str] | None:
     root = Path(root)
     try:
         recorded = (root / RECORDED_MARKER).stat().st_mtime_ns
+        marker = json.loads((root / RECORDED_MARKER).read_text(encoding="utf-8"))
         lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8"))
         outs = {name: [PurePosixPath(o["path"]) for o in stage.get("outs", [])]
                 for name, stage in lock["stages"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return None
-    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=root, capture_output=True, text=True)
-    if listed.returncode != 0 or not set(listed.stdout.split()) <= set(outs):
+    names = marker.get("stages") if isinstance(marker, dict) else None
+    if not (isinstance(names, list) and names and marker.get("dvc.yaml") == _mtime(root / "dvc.yaml")
+            and marker.get("params.yaml") == _mtime(root / "params.yaml")):
+        proc = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=root, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return None
+        names = proc.stdout.split()
+    if listed is not None:
+        listed[:] = names
+    if not set(names) <= set(outs):
         return None
     written = _snakemake_outputs_since(root / ".snakemake" / "metadata", recorded)
     if written is None:

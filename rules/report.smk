@@ -44,14 +44,24 @@ SUMMARY_SQL = (
 )
 
 
+def _has_rows(path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows > 0
+    except Exception:  # an unreadable table: let the query say what is wrong
+        return True
+
+
 onsuccess:
     # dvc.lock names what this build made, so `dvc push` pushes it (README, "Sharing work").
     from msmbuild.dvc_remote import record_outputs_for_dvc
 
     for stage in record_outputs_for_dvc(".", PARAMS.build_dir, announce=True):
         print(f"dvc: stage {stage} not recorded in dvc.lock (some of its inputs or outputs were not built)", file=sys.stderr)
-    # The headline numbers and where the report is, after every successful build.
-    if LAYOUT.table("eval_summary").is_file():
+    # The headline numbers and where the report is, after every successful build that has
+    # evals (a build without any skips the query, which would bring a stale catalog up to date).
+    if LAYOUT.table("eval_summary").is_file() and _has_rows(LAYOUT.table("eval_summary")):
         print("\nPreference for the value-favoured item (held_out role, all domains):", file=sys.stderr)
         shell(f'{MSMBUILD} query "{SUMMARY_SQL}" 1>&2 || true')
         print(f"Report: {LAYOUT.report_index}", file=sys.stderr)

@@ -149,3 +149,34 @@ def test_a_targeted_build_records_only_the_stages_it_ran(tmp_path: Path) -> None
 
     run("snakemake", "--cores", "1", "-q")  # the rest of the build records b too
     assert "up to date" in run("dvc", "status")
+
+
+def test_the_stage_list_is_reused_until_dvc_yaml_or_params_change(project: Path, monkeypatch) -> None:
+    """``dvc stage list`` runs once; while dvc.yaml and params.yaml keep their times the next
+    recordings reuse its names, and a new stage (a params edit) is listed and recorded."""
+    import base64
+    import json
+
+    (project / "params.yaml").write_text("word: one\n")
+    record_outputs_for_dvc(project)  # no stage names yet: every stage is recorded
+    _job_wrote(project, base64.urlsafe_b64encode(b"build/out.txt").decode())
+    calls = _dvc_calls(monkeypatch)
+    assert record_outputs_for_dvc(project) == []
+    assert [c[1] for c in calls] == ["stage", "commit"]
+    assert json.loads((project / RECORDED_MARKER).read_text())["stages"] == ["make"]
+
+    calls.clear()
+    (project / "build" / "out.txt").write_text("two\n")
+    _job_wrote(project, base64.urlsafe_b64encode(b"build/out.txt").decode())
+    assert record_outputs_for_dvc(project) == []
+    assert [c[1] for c in calls] == ["commit"]  # the names the last recording listed
+    assert "make" in calls[0]
+
+    calls.clear()  # a stage params.yaml adds has no record: listed, and every stage recorded
+    (project / "params.yaml").write_text("word: two\n")
+    (project / "dvc.yaml").write_text((project / "dvc.yaml").read_text().replace(
+        "stages:\n", "stages:\n  more:\n    cmd: echo ${word} > build/more.txt\n    outs:\n      - build/more.txt\n"))
+    (project / "build" / "more.txt").write_text("two\n")
+    _job_wrote(project, base64.urlsafe_b64encode(b"build/out.txt").decode())
+    assert record_outputs_for_dvc(project) == []
+    assert calls[0][1] == "stage" and "build/more.txt" in (project / "dvc.lock").read_text()
