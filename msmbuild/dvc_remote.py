@@ -96,6 +96,9 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
               "this hashes the outputs of the stages it ran and can take a minute or more)",
               file=sys.stderr, flush=True)
     started = time.time_ns()
+    # the times the stage names are listed against: read before listing, so that an edit
+    # made while this recording runs is seen by the next one
+    inputs = {name: _mtime(root / name) for name in ("dvc.yaml", "params.yaml")}
     listed: list[str] = []
     stages = stages_built(root, listed)
     times = _times(root / build_dir)
@@ -112,8 +115,7 @@ def record_outputs_for_dvc(root: str | os.PathLike[str] = ".", build_dir: str = 
     if not failing:
         marker = root / RECORDED_MARKER
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"dvc.yaml": _mtime(root / "dvc.yaml"), "params.yaml": _mtime(root / "params.yaml"),
-                                      "stages": listed}) + "\n")
+        marker.write_text(json.dumps({**inputs, "stages": listed}) + "\n")
         os.utime(marker, ns=(started, started))
     return failing
 

@@ -17,6 +17,7 @@ from generate_helpers import (
 
 import msmbuild.generate.calls as calls_module
 from msmbuild.config import load_params
+from msmbuild.errors import MsmbuildError
 from msmbuild.generate.corpus import generate_documents, generate_ideas, generate_tree
 from msmbuild.generate.partition_files import file_of
 from msmbuild.generate.partitions import read_calls, read_ideas, read_index
@@ -169,3 +170,53 @@ def test_pulled_partitions_are_adopted_by_an_empty_store(tmp_path: Path, monkeyp
     Path(".msmbuild").rename(".msmbuild-second")
     again = _step(generate_documents)
     assert again.counts["subdomains rebuilt"] == sum(e["file"] == dropped[0]["file"] for e in index["partitions"])
+
+
+def _dedup_corpus(root: Path, monkeypatch) -> tuple[Path, dict]:
+    """A built corpus with a subdomain that lost rows to near-duplicates of an earlier one."""
+    root.mkdir()
+    monkeypatch.chdir(root)
+    make_workspace(root, SMALL_SPEC + REPEATED + REPEATED.replace("## Say how sure", "## Say how sure again"),
+                   filters={"dedup_threshold": 0.2, "min_chars": 0})
+    for step in (generate_tree, generate_ideas, generate_documents):
+        _step(step)
+    index = read_index(Layout("build"), "small")
+    assert any(e["dropped"] for e in index["partitions"])
+    return root / "build" / "corpora" / "small", index
+
+
+def test_store_repair_places_a_file_holding_near_duplicate_losses_again(tmp_path: Path, monkeypatch) -> None:
+    """The kept rows of a subdomain that lost near-duplicates are no store object: a damaged
+    file holding them is made again from the subdomain's candidates less the dropped rows."""
+    from msmbuild.generate.partitions import check_partitions, restore_partitions
+
+    corpus, index = _dedup_corpus(tmp_path / "ws", monkeypatch)
+    victim = corpus / "documents" / f"{next(e['file'] for e in index['partitions'] if e['dropped'])}.parquet"
+    good = victim.read_bytes()
+    victim.write_bytes(good[:60] + bytes([good[60] ^ 1]) + good[61:])
+    problems = check_partitions(Layout("build"), ["small"])
+    assert [p.path.resolve() for p in problems] == [victim.resolve()]
+    restored, lost = restore_partitions(Store(".msmbuild/store"), problems)
+    assert len(restored) == 1 and lost == [] and victim.read_bytes() == good
+
+
+def test_pulled_files_of_another_parquet_writer_are_a_clear_error_before_any_call(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """Partitions re-encoded by another pyarrow than the builder's do not hash to the
+    builder's digests: rather than regenerate (and pay for) every subdomain, the step stops
+    and names the pyarrow version to install."""
+    import pyarrow
+
+    import msmbuild.generate.adoption as adoption
+
+    corpus, _ = _dedup_corpus(tmp_path / "ws", monkeypatch)
+    Path(".msmbuild").rename(".msmbuild-builder")  # the teammate's empty store, after `dvc pull`
+    real = adoption.member_bytes
+    monkeypatch.setattr(adoption, "member_bytes", lambda *a: real(*a) + b"\n")  # another writer's bytes
+    monkeypatch.setattr(adoption, "local_writer", lambda: "parquet-cpp-arrow version 0.0.0")
+    before = {p: p.read_bytes() for p in corpus.rglob("*.parquet")}
+    with pytest.raises(MsmbuildError, match=rf"pip install 'pyarrow=={pyarrow.__version__}'"):
+        _step(generate_ideas)
+    assert {p: p.read_bytes() for p in corpus.rglob("*.parquet")} == before
+    index = read_index(Layout("build"), "small")
+    assert not any(Store(".msmbuild/store").has_local_action(e["key"]) for e in index["partitions"])

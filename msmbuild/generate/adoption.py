@@ -9,10 +9,13 @@ verify is never adopted: the subdomain is built (and paid for) as usual.
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import logging
 from typing import Any
 
+from msmbuild.errors import MsmbuildError
 from msmbuild.fsutil import json_bytes
 from msmbuild.generate.dedup import signature_bytes, signatures
 from msmbuild.generate.partition_files import FileTables, member_bytes
@@ -64,9 +67,40 @@ class _Pulled:
         except Exception:  # noqa: BLE001
             return None
         if digest_bytes(data) != part.get("digest"):
+            _refuse_other_writer(path)
             log.info("%s: the rows of %s do not match the digest its index names; not adopted", path, e["partition"])
             return None
         return data
+
+
+@functools.cache
+def local_writer() -> str:
+    """What this pyarrow writes as a parquet file's ``created_by``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"x": [0]}), buf)
+    return pq.read_metadata(io.BytesIO(buf.getvalue())).created_by
+
+
+def _refuse_other_writer(path) -> None:
+    """A clear error (before any model call) when a pulled partition file was written by
+    another parquet writer than this pyarrow: its partitions encode to other bytes here,
+    so none could be adopted and every one would be paid for again."""
+    import pyarrow.parquet as pq
+
+    try:
+        theirs = pq.read_metadata(path).created_by
+    except Exception:  # noqa: BLE001 - an unreadable file is simply not adopted
+        return
+    ours = local_writer()
+    if theirs and theirs != ours:
+        version = theirs.rsplit(" ", 1)[-1]
+        raise MsmbuildError(
+            f"{path}: written by {theirs}, but this machine's pyarrow writes {ours}: the partitions it "
+            f"holds encode to other bytes here and cannot be adopted, so they would be generated (and "
+            f"paid for) again. Install the builder's version (pip install 'pyarrow=={version}') and run again")
 
 
 def adopt_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str],

@@ -42,7 +42,7 @@ from msmbuild.generate.idea_partitions import (
     trusted_ideas,
 )
 from msmbuild.generate.identity import shared_context
-from msmbuild.generate.partition_files import Member, file_of, table_from_bytes
+from msmbuild.generate.partition_files import Member, file_of, remove_unnamed, table_from_bytes
 from msmbuild.generate.partitions import (
     VerifiedFiles,
     indexed_files,
@@ -53,7 +53,6 @@ from msmbuild.generate.partitions import (
     place_kind,
     read_ideas_index,
     read_index,
-    remove_stale,
     require_ideas_index,
     stored_member,
     trusted_entries,
@@ -564,7 +563,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
             entry.update({k: was.get(k, {}) for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests",
                                                       "prompt_versions")})
             entry["documents"] = {k: entry["documents"][k] for k in ("digest", "size")}
-            docs[name] = Member(name, was_docs[name][2], _kept_rows(store, rec, was_docs[name], drops[name]))
+            docs[name] = Member(name, was_docs[name][2], _kept_rows(store, rec, was_docs[name], drops[name], entry))
         else:
             entry.update(_without_rows(_candidates(store, rec.outputs["documents"], was_docs.get(name)), drops[name]))
             data, gone = entry.pop("data"), entry.pop("gone")
@@ -577,7 +576,7 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
     doc_files, written = place_kind(layout, corpus, "documents", entries, docs, old, trusted_files)
     call_files, written_calls = place_kind(layout, corpus, "document_calls", entries, calls, old, trusted_files)
     changed += written + written_calls
-    changed += remove_stale(layout.dropped_rows(corpus, "_").parent, [n for n in names if drops[n]])
+    changed += remove_unnamed(layout.dropped_rows(corpus, "_").parent, [n for n in names if drops[n]])
     inputs = [layout.sections(corpus), layout.tree(corpus), layout.assertions(corpus), layout.ideas_index(corpus),
               layout.step_calls(corpus, "tree")]
     if write_index(layout, corpus, entries, merge_files(("documents", doc_files), ("calls", call_files)),
@@ -587,15 +586,19 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
     return changed, entries
 
 
-def _kept_rows(store: Store, rec: ActionResult, placed: tuple[Path, tuple[int, int], str], dropped: list[int]):
+def _kept_rows(store: Store, rec: ActionResult, placed: tuple[Path, tuple[int, int], str], dropped: list[int],
+               entry: dict[str, Any]):
     """Loads a partition that dropped rows and whose candidates and drops are unchanged: its
     rows where the old index placed them, or (a file that no longer holds them) its
-    candidates less the dropped rows again."""
+    candidates less the dropped rows again, with the entry's fields made from those."""
     def load():
         try:
             return old_rows(placed[0], placed[1], placed[2], SCHEMAS["documents"], "its kept rows")
         except MsmbuildError:
-            data = _without_rows(_candidates(store, rec.outputs["documents"], None), dropped)["data"]
+            made = _without_rows(_candidates(store, rec.outputs["documents"], None), dropped)
+            data = made.pop("data")
+            made.pop("gone")
+            entry.update(made)
             return table_from_bytes(data, SCHEMAS["documents"])
     return load
 

@@ -192,6 +192,6 @@ class FileTables:
     def rows(self, path: Path, offset: int, rows: int):
         """The rows [offset, offset + rows) of a partition file."""
         table = self.table(path)
-        if offset + rows > len(table):
+        if offset < 0 or rows < 0 or offset + rows > len(table):
             raise MsmbuildError(f"{path}: holds {len(table)} rows, its index places rows up to {offset + rows}")
         return table.slice(offset, rows)

@@ -112,7 +112,14 @@ def read_kind(layout: Layout, corpus: str, what: str, columns: Sequence[str] | N
     kind, schema_name, _ = KINDS[what]
     index = read_index(layout, corpus) if what.startswith("document") else read_ideas_index(layout, corpus)
     if verify:
-        verified_files(layout, corpus, what)
+        listed = {path.stem for path in verified_files(layout, corpus, what)}
+        unlisted = [e for e in (index or {}).get("partitions", [])
+                    if isinstance(e.get(kind), dict) and e.get("file") not in listed]
+        if unlisted:
+            path = layout.documents_index(corpus) if what.startswith("document") else layout.ideas_index(corpus)
+            raise MsmbuildError(f"{path}: subdomain {unlisted[0].get('subdomain')!r} is placed in a partition file "
+                                f"({unlisted[0].get('file')!r}) the index does not list; run `msmbuild generate "
+                                f"{'documents' if what.startswith('document') else 'ideas'} {corpus}`")
     reader = FileTables(SCHEMAS[schema_name], columns)
     tables = [reader.rows(kind_path(layout, corpus, what, e["file"]), e[kind]["offset"], e[kind]["rows"])
               for e in (index or {}).get("partitions", []) if isinstance(e.get(kind), dict)]
@@ -192,11 +199,10 @@ def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tu
         layout = Layout(problem.index.parent.parent.parent)
         kind, schema_name, _ = KINDS[problem.what]
         index = (read_index if problem.step == "documents" else read_ideas_index)(layout, problem.corpus, strict=False)
-        parts = [e[kind] for e in (index or {}).get("partitions", [])
-                 if e.get("file") == problem.path.stem and isinstance(e.get(kind), dict)]
+        entries = [e for e in (index or {}).get("partitions", [])
+                   if e.get("file") == problem.path.stem and isinstance(e.get(kind), dict)]
         try:
-            data = file_bytes([table_from_bytes(store.get_bytes(p["digest"]), SCHEMAS[schema_name]) for p in parts],
-                              SCHEMAS[schema_name])
+            data = file_bytes([_stored_rows(store, e, kind, SCHEMAS[schema_name]) for e in entries], SCHEMAS[schema_name])
         except (MsmbuildError, OSError):
             lost.append(problem.path)
             continue
@@ -208,6 +214,20 @@ def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tu
         restored.append(problem.path)
     VerifiedFiles.save_all()
     return restored, lost
+
+
+def _stored_rows(store: Store, entry: dict[str, Any], kind: str, schema):
+    """A partition's rows from the store: its object, or for documents that lost rows to
+    near-duplicates (whose kept rows are not an object), its candidates less those rows."""
+    if kind == "documents" and entry.get("dropped"):
+        return without_rows(table_from_bytes(store.get_bytes(entry["candidates"]), schema), entry["dropped"])
+    return table_from_bytes(store.get_bytes(entry[kind]["digest"]), schema)
+
+
+def without_rows(table, dropped: Iterable[int]):
+    """A table less the rows at the given indices."""
+    gone = set(dropped)
+    return table.take([i for i in range(len(table)) if i not in gone])
 
 
 def digest_of(data: bytes) -> str:
@@ -497,26 +517,6 @@ def verified_files(layout: Layout, corpus: str, what: str) -> list[Path]:
                 f"changed after it was placed; run `msmbuild generate {step} {corpus}` to place it again")
     VerifiedFiles.save_all()
     return [path for path, _ in files]
-
-
-def remove_stale(directory: Path, keep: Iterable[str]) -> list[str]:
-    """Delete every ``*.parquet`` file of directory that is not a kept partition (a removed
-    subdomain's, a stray or copied file); the paths removed.
-
-    One directory listing (names only), so its cost is a readdir, not a path per file.
-    """
-    keep = {f"{name}.parquet" for name in keep}
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    removed = []
-    for name in sorted(names):  # what glob("*.parquet") matched, hidden names included
-        if name.endswith(".parquet") and name not in keep:
-            path = directory / name
-            path.unlink()
-            removed.append(str(path))
-    return removed
 
 
 def write_index(layout: Layout, corpus: str, partitions: list[dict[str, Any]], files: dict[str, dict[str, Any]],
