@@ -139,16 +139,7 @@ def test_pulled_partitions_are_adopted_by_an_empty_store(tmp_path: Path, monkeyp
     is the result of every ideas and documents action for a store that never made them:
     nothing is regenerated and no file changes. A partition whose bytes do not match its
     index entry is built again."""
-    root = tmp_path / "ws"
-    root.mkdir()
-    monkeypatch.chdir(root)
-    # a section repeated under another heading: its documents near-duplicate the first one's
-    make_workspace(root, SMALL_SPEC + REPEATED + REPEATED.replace("## Say how sure", "## Say how sure again"),
-                   filters={"dedup_threshold": 0.2, "min_chars": 0})
-    for step in (generate_tree, generate_ideas, generate_documents):
-        _step(step)
-    corpus = root / "build" / "corpora" / "small"
-    index = read_index(Layout("build"), "small")
+    corpus, index = _dedup_corpus(tmp_path / "ws", monkeypatch)
     dropped = [e for e in index["partitions"] if e["dropped"]]
     assert dropped and all((corpus / "documents" / "near_duplicates" / f"{e['partition']}.parquet").is_file()
                            for e in dropped)
@@ -173,7 +164,8 @@ def test_pulled_partitions_are_adopted_by_an_empty_store(tmp_path: Path, monkeyp
 
 
 def _dedup_corpus(root: Path, monkeypatch) -> tuple[Path, dict]:
-    """A built corpus with a subdomain that lost rows to near-duplicates of an earlier one."""
+    """A built corpus with a subdomain that lost rows to near-duplicates of an earlier one
+    (a section repeated under another heading: its documents near-duplicate the first one's)."""
     root.mkdir()
     monkeypatch.chdir(root)
     make_workspace(root, SMALL_SPEC + REPEATED + REPEATED.replace("## Say how sure", "## Say how sure again"),
