@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -45,8 +44,10 @@ from msmbuild.generate.identity import shared_context
 from msmbuild.generate.partition_files import Member, file_of, remove_unnamed, table_from_bytes
 from msmbuild.generate.partitions import (
     VerifiedFiles,
+    entry_files,
     indexed_files,
     merge_files,
+    old_place,
     old_places,
     old_rows,
     partition_name,
@@ -499,19 +500,14 @@ def _trusted_documents(store: Store, layout: Layout, corpus: str, keys: dict[str
     lost no row to a near-duplicate of an earlier subdomain qualifies: its placed file is its
     action's candidates, so the entry holds everything the record says (the number cut off
     is what the other counts leave of the generated documents)."""
-    docs_dir, calls_dir = os.fspath(layout.documents_dir(corpus)), os.fspath(layout.document_calls_dir(corpus))
-    placed = (old or {}).get("files") or {}
+    placed = entry_files(layout, corpus, old, ("documents", "document_calls"))
 
     def files(e: dict[str, Any]) -> list[tuple[str, str]] | None:
-        f = placed.get(e.get("file")) if e.get("file") == file_of(e.get("subdomain", "")) else None
-        if not (isinstance(e.get("documents"), dict) and isinstance(e.get("calls"), dict) and isinstance(f, dict)
-                and isinstance(f.get("documents"), dict) and isinstance(f.get("calls"), dict)) \
-                or e.get("dropped") != [] or e.get("candidates") != e["documents"].get("digest") \
+        named = placed(e)
+        if named is None or e.get("dropped") != [] or e.get("candidates") != e["documents"].get("digest") \
                 or any(k not in e for k in INDEX_META):
             return None
-        name = f"{e['file']}.parquet"
-        return [(os.path.join(docs_dir, name), f["documents"]["digest"]),
-                (os.path.join(calls_dir, name), f["calls"]["digest"])]
+        return named
 
     out = {}
     for sid, e in trusted_entries(store, layout.documents_index(corpus), old, keys, files).items():
@@ -553,11 +549,11 @@ def _place_partitions(store: Store, layout: Layout, corpus: str, subs: list[dict
                                  **{k: rec.meta.get(k, {}) for k in INDEX_META}}
         entry["calls"] = {"digest": rec.outputs["calls"], "size": rec.meta["sizes"]["calls"]}
         calls[name] = stored_member(store, name, rec.outputs["calls"], SCHEMAS["calls"],
-                                    *_old_at(was_calls, name, rec.outputs["calls"]))
+                                    *old_place(was_calls, name, rec.outputs["calls"]))
         if not drops[name]:
             entry["documents"] = {"digest": rec.outputs["documents"], "size": rec.meta["sizes"]["documents"]}
             docs[name] = stored_member(store, name, rec.outputs["documents"], SCHEMAS["documents"],
-                                       *_old_at(was_docs, name, rec.outputs["documents"]))
+                                       *old_place(was_docs, name, rec.outputs["documents"]))
         elif (was.get("candidates"), was.get("dropped")) == (entry["candidates"], drops[name]) \
                 and name in was_docs and layout.dropped_rows(corpus, name).is_file():
             entry.update({k: was.get(k, {}) for k in ("documents", "n_docs", "n_chars", "kept_cost_usd", "spec_digests",
@@ -601,13 +597,6 @@ def _kept_rows(store: Store, rec: ActionResult, placed: tuple[Path, tuple[int, i
             entry.update(made)
             return table_from_bytes(data, SCHEMAS["documents"])
     return load
-
-
-def _old_at(places: dict[str, tuple[Path, tuple[int, int], str]], name: str, digest: str
-            ) -> tuple[Path, tuple[int, int]] | tuple[()]:
-    """(file, (offset, rows)) where the old index placed a partition of this digest, else ()."""
-    found = places.get(name)
-    return found[:2] if found is not None and found[2] == digest else ()
 
 
 def _candidates(store: Store, digest: str, placed: tuple[Path, tuple[int, int], str] | None) -> bytes:

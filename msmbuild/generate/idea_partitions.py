@@ -22,7 +22,6 @@ nothing writes none.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -33,8 +32,10 @@ from msmbuild.generate.partition_files import file_of
 from msmbuild.generate.partitions import (
     IDEAS_INDEX_FORMAT,
     VerifiedFiles,
+    entry_files,
     keep_step_file,
     merge_files,
+    old_place,
     old_places,
     partition_name,
     place_kind,
@@ -138,18 +139,10 @@ def trusted_ideas(store: Store, layout: Layout, corpus: str, keys: dict[str, str
     subdomains keep their assertions from it). Each gets a record rebuilt from its entry:
     its outputs' digests and sizes and the INDEX_META counts, no assertions (``place_ideas``
     reads those from assertions.json only when it has to rewrite it)."""
-    ideas_dir, calls_dir = os.fspath(layout.ideas_dir(corpus)), os.fspath(layout.idea_calls_dir(corpus))
-    placed = (old or {}).get("files") or {}
+    placed = entry_files(layout, corpus, old, ("ideas", "idea_calls"))
 
     def files(e: dict[str, Any]) -> list[tuple[str, str]] | None:
-        f = placed.get(e.get("file")) if e.get("file") == file_of(e.get("subdomain", "")) else None
-        if not (isinstance(e.get("ideas"), dict) and isinstance(e.get("calls"), dict) and isinstance(f, dict)
-                and isinstance(f.get("ideas"), dict) and isinstance(f.get("calls"), dict)) \
-                or any(k not in e for k in INDEX_META):
-            return None
-        name = f"{e['file']}.parquet"
-        return [(os.path.join(ideas_dir, name), f["ideas"]["digest"]),
-                (os.path.join(calls_dir, name), f["calls"]["digest"])]
+        return None if any(k not in e for k in INDEX_META) else placed(e)
 
     entries = trusted_entries(store, layout.ideas_index(corpus), old, keys, files, [layout.assertions(corpus)])
     return {sid: ActionResult(key=e["key"], outputs={"ideas": e["ideas"]["digest"], "calls": e["calls"]["digest"]},
@@ -188,8 +181,7 @@ def place_ideas(store: Store, layout: Layout, corpus: str, subs: list[dict[str, 
     for what, kind in (("ideas", "ideas"), ("idea_calls", "calls")):
         was = old_places(layout, corpus, what, old)
         members = {e["partition"]: stored_member(store, e["partition"], e[kind]["digest"], SCHEMAS[kind],
-                                                 *(was[e["partition"]][:2] if e["partition"] in was
-                                                   and was[e["partition"]][2] == e[kind]["digest"] else ()))
+                                                 *old_place(was, e["partition"], e[kind]["digest"]))
                    for e in entries}
         placed, written = place_kind(layout, corpus, what, entries, members, old, trusted_files)
         files.append((kind, placed))

@@ -36,15 +36,19 @@ def file_of(subdomain: str) -> str:
     return f"part-{int(digest_text(subdomain)[:8], 16) % PARTITION_FILES:03d}"
 
 
-def table_from_bytes(data: bytes, schema):
-    """A standalone partition's bytes as a table with exactly schema's columns (a column
-    the bytes predate reads as null)."""
+def conform(table, schema):
+    """table with exactly schema's columns, in its order (a column it lacks reads as null)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(io.BytesIO(data), use_threads=False)
     return pa.Table.from_arrays([table.column(f.name) if f.name in table.column_names
                                  else pa.nulls(len(table), f.type) for f in schema], schema=schema)
+
+
+def table_from_bytes(data: bytes, schema):
+    """A standalone partition's bytes as a table with exactly schema's columns."""
+    import pyarrow.parquet as pq
+
+    return conform(pq.read_table(io.BytesIO(data), use_threads=False), schema)
 
 
 def file_bytes(tables: Sequence[Any], schema) -> bytes:
@@ -171,7 +175,6 @@ class FileTables:
 
     def table(self, path: Path):
         """The whole file with this reader's columns (a column the file predates is null)."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         if path not in self._tables:
@@ -184,9 +187,7 @@ class FileTables:
             self.missing[path] = [n for n in self.schema.names if n not in present]
             if self.keep is not None and len(self._tables) >= self.keep:
                 self._tables.pop(next(iter(self._tables)))
-            self._tables[path] = pa.Table.from_arrays(
-                [table.column(f.name) if f.name in present else pa.nulls(len(table), f.type) for f in self.schema],
-                schema=self.schema)
+            self._tables[path] = conform(table, self.schema)
         return self._tables[path]
 
     def rows(self, path: Path, offset: int, rows: int):

@@ -40,12 +40,13 @@ from msmbuild.generate.partition_files import (
     FileTables,
     Member,
     file_bytes,
+    file_of,
     member_bytes,
     old_layout,
     place_files,
     table_from_bytes,
 )
-from msmbuild.hashing import canonical_json
+from msmbuild.hashing import canonical_json, digest_bytes
 from msmbuild.layout import Layout
 from msmbuild.store import Store
 
@@ -110,20 +111,26 @@ def read_kind(layout: Layout, corpus: str, what: str, columns: Sequence[str] | N
     from msmbuild.tables import SCHEMAS
 
     kind, schema_name, _ = KINDS[what]
-    index = read_index(layout, corpus) if what.startswith("document") else read_ideas_index(layout, corpus)
+    index, path, step = _index_of(layout, corpus, what)
     if verify:
-        listed = {path.stem for path in verified_files(layout, corpus, what)}
+        listed = {file.stem for file in verified_files(layout, corpus, what)}
         unlisted = [e for e in (index or {}).get("partitions", [])
                     if isinstance(e.get(kind), dict) and e.get("file") not in listed]
         if unlisted:
-            path = layout.documents_index(corpus) if what.startswith("document") else layout.ideas_index(corpus)
             raise MsmbuildError(f"{path}: subdomain {unlisted[0].get('subdomain')!r} is placed in a partition file "
                                 f"({unlisted[0].get('file')!r}) the index does not list; run `msmbuild generate "
-                                f"{'documents' if what.startswith('document') else 'ideas'} {corpus}`")
+                                f"{step} {corpus}`")
     reader = FileTables(SCHEMAS[schema_name], columns)
     tables = [reader.rows(kind_path(layout, corpus, what, e["file"]), e[kind]["offset"], e[kind]["rows"])
               for e in (index or {}).get("partitions", []) if isinstance(e.get(kind), dict)]
     return pa.concat_tables(tables) if tables else reader.schema.empty_table()
+
+
+def _index_of(layout: Layout, corpus: str, what: str) -> tuple[dict[str, Any] | None, Path, str]:
+    """(the index that names a kind's files, its path, the step that writes it)."""
+    if what.startswith("document"):
+        return read_index(layout, corpus), layout.documents_index(corpus), "documents"
+    return read_ideas_index(layout, corpus), layout.ideas_index(corpus), "ideas"
 
 
 def _read_json_index(path: Path, fmt: int, strict: bool, step: str, corpus: str) -> dict[str, Any] | None:
@@ -206,7 +213,7 @@ def restore_partitions(store: Store, problems: Iterable[PartitionProblem]) -> tu
         except (MsmbuildError, OSError):
             lost.append(problem.path)
             continue
-        if digest_of(data) != problem.digest:
+        if digest_bytes(data) != problem.digest:
             lost.append(problem.path)
             continue
         write_bytes_if_changed(problem.path, data)
@@ -228,13 +235,6 @@ def without_rows(table, dropped: Iterable[int]):
     """A table less the rows at the given indices."""
     gone = set(dropped)
     return table.take([i for i in range(len(table)) if i not in gone])
-
-
-def digest_of(data: bytes) -> str:
-    """The store digest of bytes."""
-    from msmbuild.hashing import digest_bytes
-
-    return digest_bytes(data)
 
 
 def unplace_partitions(layout: Layout, corpora: Iterable[str], keys: set[str]) -> list[Path]:
@@ -313,7 +313,7 @@ def old_rows(file: Path, place: tuple[int, int], digest: str, schema, why: str):
     rows), if they encode to exactly the partition's digest; else an error naming the file."""
     try:
         table = _OLD_FILES.table(file, schema)
-        ok = digest_of(member_bytes(table, *place, schema)) == digest
+        ok = digest_bytes(member_bytes(table, *place, schema)) == digest
     except (MsmbuildError, OSError):
         ok = False
     if not ok:
@@ -356,6 +356,33 @@ def old_places(layout: Layout, corpus: str, what: str, old: dict[str, Any] | Non
             path = paths.get(e["file"]) or paths.setdefault(e["file"], kind_path(layout, corpus, what, e["file"]))
             out[e["partition"]] = (path, (e[kind]["offset"], e[kind]["rows"]), e[kind]["digest"])
     return out
+
+
+def old_place(places: dict[str, tuple[Path, tuple[int, int], str]], name: str, digest: str
+              ) -> tuple[Path, tuple[int, int]] | tuple[()]:
+    """(file, (offset, rows)) where ``old_places`` says the old index placed a partition of
+    this digest, else () (for ``stored_member``'s fallback)."""
+    found = places.get(name)
+    return found[:2] if found is not None and found[2] == digest else ()
+
+
+def entry_files(layout: Layout, corpus: str, old: dict[str, Any] | None, whats: tuple[str, str]
+                ) -> Callable[[dict[str, Any]], list[tuple[str, str]] | None]:
+    """For ``trusted_entries``: an old index entry's partition files of two kinds (KINDS,
+    e.g. documents and document_calls) with the digests the old index records for those
+    files; None for an entry not placed where its subdomain belongs or lacking either kind."""
+    placed = (old or {}).get("files") or {}
+    dirs = {what: os.fspath(getattr(layout, KINDS[what][2])(corpus)) for what in whats}
+    kinds = [KINDS[what][0] for what in whats]
+
+    def files(e: dict[str, Any]) -> list[tuple[str, str]] | None:
+        f = placed.get(e.get("file")) if e.get("file") == file_of(e.get("subdomain", "")) else None
+        if not (isinstance(f, dict) and all(isinstance(e.get(k), dict) and isinstance(f.get(k), dict) for k in kinds)):
+            return None
+        return [(os.path.join(dirs[what], f"{e['file']}.parquet"), f[kind]["digest"])
+                for what, kind in zip(whats, kinds, strict=True)]
+
+    return files
 
 
 def merge_files(*maps: tuple[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -495,8 +522,7 @@ class VerifiedFiles:
 def indexed_files(layout: Layout, corpus: str, what: str) -> list[tuple[Path, str]]:
     """(file, digest) of each partition file a corpus's index names: ``what`` is "documents"
     or "document_calls" (documents.json), "ideas" or "idea_calls" (ideas.json)."""
-    index = read_index(layout, corpus) if what.startswith("document") else read_ideas_index(layout, corpus)
-    kind = KINDS[what][0]
+    index, kind = _index_of(layout, corpus, what)[0], KINDS[what][0]
     return [(kind_path(layout, corpus, what, stem), f[kind]["digest"])
             for stem, f in sorted(((index or {}).get("files") or {}).items())
             if isinstance(f, dict) and isinstance(f.get(kind), dict)]
@@ -571,8 +597,6 @@ def write_step_file(path: Path, value: Any, old: Any, inputs: Sequence[Path] = (
     from it) equals value, it already holds those bytes: nothing is encoded or
     compared byte by byte. A file noted here is what ``trusted_entries`` requires.
     """
-    from msmbuild.hashing import digest_bytes
-
     if old is not None and value == old and keep_step_file(path, inputs):
         return False
     data = canonical_json(value) + b"\n"  # compact: the C encoder (an index is 10k entries at 1M documents)
@@ -626,11 +650,10 @@ def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -
     """Write document rows as the corpus's partitioned dataset and index; the paths changed.
 
     For documents made outside the generate step (imports, tests, benchmarks): rows are
-    grouped by subdomain in first-seen order, each group written with the documents
-    schema (missing columns are null) only when its bytes change. No calls are recorded.
+    grouped by subdomain in first-seen order, each group one partition with the documents
+    schema (missing columns are null), placed in partition files that are written only when
+    the partitions they hold change. No calls are recorded.
     """
-    from msmbuild.generate.partition_files import file_of
-    from msmbuild.hashing import digest_bytes
     from msmbuild.tables import SCHEMAS, parquet_bytes
 
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -641,11 +664,10 @@ def write_dataset(layout: Layout, corpus: str, rows: Sequence[dict[str, Any]]) -
     for subdomain, group in groups.items():
         name = partition_name(subdomain)
         data = parquet_bytes(group, SCHEMAS["documents"])
-        members[name] = Member(name, digest_bytes(data),
-                               lambda data=data: table_from_bytes(data, SCHEMAS["documents"]))
+        digest = digest_bytes(data)
+        members[name] = Member(name, digest, lambda data=data: table_from_bytes(data, SCHEMAS["documents"]))
         entries.append({"partition": name, "subdomain": subdomain, "domain": group[0].get("domain"),
-                        "file": file_of(subdomain), "key": None,
-                        "documents": {"digest": digest_bytes(data), "size": len(data)},
+                        "file": file_of(subdomain), "key": None, "documents": {"digest": digest, "size": len(data)},
                         "n_docs": len(group), "n_chars": sum(r.get("n_chars") or 0 for r in group),
                         "kept_cost_usd": float(sum(r.get("cost_usd") or 0.0 for r in group)), "n_calls": 0,
                         "calls_cost_usd": 0.0, "new_cost_usd": 0.0, "made_at": None,
