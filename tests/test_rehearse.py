@@ -267,9 +267,12 @@ def test_rehearse_small_params_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_rehearse_planted_failing_step_exits_nonzero_with_one_line(tmp_path):
+    # the audit, which reads a file-sourced AFT dataset too, is off: with it on, whichever of
+    # the two jobs Snakemake starts first reports the bad line
     root = _project(tmp_path / "project", {
         "aft": {"bad": {"path": "aft/bad.jsonl"}},
-        "experiments": {"a": {"aft": "bad", "evals": ["preference"]}}})
+        "experiments": {"a": {"aft": "bad", "evals": ["preference"]}},
+        "audit": {"enabled": False}})
     (root / "aft" / "bad.jsonl").write_text(
         (root / "aft" / "cheese.jsonl").read_text().splitlines()[0] + '\n{"messages": "not a list"}\n')
     run = _rehearse(root)
